@@ -1,0 +1,61 @@
+"""CLI: python -m training --data-dir DIR --experiments all --out models/"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
+
+from training.experiments import parse_selection  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Reproduce the original study's experiments, write the report and "
+                    "export model 5 as a SavedModel with its model card.")
+    parser.add_argument("--data-dir", type=Path,
+                        default=os.environ.get("PNEUMONIA_DATA_DIR"),
+                        help="folder with train/ and test/ (default: $PNEUMONIA_DATA_DIR)")
+    parser.add_argument("--experiments", default="all", type=parse_selection,
+                        help="'all', or numbers such as '5' or '1,5' or '3-7'")
+    parser.add_argument("--out", type=Path, default=Path("models"),
+                        help="where report.json, figures/ and the exported model go")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="cap every experiment's epochs, for a quick run")
+    parser.add_argument("--limit-per-class", type=int, default=None,
+                        help="use only the first N images of each class and split (smoke runs)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
+                        help="where decoded image arrays are cached")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--model-version", type=int, default=1)
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the SavedModel export (e.g. under the JAX backend)")
+    args = parser.parse_args(argv)
+    if args.data_dir is None:
+        parser.error("--data-dir is required (or set PNEUMONIA_DATA_DIR)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.run import RunConfig, run  # imports Keras: after argument errors
+
+    config = RunConfig(
+        data_dir=args.data_dir, out_dir=args.out, experiments=args.experiments,
+        val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
+        limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
+        export=not args.no_export, model_version=args.model_version,
+        command="python -m training " + shlex.join(sys.argv[1:] if argv is None else argv),
+    )
+    run(config, log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Probabilities and the metrics the report shows, computed with scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, H, W, C) raw pixels -> (N,) float32 P(PNEUMONIA)."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0),
+                      dtype=np.float32).reshape(-1)
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    """Metrics of P(positive) against 0/1 labels at `threshold` (predict 1 when p >= t)."""
+    labels = np.asarray(labels).astype(int)
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
+    accuracy = float(accuracy_score(labels, predicted))
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "n": int(len(labels)),
+        "threshold": float(threshold),
+        "accuracy": accuracy,
+        "error": 1.0 - accuracy,
+        "precision": float(precision_score(labels, predicted, zero_division=0)),
+        "recall": float(recall_score(labels, predicted, zero_division=0)),
+        "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        # AUC is undefined on one class (tiny smoke runs); report null rather than crash.
+        "roc_auc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],  # rows: true N, P
+    }

@@ -1,0 +1,134 @@
+"""The original study's seven experiments: one small builder each, hyper-parameters as data.
+
+Definitions follow `shared/reference/original-study.md` (models 3-7 are copied from its code;
+models 1-2 are the dense baseline its notebook used: Dense(16)-Dense(8)-Dense(6)-Dense(1),
+RMSprop, batch 10, 25 epochs, model 2 with class weights). Every model starts with
+`Rescaling(1/255)`, so it takes raw 0-255 pixels and the exported SavedModel carries the scaling.
+Backend-agnostic Keras 3 only: the same code trains under TensorFlow or JAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers, regularizers
+
+InputShape = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    number: int
+    name: str
+    description: str
+    build: Callable[[InputShape], keras.Model]
+    optimizer: str
+    batch_size: int
+    epochs: int
+    class_weights: bool
+
+
+def _inputs(input_shape: InputShape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inputs = keras.Input(shape=input_shape, name="image")
+    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+
+
+def build_dense(input_shape: InputShape) -> keras.Model:
+    inputs, x = _inputs(input_shape)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16, activation="relu")(x)
+    x = layers.Dense(8, activation="relu")(x)
+    x = layers.Dense(6, activation="relu")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name="dense")
+
+
+def _cnn(
+    input_shape: InputShape,
+    name: str,
+    first_kernel: int,
+    dropout: float = 0.0,
+    regularizer: regularizers.Regularizer | None = None,
+) -> keras.Model:
+    """The study's CNN family: conv(8)-pool-conv(4)-pool-[drop]-flatten-16-[drop]-8-1."""
+    inputs, x = _inputs(input_shape)
+    x = layers.Conv2D(8, first_kernel, activation="relu", padding="same",
+                      kernel_regularizer=regularizer)(x)
+    x = layers.MaxPooling2D(pool_size=2, strides=2)(x)
+    x = layers.Conv2D(4, 5, activation="relu", kernel_regularizer=regularizer)(x)
+    x = layers.MaxPooling2D(pool_size=2, strides=2)(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16, activation="relu", kernel_regularizer=regularizer)(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(8, activation="relu")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_cnn(input_shape: InputShape) -> keras.Model:
+    return _cnn(input_shape, "cnn", first_kernel=5)
+
+
+def build_cnn_kernel4(input_shape: InputShape) -> keras.Model:
+    return _cnn(input_shape, "cnn_kernel4", first_kernel=4)
+
+
+def build_cnn_dropout(input_shape: InputShape) -> keras.Model:
+    return _cnn(input_shape, "cnn_dropout", first_kernel=4, dropout=0.3)
+
+
+def build_cnn_l1(input_shape: InputShape) -> keras.Model:
+    return _cnn(input_shape, "cnn_l1", first_kernel=4, dropout=0.3,
+                regularizer=regularizers.L1(0.005))
+
+
+def build_cnn_l2(input_shape: InputShape) -> keras.Model:
+    return _cnn(input_shape, "cnn_l2", first_kernel=4, dropout=0.3,
+                regularizer=regularizers.L2(0.01))
+
+
+EXPERIMENTS: dict[int, Experiment] = {
+    e.number: e
+    for e in (
+        Experiment(1, "dense", "Dense 16-8-6-1 baseline", build_dense,
+                   "rmsprop", batch_size=10, epochs=25, class_weights=False),
+        Experiment(2, "dense_weighted", "Dense baseline with class weights", build_dense,
+                   "rmsprop", batch_size=10, epochs=25, class_weights=True),
+        Experiment(3, "cnn", "First CNN (5x5 kernels)", build_cnn,
+                   "adam", batch_size=10, epochs=15, class_weights=True),
+        Experiment(4, "cnn_kernel4", "CNN with a 4x4 first kernel, batch 8", build_cnn_kernel4,
+                   "adam", batch_size=8, epochs=15, class_weights=True),
+        Experiment(5, "cnn_dropout", "CNN with dropout 0.3", build_cnn_dropout,
+                   "adam", batch_size=10, epochs=50, class_weights=True),
+        Experiment(6, "cnn_l1", "CNN with dropout and L1(0.005)", build_cnn_l1,
+                   "adam", batch_size=10, epochs=50, class_weights=True),
+        Experiment(7, "cnn_l2", "CNN with dropout and L2(0.01)", build_cnn_l2,
+                   "adam", batch_size=10, epochs=50, class_weights=True),
+    )
+}
+
+# The study's best model: the one exported and served.
+EXPORTED_EXPERIMENT = 5
+
+
+def parse_selection(text: str) -> list[int]:
+    """'all' or '1,5' or '3-5' -> sorted experiment numbers; unknown numbers are an error."""
+    if text.strip().lower() == "all":
+        return sorted(EXPERIMENTS)
+    chosen: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = (int(p) for p in part.split("-", 1))
+            chosen.update(range(lo, hi + 1))
+        elif part:
+            chosen.add(int(part))
+    unknown = chosen - EXPERIMENTS.keys()
+    if unknown or not chosen:
+        raise ValueError(f"unknown experiments {sorted(unknown)}; choose from 1-7 or 'all'")
+    return sorted(chosen)

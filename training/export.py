@@ -1,0 +1,53 @@
+"""Export a trained Keras model as a TensorFlow SavedModel plus its JSON model card.
+
+Layout, loadable by TensorFlow Serving as is:
+    OUT/<name>/<version>/saved_model.pb, variables/   the SavedModel
+    OUT/<name>/<version>/model_card.json              the contract the app reads
+Export needs the TensorFlow backend (training itself does not).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+
+CARD_FILE = "model_card.json"
+SIGNATURE = "serving_default"
+SIGNATURE_INPUT = "images"
+SIGNATURE_OUTPUT = "probability"
+
+
+def export_saved_model(model: keras.Model, version_dir: Path) -> Path:
+    """Write `model` as a SavedModel whose serving_default maps images -> probability.
+
+    Signature: images float32 (batch, H, W, C), raw 0-255 -> probability float32 (batch,).
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("SavedModel export needs KERAS_BACKEND=tensorflow")
+    version_dir = Path(version_dir)
+    if version_dir.exists():
+        shutil.rmtree(version_dir)
+    version_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    def serve(images):
+        return {SIGNATURE_OUTPUT: keras.ops.reshape(model(images, training=False), (-1,))}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=serve,
+        input_signature=[keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="float32",
+                                         name=SIGNATURE_INPUT)],
+    )
+    archive.write_out(str(version_dir), verbose=False)
+    return version_dir
+
+
+def write_card(version_dir: Path, card: dict) -> Path:
+    path = Path(version_dir) / CARD_FILE
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

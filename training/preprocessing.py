@@ -1,0 +1,162 @@
+"""Image bytes -> pixel array -> model input. The one place that decodes and resizes X-rays.
+
+Training (dataset cache, evaluation) and the app (uploads) both import this module, so a
+file gives the model exactly the same input whichever path it comes through. It depends on
+Pillow and NumPy only: the app imports it without pulling in Keras.
+
+Two steps, kept apart so that other decoders (DICOM) can feed the second one:
+  decode(bytes)        -> DecodedImage: an 8-bit grayscale (H, W) or RGB (H, W, 3) array
+  to_model_input(arr)  -> (size, size, channels) uint8, raw 0-255; scaling is a model layer
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats the tool accepts. Anything else Pillow can read (GIF, TIFF, ...) is refused so that
+# what we claim to support is what we test.
+SUPPORTED_FORMATS = ("JPEG", "PNG")
+
+# Bumped whenever decode/resize changes, so cached training arrays are rebuilt.
+PREPROCESSING_VERSION = "1"
+RESAMPLING = "bilinear, antialiased (Pillow), aspect ratio not preserved"
+
+
+class ImageError(ValueError):
+    """Base class for images that cannot be turned into model input."""
+
+
+class EmptyImageError(ImageError):
+    pass
+
+
+class NotAnImageError(ImageError):
+    pass
+
+
+class UnsupportedFormatError(ImageError):
+    def __init__(self, image_format: str | None) -> None:
+        super().__init__(image_format)
+        self.image_format = image_format
+
+
+class CorruptImageError(ImageError):
+    pass
+
+
+class TooManyPixelsError(ImageError):
+    def __init__(self, pixels: int, limit: int) -> None:
+        super().__init__(f"{pixels} > {limit}")
+        self.pixels = pixels
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright 8-bit image and what the file said about itself."""
+
+    pixels: np.ndarray  # (H, W) or (H, W, 3) uint8
+    width: int  # upright, after EXIF orientation
+    height: int
+    format: str  # "JPEG" | "PNG"
+    mode: str  # Pillow mode of the file: "L", "I;16", "RGB", "CMYK", "P", ...
+
+
+def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
+    """Decode JPEG/PNG bytes into an upright 8-bit grayscale or RGB array.
+
+    The pixel count is checked from the header before any pixel is decoded, so a
+    decompression bomb costs nothing.
+    """
+    if not data:
+        raise EmptyImageError()
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise NotAnImageError() from exc
+    if img.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(img.format)
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooManyPixelsError(width * height, max_pixels)
+    mode, image_format = img.mode, img.format
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        pixels = _to_8bit_array(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Truncated or damaged streams surface as OSError/SyntaxError from the codecs.
+        raise CorruptImageError(str(exc)) from exc
+    return DecodedImage(
+        pixels=pixels,
+        width=pixels.shape[1],
+        height=pixels.shape[0],
+        format=image_format,
+        mode=mode,
+    )
+
+
+def _to_8bit_array(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W) uint8 for single-channel images, (H, W, 3) uint8 otherwise."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grayscale: scale the whole range to 0-255. Pillow's own
+        # convert("L") clips at 255, which turns almost every 16-bit X-ray white.
+        arr = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else float(arr.max())
+        return np.round(np.clip(arr, 0, full) * (255.0 / full)).astype(np.uint8)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return np.round(scaled).astype(np.uint8)
+    if img.mode in ("1", "L"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if img.mode == "LA" or (img.mode == "P" and img.info.get("transparency") is None
+                            and _palette_is_gray(img)):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if "A" in img.mode or img.mode == "P" or "transparency" in img.info:
+        # Transparent areas become black, the background of a radiograph.
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(black, rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _palette_is_gray(img: Image.Image) -> bool:
+    palette = img.getpalette() or []
+    triples = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+    return bool(np.all(triples[:, 0] == triples[:, 1]) and np.all(triples[:, 1] == triples[:, 2]))
+
+
+def to_model_input(pixels: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 -> (height, width, channels) uint8 for the model.
+
+    `size` is (height, width) as the model card states it. Pillow's bilinear resize widens its
+    kernel when shrinking (antialiasing), so a 2500 px original and the dataset's 224 px copy
+    of it land on nearly the same 64x64 input.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    height, width = size
+    gray = pixels.ndim == 2
+    img = Image.fromarray(pixels, mode="L" if gray else "RGB")
+    if channels == 1 and not gray:
+        img = img.convert("L")
+    img = img.resize((width, height), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if channels == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return arr
+
+
+def load_model_input(
+    data: bytes, size: tuple[int, int], channels: int, max_pixels: int | None = None
+) -> np.ndarray:
+    """Bytes straight to model input; what training uses for every file on disk."""
+    return to_model_input(decode(data, max_pixels).pixels, size, channels)

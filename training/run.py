@@ -1,0 +1,279 @@
+"""One full run: data -> train each experiment -> evaluate -> report -> export model 5."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training import figures
+from training.data import CLASS_NAMES, Split, list_split, load_arrays, split_train_validation
+from training.evaluate import binary_metrics, predict_probabilities
+from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT
+from training.preprocessing import PREPROCESSING_VERSION, RESAMPLING
+from training.reference import DATASET_CREDIT, STUDY_RESULTS
+from training.train import Arrays, TrainedModel, train_experiment
+
+# 0.5 on the sigmoid, the study's (and Keras') default. Fixed before looking at any data, so
+# the test split plays no part in it; a threshold tuned on the validation split is planned.
+THRESHOLD = 0.5
+THRESHOLD_METHOD = ("fixed at 0.5 (the original study's default); not tuned, so the test "
+                    "split played no part in choosing it")
+AUGMENTATION = ("on the fly, a new random draw every epoch, training part only: Keras "
+                "ImageDataGenerator semantics with shear_range=0.2 (degrees), zoom_range=0.2 "
+                "(row and column zoom each in [0.8, 1.2]), horizontal_flip=True; bilinear, "
+                "edges repeated")
+INTENDED_USE = ("Prioritisation aid for pediatric chest X-rays (ages 1-5, Guangzhou cohort): "
+                "orders a worklist so that likely pneumonia is read first. Not a diagnosis; "
+                "every image is still read by a clinician.")
+LIMITS = [
+    "Trained and tested on one hospital's pediatric anterior-posterior films; adult, "
+    "lateral or other-site images are out of distribution.",
+    "Sees a 64x64 downscale of the image: fine findings are invisible to it.",
+    "High recall, low specificity at threshold 0.5: many normal films are flagged.",
+    "Probabilities are not calibrated; read them as a ranking score.",
+    "Does not distinguish bacterial from viral pneumonia, or pneumonia from other opacities.",
+]
+
+
+@dataclass
+class RunConfig:
+    data_dir: Path
+    out_dir: Path
+    experiments: list[int]
+    image_size: int = 64
+    channels: int = 3
+    val_fraction: float = 0.1
+    seed: int = 42
+    max_epochs: int | None = None  # cap for quick runs; None = the study's epochs
+    limit_per_class: int | None = None  # tiny subsets for smoke runs
+    cache_dir: Path | None = None
+    export: bool = True
+    model_name: str = "pneumonia"
+    model_version: int = 1
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
+    started = time.perf_counter()
+    size = (config.image_size, config.image_size)
+    splits = _load_splits(config)
+    log("data: " + ", ".join(f"{k} {len(s)} {s.counts()}" for k, s in splits.items()))
+    arrays = Arrays(*(a for part in ("fit", "val", "test") for a in (
+        load_arrays(splits[part], size, config.channels, config.cache_dir),
+        splits[part].labels)))
+    log(f"decoded to {arrays.x_fit.shape[1:]} in {time.perf_counter() - started:.1f}s")
+
+    results, trained = [], {}
+    for position, number in enumerate(config.experiments, start=1):
+        experiment = EXPERIMENTS[number]
+        epochs = min(experiment.epochs, config.max_epochs or experiment.epochs)
+        log(f"=== experiment {number} ({position}/{len(config.experiments)}): "
+            f"{experiment.description}; {experiment.optimizer}, batch {experiment.batch_size}, "
+            f"{epochs} epochs")
+        model = train_experiment(experiment, arrays, config.seed, epochs=epochs, log=log)
+        result = _evaluate(model, arrays)
+        results.append(result)
+        trained[number] = (model, result)
+        test = result["metrics"]["test"]
+        log(f"=== experiment {number} done in {model.seconds:.1f}s "
+            f"({model.images_per_second:.0f} images/s): test accuracy {test['accuracy']:.3f}, "
+            f"recall {test['recall']:.3f}, specificity {test['specificity']:.3f}")
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figure_paths = _figures(results, trained, arrays, out)
+    report = _report(config, splits, results, figure_paths, time.perf_counter() - started)
+    if config.export and EXPORTED_EXPERIMENT in trained:
+        report["exported_model"] = _export(config, trained[EXPORTED_EXPERIMENT], splits, arrays)
+        log(f"exported experiment {EXPORTED_EXPERIMENT} to {report['exported_model']['path']}")
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"report written to {out / 'report.json'}; wall time {report['wall_seconds']}s")
+    return report
+
+
+def _load_splits(config: RunConfig) -> dict[str, Split]:
+    train = list_split(config.data_dir, "train")
+    test = list_split(config.data_dir, "test")
+    if config.limit_per_class:
+        train, test = (_limit(s, config.limit_per_class) for s in (train, test))
+    fit, val = split_train_validation(train, config.val_fraction, config.seed)
+    return {"fit": fit, "val": val, "test": test}
+
+
+def _limit(split: Split, per_class: int) -> Split:
+    keep = np.concatenate([np.flatnonzero(split.labels == c)[:per_class]
+                           for c in range(len(CLASS_NAMES))])
+    return split.subset(keep)
+
+
+def _evaluate(trained: TrainedModel, arrays: Arrays) -> dict:
+    experiment = trained.experiment
+    probabilities = {
+        part: predict_probabilities(trained.model, x)
+        for part, x in (("train", arrays.x_fit), ("validation", arrays.x_val),
+                        ("test", arrays.x_test))
+    }
+    labels = {"train": arrays.y_fit, "validation": arrays.y_val, "test": arrays.y_test}
+    return {
+        "number": experiment.number,
+        "name": experiment.name,
+        "description": experiment.description,
+        "recipe": {"optimizer": experiment.optimizer, "batch_size": experiment.batch_size,
+                   "epochs": trained.epochs, "study_epochs": experiment.epochs,
+                   "class_weights": experiment.class_weights, "loss": "binary_crossentropy"},
+        "parameters": int(trained.model.count_params()),
+        "train_seconds": round(trained.seconds, 1),
+        "images_per_second": round(trained.images_per_second, 1),
+        "history": trained.history,
+        "metrics": {part: binary_metrics(labels[part], p, THRESHOLD)
+                    for part, p in probabilities.items()},
+        "study": STUDY_RESULTS[experiment.number],
+        "_test_probabilities": probabilities["test"],  # for figures; dropped from the JSON
+    }
+
+
+def _figures(results: list[dict], trained: dict, arrays: Arrays, out: Path) -> dict:
+    fig_dir = out / "figures"
+    paths: dict = {"confusion_matrices": {}}
+    for result in results:
+        n = result["number"]
+        path = figures.confusion_matrix_figure(
+            result["metrics"]["test"]["confusion_matrix"],
+            f"Model {n} ({result['name']}), test", fig_dir / f"confusion_matrix_{n}.png")
+        paths["confusion_matrices"][str(n)] = str(path.relative_to(out))
+    curves = {f"Model {r['number']}": (arrays.y_test, r.pop("_test_probabilities"),
+                                       r["metrics"]["test"]["roc_auc"]) for r in results}
+    paths["roc"] = str(figures.roc_figure(curves, fig_dir / "roc_curves.png").relative_to(out))
+    histories = {f"Model {r['number']}": r["history"] for r in results}
+    paths["training_curves"] = str(
+        figures.training_curves_figure(histories, fig_dir / "training_curves.png")
+        .relative_to(out))
+    return paths
+
+
+def _report(config: RunConfig, splits: dict[str, Split], results: list[dict],
+            figure_paths: dict, seconds: float) -> dict:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": config.command,
+        "code_version": code_version(),
+        "environment": _environment(),
+        "wall_seconds": round(seconds, 1),
+        "dataset": _dataset_section(config, splits),
+        "input": {"height": config.image_size, "width": config.image_size,
+                  "channels": config.channels, "resize": RESAMPLING},
+        "augmentation": AUGMENTATION,
+        "threshold": THRESHOLD,
+        "threshold_method": THRESHOLD_METHOD,
+        "seed": config.seed,
+        "experiments": results,
+        "figures": figure_paths,
+    }
+
+
+def _dataset_section(config: RunConfig, splits: dict[str, Split]) -> dict:
+    return {
+        "name": "Kermany pediatric chest X-ray (Kaggle chest-xray-pneumonia layout)",
+        "credit": DATASET_CREDIT,
+        "counts": {"train": splits["fit"].counts(), "validation": splits["val"].counts(),
+                   "test": splits["test"].counts()},
+        "split": (f"validation = {config.val_fraction:.0%} of train/, stratified by class and "
+                  f"grouped by patient (no patient in both), seed {config.seed}; test/ used "
+                  "once, for this report"),
+        "subset_per_class": config.limit_per_class,
+    }
+
+
+def _export(config: RunConfig, trained_and_result: tuple, splits: dict[str, Split],
+            arrays: Arrays) -> dict:
+    from training.export import export_saved_model, write_card  # needs TensorFlow
+
+    trained, result = trained_and_result
+    out = Path(config.out_dir)
+    version_dir = export_saved_model(
+        trained.model, out / config.model_name / str(config.model_version))
+    probabilities = predict_probabilities(trained.model, arrays.x_test)
+    _write_predictions(out / "test_predictions.csv", splits["test"], probabilities)
+    card = _card(config, result, splits)
+    write_card(version_dir, card)
+    return {"name": config.model_name, "version": config.model_version,
+            "experiment": result["number"], "path": str(version_dir.relative_to(out)),
+            "test_predictions": "test_predictions.csv"}
+
+
+def _write_predictions(path: Path, split: Split, probabilities: np.ndarray) -> None:
+    """Per-file test probabilities of the exported model, so the app can be checked against
+    the training evaluation file by file."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "probability"])
+        for file, label, p in zip(split.paths, split.labels, probabilities):
+            writer.writerow([f"{file.parent.parent.name}/{file.parent.name}/{file.name}",
+                             CLASS_NAMES[label], repr(float(p))])
+
+
+def _card(config: RunConfig, result: dict, splits: dict[str, Split]) -> dict:
+    experiment = EXPERIMENTS[result["number"]]
+    return {
+        "name": config.model_name,
+        "version": config.model_version,
+        "description": f"Model {experiment.number} of the original study: "
+                       f"{experiment.description}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "format": "TensorFlow SavedModel",
+        "signature": {"name": "serving_default", "input": "images", "output": "probability"},
+        "input": {"height": config.image_size, "width": config.image_size,
+                  "channels": config.channels,
+                  "color_mode": "rgb" if config.channels == 3 else "grayscale",
+                  "dtype": "float32", "value_range": [0, 255],
+                  "scaling": "inside the model (Rescaling 1/255)",
+                  "resize": RESAMPLING, "preprocessing_version": PREPROCESSING_VERSION},
+        "output": "probability of PNEUMONIA, float32 (batch,)",
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "threshold": THRESHOLD,
+        "threshold_method": THRESHOLD_METHOD,
+        "metrics": {"validation": result["metrics"]["validation"],
+                    "test": result["metrics"]["test"]},
+        "training": {**result["recipe"], "augmentation": AUGMENTATION, "seed": config.seed,
+                     "parameters": result["parameters"], "train_seconds": result["train_seconds"]},
+        "data": _dataset_section(config, splits),
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITS,
+    }
+
+
+def code_version() -> str:
+    """The git commit the code ran from, '+dirty' when it had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training", "app"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty.strip() else "")
+
+
+def _environment() -> dict:
+    import sklearn
+
+    return {"keras": keras.__version__, "backend": keras.backend.backend(),
+            "numpy": np.__version__, "scikit_learn": sklearn.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count()}
