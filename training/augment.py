@@ -6,15 +6,12 @@ in DEGREES (so 0.2 is a tiny shear), `zoom_range=0.2` draws independent row and 
 from [0.8, 1.2], the transform is bilinear about the image centre with edge pixels repeated
 (`fill_mode="nearest"`), and half the images are mirrored left-right.
 
-It runs in the input pipeline rather than as Keras layers: random-transform layers inside a
-model were about 150x slower under JAX on a GPU.
+It runs in the input pipeline rather than as Keras layers (random-transform layers inside a
+model were about 150x slower under JAX on a GPU), one whole epoch at a time, vectorised.
 """
 
 from __future__ import annotations
 
-import math
-
-import keras
 import numpy as np
 
 _CHUNK = 16
@@ -70,39 +67,3 @@ def _bilinear(images: np.ndarray, src_r: np.ndarray, src_c: np.ndarray) -> np.nd
     top = top_left + (top_right - top_left) * fc
     bottom = bottom_left + (bottom_right - bottom_left) * fc
     return top + (bottom - top) * fr
-
-
-class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled, freshly augmented batches each epoch; labels as float32 (N, 1)."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        seed: int,
-        augment: bool = True,
-        sample_weights: np.ndarray | None = None,
-    ) -> None:
-        super().__init__()
-        self.images = images
-        self.labels = labels.astype(np.float32).reshape(-1, 1)
-        self.sample_weights = sample_weights
-        self.batch_size = batch_size
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __getitem__(self, index: int):
-        take = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.images[take]
-        x = random_affine(x, self.rng) if self.augment else x.astype(np.float32)
-        if self.sample_weights is None:
-            return x, self.labels[take]
-        return x, self.labels[take], self.sample_weights[take]
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.images))

@@ -49,7 +49,7 @@ class CorruptImageError(ImageError):
 
 
 class TooManyPixelsError(ImageError):
-    def __init__(self, pixels: int, limit: int) -> None:
+    def __init__(self, pixels: int | None, limit: int) -> None:
         super().__init__(f"{pixels} > {limit}")
         self.pixels = pixels
         self.limit = limit
@@ -78,6 +78,9 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise NotAnImageError() from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (over twice Image.MAX_IMAGE_PIXELS) fires before ours can.
+        raise TooManyPixelsError(None, max_pixels or 2 * (Image.MAX_IMAGE_PIXELS or 0)) from exc
     if img.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(img.format)
     width, height = img.size

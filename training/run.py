@@ -9,7 +9,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,11 +62,12 @@ class RunConfig:
     model_name: str = "pneumonia"
     model_version: int = 1
     command: str = ""
-    extra: dict = field(default_factory=dict)
+    code_version: str = ""
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
     started = time.perf_counter()
+    config.code_version = config.code_version or code_version()  # the code as it starts
     size = (config.image_size, config.image_size)
     splits = _load_splits(config)
     log("data: " + ", ".join(f"{k} {len(s)} {s.counts()}" for k, s in splits.items()))
@@ -169,7 +170,7 @@ def _report(config: RunConfig, splits: dict[str, Split], results: list[dict],
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": config.command,
-        "code_version": code_version(),
+        "code_version": config.code_version,
         "environment": _environment(),
         "wall_seconds": round(seconds, 1),
         "dataset": _dataset_section(config, splits),
@@ -233,7 +234,7 @@ def _card(config: RunConfig, result: dict, splits: dict[str, Split]) -> dict:
         "description": f"Model {experiment.number} of the original study: "
                        f"{experiment.description}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
+        "code_version": config.code_version,
         "format": "TensorFlow SavedModel",
         "signature": {"name": "serving_default", "input": "images", "output": "probability"},
         "input": {"height": config.image_size, "width": config.image_size,

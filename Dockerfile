@@ -1,0 +1,39 @@
+# Serves the committed model on port 8000. GPU-capable TensorFlow base: with
+# `docker run --gpus all` inference runs on the GPU; without a GPU TensorFlow uses the CPU.
+FROM tensorflow/tensorflow:2.21.0-gpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PNEUMONIA_HOST=0.0.0.0 \
+    PNEUMONIA_PORT=8000
+
+WORKDIR /srv/triage
+
+# Dependencies in their own layer, from pyproject.toml alone, so code changes reuse it.
+COPY pyproject.toml README.md ./
+RUN mkdir app training \
+    && touch app/__init__.py training/__init__.py \
+    && python3 -m pip install --no-cache-dir . \
+    && python3 -m pip uninstall --yes pneumonia-triage \
+    && rm -rf app training build ./*.egg-info
+
+# The project itself, installed the way the README's `make run` installs it (pip -e .).
+COPY app/ app/
+COPY training/ training/
+RUN python3 -m pip install --no-cache-dir --no-deps -e .
+
+# What serving needs and nothing else: pages, static files, the model and its report.
+COPY templates/ templates/
+COPY static/ static/
+COPY models/ models/
+
+RUN useradd --create-home --uid 10001 triage
+USER 10001
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+CMD ["python3", "-m", "app"]

@@ -1,0 +1,37 @@
+"""The one settings class. Values come from PNEUMONIA_* environment variables or a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PNEUMONIA_", env_file=".env", extra="ignore")
+
+    # Where models live: MODEL_DIR/<name>/<version>/ holds a SavedModel and its model_card.json;
+    # MODEL_DIR/report.json and MODEL_DIR/figures/ are the evaluation report.
+    model_dir: Path = Path("models")
+    model_name: str = "pneumonia"
+    model_version: int | None = Field(default=None, description="None = the newest version")
+    # None = the threshold in the model card. An override is reported in every response.
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Decompression-bomb guard, checked from the image header before decoding: 50 MP is far
+    # above any chest radiograph (the largest sample is 6.4 MP).
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+
+    templates_dir: Path = Path("templates")
+    static_dir: Path = Path("static")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

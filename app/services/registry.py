@@ -1,0 +1,114 @@
+"""Find saved models by name in MODEL_DIR and load them with their model cards.
+
+MODEL_DIR/<name>/<version>/ is a TensorFlow SavedModel (the layout TensorFlow Serving reads)
+with model_card.json beside it. Everything the app needs to know about a model (input size,
+channels, classes, threshold) is read from that card, never hard-coded here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CARD_FILE = "model_card.json"
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    raw: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        return cls(json.loads(Path(path).read_text()))
+
+    @property
+    def name(self) -> str:
+        return str(self.raw["name"])
+
+    @property
+    def version(self) -> int:
+        return int(self.raw["version"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.raw["class_names"])
+
+    @property
+    def positive_class(self) -> str:
+        return str(self.raw["positive_class"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.raw["threshold"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return int(self.raw["input"]["height"]), int(self.raw["input"]["width"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.raw["input"]["channels"])
+
+    @property
+    def negative_class(self) -> str:
+        return next(c for c in self.class_names if c != self.positive_class)
+
+    def label_for(self, probability: float, threshold: float) -> str:
+        return self.positive_class if probability >= threshold else self.negative_class
+
+
+def available_models(model_dir: Path) -> dict[str, list[int]]:
+    """name -> versions (ascending) of every folder in MODEL_DIR that carries a card."""
+    found: dict[str, list[int]] = {}
+    for card in sorted(Path(model_dir).glob(f"*/*/{CARD_FILE}")):
+        version = card.parent.name
+        if version.isdigit():
+            found.setdefault(card.parent.parent.name, []).append(int(version))
+    return {name: sorted(versions) for name, versions in found.items()}
+
+
+def find_model(model_dir: Path, name: str, version: int | None = None) -> Path:
+    """The folder of model `name` at `version`, or its newest version."""
+    versions = available_models(model_dir).get(name, [])
+    if not versions:
+        raise ModelNotFoundError(f"no model '{name}' with a {CARD_FILE} under {model_dir}")
+    if version is None:
+        version = versions[-1]
+    elif version not in versions:
+        raise ModelNotFoundError(f"model '{name}' has versions {versions}, not {version}")
+    return Path(model_dir) / name / str(version)
+
+
+class LoadedModel:
+    """A SavedModel's serving signature plus its card; thread-safe to call."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf  # heavy import: only where a model is really loaded
+
+        self.path = Path(path)
+        self.card = ModelCard.read(self.path / CARD_FILE)
+        signature = self.card.raw.get("signature", {})
+        self._input = signature.get("input", "images")
+        self._output = signature.get("output", "probability")
+        self._serve = tf.saved_model.load(str(self.path)).signatures[
+            signature.get("name", "serving_default")]
+        self._tf = tf
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class)."""
+        batch = self._tf.constant(np.asarray(images, dtype=np.float32))
+        return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
+
+    def warm_up(self) -> None:
+        """One inference on a blank image so the first user does not pay for graph setup."""
+        height, width = self.card.input_size
+        self.predict(np.zeros((1, height, width, self.card.channels), dtype=np.float32))

@@ -1,0 +1,173 @@
+"""Every endpoint and every error case, with real generated files, on the committed model."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import describe
+from tests.helpers import (
+    encode,
+    exif_rotated_jpeg,
+    jpeg_bytes,
+    png16_bytes,
+    png_bytes,
+    xray_like,
+)
+from training.preprocessing import CorruptImageError, NotAnImageError, UnsupportedFormatError
+
+
+def post(client, data: bytes, name: str = "xray.jpeg", field: str = "file"):
+    return client.post("/predict", files={field: (name, data, "application/octet-stream")})
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "mode", "size"),
+    [
+        (jpeg_bytes(mode="L"), "JPEG", "L", (80, 96)),
+        (jpeg_bytes(mode="RGB"), "JPEG", "RGB", (80, 96)),
+        (jpeg_bytes(mode="CMYK"), "JPEG", "CMYK", (80, 96)),
+        (png_bytes(mode="L"), "PNG", "L", (80, 96)),
+        (png_bytes(mode="RGBA"), "PNG", "RGBA", (80, 96)),
+        (png16_bytes(), "PNG", "I;16", (80, 96)),
+        (exif_rotated_jpeg(height=60, width=100), "JPEG", "L", (60, 100)),
+        (jpeg_bytes(224, 224), "JPEG", "L", (224, 224)),
+    ],
+    ids=["jpeg-gray", "jpeg-rgb", "jpeg-cmyk", "png-gray", "png-rgba", "png-16bit",
+         "jpeg-exif-rotated", "jpeg-224"],
+)
+def test_predict_valid_image_returns_probability(client, data, fmt, mode, size):
+    response = post(client, data)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 0.0 <= body["probability"] <= 1.0
+    assert body["threshold"] == 0.5
+    assert body["label"] == ("PNEUMONIA" if body["probability"] >= 0.5 else "NORMAL")
+    assert body["model"] == {"name": "pneumonia", "version": 1}
+    assert body["image"] == {"width": size[0], "height": size[1], "format": fmt, "mode": mode}
+    assert body["elapsed_ms"] > 0
+    assert "not a diagnosis" in body["note"]
+
+
+def test_predict_16bit_png_equals_its_8bit_picture(client):
+    # Scaled to the full range, a 16-bit image made as 8-bit*257 is the same picture.
+    wide = post(client, png16_bytes()).json()["probability"]
+    narrow = post(client, png_bytes(mode="L")).json()["probability"]
+    assert abs(wide - narrow) < 1e-6
+
+
+def test_predict_exif_rotation_is_applied_before_the_model(client):
+    rotated = post(client, exif_rotated_jpeg(height=60, width=100)).json()["probability"]
+    upright = Image.open(__import__("io").BytesIO(exif_rotated_jpeg(height=60, width=100)))
+    upright = upright.transpose(Image.Transpose.ROTATE_270)
+    manual = post(client, encode(upright, "PNG"), "x.png").json()["probability"]
+    assert abs(rotated - manual) < 1e-6
+
+
+def _expected(exc) -> tuple[int, str]:
+    status, code, _ = describe(exc)
+    return status, code
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"", 400, "empty_file"),
+        (b"patient notes: not an image\n" * 20, 415, "not_an_image"),
+        (encode(Image.fromarray(xray_like()), "GIF"), 415, "unsupported_format"),
+        (encode(Image.fromarray(xray_like()), "BMP"), 415, "unsupported_format"),
+        (jpeg_bytes(400, 400)[:3000], 400, "corrupt_image"),
+        (png_bytes(300, 300)[:-400], 400, "corrupt_image"),
+        (encode(Image.new("L", (9000, 9000)), "PNG"), 413, "image_too_large"),
+    ],
+    ids=["zero-bytes", "text-file", "gif", "bmp", "truncated-jpeg", "truncated-png",
+         "pixel-bomb"],
+)
+def test_predict_bad_image_gets_clear_json_error(client, data, status, code):
+    response = post(client, data)
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == code
+    assert len(body["detail"]) > 20  # a sentence for a person, not a stack trace
+    # and the server keeps serving
+    assert post(client, jpeg_bytes()).status_code == 200
+
+
+def test_error_messages_come_from_one_table():
+    assert _expected(NotAnImageError()) == (415, "not_an_image")
+    assert _expected(UnsupportedFormatError("GIF"))[0] == 415
+    assert _expected(CorruptImageError("x"))[0] == 400
+    assert "GIF images are not supported" in describe(UnsupportedFormatError("GIF"))[2]
+
+
+def test_predict_without_file_is_422(client):
+    assert client.post("/predict").status_code == 422
+    response = client.post("/predict", data={"note": "no file here"},
+                           files={"other": ("a.txt", b"x")})
+    assert response.status_code == 422
+    assert response.json()["error"] == "missing_file"
+    assert client.post("/predict", json={"file": "abc"}).status_code == 422
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok", "model": None}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model": {"name": "pneumonia", "version": 1}}
+
+
+def test_index_page_has_upload_form_and_disclaimer(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.text
+    assert 'enctype="multipart/form-data"' in html and 'name="file"' in html
+    assert "not a diagnosis" in html
+    assert 'href="/report"' in html
+    assert client.get("/static/upload.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+
+
+def test_index_form_post_without_javascript_renders_result(client):
+    page = client.post("/", files={"file": ("x.jpeg", jpeg_bytes(), "image/jpeg")})
+    assert page.status_code == 200
+    api = post(client, jpeg_bytes()).json()
+    assert f"{api['probability'] * 100:.1f}%" in page.text
+    assert api["label"] in page.text
+
+
+def test_index_form_post_bad_file_shows_message(client):
+    page = client.post("/", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert page.status_code == 415
+    assert "not an image we can read" in page.text
+
+
+def test_report_page_shows_experiments_figures_and_card(client):
+    page = client.get("/report")
+    assert page.status_code == 200
+    html = page.text
+    for number in range(1, 8):
+        assert f"<td class=\"name\">{number}. " in html
+    assert "Original study" in html and "Kermany" in html
+    assert "Intended use" in html and "Known limits" in html
+    for src in ("figures/roc_curves.png", "figures/training_curves.png",
+                "figures/confusion_matrix_5.png"):
+        assert src in html
+        image = client.get(f"/report/{src}")
+        assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+
+
+def test_openapi_documents_predict_upload_and_example(client):
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/predict"]["post"]
+    schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema["properties"]["file"]["format"] == "binary"
+    assert {"200", "400", "413", "415", "422"} <= operation["responses"].keys()
+    response_schema = spec["components"]["schemas"]["PredictionResponse"]
+    assert response_schema["examples"][0]["label"] == "PNEUMONIA"
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_batch_of_identical_images_is_deterministic(client):
+    data = jpeg_bytes(seed=3)
+    probabilities = {post(client, data).json()["probability"] for _ in range(3)}
+    assert len(probabilities) == 1
+    assert np.isfinite(list(probabilities)[0])

@@ -1,0 +1,77 @@
+"""Upload limits, threshold override and privacy, on apps built with test settings."""
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from tests.conftest import settings_for_tests
+from tests.helpers import encode, jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+def small_limit_client():
+    settings = settings_for_tests(max_upload_bytes=4096, max_image_pixels=100 * 100,
+                                  threshold=0.0)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_upload_over_byte_limit_is_413(small_limit_client):
+    big = jpeg_bytes(600, 600, mode="RGB")  # tens of KB against a 4 KiB limit
+    assert len(big) > 4096 + 16 * 1024
+    response = small_limit_client.post("/predict", files={"file": ("x.jpeg", big)})
+    assert response.status_code == 413
+    assert response.json()["error"] == "file_too_large"
+
+
+def test_upload_just_over_limit_within_envelope_is_413(small_limit_client):
+    data = jpeg_bytes(90, 90) + b"\0" * 4096  # file part > 4 KiB, body < limit + envelope
+    response = small_limit_client.post("/predict", files={"file": ("x.jpeg", data)})
+    assert response.status_code == 413
+
+
+def test_streamed_upload_without_content_length_is_cut_off(small_limit_client):
+    boundary = "testboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"x.jpeg\"\r\n\r\n").encode()
+
+    def body():  # chunked: no Content-Length to refuse up front
+        yield head
+        for _ in range(64):
+            yield b"\xff" * 4096
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = small_limit_client.post(
+        "/predict", content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+
+
+def test_image_over_pixel_limit_is_413(small_limit_client):
+    flat = encode(Image.new("L", (200, 120), 90), "PNG")  # 24,000 px in a few hundred bytes
+    response = small_limit_client.post("/predict", files={"file": ("x.png", flat)})
+    assert response.status_code == 413
+    assert response.json()["error"] == "image_too_large"
+
+
+def test_threshold_override_from_settings_is_applied(small_limit_client):
+    files = {"file": ("x.jpeg", jpeg_bytes(60, 60))}
+    body = small_limit_client.post("/predict", files=files).json()
+    assert body["threshold"] == 0.0 and body["label"] == "PNEUMONIA"
+
+
+def test_uploads_leave_no_trace_in_logs_or_temp_files(client, caplog, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    secret_name = "Jane-Doe-1999-03-02.jpeg"
+    with caplog.at_level(logging.DEBUG):
+        big = jpeg_bytes(1500, 1500, mode="RGB")
+        assert len(big) > 1024 * 1024  # over Starlette's spool-to-disk threshold
+        response = client.post("/predict", files={"file": (secret_name, big)})
+    assert response.status_code == 200
+    assert secret_name not in caplog.text and "Jane-Doe" not in caplog.text
+    assert list(tmp_path.iterdir()) == []

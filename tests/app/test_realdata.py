@@ -1,0 +1,60 @@
+"""The app against the training evaluation, on the real dataset (fails if it is missing)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.realdata
+
+MODELS = REPO / "models"
+
+
+def _predictions() -> list[dict]:
+    with (MODELS / "test_predictions.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _post(client, path: Path) -> dict:
+    response = client.post("/predict", files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_full_resolution_samples_match_their_dataset_copies(client, samples_dir, data_dir):
+    """A clinician's full-size original must score like the dataset's 224x224 copy of it:
+    the antialiased resize makes the 64x64 input nearly independent of the upload size."""
+    for path in sorted(samples_dir.glob("*.jpeg")):
+        body = _post(client, path)
+        with Image.open(path) as image:
+            assert (body["image"]["width"], body["image"]["height"]) == image.size
+        assert body["image"]["format"] == "JPEG"
+        copy = next((data_dir / "train").glob(f"*/{path.name}"))
+        assert abs(body["probability"] - _post(client, copy)["probability"]) < 0.03, path.name
+
+
+def test_app_probability_equals_training_evaluation_file_by_file(client, data_dir):
+    rows = _predictions()
+    pick = np.random.default_rng(0).choice(len(rows), size=40, replace=False)
+    worst = 0.0
+    for i in pick:
+        row = rows[i]
+        body = _post(client, data_dir.parent.joinpath("chest_xray", row["file"]))
+        worst = max(worst, abs(body["probability"] - float(row["probability"])))
+    assert worst < 1e-5
+
+
+def test_app_reproduces_reported_test_accuracy_over_whole_split(client, data_dir):
+    report = json.loads((MODELS / "report.json").read_text())
+    exported = report["exported_model"]["experiment"]
+    expected = next(e for e in report["experiments"] if e["number"] == exported)
+    files = sorted((data_dir / "test").glob("*/*.jpeg"))
+    assert len(files) == expected["metrics"]["test"]["n"] == 624
+    correct = sum(_post(client, f)["label"] == f.parent.name for f in files)
+    assert correct / len(files) == pytest.approx(expected["metrics"]["test"]["accuracy"],
+                                                 abs=1e-9)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "chest_xray"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real dataset. Missing data FAILS the test (never skips): CI must have it."""
+    path = Path(os.environ.get("PNEUMONIA_DATA_DIR", DEFAULT_DATA_DIR))
+    if not (path / "test").is_dir():
+        pytest.fail(f"chest X-ray data not found at {path}; set PNEUMONIA_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples_dir(data_dir: Path) -> Path:
+    path = data_dir.parent / "samples"
+    if not path.is_dir():
+        pytest.fail(f"full-resolution samples not found at {path}")
+    return path
+
+
+def settings_for_tests(**overrides) -> Settings:
+    """Settings on the committed model, whatever the working directory."""
+    values = {"model_dir": REPO / "models", "templates_dir": REPO / "templates",
+              "static_dir": REPO / "static", **overrides}
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    """The real app on the committed model; `with` runs the lifespan (load + warm-up)."""
+    with TestClient(create_app(settings_for_tests())) as test_client:
+        yield test_client

@@ -1,0 +1,69 @@
+"""Small generated images for tests: the dataset itself never enters the repo."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def xray_like(height: int = 96, width: int = 80, seed: int = 0) -> np.ndarray:
+    """(H, W) uint8: a smooth bright 'chest' on a dark background with a little noise."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    blob = np.exp(-(((rows - height / 2) / (height / 3)) ** 2
+                    + ((cols - width / 2) / (width / 3)) ** 2))
+    image = 200 * blob + rng.normal(0, 12, (height, width)) + 20
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(height: int = 96, width: int = 80, mode: str = "L", seed: int = 0) -> bytes:
+    image = Image.fromarray(xray_like(height, width, seed))
+    return encode(image.convert(mode), "JPEG", quality=95)
+
+
+def png_bytes(height: int = 96, width: int = 80, mode: str = "L", seed: int = 0) -> bytes:
+    return encode(Image.fromarray(xray_like(height, width, seed)).convert(mode), "PNG")
+
+
+def png16_bytes(height: int = 96, width: int = 80, seed: int = 0) -> bytes:
+    """16-bit grayscale PNG using the whole 0-65535 range."""
+    wide = xray_like(height, width, seed).astype(np.uint16) * 257
+    return encode(Image.fromarray(wide), "PNG")
+
+
+def exif_rotated_jpeg(height: int = 60, width: int = 100, orientation: int = 6) -> bytes:
+    """A landscape JPEG whose EXIF says 'rotate 90° clockwise to display' (orientation 6)."""
+    image = Image.fromarray(xray_like(height, width))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def make_dataset_tree(root: Path, per_class: dict[str, dict[str, int]], size: int = 72) -> Path:
+    """A Kaggle-layout folder: root/{split}/{NORMAL,PNEUMONIA}/*.jpeg with patient-style names.
+
+    per_class: {"train": {"NORMAL": 12, "PNEUMONIA": 12}, "test": {...}}. Pneumonia patients
+    get two films each, so a patient-grouped split has something to keep together.
+    """
+    for split, counts in per_class.items():
+        for label, count in counts.items():
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = xray_like(size, size, seed=hash((split, label, i)) % 2**32)
+                if label == "PNEUMONIA":
+                    pixels = np.clip(pixels.astype(int) + 40, 0, 255).astype(np.uint8)
+                    name = f"person{i // 2}_bacteria_{i}.jpeg"
+                else:
+                    name = f"IM-{i // 2:04d}-{i % 2 + 1:04d}.jpeg"
+                (folder / name).write_bytes(encode(Image.fromarray(pixels), "JPEG"))
+    return root

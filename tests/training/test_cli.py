@@ -1,0 +1,78 @@
+"""Smoke run of the real CLI: all seven experiments on a tiny generated dataset."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app.services.registry import ModelCard, find_model
+from tests.helpers import make_dataset_tree
+from training.__main__ import parse_args
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    data = make_dataset_tree(root / "data", {
+        "train": {"NORMAL": 24, "PNEUMONIA": 24}, "test": {"NORMAL": 8, "PNEUMONIA": 8}})
+    out = root / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "--data-dir", str(data), "--experiments", "all",
+         "--out", str(out), "--max-epochs", "1", "--cache-dir", str(root / "cache")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
+    _, stdout = smoke_run
+    for number in range(1, 8):
+        assert f"=== experiment {number} ({number}/7)" in stdout
+        assert f"[{number} " in stdout and "epoch 1/1" in stdout
+    assert "images/s" in stdout and "wall time" in stdout
+
+
+def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
+    out, _ = smoke_run
+    report = json.loads((out / "report.json").read_text())
+    assert [e["number"] for e in report["experiments"]] == [1, 2, 3, 4, 5, 6, 7]
+    for e in report["experiments"]:
+        test = e["metrics"]["test"]
+        for key in ("accuracy", "error", "precision", "recall", "specificity", "f1", "roc_auc",
+                    "confusion_matrix", "threshold"):
+            assert key in test
+        assert sum(map(sum, test["confusion_matrix"])) == 16
+        assert e["parameters"] > 0 and e["train_seconds"] >= 0
+        assert len(e["history"]["loss"]) == 1
+        assert "test_accuracy" in e["study"]
+    assert report["dataset"]["counts"]["test"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert "Kermany" in report["dataset"]["credit"]
+    assert "on the fly" in report["augmentation"]
+    for path in [*report["figures"]["confusion_matrices"].values(), report["figures"]["roc"],
+                 report["figures"]["training_curves"]]:
+        assert (out / path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
+    out, _ = smoke_run
+    version_dir = find_model(out, "pneumonia")
+    card = ModelCard.read(version_dir / "model_card.json")
+    assert card.input_size == (64, 64) and card.channels == 3
+    assert card.class_names == ["NORMAL", "PNEUMONIA"] and card.positive_class == "PNEUMONIA"
+    assert card.threshold == 0.5 and "test split" in card.raw["threshold_method"]
+    assert {"validation", "test"} <= card.raw["metrics"].keys()
+    assert "not a diagnosis" in card.raw["intended_use"].lower()
+    assert card.raw["limitations"] and card.raw["code_version"]
+    serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    probs = serving(images=tf.zeros((2, 64, 64, 3)))["probability"].numpy()
+    assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+    assert (out / "test_predictions.csv").read_text().count("\n") == 17
+
+
+def test_cli_requires_a_data_dir(monkeypatch):
+    monkeypatch.delenv("PNEUMONIA_DATA_DIR", raising=False)
+    with pytest.raises(SystemExit):
+        parse_args([])

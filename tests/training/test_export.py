@@ -1,0 +1,37 @@
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from tests.helpers import make_dataset_tree
+from training.experiments import EXPERIMENTS
+from training.export import CARD_FILE, export_saved_model, write_card
+
+
+def test_saved_model_serving_default_matches_keras_model(tmp_path):
+    model = EXPERIMENTS[5].build((64, 64, 3))
+    # Train one step so the weights are not just the initialiser's.
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, 64, 64, 3)).astype(np.float32)
+    model.fit(x, rng.integers(0, 2, (16, 1)).astype(np.float32), epochs=1, verbose=0)
+
+    version_dir = export_saved_model(model, tmp_path / "pneumonia" / "1")
+    serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    exported = serving(images=tf.constant(x))["probability"].numpy()
+    expected = model.predict(x, verbose=0).reshape(-1)
+    assert exported.shape == (16,)
+    assert np.max(np.abs(exported - expected)) < 1e-5
+
+
+def test_export_writes_saved_model_layout_and_card(tmp_path):
+    version_dir = export_saved_model(EXPERIMENTS[5].build((64, 64, 3)), tmp_path / "m" / "3")
+    write_card(version_dir, {"name": "m", "version": 3})
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "variables").is_dir()
+    assert json.loads((version_dir / CARD_FILE).read_text())["version"] == 3
+
+
+def test_helpers_tree_is_a_valid_dataset(tmp_path):
+    root = make_dataset_tree(tmp_path, {"train": {"NORMAL": 2, "PNEUMONIA": 2}})
+    assert len(list(root.glob("train/*/*.jpeg"))) == 4
