@@ -2,13 +2,11 @@
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.deps import ModelDep, SettingsDep
 from app.errors import UploadError, describe
+from app.routes.predict import predict_upload
 from app.schemas import PredictionResponse
-from app.services.inference import predict_image
-from app.upload import read_file_field
 from training.preprocessing import ImageError
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -28,9 +26,7 @@ def index(request: Request, model: ModelDep) -> HTMLResponse:
 async def index_submit(request: Request, model: ModelDep, settings: SettingsDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post that renders the result into the page."""
     try:
-        data = await read_file_field(request, settings.max_upload_bytes)
-        prediction = await run_in_threadpool(
-            predict_image, data, model, settings.threshold, settings.max_image_pixels)
+        prediction = await predict_upload(request, model, settings)
     except (UploadError, ImageError) as exc:
         status, _, message = describe(exc)
         return _render(request, "index.html", status_code=status, card=model.card,
