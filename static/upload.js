@@ -40,9 +40,16 @@
     error.textContent = message;
   }
 
+  // Never print "100.0%" or "0.0%": the model is never certain.
+  function percent(p) {
+    if (p > 0.999) return ">99.9%";
+    if (p < 0.001) return "<0.1%";
+    return (p * 100).toFixed(1) + "%";
+  }
+
   function showResult(data) {
     const pct = data.probability * 100;
-    document.getElementById("probability").textContent = pct.toFixed(1) + "%";
+    document.getElementById("probability").textContent = percent(data.probability);
     const label = document.getElementById("label");
     label.textContent = data.label;
     label.className = "label " + (data.probability >= data.threshold ? "positive" : "negative");

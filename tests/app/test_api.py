@@ -1,5 +1,8 @@
 """Every endpoint and every error case, with real generated files, on the committed model."""
 
+import html
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -57,7 +60,7 @@ def test_predict_16bit_png_equals_its_8bit_picture(client):
 
 def test_predict_exif_rotation_is_applied_before_the_model(client):
     rotated = post(client, exif_rotated_jpeg(height=60, width=100)).json()["probability"]
-    upright = Image.open(__import__("io").BytesIO(exif_rotated_jpeg(height=60, width=100)))
+    upright = Image.open(io.BytesIO(exif_rotated_jpeg(height=60, width=100)))
     upright = upright.transpose(Image.Transpose.ROTATE_270)
     manual = post(client, encode(upright, "PNG"), "x.png").json()["probability"]
     assert abs(rotated - manual) < 1e-6
@@ -118,10 +121,10 @@ def test_health_and_readiness(client):
 def test_index_page_has_upload_form_and_disclaimer(client):
     page = client.get("/")
     assert page.status_code == 200
-    html = page.text
-    assert 'enctype="multipart/form-data"' in html and 'name="file"' in html
-    assert "not a diagnosis" in html
-    assert 'href="/report"' in html
+    text = page.text
+    assert 'enctype="multipart/form-data"' in text and 'name="file"' in text
+    assert "not a diagnosis" in text
+    assert 'href="/report"' in text
     assert client.get("/static/upload.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
 
@@ -130,8 +133,17 @@ def test_index_form_post_without_javascript_renders_result(client):
     page = client.post("/", files={"file": ("x.jpeg", jpeg_bytes(), "image/jpeg")})
     assert page.status_code == 200
     api = post(client, jpeg_bytes()).json()
-    assert f"{api['probability'] * 100:.1f}%" in page.text
+    assert html.escape(_shown(api["probability"])) in page.text
     assert api["label"] in page.text
+
+
+def _shown(p: float) -> str:
+    """How the page prints a probability: never 100.0% or 0.0%."""
+    return ">99.9%" if p > 0.999 else "<0.1%" if p < 0.001 else f"{p * 100:.1f}%"
+
+
+def test_index_shows_capped_percentages():
+    assert (_shown(0.99992), _shown(0.0004), _shown(0.4321)) == (">99.9%", "<0.1%", "43.2%")
 
 
 def test_index_form_post_bad_file_shows_message(client):
@@ -143,14 +155,14 @@ def test_index_form_post_bad_file_shows_message(client):
 def test_report_page_shows_experiments_figures_and_card(client):
     page = client.get("/report")
     assert page.status_code == 200
-    html = page.text
+    text = page.text
     for number in range(1, 8):
-        assert f"<td class=\"name\">{number}. " in html
-    assert "Original study" in html and "Kermany" in html
-    assert "Intended use" in html and "Known limits" in html
+        assert f"<td class=\"name\">{number}. " in text
+    assert "Original study" in text and "Kermany" in text
+    assert "Intended use" in text and "Known limits" in text
     for src in ("figures/roc_curves.png", "figures/training_curves.png",
                 "figures/confusion_matrix_5.png"):
-        assert src in html
+        assert src in text
         image = client.get(f"/report/{src}")
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
 
