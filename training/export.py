@@ -8,16 +8,12 @@ Export needs the TensorFlow backend (training itself does not).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import keras
 
-CARD_FILE = "model_card.json"
-SIGNATURE = "serving_default"
-SIGNATURE_INPUT = "images"
-SIGNATURE_OUTPUT = "probability"
+from training.model_card import SIGNATURE
 
 
 def export_saved_model(model: keras.Model, version_dir: Path) -> Path:
@@ -33,21 +29,16 @@ def export_saved_model(model: keras.Model, version_dir: Path) -> Path:
     version_dir.parent.mkdir(parents=True, exist_ok=True)
 
     def serve(images):
-        return {SIGNATURE_OUTPUT: keras.ops.reshape(model(images, training=False), (-1,))}
+        return {SIGNATURE["output"]: keras.ops.reshape(model(images, training=False), (-1,))}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name=SIGNATURE,
+        name=SIGNATURE["name"],
         fn=serve,
         input_signature=[keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="float32",
-                                         name=SIGNATURE_INPUT)],
+                                         name=SIGNATURE["input"])],
     )
     archive.write_out(str(version_dir), verbose=False)
     return version_dir
 
-
-def write_card(version_dir: Path, card: dict) -> Path:
-    path = Path(version_dir) / CARD_FILE
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path

@@ -20,6 +20,7 @@ from training import figures
 from training.data import CLASS_NAMES, Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities
 from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT
+from training.model_card import SIGNATURE, write_card
 from training.preprocessing import PREPROCESSING_VERSION, RESAMPLING
 from training.reference import DATASET_CREDIT, STUDY_RESULTS
 from training.train import Arrays, TrainedModel, train_experiment
@@ -200,7 +201,7 @@ def _dataset_section(config: RunConfig, splits: dict[str, Split]) -> dict:
 
 def _export(config: RunConfig, trained_and_result: tuple, splits: dict[str, Split],
             arrays: Arrays) -> dict:
-    from training.export import export_saved_model, write_card  # needs TensorFlow
+    from training.export import export_saved_model  # needs TensorFlow
 
     trained, result = trained_and_result
     out = Path(config.out_dir)
@@ -236,7 +237,7 @@ def _card(config: RunConfig, result: dict, splits: dict[str, Split]) -> dict:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": config.code_version,
         "format": "TensorFlow SavedModel",
-        "signature": {"name": "serving_default", "input": "images", "output": "probability"},
+        "signature": SIGNATURE,
         "input": {"height": config.image_size, "width": config.image_size,
                   "channels": config.channels,
                   "color_mode": "rgb" if config.channels == 3 else "grayscale",

@@ -2,68 +2,20 @@
 
 MODEL_DIR/<name>/<version>/ is a TensorFlow SavedModel (the layout TensorFlow Serving reads)
 with model_card.json beside it. Everything the app needs to know about a model (input size,
-channels, classes, threshold) is read from that card, never hard-coded here.
+channels, classes, threshold, signature) is read from that card, never hard-coded here.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-CARD_FILE = "model_card.json"
+from training.model_card import CARD_FILE, ModelCard
 
 
 class ModelNotFoundError(LookupError):
     pass
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    raw: dict[str, Any]
-
-    @classmethod
-    def read(cls, path: Path) -> ModelCard:
-        return cls(json.loads(Path(path).read_text()))
-
-    @property
-    def name(self) -> str:
-        return str(self.raw["name"])
-
-    @property
-    def version(self) -> int:
-        return int(self.raw["version"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.raw["class_names"])
-
-    @property
-    def positive_class(self) -> str:
-        return str(self.raw["positive_class"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.raw["threshold"])
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(height, width) of the model input."""
-        return int(self.raw["input"]["height"]), int(self.raw["input"]["width"])
-
-    @property
-    def channels(self) -> int:
-        return int(self.raw["input"]["channels"])
-
-    @property
-    def negative_class(self) -> str:
-        return next(c for c in self.class_names if c != self.positive_class)
-
-    def label_for(self, probability: float, threshold: float) -> str:
-        return self.positive_class if probability >= threshold else self.negative_class
 
 
 def available_models(model_dir: Path) -> dict[str, list[int]]:
@@ -95,17 +47,15 @@ class LoadedModel:
         import tensorflow as tf  # heavy import: only where a model is really loaded
 
         self.path = Path(path)
-        self.card = ModelCard.read(self.path / CARD_FILE)
-        signature = self.card.raw.get("signature", {})
-        self._input = signature.get("input", "images")
-        self._output = signature.get("output", "probability")
-        self._serve = tf.saved_model.load(str(self.path)).signatures[
-            signature.get("name", "serving_default")]
-        self._tf = tf
+        self.card = ModelCard.read(self.path)
+        signature = self.card.signature
+        self._input, self._output = signature["input"], signature["output"]
+        self._serve = tf.saved_model.load(str(self.path)).signatures[signature["name"]]
+        self._constant = tf.constant
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class)."""
-        batch = self._tf.constant(np.asarray(images, dtype=np.float32))
+        batch = self._constant(np.asarray(images, dtype=np.float32))
         return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
 
     def warm_up(self) -> None:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.services.registry import ModelCard, find_model
+from app.services.registry import find_model
 from tests.helpers import make_dataset_tree
 from training.__main__ import parse_args
+from training.model_card import ModelCard
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
 def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     out, _ = smoke_run
     version_dir = find_model(out, "pneumonia")
-    card = ModelCard.read(version_dir / "model_card.json")
+    card = ModelCard.read(version_dir)
     assert card.input_size == (64, 64) and card.channels == 3
     assert card.class_names == ["NORMAL", "PNEUMONIA"] and card.positive_class == "PNEUMONIA"
     assert card.threshold == 0.5 and "test split" in card.raw["threshold_method"]

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from tests.helpers import make_dataset_tree
 from training.experiments import EXPERIMENTS
-from training.export import CARD_FILE, export_saved_model, write_card
+from training.export import export_saved_model
+from training.model_card import CARD_FILE, write_card
 
 
 def test_saved_model_serving_default_matches_keras_model(tmp_path):
