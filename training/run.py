@@ -77,7 +77,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
         splits[part].labels)))
     log(f"decoded to {arrays.x_fit.shape[1:]} in {time.perf_counter() - started:.1f}s")
 
-    results, trained = [], {}
+    results, trained, test_probabilities = [], {}, {}
     for position, number in enumerate(config.experiments, start=1):
         experiment = EXPERIMENTS[number]
         epochs = min(experiment.epochs, config.max_epochs or experiment.epochs)
@@ -85,7 +85,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
             f"{experiment.description}; {experiment.optimizer}, batch {experiment.batch_size}, "
             f"{epochs} epochs")
         model = train_experiment(experiment, arrays, config.seed, epochs=epochs, log=log)
-        result = _evaluate(model, arrays)
+        result, test_probabilities[number] = _evaluate(model, arrays)
         results.append(result)
         trained[number] = (model, result)
         test = result["metrics"]["test"]
@@ -95,10 +95,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figure_paths = _figures(results, trained, arrays, out)
+    figure_paths = _figures(results, test_probabilities, arrays.y_test, out)
     report = _report(config, splits, results, figure_paths, time.perf_counter() - started)
     if config.export and EXPORTED_EXPERIMENT in trained:
-        report["exported_model"] = _export(config, trained[EXPORTED_EXPERIMENT], splits, arrays)
+        report["exported_model"] = _export(config, *trained[EXPORTED_EXPERIMENT],
+                                           test_probabilities[EXPORTED_EXPERIMENT], splits)
         log(f"exported experiment {EXPORTED_EXPERIMENT} to {report['exported_model']['path']}")
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -121,7 +122,8 @@ def _limit(split: Split, per_class: int) -> Split:
     return split.subset(keep)
 
 
-def _evaluate(trained: TrainedModel, arrays: Arrays) -> dict:
+def _evaluate(trained: TrainedModel, arrays: Arrays) -> tuple[dict, np.ndarray]:
+    """The report entry of one experiment, and its (N,) test probabilities."""
     experiment = trained.experiment
     probabilities = {
         part: predict_probabilities(trained.model, x)
@@ -129,7 +131,7 @@ def _evaluate(trained: TrainedModel, arrays: Arrays) -> dict:
                         ("test", arrays.x_test))
     }
     labels = {"train": arrays.y_fit, "validation": arrays.y_val, "test": arrays.y_test}
-    return {
+    result = {
         "number": experiment.number,
         "name": experiment.name,
         "description": experiment.description,
@@ -143,11 +145,12 @@ def _evaluate(trained: TrainedModel, arrays: Arrays) -> dict:
         "metrics": {part: binary_metrics(labels[part], p, THRESHOLD)
                     for part, p in probabilities.items()},
         "study": STUDY_RESULTS[experiment.number],
-        "_test_probabilities": probabilities["test"],  # for figures; dropped from the JSON
     }
+    return result, probabilities["test"]
 
 
-def _figures(results: list[dict], trained: dict, arrays: Arrays, out: Path) -> dict:
+def _figures(results: list[dict], test_probabilities: dict[int, np.ndarray],
+             y_test: np.ndarray, out: Path) -> dict:
     fig_dir = out / "figures"
     paths: dict = {"confusion_matrices": {}}
     for result in results:
@@ -156,7 +159,7 @@ def _figures(results: list[dict], trained: dict, arrays: Arrays, out: Path) -> d
             result["metrics"]["test"]["confusion_matrix"],
             f"Model {n} ({result['name']}), test", fig_dir / f"confusion_matrix_{n}.png")
         paths["confusion_matrices"][str(n)] = str(path.relative_to(out))
-    curves = {f"Model {r['number']}": (arrays.y_test, r.pop("_test_probabilities"),
+    curves = {f"Model {r['number']}": (y_test, test_probabilities[r["number"]],
                                        r["metrics"]["test"]["roc_auc"]) for r in results}
     paths["roc"] = str(figures.roc_figure(curves, fig_dir / "roc_curves.png").relative_to(out))
     histories = {f"Model {r['number']}": r["history"] for r in results}
@@ -199,16 +202,14 @@ def _dataset_section(config: RunConfig, splits: dict[str, Split]) -> dict:
     }
 
 
-def _export(config: RunConfig, trained_and_result: tuple, splits: dict[str, Split],
-            arrays: Arrays) -> dict:
+def _export(config: RunConfig, trained: TrainedModel, result: dict,
+            test_probabilities: np.ndarray, splits: dict[str, Split]) -> dict:
     from training.export import export_saved_model  # needs TensorFlow
 
-    trained, result = trained_and_result
     out = Path(config.out_dir)
     version_dir = export_saved_model(
         trained.model, out / config.model_name / str(config.model_version))
-    probabilities = predict_probabilities(trained.model, arrays.x_test)
-    _write_predictions(out / "test_predictions.csv", splits["test"], probabilities)
+    _write_predictions(out / "test_predictions.csv", splits["test"], test_probabilities)
     card = _card(config, result, splits)
     write_card(version_dir, card)
     return {"name": config.model_name, "version": config.model_version,
