@@ -12,17 +12,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/triage
 
-# Dependencies in their own layer, from pyproject.toml alone, so code changes reuse it.
+# Serving dependencies only (no training extra), in their own layer from pyproject.toml
+# alone, so code changes reuse it.
 COPY pyproject.toml README.md ./
-RUN mkdir app training \
-    && touch app/__init__.py training/__init__.py \
+RUN mkdir app \
+    && touch app/__init__.py \
     && python3 -m pip install --no-cache-dir . \
     && python3 -m pip uninstall --yes pneumonia-triage \
-    && rm -rf app training build ./*.egg-info
+    && rm -rf app build ./*.egg-info
 
-# The project itself, installed the way the README's `make run` installs it (pip -e .).
+# The app itself, installed the way the README's `make run` installs it (pip -e .). The
+# training code is not copied: serving needs only app/ (its contract package included).
 COPY app/ app/
-COPY training/ training/
 RUN python3 -m pip install --no-cache-dir --no-deps -e .
 
 # What serving needs and nothing else: pages, static files, the model and its report.

@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data/chest_xray
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev chromium lint train
+.PHONY: run test install install-dev install-train chromium lint train
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Serving only: no scikit-learn, matplotlib or training stack.
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+
+install-train: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[train]"
 
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -34,5 +38,5 @@ test: install-dev chromium lint
 	PNEUMONIA_DATA_DIR=$${PNEUMONIA_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m pytest
 
 # The full study on the CPU (about 12 minutes on 2 cores); writes models/.
-train: install
+train: install-train
 	$(BIN)/python -m training --data-dir $(DATA_DIR) --experiments all --out models

@@ -1,25 +1,40 @@
-"""FastAPI dependencies: what routes get from the app's state."""
+"""FastAPI dependencies: what routes get, shown in their signatures.
+
+The cheap ones are `async def` so that FastAPI runs them on the event loop rather than in
+the worker threads, which may all be busy decoding: readiness must answer under load.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from app.config import Settings
+from app.errors import ModelNotReadyError
 from app.services.registry import LoadedModel
+from app.upload import read_file_field
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model(request: Request) -> LoadedModel:
-    model = getattr(request.app.state, "model", None)
-    if model is None:
-        raise HTTPException(status_code=503, detail="The model is still loading.")
-    return model
+async def get_model(request: Request) -> LoadedModel:
+    """The loaded model; 503 (with Retry-After while loading) until it is ready."""
+    slot = request.app.state.slot
+    if slot.model is None:
+        raise ModelNotReadyError(failed=slot.failure is not None)
+    return slot.model
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+async def read_upload(request: Request, settings: SettingsDep) -> bytes:
+    """The bytes of the multipart field `file`, read in memory within the byte limit."""
+    return await read_file_field(request, settings.max_upload_bytes)
+
+
+UploadDep = Annotated[bytes, Depends(read_upload)]

@@ -1,14 +1,16 @@
-"""The app's errors: one table of HTTP status and user-facing message, one JSON handler.
+"""The app's errors: one table of HTTP status and user-facing message, one handler.
 
-Messages are written for the person who uploaded the file; tests assert them.
+Messages are written for the person who uploaded the file; tests assert them. Clients that
+ask for HTML (a browser posting the upload form without JavaScript) get the message as a
+page; everybody else gets JSON `{"error": code, "detail": message}`.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from training.preprocessing import (
+from app.contract.preprocessing import (
     CorruptImageError,
     EmptyImageError,
     ImageError,
@@ -17,9 +19,21 @@ from training.preprocessing import (
     UnsupportedFormatError,
 )
 
+RETRY_AFTER_SECONDS = 5  # while the model loads; loading takes a few seconds
 
-class UploadError(Exception):
-    """Problems with the request itself, before any image decoding."""
+
+class AppError(Exception):
+    """Problems with the request or the server's state, before any image decoding."""
+
+
+class ModelNotReadyError(AppError):
+    def __init__(self, failed: bool) -> None:
+        super().__init__("failed" if failed else "loading")
+        self.failed = failed
+
+
+class UploadError(AppError):
+    pass
 
 
 class MissingFileError(UploadError):
@@ -33,8 +47,13 @@ class UploadTooLargeError(UploadError):
 
 
 def describe(exc: Exception) -> tuple[int, str, str]:
-    """(HTTP status, short code, message) for an upload or image error."""
+    """(HTTP status, short code, message) for an app or image error."""
     match exc:
+        case ModelNotReadyError(failed=True):
+            return 503, "model_unavailable", (
+                "The model could not be loaded; the server log says why.")
+        case ModelNotReadyError():
+            return 503, "model_loading", "The model is still loading. Try again in a moment."
         case MissingFileError():
             return 422, "missing_file", (
                 "No file was uploaded. Send the X-ray as multipart/form-data in a field "
@@ -60,10 +79,31 @@ def describe(exc: Exception) -> tuple[int, str, str]:
     return 400, "bad_image", "The image could not be processed."
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        status, code, message = describe(exc)
-        return JSONResponse({"error": code, "detail": message}, status_code=status)
+def _headers(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, ModelNotReadyError) and not exc.failed:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return {}
 
-    app.add_exception_handler(UploadError, handle)
+
+def wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, exc: Exception) -> Response:
+    status, code, message = describe(exc)
+    if wants_html(request):
+        slot = request.app.state.slot
+        card = slot.model.card if slot.model is not None else None
+        return request.app.state.templates.TemplateResponse(
+            request, "error.html", {"card": card, "message": message},
+            status_code=status, headers=_headers(exc))
+    return JSONResponse({"error": code, "detail": message}, status_code=status,
+                        headers=_headers(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(request, exc)
+
+    app.add_exception_handler(AppError, handle)
     app.add_exception_handler(ImageError, handle)

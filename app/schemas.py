@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.contract.card import ModelCard
+from app.display import percent
 from app.services.inference import Prediction
 
 
@@ -22,6 +24,7 @@ class ModelInfo(BaseModel):
 class PredictionResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "probability": 0.9731,
+        "probability_text": "97.3%",
         "label": "PNEUMONIA",
         "threshold": 0.5,
         "model": {"name": "pneumonia", "version": 1},
@@ -31,23 +34,27 @@ class PredictionResponse(BaseModel):
     }]})
 
     probability: float = Field(ge=0, le=1, description="Model probability of pneumonia")
+    probability_text: str = Field(description="The probability as people are shown it: "
+                                              "one decimal, never 100.0% or 0.0%")
     label: str = Field(description="PNEUMONIA when probability >= threshold, else NORMAL")
     threshold: float = Field(ge=0, le=1, description="Decision threshold applied")
     model: ModelInfo
     image: ImageInfo
     elapsed_ms: float = Field(description="Server-side time: decode, preprocess, inference")
-    note: str = "Prioritisation aid, not a diagnosis."
+    note: str = Field(description="The model card's disclaimer")
 
     @classmethod
-    def from_prediction(cls, p: Prediction) -> PredictionResponse:
+    def from_prediction(cls, p: Prediction, card: ModelCard) -> PredictionResponse:
         return cls(
             probability=p.probability,
+            probability_text=percent(p.probability),
             label=p.label,
             threshold=p.threshold,
             model=ModelInfo(name=p.model_name, version=p.model_version),
             image=ImageInfo(width=p.image.width, height=p.image.height,
                             format=p.image.format, mode=p.image.mode),
             elapsed_ms=round(p.elapsed_ms, 2),
+            note=card.disclaimer,
         )
 
 
@@ -63,4 +70,4 @@ class ErrorResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
-    model: ModelInfo | None = None
+    model: ModelInfo | None = Field(default=None, description="The model served, once ready")

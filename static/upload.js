@@ -40,21 +40,14 @@
     error.textContent = message;
   }
 
-  // Never print "100.0%" or "0.0%": the model is never certain.
-  function percent(p) {
-    if (p > 0.999) return ">99.9%";
-    if (p < 0.001) return "<0.1%";
-    return (p * 100).toFixed(1) + "%";
-  }
-
+  // The API's own text and label: display rules live in one place, on the server.
   function showResult(data) {
-    const pct = data.probability * 100;
-    document.getElementById("probability").textContent = percent(data.probability);
+    document.getElementById("probability").textContent = data.probability_text;
     const label = document.getElementById("label");
     label.textContent = data.label;
-    label.className = "label " + (data.probability >= data.threshold ? "positive" : "negative");
-    document.getElementById("bar-fill").style.width = pct.toFixed(1) + "%";
-    document.getElementById("bar-threshold").style.left = (data.threshold * 100).toFixed(1) + "%";
+    label.className = "label " + (data.label === form.dataset.positiveClass ? "positive" : "negative");
+    document.getElementById("bar-fill").setAttribute("width", (data.probability * 100).toFixed(1));
+    document.getElementById("bar-threshold").setAttribute("x", (data.threshold * 100).toFixed(1));
     document.getElementById("threshold").textContent = (data.threshold * 100).toFixed(0) + "%";
     document.getElementById("image-info").textContent =
       `${data.image.width}×${data.image.height} ${data.image.format} (${data.image.mode})`;
@@ -72,7 +65,8 @@
     button.disabled = true;
     button.textContent = "Estimating…";
     try {
-      const response = await fetch("/predict", { method: "POST", body });
+      const response = await fetch("/predict", {
+        method: "POST", body, headers: { Accept: "application/json" } });
       const data = await response.json();
       if (response.ok) showResult(data); else showError(data.detail || "The upload failed.");
     } catch (err) {

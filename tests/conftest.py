@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +39,22 @@ def settings_for_tests(**overrides) -> Settings:
     return Settings(**values)
 
 
+def wait_until_settled(client: TestClient, timeout: float = 120) -> int:
+    """Poll /readyz until the background load ends: 200 ready, or 503 without Retry-After
+    (failed). Returns the final status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200 or "retry-after" not in response.headers:
+            return response.status_code
+        if time.monotonic() > deadline:
+            pytest.fail("the model did not finish loading")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
-    """The real app on the committed model; `with` runs the lifespan (load + warm-up)."""
+    """The real app on the committed model; `with` runs the lifespan, which starts the load."""
     with TestClient(create_app(settings_for_tests())) as test_client:
+        assert wait_until_settled(test_client) == 200
         yield test_client

@@ -10,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
 
+from training import defaults  # noqa: E402
 from training.experiments import parse_selection  # noqa: E402
 
 
@@ -31,14 +32,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="use only the first N images of each class and split (smoke runs)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"),
                         help="where decoded image arrays are cached")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--model-version", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=defaults.SEED)
+    parser.add_argument("--val-fraction", type=float, default=defaults.VAL_FRACTION)
+    parser.add_argument("--model-version", type=int, default=None,
+                        help="version folder to export to (default: the next free number)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the --model-version folder if it exists")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel export (e.g. under the JAX backend)")
     args = parser.parse_args(argv)
     if args.data_dir is None:
         parser.error("--data-dir is required (or set PNEUMONIA_DATA_DIR)")
+    if args.model_version is not None and args.model_version < 1:
+        parser.error("--model-version must be 1 or more")
+    existing = args.out / defaults.MODEL_NAME / str(args.model_version)
+    if args.model_version is not None and existing.exists() and not args.force \
+            and not args.no_export:
+        # Refuse before hours of training, not at export time.
+        parser.error(f"{existing} exists: a served model is never overwritten; "
+                     "pick another --model-version, leave it out, or add --force")
     return args
 
 
@@ -50,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir, out_dir=args.out, experiments=args.experiments,
         val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
         limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
-        export=not args.no_export, model_version=args.model_version,
+        export=not args.no_export, model_version=args.model_version, force=args.force,
         command="python -m training " + shlex.join(sys.argv[1:] if argv is None else argv),
     )
     run(config, log=lambda line: print(line, flush=True))

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from training.preprocessing import PREPROCESSING_VERSION, load_model_input
+from app.contract.card import CLASS_NAMES
+from app.contract.preprocessing import PREPROCESSING_VERSION, load_model_input
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label; the model outputs P(PNEUMONIA)
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 
 # person123_bacteria_456.jpeg -> person123 ; IM-0115-0001.jpeg -> IM-0115 ;
@@ -80,7 +80,7 @@ def list_split(data_dir: Path, split: str) -> Split:
 
 
 def split_train_validation(
-    train: Split, val_fraction: float = 0.1, seed: int = 42
+    train: Split, val_fraction: float, seed: int
 ) -> tuple[Split, Split]:
     """Carve a stratified validation split out of train with no patient in both parts."""
     n_splits = max(2, round(1 / val_fraction))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from training.data import CLASS_NAMES  # noqa: E402
+from app.contract.card import CLASS_NAMES  # noqa: E402
 
 
 def confusion_matrix_figure(matrix: list[list[int]], title: str, path: Path) -> Path:

@@ -27,3 +27,4 @@ DATASET_CREDIT = (
     "doi:10.17632/rscbjbr9sj.2, CC BY 4.0. Paper: Kermany et al., \"Identifying Medical "
     "Diagnoses and Treatable Diseases by Image-Based Deep Learning\", Cell 172(5), 2018."
 )
+DATASET_CREDIT_SHORT = "Kermany, Zhang & Goldbaum (2018), CC BY 4.0"

@@ -16,24 +16,27 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import figures
-from training.data import CLASS_NAMES, Split, list_split, load_arrays, split_train_validation
+from app.contract.card import CLASS_NAMES, SIGNATURE, ModelCard
+from app.contract.preprocessing import PREPROCESSING_VERSION, RESAMPLING
+from training import defaults, figures
+from training.data import Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities
 from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT
-from training.model_card import SIGNATURE, write_card
-from training.preprocessing import PREPROCESSING_VERSION, RESAMPLING
-from training.reference import DATASET_CREDIT, STUDY_RESULTS
+from training.reference import DATASET_CREDIT, DATASET_CREDIT_SHORT, STUDY_RESULTS
 from training.train import Arrays, TrainedModel, train_experiment
 
 # 0.5 on the sigmoid, the study's (and Keras') default. Fixed before looking at any data, so
 # the test split plays no part in it; a threshold tuned on the validation split is planned.
 THRESHOLD = 0.5
+PREDICTIONS_FILE = "test_predictions.csv"  # beside the card: one per exported version
 THRESHOLD_METHOD = ("fixed at 0.5 (the original study's default); not tuned, so the test "
                     "split played no part in choosing it")
 AUGMENTATION = ("on the fly, a new random draw every epoch, training part only: Keras "
                 "ImageDataGenerator semantics with shear_range=0.2 (degrees), zoom_range=0.2 "
                 "(row and column zoom each in [0.8, 1.2]), horizontal_flip=True; bilinear, "
                 "edges repeated")
+DISCLAIMER = "Prioritisation aid, not a diagnosis."
+PROTOCOL = "full"  # all of train/ minus a validation split; the study's protocol is planned
 INTENDED_USE = ("Prioritisation aid for pediatric chest X-rays (ages 1-5, Guangzhou cohort): "
                 "orders a worklist so that likely pneumonia is read first. Not a diagnosis; "
                 "every image is still read by a clinician.")
@@ -54,14 +57,15 @@ class RunConfig:
     experiments: list[int]
     image_size: int = 64
     channels: int = 3
-    val_fraction: float = 0.1
-    seed: int = 42
+    val_fraction: float = defaults.VAL_FRACTION
+    seed: int = defaults.SEED
     max_epochs: int | None = None  # cap for quick runs; None = the study's epochs
     limit_per_class: int | None = None  # tiny subsets for smoke runs
     cache_dir: Path | None = None
     export: bool = True
-    model_name: str = "pneumonia"
-    model_version: int = 1
+    model_name: str = defaults.MODEL_NAME
+    model_version: int | None = None  # None = the next free version number
+    force: bool = False  # replace an existing version
     command: str = ""
     code_version: str = ""
 
@@ -193,6 +197,7 @@ def _dataset_section(config: RunConfig, splits: dict[str, Split]) -> dict:
     return {
         "name": "Kermany pediatric chest X-ray (Kaggle chest-xray-pneumonia layout)",
         "credit": DATASET_CREDIT,
+        "credit_short": DATASET_CREDIT_SHORT,
         "counts": {"train": splits["fit"].counts(), "validation": splits["val"].counts(),
                    "test": splits["test"].counts()},
         "split": (f"validation = {config.val_fraction:.0%} of train/, stratified by class and "
@@ -207,14 +212,21 @@ def _export(config: RunConfig, trained: TrainedModel, result: dict,
     from training.export import export_saved_model  # needs TensorFlow
 
     out = Path(config.out_dir)
-    version_dir = export_saved_model(
-        trained.model, out / config.model_name / str(config.model_version))
-    _write_predictions(out / "test_predictions.csv", splits["test"], test_probabilities)
-    card = _card(config, result, splits)
-    write_card(version_dir, card)
-    return {"name": config.model_name, "version": config.model_version,
+    version = config.model_version or next_version(out / config.model_name)
+    card = _card(config, version, result, splits)  # validated before anything is written
+    version_dir = export_saved_model(trained.model, out / config.model_name / str(version),
+                                     force=config.force)
+    card.write(version_dir)
+    _write_predictions(version_dir / PREDICTIONS_FILE, splits["test"], test_probabilities)
+    return {"name": config.model_name, "version": version,
             "experiment": result["number"], "path": str(version_dir.relative_to(out)),
-            "test_predictions": "test_predictions.csv"}
+            "test_predictions": str((version_dir / PREDICTIONS_FILE).relative_to(out))}
+
+
+def next_version(model_root: Path) -> int:
+    """One more than the highest numbered version folder, 1 for a new model."""
+    taken = [int(p.name) for p in Path(model_root).glob("*") if p.name.isdigit()]
+    return max(taken, default=0) + 1
 
 
 def _write_predictions(path: Path, split: Split, probabilities: np.ndarray) -> None:
@@ -228,36 +240,38 @@ def _write_predictions(path: Path, split: Split, probabilities: np.ndarray) -> N
                              CLASS_NAMES[label], repr(float(p))])
 
 
-def _card(config: RunConfig, result: dict, splits: dict[str, Split]) -> dict:
+def _card(config: RunConfig, version: int, result: dict, splits: dict[str, Split]) -> ModelCard:
     experiment = EXPERIMENTS[result["number"]]
-    return {
-        "name": config.model_name,
-        "version": config.model_version,
-        "description": f"Model {experiment.number} of the original study: "
-                       f"{experiment.description}",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": config.code_version,
-        "format": "TensorFlow SavedModel",
-        "signature": SIGNATURE,
-        "input": {"height": config.image_size, "width": config.image_size,
-                  "channels": config.channels,
-                  "color_mode": "rgb" if config.channels == 3 else "grayscale",
-                  "dtype": "float32", "value_range": [0, 255],
-                  "scaling": "inside the model (Rescaling 1/255)",
-                  "resize": RESAMPLING, "preprocessing_version": PREPROCESSING_VERSION},
-        "output": "probability of PNEUMONIA, float32 (batch,)",
-        "class_names": list(CLASS_NAMES),
-        "positive_class": CLASS_NAMES[1],
-        "threshold": THRESHOLD,
-        "threshold_method": THRESHOLD_METHOD,
-        "metrics": {"validation": result["metrics"]["validation"],
-                    "test": result["metrics"]["test"]},
-        "training": {**result["recipe"], "augmentation": AUGMENTATION, "seed": config.seed,
-                     "parameters": result["parameters"], "train_seconds": result["train_seconds"]},
-        "data": _dataset_section(config, splits),
-        "intended_use": INTENDED_USE,
-        "limitations": LIMITS,
-    }
+    return ModelCard(
+        name=config.model_name,
+        version=version,
+        description=f"Model {experiment.number} of the original study: "
+                    f"{experiment.description}",
+        created=datetime.now(UTC).replace(microsecond=0),
+        code_version=config.code_version,
+        format="TensorFlow SavedModel",
+        signature=SIGNATURE,
+        input={"height": config.image_size, "width": config.image_size,
+               "channels": config.channels,
+               "color_mode": "rgb" if config.channels == 3 else "grayscale",
+               "dtype": "float32", "value_range": (0, 255),
+               "scaling": "inside the model (Rescaling 1/255)",
+               "resize": RESAMPLING, "preprocessing_version": PREPROCESSING_VERSION},
+        output=f"probability of {CLASS_NAMES[1]}, float32 (batch,)",
+        class_names=CLASS_NAMES,
+        positive_class=CLASS_NAMES[1],
+        threshold=THRESHOLD,
+        threshold_method=THRESHOLD_METHOD,
+        metrics={"validation": result["metrics"]["validation"],
+                 "test": result["metrics"]["test"]},
+        training={**result["recipe"], "protocol": PROTOCOL, "experiment": experiment.number,
+                  "augmentation": AUGMENTATION, "seed": config.seed,
+                  "parameters": result["parameters"], "train_seconds": result["train_seconds"]},
+        data=_dataset_section(config, splits),
+        intended_use=INTENDED_USE,
+        disclaimer=DISCLAIMER,
+        limitations=LIMITS,
+    )
 
 
 def code_version() -> str:

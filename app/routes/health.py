@@ -1,23 +1,21 @@
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 
-from app.schemas import HealthResponse, ModelInfo
+from app.deps import ModelDep
+from app.schemas import ErrorResponse, HealthResponse, ModelInfo
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthResponse)
-def healthz() -> HealthResponse:
-    """The process is up."""
+async def healthz() -> HealthResponse:
+    """The process is up. Answered on the event loop, never behind the worker threads."""
     return HealthResponse(status="ok")
 
 
 @router.get("/readyz", response_model=HealthResponse,
-            responses={503: {"model": HealthResponse}})
-def readyz(request: Request):
+            responses={503: {"model": ErrorResponse,
+                             "description": "Still loading (Retry-After), or failed"}})
+async def readyz(model: ModelDep) -> HealthResponse:
     """The model is loaded and warmed up: traffic can be sent."""
-    model = request.app.state.model
-    if model is None:
-        return JSONResponse(HealthResponse(status="loading").model_dump(), status_code=503)
     return HealthResponse(status="ready",
                           model=ModelInfo(name=model.card.name, version=model.card.version))

@@ -1,7 +1,7 @@
 """The one inference path: bytes -> decode -> model input -> probability -> labelled result.
 
-Routes and pages call `predict_image`; it is synchronous (TensorFlow), so callers run it in
-a worker thread, never on the event loop.
+Routes and pages call `predict_image`; it is synchronous (Pillow, TensorFlow), so it runs in
+a worker thread (the routes are plain `def`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.contract.preprocessing import DecodedImage, decode, to_model_input
 from app.services.registry import LoadedModel
-from training.preprocessing import DecodedImage, decode, to_model_input
 
 
 @dataclass(frozen=True)

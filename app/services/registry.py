@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.model_card import CARD_FILE, ModelCard
+from app.contract.card import CARD_FILE, ModelCard, read_card
 
 
 class ModelNotFoundError(LookupError):
@@ -41,16 +41,17 @@ def find_model(model_dir: Path, name: str, version: int | None = None) -> Path:
 
 
 class LoadedModel:
-    """A SavedModel's serving signature plus its card; thread-safe to call."""
+    """A SavedModel's serving signature plus its validated card; thread-safe to call."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, card: ModelCard | None = None) -> None:
+        self.path = Path(path)
+        # The card is checked before TensorFlow is even imported: a refused card costs nothing.
+        self.card = card or read_card(self.path)
         import tensorflow as tf  # heavy import: only where a model is really loaded
 
-        self.path = Path(path)
-        self.card = ModelCard.read(self.path)
         signature = self.card.signature
-        self._input, self._output = signature["input"], signature["output"]
-        self._serve = tf.saved_model.load(str(self.path)).signatures[signature["name"]]
+        self._input, self._output = signature.input, signature.output
+        self._serve = tf.saved_model.load(str(self.path)).signatures[signature.name]
         self._constant = tf.constant
 
     def predict(self, images: np.ndarray) -> np.ndarray:

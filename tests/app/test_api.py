@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.contract.preprocessing import CorruptImageError, NotAnImageError, UnsupportedFormatError
+from app.display import percent
 from app.errors import describe
 from tests.helpers import (
     encode,
@@ -16,7 +18,6 @@ from tests.helpers import (
     png_bytes,
     xray_like,
 )
-from training.preprocessing import CorruptImageError, NotAnImageError, UnsupportedFormatError
 
 
 def post(client, data: bytes, name: str = "xray.jpeg", field: str = "file"):
@@ -48,7 +49,8 @@ def test_predict_valid_image_returns_probability(client, data, fmt, mode, size):
     assert body["model"] == {"name": "pneumonia", "version": 1}
     assert body["image"] == {"width": size[0], "height": size[1], "format": fmt, "mode": mode}
     assert body["elapsed_ms"] > 0
-    assert "not a diagnosis" in body["note"]
+    assert body["note"] == "Prioritisation aid, not a diagnosis."  # the card's disclaimer
+    assert body["probability_text"] == percent(body["probability"])
 
 
 def test_predict_16bit_png_equals_its_8bit_picture(client):
@@ -133,23 +135,24 @@ def test_index_form_post_without_javascript_renders_result(client):
     page = client.post("/", files={"file": ("x.jpeg", jpeg_bytes(), "image/jpeg")})
     assert page.status_code == 200
     api = post(client, jpeg_bytes()).json()
-    assert html.escape(_shown(api["probability"])) in page.text
+    assert f'<span id="probability">{html.escape(api["probability_text"])}</span>' in page.text
     assert api["label"] in page.text
 
 
-def _shown(p: float) -> str:
-    """How the page prints a probability: never 100.0% or 0.0%."""
-    return ">99.9%" if p > 0.999 else "<0.1%" if p < 0.001 else f"{p * 100:.1f}%"
+@pytest.mark.parametrize(("probability", "shown"), [
+    (0.99992, ">99.9%"), (0.9995, ">99.9%"), (0.999, "99.9%"), (0.4321, "43.2%"),
+    (0.5, "50.0%"), (0.001, "0.1%"), (0.0009, "<0.1%"), (0.0, "<0.1%"), (1.0, ">99.9%"),
+])
+def test_percent_never_shows_certainty(probability, shown):
+    assert percent(probability) == shown
 
 
-def test_index_shows_capped_percentages():
-    assert (_shown(0.99992), _shown(0.0004), _shown(0.4321)) == (">99.9%", "<0.1%", "43.2%")
-
-
-def test_index_form_post_bad_file_shows_message(client):
-    page = client.post("/", files={"file": ("notes.txt", b"hello", "text/plain")})
+def test_index_form_post_bad_file_shows_message_as_a_page(client):
+    page = client.post("/", files={"file": ("notes.txt", b"hello", "text/plain")},
+                       headers={"Accept": "text/html"})
     assert page.status_code == 415
-    assert "not an image we can read" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert "not an image we can read" in page.text and 'href="/"' in page.text
 
 
 def test_report_page_shows_experiments_figures_and_card(client):

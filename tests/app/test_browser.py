@@ -1,6 +1,7 @@
 """Real headless Chromium against the real server: upload a sample X-ray, open the report."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import REPO
 
@@ -71,22 +73,34 @@ def _sample(samples_dir: Path) -> Path:
     return samples_dir / "person1945_bacteria_4872.jpeg"
 
 
+# Every check below is an auto-waiting `expect`: it retries until true or its timeout.
 def test_browser_uploads_sample_sees_probability_and_opens_report(server, browser, samples_dir):
     page = browser.new_page()
     page.goto(server + "/")
-    assert "not a diagnosis" in page.inner_text("body")
+    expect(page.locator("body")).to_contain_text("not a diagnosis")
     page.set_input_files("#file", str(_sample(samples_dir)))
-    assert page.is_visible("#preview")
+    expect(page.locator("#preview")).to_be_visible()
     page.click("#submit")
-    page.wait_for_selector("#outcome:not([hidden])", timeout=20_000)
-    probability = page.inner_text("#probability")
-    assert probability.endswith("%") and 0 <= float(probability.strip("<>%")) <= 100
-    assert page.inner_text("#label") in ("PNEUMONIA", "NORMAL")
-    assert page.url.rstrip("/") == server  # stayed on the page: JavaScript path
+    expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
+    expect(page.locator("#probability")).to_have_text(re.compile(r"^(>99\.9|<0\.1|\d{1,2}\.\d)%$"))
+    expect(page.locator("#label")).to_have_text(re.compile("^(PNEUMONIA|NORMAL)$"))
+    expect(page).to_have_url(server + "/")  # stayed on the page: the JavaScript path
     page.click("text=Model report")
-    page.wait_for_selector("h1")
-    assert page.inner_text("h1") == "Evaluation report"
-    assert page.locator("#experiments tbody tr").count() == 7
+    expect(page.locator("h1")).to_have_text("Evaluation report")
+    expect(page.locator("#experiments tbody tr")).to_have_count(7)
+    page.close()
+
+
+def test_browser_shows_the_api_text_and_label(server, browser, samples_dir):
+    """The script prints what the API returned, not its own rounding or threshold rule."""
+    page = browser.new_page()
+    page.goto(server + "/")
+    with page.expect_response("**/predict") as response_info:
+        page.set_input_files("#file", str(_sample(samples_dir)))
+        page.click("#submit")
+    body = response_info.value.json()
+    expect(page.locator("#probability")).to_have_text(body["probability_text"])
+    expect(page.locator("#label")).to_have_text(body["label"])
     page.close()
 
 
@@ -96,7 +110,7 @@ def test_browser_without_javascript_posts_the_form(server, browser, samples_dir)
     page.goto(server + "/")
     page.set_input_files("#file", str(_sample(samples_dir)))
     page.click("#submit")
-    page.wait_for_selector("#outcome")
-    assert page.inner_text("#probability").endswith("%")
-    assert page.inner_text("#label") in ("PNEUMONIA", "NORMAL")
+    expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
+    expect(page.locator("#probability")).to_have_text(re.compile(r"%$"))
+    expect(page.locator("#label")).to_have_text(re.compile("^(PNEUMONIA|NORMAL)$"))
     context.close()

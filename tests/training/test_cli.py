@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from app.contract.card import read_card
 from app.services.registry import find_model
 from tests.helpers import make_dataset_tree
 from training.__main__ import parse_args
-from training.model_card import ModelCard
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,11 @@ def smoke_run(tmp_path_factory):
          "--out", str(out), "--max-epochs", "1", "--cache-dir", str(root / "cache")],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, result.stdout
+    return out, result.stdout, data
 
 
 def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
-    _, stdout = smoke_run
+    _, stdout, _ = smoke_run
     for number in range(1, 8):
         assert f"=== experiment {number} ({number}/7)" in stdout
         assert f"[{number} " in stdout and "epoch 1/1" in stdout
@@ -37,7 +37,7 @@ def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
 
 
 def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     report = json.loads((out / "report.json").read_text())
     assert [e["number"] for e in report["experiments"]] == [1, 2, 3, 4, 5, 6, 7]
     for e in report["experiments"]:
@@ -58,19 +58,40 @@ def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
 
 
 def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     version_dir = find_model(out, "pneumonia")
-    card = ModelCard.read(version_dir)
+    assert version_dir.name == "1"  # a fresh models folder starts at version 1
+    card = read_card(version_dir)  # validates the schema and the preprocessing version
     assert card.input_size == (64, 64) and card.channels == 3
-    assert card.class_names == ["NORMAL", "PNEUMONIA"] and card.positive_class == "PNEUMONIA"
-    assert card.threshold == 0.5 and "test split" in card.raw["threshold_method"]
-    assert {"validation", "test"} <= card.raw["metrics"].keys()
-    assert "not a diagnosis" in card.raw["intended_use"].lower()
-    assert card.raw["limitations"] and card.raw["code_version"]
+    assert card.class_names == ("NORMAL", "PNEUMONIA") and card.positive_class == "PNEUMONIA"
+    assert card.threshold == 0.5 and "test split" in card.threshold_method
+    assert {"validation", "test"} <= card.metrics.keys()
+    assert "not a diagnosis" in card.intended_use.lower() and card.disclaimer
+    assert card.limitations and card.code_version
+    assert card.training.experiment == 5 and card.training.protocol == "full"
     serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     probs = serving(images=tf.zeros((2, 64, 64, 3)))["probability"].numpy()
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
-    assert (out / "test_predictions.csv").read_text().count("\n") == 17
+    assert (version_dir / "test_predictions.csv").read_text().count("\n") == 17
+
+
+def test_cli_second_export_goes_to_version_2_and_leaves_version_1_untouched(smoke_run,
+                                                                            tmp_path):
+    out, _, data = smoke_run
+    first = out / "pneumonia" / "1"
+    before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    args = [sys.executable, "-m", "training", "--data-dir", str(data), "--experiments", "5",
+            "--out", str(out), "--max-epochs", "1", "--cache-dir", str(tmp_path)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_card(out / "pneumonia" / "2").version == 2
+    after = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    assert after == before
+    # Naming an existing version is refused before any training, unless forced.
+    refused = subprocess.run([*args, "--model-version", "1"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "never overwritten" in refused.stderr
+    assert "epoch" not in refused.stdout
 
 
 def test_cli_requires_a_data_dir(monkeypatch):

@@ -56,9 +56,9 @@ def test_split_train_validation_keeps_patients_apart_and_stratifies(tree):
 
 def test_split_train_validation_is_seeded(tree):
     train = list_split(tree, "train")
-    first = split_train_validation(train, seed=1)[1].paths
-    assert split_train_validation(train, seed=1)[1].paths == first
-    assert split_train_validation(train, seed=2)[1].paths != first
+    first = split_train_validation(train, 0.1, seed=1)[1].paths
+    assert split_train_validation(train, 0.1, seed=1)[1].paths == first
+    assert split_train_validation(train, 0.1, seed=2)[1].paths != first
 
 
 def test_load_arrays_decodes_and_caches(tree, tmp_path):

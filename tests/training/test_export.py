@@ -1,12 +1,10 @@
-import json
-
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.helpers import make_dataset_tree
 from training.experiments import EXPERIMENTS
-from training.export import export_saved_model
-from training.model_card import CARD_FILE, write_card
+from training.export import VersionExistsError, export_saved_model
 
 
 def test_saved_model_serving_default_matches_keras_model(tmp_path):
@@ -25,12 +23,22 @@ def test_saved_model_serving_default_matches_keras_model(tmp_path):
     assert np.max(np.abs(exported - expected)) < 1e-5
 
 
-def test_export_writes_saved_model_layout_and_card(tmp_path):
+def test_export_writes_saved_model_layout(tmp_path):
     version_dir = export_saved_model(EXPERIMENTS[5].build((64, 64, 3)), tmp_path / "m" / "3")
-    write_card(version_dir, {"name": "m", "version": 3})
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "variables").is_dir()
-    assert json.loads((version_dir / CARD_FILE).read_text())["version"] == 3
+
+
+def test_export_never_replaces_a_version_unless_forced(tmp_path):
+    model = EXPERIMENTS[5].build((64, 64, 3))
+    version_dir = export_saved_model(model, tmp_path / "m" / "1")
+    marker = version_dir / "model_card.json"
+    marker.write_text("{}")
+    with pytest.raises(VersionExistsError):
+        export_saved_model(model, version_dir)
+    assert marker.read_text() == "{}"
+    export_saved_model(model, version_dir, force=True)
+    assert not marker.exists() and (version_dir / "saved_model.pb").is_file()
 
 
 def test_helpers_tree_is_a_valid_dataset(tmp_path):

@@ -2,15 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import (
-    encode,
-    exif_rotated_jpeg,
-    jpeg_bytes,
-    png16_bytes,
-    png_bytes,
-    xray_like,
-)
-from training.preprocessing import (
+from app.contract.preprocessing import (
     CorruptImageError,
     EmptyImageError,
     NotAnImageError,
@@ -19,6 +11,14 @@ from training.preprocessing import (
     decode,
     load_model_input,
     to_model_input,
+)
+from tests.helpers import (
+    encode,
+    exif_rotated_jpeg,
+    jpeg_bytes,
+    png16_bytes,
+    png_bytes,
+    xray_like,
 )
 
 

@@ -1,0 +1,174 @@
+"""The model card: one typed schema, written by training beside every SavedModel, read and
+checked by the app before it loads the model.
+
+    MODEL_DIR/<name>/<version>/saved_model.pb, variables/   the SavedModel
+    MODEL_DIR/<name>/<version>/model_card.json              this card
+
+Everything the app needs to serve a model (input size and colour mode, class order, signature
+names, threshold, the texts shown to users) is a field here; the app repeats none of it.
+A card that does not validate, or that was made with another preprocessing version, is
+refused: a model fed differently prepared pixels would be served silently wrong.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.contract.preprocessing import PREPROCESSING_VERSION
+
+CARD_FILE = "model_card.json"
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label; the model outputs P(PNEUMONIA)
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a typo or a newer card must not pass as this one.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Signature(_Strict):
+    """Names of the SavedModel signature the app (and TensorFlow Serving) calls."""
+
+    name: str = "serving_default"
+    input: str = "images"
+    output: str = "probability"
+
+
+SIGNATURE = Signature()
+
+
+class InputSpec(_Strict):
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[1, 3]
+    color_mode: Literal["grayscale", "rgb"]
+    dtype: Literal["float32"]
+    value_range: tuple[float, float] = Field(description="what the signature expects, e.g. 0-255")
+    scaling: str = Field(description="where scaling to the network's range happens")
+    resize: str
+    preprocessing_version: str
+
+    @model_validator(mode="after")
+    def _mode_matches_channels(self) -> InputSpec:
+        if (self.channels == 3) != (self.color_mode == "rgb"):
+            raise ValueError(f"color_mode {self.color_mode!r} with {self.channels} channels")
+        return self
+
+
+class Metrics(_Strict):
+    """Binary metrics at `threshold`: predict the positive class when p >= threshold."""
+
+    n: int = Field(ge=0)
+    threshold: float = Field(ge=0, le=1)
+    accuracy: float
+    error: float
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    roc_auc: float | None  # undefined when only one class is present
+    confusion_matrix: list[list[int]]  # rows: true negative class, true positive class
+
+
+class TrainingInfo(_Strict):
+    protocol: str = Field(description="which training protocol produced the model")
+    experiment: int
+    optimizer: str
+    batch_size: int = Field(gt=0)
+    epochs: int = Field(ge=0)
+    study_epochs: int = Field(ge=0)
+    class_weights: bool
+    loss: str
+    augmentation: str
+    seed: int
+    parameters: int = Field(gt=0)
+    train_seconds: float = Field(ge=0)
+
+
+class DataInfo(_Strict):
+    name: str
+    credit: str
+    credit_short: str
+    counts: dict[str, dict[str, int]]
+    split: str
+    subset_per_class: int | None
+
+
+class ModelCard(_Strict):
+    name: str = Field(min_length=1)
+    version: int = Field(gt=0)
+    description: str
+    created: datetime
+    code_version: str
+    format: Literal["TensorFlow SavedModel"]
+    signature: Signature
+    input: InputSpec
+    output: str
+    class_names: tuple[str, str]
+    positive_class: str
+    threshold: float = Field(ge=0, le=1)
+    threshold_method: str
+    metrics: dict[Literal["validation", "test"], Metrics]
+    training: TrainingInfo
+    data: DataInfo
+    intended_use: str
+    disclaimer: str = Field(min_length=1, description="shown with every result")
+    limitations: list[str]
+
+    @model_validator(mode="after")
+    def _positive_class_is_a_class(self) -> ModelCard:
+        if self.positive_class not in self.class_names:
+            raise ValueError(f"positive_class {self.positive_class!r} not in class_names")
+        return self
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.input.height, self.input.width
+
+    @property
+    def channels(self) -> int:
+        return self.input.channels
+
+    @property
+    def negative_class(self) -> str:
+        return next(c for c in self.class_names if c != self.positive_class)
+
+    def label_for(self, probability: float, threshold: float) -> str:
+        return self.positive_class if probability >= threshold else self.negative_class
+
+    def write(self, version_dir: Path) -> Path:
+        path = Path(version_dir) / CARD_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+
+class CardError(ValueError):
+    """A card the app must not serve. `field` names what is wrong, for the one log line."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{CARD_FILE} field '{field}': {problem}")
+        self.field = field
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    """The validated card of a model folder, checked against this code's preprocessing.
+
+    Raises CardError naming the first offending field, FileNotFoundError when there is none.
+    """
+    text = (Path(version_dir) / CARD_FILE).read_text()
+    try:
+        card = ModelCard.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(whole card)"
+        raise CardError(field, first["msg"]) from None
+    if card.input.preprocessing_version != PREPROCESSING_VERSION:
+        raise CardError("input.preprocessing_version",
+                        f"the model was trained with preprocessing version "
+                        f"{card.input.preprocessing_version!r}, this app applies "
+                        f"{PREPROCESSING_VERSION!r}")
+    return card

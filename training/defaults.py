@@ -1,0 +1,5 @@
+"""Default values of a training run, defined once: the CLI, RunConfig and tests use these."""
+
+SEED = 42  # data split, weights, dropout, shuffling and augmentation
+VAL_FRACTION = 0.1  # share of train/ carved out, by patient, as the validation split
+MODEL_NAME = "pneumonia"  # MODEL_DIR/<name>/<version>/ of the exported model
