@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     # Decompression-bomb guard, checked from the image header before decoding: 50 MP is far
     # above any chest radiograph (the largest sample is 6.4 MP).
     max_image_pixels: int = Field(default=50_000_000, gt=0)
+
+    # Optional access token for the scoring routes (/predict, the upload page): clients send
+    # "Authorization: Bearer <token>", the page asks for it once and keeps a session cookie.
+    # None = open, for a workstation or a trusted network.
+    api_token: SecretStr | None = Field(default=None, min_length=16)
+    # Origins allowed to call the API from other sites' pages (CORS). Empty = closed.
+    cors_origins: list[str] = []
 
     templates_dir: Path = Path("templates")
     static_dir: Path = Path("static")

@@ -7,17 +7,24 @@ page; everybody else gets JSON `{"error": code, "detail": message}`.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.contract.preprocessing import (
     CorruptImageError,
     EmptyImageError,
     ImageError,
+    MultiFrameError,
     NotAnImageError,
     TooManyPixelsError,
     UnsupportedFormatError,
 )
+
+log = logging.getLogger("app.requests")
 
 RETRY_AFTER_SECONDS = 5  # while the model loads; loading takes a few seconds
 
@@ -32,6 +39,10 @@ class ModelNotReadyError(AppError):
         self.failed = failed
 
 
+class UnauthorizedError(AppError):
+    pass
+
+
 class UploadError(AppError):
     pass
 
@@ -40,10 +51,37 @@ class MissingFileError(UploadError):
     pass
 
 
+class TooManyFilesError(UploadError):
+    pass
+
+
+class MalformedUploadError(UploadError):
+    """The multipart body cannot be parsed (framing, boundary, headers, part count)."""
+
+
+class ClientDisconnectedError(UploadError):
+    """The client went away mid-upload: nobody reads the answer, one INFO line is enough."""
+
+
 class UploadTooLargeError(UploadError):
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
+
+
+def size_text(n_bytes: int) -> str:
+    """A byte limit for people, never rounded to 0: '20 MiB', '4 KiB', '512 bytes'."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def pixels_text(pixels: int) -> str:
+    """'50 million pixels', '10,000 pixels': never '0 million'."""
+    if pixels >= 1_000_000:
+        return f"{pixels / 1e6:.3g} million pixels"
+    return f"{pixels:,} pixels"
 
 
 def describe(exc: Exception) -> tuple[int, str, str]:
@@ -54,13 +92,24 @@ def describe(exc: Exception) -> tuple[int, str, str]:
                 "The model could not be loaded; the server log says why.")
         case ModelNotReadyError():
             return 503, "model_loading", "The model is still loading. Try again in a moment."
+        case UnauthorizedError():
+            return 401, "unauthorized", (
+                "This server needs an access token: send 'Authorization: Bearer <token>'.")
         case MissingFileError():
             return 422, "missing_file", (
                 "No file was uploaded. Send the X-ray as multipart/form-data in a field "
                 "named 'file'.")
+        case TooManyFilesError():
+            return 400, "too_many_files", (
+                "More than one file was sent in the field 'file'. Send one X-ray per request.")
+        case MalformedUploadError():
+            return 400, "malformed_upload", (
+                "The upload could not be read: the multipart/form-data body is malformed.")
+        case ClientDisconnectedError():
+            return 400, "client_disconnected", "The upload was interrupted."
         case UploadTooLargeError(limit=limit):
             return 413, "file_too_large", (
-                f"The file is larger than the {limit / 1024 / 1024:.0f} MiB upload limit.")
+                f"The file is larger than the {size_text(limit)} upload limit.")
         case EmptyImageError():
             return 400, "empty_file", "The uploaded file is empty."
         case NotAnImageError():
@@ -69,19 +118,25 @@ def describe(exc: Exception) -> tuple[int, str, str]:
         case UnsupportedFormatError(image_format=fmt):
             return 415, "unsupported_format", (
                 f"{fmt or 'This'} images are not supported. Upload a JPEG or PNG.")
+        case MultiFrameError(frames=frames):
+            return 415, "multi_frame", (
+                f"The image has {frames} frames (an animation). Upload a single X-ray.")
         case TooManyPixelsError(pixels=pixels, limit=limit):
-            size = f"{pixels / 1e6:.1f} million pixels" if pixels else "too many pixels"
-            return 413, "image_too_large", (
-                f"The image has {size}; the limit is {limit / 1e6:.0f} million.")
+            size = f"has {pixels_text(pixels)}" if pixels else "is too large to decode"
+            limit_text = f"; the limit is {pixels_text(limit)}" if limit else ""
+            return 413, "image_too_large", f"The image {size}{limit_text}."
         case CorruptImageError():
             return 400, "corrupt_image", (
-                "The image could not be decoded: the file looks truncated or damaged.")
+                "The image is damaged or truncated and was not scored: part of the film is "
+                "missing or unreadable. Upload the complete original file.")
     return 400, "bad_image", "The image could not be processed."
 
 
 def _headers(exc: Exception) -> dict[str, str]:
     if isinstance(exc, ModelNotReadyError) and not exc.failed:
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
     return {}
 
 
@@ -91,11 +146,14 @@ def wants_html(request: Request) -> bool:
 
 def error_response(request: Request, exc: Exception) -> Response:
     status, code, message = describe(exc)
+    if isinstance(exc, ClientDisconnectedError):
+        log.info("client disconnected during upload")
     if wants_html(request):
         slot = request.app.state.slot
         card = slot.model.card if slot.model is not None else None
+        page = "login.html" if isinstance(exc, UnauthorizedError) else "error.html"
         return request.app.state.templates.TemplateResponse(
-            request, "error.html", {"card": card, "message": message},
+            request, page, {"card": card, "message": message},
             status_code=status, headers=_headers(exc))
     return JSONResponse({"error": code, "detail": message}, status_code=status,
                         headers=_headers(exc))
@@ -105,5 +163,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
 
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
+        # 404, 405 and friends in the same JSON shape as every other error.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"error": "invalid_request",
+                             "detail": "The request's parameters are not valid."},
+                            status_code=422)
+
     app.add_exception_handler(AppError, handle)
     app.add_exception_handler(ImageError, handle)
+    app.add_exception_handler(StarletteHTTPException, handle_http)
+    app.add_exception_handler(RequestValidationError, handle_validation)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.routes import health, pages, predict
+from app.routes import docs, health, pages, predict
+from app.security import RequestGuard
 from app.services.loader import ModelSlot
 
 
@@ -24,12 +27,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Its warnings quote bytes of malformed bodies; uploads are never logged, so it is quiet.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     app = FastAPI(
         title="Pediatric chest X-ray pneumonia triage",
         description="Upload a chest X-ray, get a pneumonia probability. "
                     "A prioritisation aid, not a diagnosis.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # app/routes/docs.py serves it under a strict policy
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.slot = ModelSlot()
@@ -42,4 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(pages.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
+    if settings.cors_origins:  # closed unless origins are configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(RequestGuard)  # outermost: headers and a JSON 500 for every response
     return app

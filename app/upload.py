@@ -1,53 +1,85 @@
-"""Read one file field out of a multipart request, in memory, with a hard byte limit.
+"""Read one file field out of a multipart request, in memory, with hard limits.
 
 Starlette's own form parsing spools uploads over 1 MB to a temporary file; X-rays must never
-touch the disk, so the body is streamed through python-multipart here instead. A declared
-Content-Length over the limit is refused before a single body byte is read, and the stream is
-abandoned as soon as it passes the limit, so an oversized upload is never held in memory.
+touch the disk, so the body is streamed through python-multipart here instead (a test makes
+any temporary-file creation fail during a request, and fails if this is swapped back).
+A declared Content-Length over the limit is refused before a single body byte is read, and
+the stream is abandoned as soon as it passes the limit, so an oversized upload is never held
+in memory.
+
+This is the boundary for the request body: whatever python-multipart raises on hostile
+framing (bad boundary, LF line endings, oversized or malformed part headers, ...) becomes
+MalformedUploadError, and a client that goes away becomes ClientDisconnectedError.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from app.errors import MissingFileError, UploadTooLargeError
+from app.errors import (
+    ClientDisconnectedError,
+    MalformedUploadError,
+    MissingFileError,
+    TooManyFilesError,
+    UploadError,
+    UploadTooLargeError,
+)
 
 # Room for the multipart boundaries and part headers around the file itself.
 _ENVELOPE_BYTES = 16 * 1024
+# RFC 2046 caps a boundary at 70 characters; anything longer is not a real client.
+_MAX_BOUNDARY = 70
+# A form from the page or a client has a handful of parts; thousands of tiny ones are an
+# attack on the parser, refused early.
+_MAX_PARTS = 16
 
 
 async def read_file_field(request: Request, max_bytes: int, field: str = "file") -> bytes:
-    """The bytes of the form field `field` (a file part); raises MissingFileError when absent."""
+    """The bytes of the form field `field` (a file part); raises UploadError subclasses."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise MissingFileError()
+    if len(boundary) > _MAX_BOUNDARY:
+        raise MalformedUploadError("boundary too long")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + _ENVELOPE_BYTES:
         raise UploadTooLargeError(max_bytes)
 
     part = _FilePart(field, max_bytes)
-    parser = MultipartParser(boundary, part.callbacks())
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes + _ENVELOPE_BYTES:
-            raise UploadTooLargeError(max_bytes)
-        parser.write(chunk)
-    parser.finalize()
+    try:
+        parser = MultipartParser(boundary, part.callbacks())
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes + _ENVELOPE_BYTES:
+                raise UploadTooLargeError(max_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except UploadError:
+        raise
+    except ClientDisconnect as exc:
+        raise ClientDisconnectedError() from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the body's fault
+        raise MalformedUploadError(type(exc).__name__) from exc
+    if parser.state != MultipartState.END:
+        # Cut short: without the boundary after it, nothing proves the file is whole.
+        raise MalformedUploadError("the body ends before its closing boundary")
     if part.data is None:
         raise MissingFileError()
     return bytes(part.data)
 
 
 class _FilePart:
-    """Collects the data of the first part whose Content-Disposition names `field`."""
+    """Collects the data of the part whose Content-Disposition names `field`."""
 
     def __init__(self, field: str, max_bytes: int) -> None:
         self.field = field.encode()
         self.max_bytes = max_bytes
         self.data: bytearray | None = None
+        self._parts = 0
         self._header_name = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
@@ -68,6 +100,9 @@ class _FilePart:
         setattr(self, attribute, getattr(self, attribute) + value)
 
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > _MAX_PARTS:
+            raise MalformedUploadError("too many parts")
         self._headers = {}
 
     def _header_end(self) -> None:
@@ -76,8 +111,10 @@ class _FilePart:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        self._collecting = self.data is None and options.get(b"name") == self.field
+        self._collecting = options.get(b"name") == self.field
         if self._collecting:
+            if self.data is not None:
+                raise TooManyFilesError()
             self.data = bytearray()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +62,39 @@ def client() -> Iterator[TestClient]:
     with TestClient(create_app(settings_for_tests())) as test_client:
         assert wait_until_settled(test_client) == 200
         yield test_client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The real server (`python -m app`, uvicorn) on a free port: (base URL, its log file)."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
+           "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
+           "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
+           "PNEUMONIA_STATIC_DIR": str(REPO / "static")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("server did not become ready: " + log_path.read_text()[-2000:])
+        time.sleep(0.2)
+    yield url, log_path
+    process.terminate()
+    process.wait(timeout=20)

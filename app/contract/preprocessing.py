@@ -2,7 +2,11 @@
 
 Training (dataset cache, evaluation) and the app (uploads) both import this module, so a
 file gives the model exactly the same input whichever path it comes through. It depends on
-Pillow and NumPy only: the app imports it without pulling in Keras.
+Pillow, NumPy and simplejpeg (libjpeg-turbo, for the damage check) only.
+
+It is also the boundary for user bytes: whatever a decoder raises on them becomes one of the
+ImageError classes below (`_user_bytes`), so callers map a closed set of errors to answers,
+not a list of third-party exception types to keep up to date.
 
 Two steps, kept apart so that other decoders (DICOM) can feed the second one:
   decode(bytes)        -> DecodedImage: an 8-bit grayscale (H, W) or RGB (H, W, 3) array
@@ -12,14 +16,19 @@ Two steps, kept apart so that other decoders (DICOM) can feed the second one:
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from app.contract.integrity import DamagedImageError, check_jpeg, check_png
 
 # Formats the tool accepts. Anything else Pillow can read (GIF, TIFF, ...) is refused so that
 # what we claim to support is what we test.
 SUPPORTED_FORMATS = ("JPEG", "PNG")
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # how their files begin
 
 # Bumped whenever decode/resize changes, so cached training arrays are rebuilt.
 PREPROCESSING_VERSION = "1"
@@ -45,11 +54,19 @@ class UnsupportedFormatError(ImageError):
 
 
 class CorruptImageError(ImageError):
-    pass
+    """Undecodable, or decodable only by guessing what is missing: never scored."""
+
+
+class MultiFrameError(ImageError):
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames = frames
 
 
 class TooManyPixelsError(ImageError):
-    def __init__(self, pixels: int | None, limit: int) -> None:
+    """Over the pixel limit; `pixels` or `limit` is None where the decoder did not say."""
+
+    def __init__(self, pixels: int | None, limit: int | None) -> None:
         super().__init__(f"{pixels} > {limit}")
         self.pixels = pixels
         self.limit = limit
@@ -70,30 +87,17 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
     """Decode JPEG/PNG bytes into an upright 8-bit grayscale or RGB array.
 
     The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing.
+    decompression bomb costs nothing. Raises ImageError subclasses only.
     """
     if not data:
         raise EmptyImageError()
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise NotAnImageError() from exc
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard (over twice Image.MAX_IMAGE_PIXELS) fires before ours can.
-        raise TooManyPixelsError(None, max_pixels or 2 * (Image.MAX_IMAGE_PIXELS or 0)) from exc
-    if img.format not in SUPPORTED_FORMATS:
-        raise UnsupportedFormatError(img.format)
-    width, height = img.size
-    if max_pixels is not None and width * height > max_pixels:
-        raise TooManyPixelsError(width * height, max_pixels)
-    mode, image_format = img.mode, img.format
-    try:
+    with _user_bytes():
+        img = _open(data, max_pixels)
+        mode, image_format = img.mode, img.format
+        _check_whole(img, data)
         img.load()
-        img = ImageOps.exif_transpose(img)
+        img = _upright(img)
         pixels = _to_8bit_array(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated or damaged streams surface as OSError/SyntaxError from the codecs.
-        raise CorruptImageError(str(exc)) from exc
     return DecodedImage(
         pixels=pixels,
         width=pixels.shape[1],
@@ -101,6 +105,69 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
         format=image_format,
         mode=mode,
     )
+
+
+@contextmanager
+def _user_bytes() -> Iterator[None]:
+    """Any failure while reading user bytes is the user's file, never a server error."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (over twice Image.MAX_IMAGE_PIXELS) fired before ours could.
+        raise TooManyPixelsError(None, 2 * (Image.MAX_IMAGE_PIXELS or 0)) from exc
+    except MemoryError as exc:
+        raise TooManyPixelsError(None, None) from exc
+    except DamagedImageError as exc:
+        raise CorruptImageError(f"damaged: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError,
+        # struct.error, TypeError, IndexError... on hostile files: all mean "cannot be read"
+        raise CorruptImageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _open(data: bytes, max_pixels: int | None) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        if data.startswith(_SIGNATURES):  # a JPEG or PNG by its first bytes, but broken
+            raise CorruptImageError("unreadable header") from exc
+        raise NotAnImageError() from exc
+    if img.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(img.format)
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooManyPixelsError(width * height, max_pixels)
+    frames = getattr(img, "n_frames", 1)
+    if frames != 1:  # an animated PNG: which frame would be the film?
+        raise MultiFrameError(frames)
+    return img
+
+
+def _check_whole(img: Image.Image, data: bytes) -> None:
+    """Refuse files that decode only by filling in what is missing (see integrity.py)."""
+    if img.format == "JPEG":
+        check_jpeg(data)
+    elif img.format == "PNG":
+        check_png(data)
+
+
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose,
+# which also rewrites the EXIF block and so fails on files with one malformed tag).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a missing, malformed or out-of-range one means upright."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - unreadable EXIF says nothing about orientation
+        return img
+    transpose = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(transpose) if transpose is not None else img
 
 
 def _to_8bit_array(img: Image.Image) -> np.ndarray:

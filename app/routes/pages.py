@@ -1,25 +1,33 @@
-"""HTML pages: the upload page (works with and without JavaScript) and the report."""
+"""HTML pages: the upload page (works with and without JavaScript), the report, the login."""
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+import hmac
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import ModelDep, SettingsDep, UploadDep
+from app.errors import MalformedUploadError
 from app.schemas import PredictionResponse
+from app.security import SESSION_COOKIE, require_token, session_value
 from app.services.inference import predict_image
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-
-def _render(request: Request, name: str, **context) -> HTMLResponse:
-    return request.app.state.templates.TemplateResponse(request, name, context)
+_MAX_LOGIN_BODY = 4096
 
 
-@router.get("/", response_class=HTMLResponse)
+def _render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(request, name, context,
+                                                        status_code=status_code)
+
+
+@router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
 def index(request: Request, model: ModelDep) -> HTMLResponse:
     return _render(request, "index.html", card=model.card)
 
 
-@router.post("/", response_class=HTMLResponse)
+@router.post("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
 def index_submit(request: Request, model: ModelDep, upload: UploadDep,
                  settings: SettingsDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post that renders the result into the page.
@@ -33,3 +41,24 @@ def index_submit(request: Request, model: ModelDep, upload: UploadDep,
 def report(request: Request, model: ModelDep) -> HTMLResponse:
     return _render(request, "report.html", card=model.card,
                    report=request.app.state.slot.report)
+
+
+@router.post("/login")
+async def login(request: Request, settings: SettingsDep) -> Response:
+    """Exchange the access token for an HttpOnly, SameSite=Strict session cookie."""
+    if settings.api_token is None:
+        return RedirectResponse("/", status_code=303)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_LOGIN_BODY:
+            raise MalformedUploadError("login form too large")
+    given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
+    token = settings.api_token.get_secret_value()
+    response = RedirectResponse("/", status_code=303)
+    expected = session_value(token)
+    if not hmac.compare_digest(session_value(given).encode(), expected.encode()):
+        return _render(request, "login.html", status_code=401, card=None, wrong=True)
+    response.set_cookie(SESSION_COOKIE, expected, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response

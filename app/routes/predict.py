@@ -1,10 +1,11 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from app.deps import ModelDep, SettingsDep, UploadDep
 from app.schemas import ErrorResponse, PredictionResponse
+from app.security import require_token
 from app.services.inference import predict_image
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], dependencies=[Depends(require_token)])
 
 _UPLOAD_BODY = {
     "required": True,
@@ -16,9 +17,10 @@ _UPLOAD_BODY = {
     }}},
 }
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
-    400: "Empty, truncated or damaged image",
+    400: "Empty, truncated or damaged image; malformed multipart body; two files",
+    401: "An access token is configured and the request did not carry it",
     413: "File over the byte limit, or image over the pixel limit",
-    415: "Not an image, or a format other than JPEG/PNG",
+    415: "Not an image, a format other than JPEG/PNG, or an animation",
     422: "No 'file' field in the form",
     503: "The model is not ready yet (Retry-After says when to try again)",
 }.items()}

@@ -1,19 +1,11 @@
 """Real headless Chromium against the real server: upload a sample X-ray, open the report."""
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-
-from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
 
@@ -22,37 +14,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-sync"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
-           "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
-           "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
-           "PNEUMONIA_STATIC_DIR": str(REPO / "static")}
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("server did not become ready: " + process.stderr.read().decode()[-2000:])
-        time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+def server(live_server):
+    return live_server[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""Security at the edge: response headers, a request id and a JSON 500 for the unexpected,
+and the optional access token.
+
+`RequestGuard` is a plain ASGI middleware (not BaseHTTPMiddleware, which would buffer and
+re-raise): every response leaves with the headers below, and an exception nobody expected
+becomes a JSON 500 carrying a request id, logged once with that id and the traceback, never
+with the upload's name or bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import uuid
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.errors import UnauthorizedError
+
+log = logging.getLogger("app.requests")
+
+# No inline script or style anywhere (the bar is SVG attributes, the script a file), no
+# framing, no plugins; blob: for the upload preview.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Assets may be cached; everything else may carry a result, which is patient data.
+_CACHEABLE_PREFIXES = ("/static/", "/report/figures/")
+SESSION_COOKIE = "triage_session"
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        started = False
+        cacheable = scope["path"].startswith(_CACHEABLE_PREFIXES)
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)  # a route may set a stricter one
+                headers["X-Request-ID"] = request_id
+                if not cacheable:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("request %s failed with an unexpected error", request_id)
+            if started:  # the status line is gone; the server closes the connection
+                return
+            response = JSONResponse(
+                {"error": "internal_error", "request_id": request_id,
+                 "detail": f"Something went wrong on the server (request {request_id})."},
+                status_code=500)
+            await response(scope, receive, send_with_headers)
+
+
+def session_value(token: str) -> str:
+    """What the page's cookie holds: derived from the token, not the token itself."""
+    return hmac.new(token.encode(), b"triage page session", hashlib.sha256).hexdigest()
+
+
+def token_matches(request: Request, token: str) -> bool:
+    """A Bearer header or the page's session cookie, compared in constant time."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return bearer or hmac.compare_digest(cookie.encode(), session_value(token).encode())
+
+
+async def require_token(request: Request) -> None:
+    """Dependency of the scoring routes: a no-op unless PNEUMONIA_API_TOKEN is set."""
+    settings: Settings = request.app.state.settings
+    if settings.api_token is None:
+        return
+    if not token_matches(request, settings.api_token.get_secret_value()):
+        raise UnauthorizedError()

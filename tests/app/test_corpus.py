@@ -1,0 +1,46 @@
+"""The bad-input corpus against the real app: every case gets its status and JSON error,
+on /predict and (for request framing) on the page's form, and the server stays ready."""
+
+import pytest
+
+from tests.corpus import CASES, FRAMING_IDS, Case, Raw
+
+
+def send(client, case: Case, path: str = "/predict"):
+    built = case.build()
+    if isinstance(built, Raw):
+        return client.post(path, content=built.body,
+                           headers={"content-type": built.content_type})
+    return client.post(path, files={"file": (case.filename, built, "image/jpeg")})
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_corpus_case_gets_its_answer_and_server_stays_ready(client, case):
+    response = send(client, case)
+    assert response.status_code == case.status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    if case.code is None:
+        assert 0 <= body["probability"] <= 1
+    else:
+        assert body["error"] == case.code
+        assert len(body["detail"]) > 20  # a sentence for a person, not a stack trace
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in FRAMING_IDS],
+                         ids=[c.id for c in CASES if c.id in FRAMING_IDS])
+def test_corpus_framing_case_on_the_page_form(client, case):
+    response = send(client, case, path="/")
+    assert response.status_code == case.status
+    assert response.status_code < 500
+
+
+def test_corpus_is_large_and_covers_every_class():
+    assert len(CASES) >= 50
+    ids = {case.id for case in CASES}
+    for needed in ("filename-over-header-limit", "jpeg-cut-in-header-200-bytes",
+                   "png-ztxt-bomb", "exif-rotated-with-wrongly-typed-tag",
+                   "jpeg-cut-plus-end-marker", "jpeg-corrupt-scan", "png-stream-ends-early",
+                   "jpeg-frame-taller-than-data"):
+        assert needed in ids

@@ -1,0 +1,90 @@
+"""Damaged films are refused, never scored; clean films are never refused."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.contract.integrity import DamagedImageError, check_png
+from app.contract.preprocessing import CorruptImageError, decode
+from tests.corpus import (
+    jpeg_corrupt_scan,
+    jpeg_cut_with_end_marker,
+    jpeg_taller_frame,
+    jpeg_with_exif,
+    png_bad_idat_crc,
+    png_interlaced,
+    png_stream_ends_early,
+    progressive_jpeg,
+    ycck_jpeg,
+)
+from tests.helpers import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
+
+
+@pytest.mark.parametrize("damage", [
+    jpeg_cut_with_end_marker, jpeg_corrupt_scan, jpeg_taller_frame,
+], ids=["cut-plus-end-marker", "corrupt-scan", "frame-taller-than-data"])
+def test_damaged_jpeg_is_refused(damage):
+    whole = jpeg_bytes(400, 400)
+    decode(whole)  # the source is clean
+    with pytest.raises(CorruptImageError, match="damaged"):
+        decode(damage(whole))
+
+
+@pytest.mark.parametrize("build", [png_stream_ends_early, png_bad_idat_crc],
+                         ids=["stream-ends-early", "bad-idat-crc"])
+def test_damaged_png_is_refused(build):
+    with pytest.raises(CorruptImageError):
+        decode(build())
+
+
+def test_png_check_counts_interlaced_rows():
+    pixels = xray_like(37, 53)
+    interlaced = png_interlaced(pixels)
+    check_png(interlaced)
+    assert (decode(interlaced).pixels == pixels).all()
+    with pytest.raises(DamagedImageError):  # declares 37 rows, holds the passes of 30
+        check_png(png_interlaced(pixels[:30], declared_height=37))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: jpeg_bytes(mode="L"), lambda: jpeg_bytes(mode="RGB"), lambda: jpeg_bytes(mode="CMYK"),
+    ycck_jpeg, progressive_jpeg, png16_bytes, lambda: png_bytes(mode="RGBA"),
+    lambda: png_interlaced(xray_like()),
+    lambda: encode(Image.fromarray(xray_like()).convert("1"), "PNG"),
+    lambda: encode(Image.fromarray(xray_like()), "JPEG", subsampling=2, quality=50),
+], ids=["jpeg-gray", "jpeg-rgb", "jpeg-cmyk", "jpeg-ycck", "jpeg-progressive", "png-16bit",
+        "png-rgba", "png-interlaced", "png-1bit", "jpeg-420"])
+def test_clean_generated_film_is_never_refused(build):
+    decode(build())
+
+
+def test_exif_orientation_applies_even_when_another_tag_is_malformed():
+    # Orientation 6 = rotate 90 degrees clockwise: a 100x60 landscape becomes 60x100.
+    decoded = decode(jpeg_with_exif(6, broken_tag=True))
+    assert (decoded.width, decoded.height) == (60, 100)
+    assert (decode(jpeg_with_exif(99)).width, decode(jpeg_with_exif(99)).height) == (100, 60)
+
+
+@pytest.mark.realdata
+def test_every_dataset_file_and_sample_decodes(data_dir: Path, samples_dir: Path):
+    """No clean film is refused: all 5,840 dataset files and the full-size originals."""
+    files = sorted(data_dir.rglob("*.jpeg")) + sorted(samples_dir.glob("*.jpeg"))
+    assert len(files) >= 5840 + 3
+    refused = []
+    for path in files:
+        try:
+            decode(path.read_bytes())
+        except CorruptImageError as exc:
+            refused.append(f"{path.name}: {exc}")
+    assert refused == []
+
+
+@pytest.mark.realdata
+def test_damaged_sample_film_is_refused(samples_dir: Path):
+    """The normal sample (scored 0.17 whole) cut to 30% with an end marker once scored 0.94."""
+    whole = (samples_dir / "NORMAL2-IM-1258-0001.jpeg").read_bytes()
+    decode(whole)
+    for damaged in (jpeg_cut_with_end_marker(whole), jpeg_corrupt_scan(whole)):
+        with pytest.raises(CorruptImageError):
+            decode(damaged)
