@@ -18,7 +18,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Reproduce the original study's experiments, write the report and "
-                    "export model 5 as a SavedModel with its model card.")
+                    "export model 5 as a SavedModel with its model card. --protocol study "
+                    "runs the study as its notebook did, over several seeds, plus an ablation "
+                    "from it to the full-data protocol; it adds to report.json and exports "
+                    "nothing.")
+    parser.add_argument("--protocol", choices=("full", "study"), default="full",
+                        help="full: all of train/ with a validation split (default); "
+                             "study: the original study's protocol")
     parser.add_argument("--data-dir", type=Path,
                         default=os.environ.get("PNEUMONIA_DATA_DIR"),
                         help="folder with train/ and test/ (default: $PNEUMONIA_DATA_DIR)")
@@ -38,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="version folder to export to (default: the next free number)")
     parser.add_argument("--force", action="store_true",
                         help="replace the --model-version folder if it exists")
+    parser.add_argument("--seeds", type=int, default=defaults.STUDY_SEEDS,
+                        help="study protocol: seeds per model, from --seed upwards")
+    parser.add_argument("--ablation-seeds", type=int, default=defaults.ABLATION_SEEDS,
+                        help="study protocol: seeds per ablation step (0 = no ablation)")
+    parser.add_argument("--study-counts", type=_counts, default=defaults.STUDY_COUNTS,
+                        help="study protocol: NORMAL,PNEUMONIA images drawn per seed "
+                             "(the study's 84,1134; smaller only for smoke runs)")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel export (e.g. under the JAX backend)")
     args = parser.parse_args(argv)
@@ -47,15 +60,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--model-version must be 1 or more")
     existing = args.out / defaults.MODEL_NAME / str(args.model_version)
     if args.model_version is not None and existing.exists() and not args.force \
-            and not args.no_export:
+            and not args.no_export and args.protocol == "full":
         # Refuse before hours of training, not at export time.
         parser.error(f"{existing} exists: a served model is never overwritten; "
                      "pick another --model-version, leave it out, or add --force")
     return args
 
 
+def _counts(text: str) -> tuple[int, int]:
+    normal, pneumonia = (int(part) for part in text.split(","))
+    if normal < 1 or pneumonia < 1:
+        raise ValueError("both counts must be positive")
+    return normal, pneumonia
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    command = "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.protocol == "study":
+        return _study(args, command)
     from training.run import RunConfig, run  # imports Keras: after argument errors
 
     config = RunConfig(
@@ -63,9 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
         limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
         export=not args.no_export, model_version=args.model_version, force=args.force,
-        command="python -m training " + shlex.join(sys.argv[1:] if argv is None else argv),
+        command=command,
     )
     run(config, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _study(args: argparse.Namespace, command: str) -> int:
+    from training.run import code_version
+    from training.study import StudyConfig, run_study  # imports Keras
+
+    config = StudyConfig(
+        data_dir=args.data_dir, out_dir=args.out, experiments=args.experiments,
+        seeds=list(range(args.seed, args.seed + args.seeds)),
+        ablation_seeds=list(range(args.seed, args.seed + args.ablation_seeds)),
+        val_fraction=args.val_fraction, counts=args.study_counts, max_epochs=args.max_epochs,
+        cache_dir=args.cache_dir, command=command, code_version=code_version())
+    run_study(config, log=lambda line: print(line, flush=True))
     return 0
 
 

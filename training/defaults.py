@@ -3,3 +3,6 @@
 SEED = 42  # data split, weights, dropout, shuffling and augmentation
 VAL_FRACTION = 0.1  # share of train/ carved out, by patient, as the validation split
 MODEL_NAME = "pneumonia"  # MODEL_DIR/<name>/<version>/ of the exported model
+STUDY_SEEDS = 5  # study protocol: seeds per model (each draws its subset and augmentation)
+ABLATION_SEEDS = 3  # study protocol: seeds per ablation step
+STUDY_COUNTS = (84, 1134)  # study protocol: NORMAL, PNEUMONIA images drawn from train/

@@ -1,10 +1,20 @@
 """The original study's seven experiments: one small builder each, hyper-parameters as data.
 
-Definitions follow `shared/reference/original-study.md` (models 3-7 are copied from its code;
-models 1-2 are the dense baseline its notebook used: Dense(16)-Dense(8)-Dense(6)-Dense(1),
-RMSprop, batch 10, 25 epochs, model 2 with class weights). Every model starts with
-`Rescaling(1/255)`, so it takes raw 0-255 pixels and the exported SavedModel carries the scaling.
-Backend-agnostic Keras 3 only: the same code trains under TensorFlow or JAX.
+Definitions follow `shared/reference/original-study.md` (models 3-7 are copied from its code).
+Two registries:
+
+- `EXPERIMENTS`, this project's full-data protocol. Its models 1-2 are a dense baseline
+  Dense(16)-Dense(8)-Dense(6)-Dense(1), RMSprop, batch 10, 25 epochs, model 2 the same network
+  with class weights. They differ from the study's (below): 25 epochs rather than 15, and
+  model 2 is not the study's wider network. The report says so.
+- `STUDY_EXPERIMENTS`, the study as its notebook ran it: model 1 the same dense network for
+  15 epochs; model 2 a wider Dense(64)-Dense(32)-Dense(16)-Dense(8)-Dense(1), RMSprop, class
+  weights, batch 20, 15 epochs; models 3-7 shared with `EXPERIMENTS`.
+
+Every builder takes `rescale`: with it (the default) the model starts with `Rescaling(1/255)`,
+so it takes raw 0-255 pixels and the exported SavedModel carries the scaling; without it the
+network sees raw 0-255 values, as the study's did. Backend-agnostic Keras 3 only: the same
+code trains under TensorFlow or JAX.
 """
 
 from __future__ import annotations
@@ -23,20 +33,21 @@ class Experiment:
     number: int
     name: str
     description: str
-    build: Callable[[InputShape], keras.Model]
+    build: Callable[..., keras.Model]  # (input_shape, rescale=True) -> model
     optimizer: str
     batch_size: int
     epochs: int
     class_weights: bool
 
 
-def _inputs(input_shape: InputShape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+def _inputs(input_shape: InputShape,
+            rescale: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     inputs = keras.Input(shape=input_shape, name="image")
-    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs) if rescale else inputs
 
 
-def build_dense(input_shape: InputShape) -> keras.Model:
-    inputs, x = _inputs(input_shape)
+def build_dense(input_shape: InputShape, rescale: bool = True) -> keras.Model:
+    inputs, x = _inputs(input_shape, rescale)
     x = layers.Flatten()(x)
     x = layers.Dense(16, activation="relu")(x)
     x = layers.Dense(8, activation="relu")(x)
@@ -45,15 +56,26 @@ def build_dense(input_shape: InputShape) -> keras.Model:
     return keras.Model(inputs, outputs, name="dense")
 
 
+def build_dense_wide(input_shape: InputShape, rescale: bool = True) -> keras.Model:
+    """The study notebook's model 2: Dense 64-32-16-8-1."""
+    inputs, x = _inputs(input_shape, rescale)
+    x = layers.Flatten()(x)
+    for units in (64, 32, 16, 8):
+        x = layers.Dense(units, activation="relu")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name="dense_wide")
+
+
 def _cnn(
     input_shape: InputShape,
     name: str,
     first_kernel: int,
     dropout: float = 0.0,
     regularizer: regularizers.Regularizer | None = None,
+    rescale: bool = True,
 ) -> keras.Model:
     """The study's CNN family: conv(8)-pool-conv(4)-pool-[drop]-flatten-16-[drop]-8-1."""
-    inputs, x = _inputs(input_shape)
+    inputs, x = _inputs(input_shape, rescale)
     x = layers.Conv2D(8, first_kernel, activation="relu", padding="same",
                       kernel_regularizer=regularizer)(x)
     x = layers.MaxPooling2D(pool_size=2, strides=2)(x)
@@ -70,26 +92,26 @@ def _cnn(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_cnn(input_shape: InputShape) -> keras.Model:
-    return _cnn(input_shape, "cnn", first_kernel=5)
+def build_cnn(input_shape: InputShape, rescale: bool = True) -> keras.Model:
+    return _cnn(input_shape, "cnn", first_kernel=5, rescale=rescale)
 
 
-def build_cnn_kernel4(input_shape: InputShape) -> keras.Model:
-    return _cnn(input_shape, "cnn_kernel4", first_kernel=4)
+def build_cnn_kernel4(input_shape: InputShape, rescale: bool = True) -> keras.Model:
+    return _cnn(input_shape, "cnn_kernel4", first_kernel=4, rescale=rescale)
 
 
-def build_cnn_dropout(input_shape: InputShape) -> keras.Model:
-    return _cnn(input_shape, "cnn_dropout", first_kernel=4, dropout=0.3)
+def build_cnn_dropout(input_shape: InputShape, rescale: bool = True) -> keras.Model:
+    return _cnn(input_shape, "cnn_dropout", first_kernel=4, dropout=0.3, rescale=rescale)
 
 
-def build_cnn_l1(input_shape: InputShape) -> keras.Model:
+def build_cnn_l1(input_shape: InputShape, rescale: bool = True) -> keras.Model:
     return _cnn(input_shape, "cnn_l1", first_kernel=4, dropout=0.3,
-                regularizer=regularizers.L1(0.005))
+                regularizer=regularizers.L1(0.005), rescale=rescale)
 
 
-def build_cnn_l2(input_shape: InputShape) -> keras.Model:
+def build_cnn_l2(input_shape: InputShape, rescale: bool = True) -> keras.Model:
     return _cnn(input_shape, "cnn_l2", first_kernel=4, dropout=0.3,
-                regularizer=regularizers.L2(0.01))
+                regularizer=regularizers.L2(0.01), rescale=rescale)
 
 
 EXPERIMENTS: dict[int, Experiment] = {
@@ -110,6 +132,22 @@ EXPERIMENTS: dict[int, Experiment] = {
         Experiment(7, "cnn_l2", "CNN with dropout and L2(0.01)", build_cnn_l2,
                    "adam", batch_size=10, epochs=50, class_weights=True),
     )
+}
+
+# The study as its notebook ran it: its own models 1 and 2, models 3-7 shared.
+STUDY_EXPERIMENTS: dict[int, Experiment] = {
+    **EXPERIMENTS,
+    1: Experiment(1, "dense", "Dense 16-8-6-1 baseline", build_dense,
+                  "rmsprop", batch_size=10, epochs=15, class_weights=False),
+    2: Experiment(2, "dense_wide_weighted", "Dense 64-32-16-8-1 with class weights",
+                  build_dense_wide, "rmsprop", batch_size=20, epochs=15, class_weights=True),
+}
+
+# How the full-data protocol's models 1 and 2 differ from the study's, for the report.
+FULL_PROTOCOL_DIFFERENCES = {
+    1: "25 epochs here; the study trained 15",
+    2: "here the model-1 network (16-8-6-1) with balanced class weights, batch 10, "
+       "25 epochs; the study's model 2 is a wider 64-32-16-8-1 network, batch 20, 15 epochs",
 }
 
 # The study's best model: the one exported and served.

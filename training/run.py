@@ -21,7 +21,7 @@ from app.contract.preprocessing import PREPROCESSING_VERSION, RESAMPLING
 from training import defaults, figures
 from training.data import Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities
-from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT
+from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT, FULL_PROTOCOL_DIFFERENCES
 from training.reference import DATASET_CREDIT, DATASET_CREDIT_SHORT, STUDY_RESULTS
 from training.train import Arrays, TrainedModel, train_experiment
 
@@ -36,7 +36,7 @@ AUGMENTATION = ("on the fly, a new random draw every epoch, training part only: 
                 "(row and column zoom each in [0.8, 1.2]), horizontal_flip=True; bilinear, "
                 "edges repeated")
 DISCLAIMER = "Prioritisation aid, not a diagnosis."
-PROTOCOL = "full"  # all of train/ minus a validation split; the study's protocol is planned
+PROTOCOL = "full"  # all of train/ minus a validation split (training/study.py: the study's)
 INTENDED_USE = ("Prioritisation aid for pediatric chest X-rays (ages 1-5, Guangzhou cohort): "
                 "orders a worklist so that likely pneumonia is read first. Not a diagnosis; "
                 "every image is still read by a clinician.")
@@ -106,9 +106,19 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
                                            test_probabilities[EXPORTED_EXPERIMENT], splits)
         log(f"exported experiment {EXPORTED_EXPERIMENT} to {report['exported_model']['path']}")
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report.update(_study_sections(out / "report.json"))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"report written to {out / 'report.json'}; wall time {report['wall_seconds']}s")
     return report
+
+
+def _study_sections(path: Path) -> dict:
+    """The study-protocol sections of an earlier report (`--protocol study`), kept: each
+    carries its own command and code version."""
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {key: earlier[key] for key in ("study_protocol", "ablation") if key in earlier}
 
 
 def _load_splits(config: RunConfig) -> dict[str, Split]:
@@ -177,6 +187,8 @@ def _report(config: RunConfig, splits: dict[str, Split], results: list[dict],
             figure_paths: dict, seconds: float) -> dict:
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "protocol": PROTOCOL,
+        "full_protocol_differences": {str(k): v for k, v in FULL_PROTOCOL_DIFFERENCES.items()},
         "command": config.command,
         "code_version": config.code_version,
         "environment": _environment(),

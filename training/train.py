@@ -1,4 +1,6 @@
-"""Train one experiment: a fresh augmentation of the training split every epoch."""
+"""Train one experiment under a recipe: this project's (a fresh augmentation every epoch,
+balanced class weights, rescaling inside the model) or the original study's (one augmented
+draw reused every epoch, class weights 13:1, raw 0-255 pixels)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,26 @@ class Arrays:
     y_test: np.ndarray
 
 
+STUDY_CLASS_WEIGHTS = {0: 13.0, 1: 1.0}  # written by hand in the study's notebook (~1134/84)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained, apart from the network itself."""
+
+    name: str
+    subset: bool = False  # a seeded draw of the study's counts from train/, or all of it
+    validation: bool = True  # carve the patient-grouped validation split out of train/
+    rescale: bool = True  # Rescaling(1/255) inside the model, or raw 0-255 pixels
+    fresh_augmentation: bool = True  # a new draw every epoch, or one draw reused
+    class_weights: str = "balanced"  # "balanced" (n / 2 n_c) or "study" ({0: 13, 1: 1})
+
+
+FULL_RECIPE = Recipe("full")
+STUDY_RECIPE = Recipe("study", subset=True, validation=False, rescale=False,
+                      fresh_augmentation=False, class_weights="study")
+
+
 @dataclass
 class TrainedModel:
     experiment: Experiment
@@ -35,6 +57,7 @@ class TrainedModel:
     epochs: int
     seconds: float
     images_seen: int  # augmented training images fed, all epochs
+    augmented_once: np.ndarray | None = None  # the one draw, when the recipe reuses it
 
     @property
     def images_per_second(self) -> float:
@@ -48,35 +71,45 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
+def class_weights_for(experiment: Experiment, recipe: Recipe,
+                      labels: np.ndarray) -> dict[int, float] | None:
+    if not experiment.class_weights:
+        return None
+    return dict(STUDY_CLASS_WEIGHTS) if recipe.class_weights == "study" \
+        else balanced_class_weights(labels)
+
+
 def train_experiment(
     experiment: Experiment,
     data: Arrays,
     seed: int,
     epochs: int | None = None,
     log: Callable[[str], None] = print,
+    recipe: Recipe = FULL_RECIPE,
 ) -> TrainedModel:
     """Build, compile and fit one experiment; logs one line per epoch."""
     keras.utils.set_random_seed(seed)  # weights, dropout and shuffling
     rng = np.random.default_rng(seed)  # augmentation
     epochs = epochs or experiment.epochs
     input_shape = data.x_fit.shape[1:]
-    model = experiment.build(input_shape)
+    model = experiment.build(input_shape, rescale=recipe.rescale)
     model.compile(optimizer=experiment.optimizer, loss="binary_crossentropy",
                   metrics=["accuracy"])
-    class_weight = balanced_class_weights(data.y_fit) if experiment.class_weights else None
+    class_weight = class_weights_for(experiment, recipe, data.y_fit)
     y_fit = data.y_fit.astype(np.float32)
     y_val = data.y_val.astype(np.float32)
     history: dict[str, list[float]] = {}
     tag = f"[{experiment.number} {experiment.name}]"
 
     start = time.perf_counter()
+    once = None if recipe.fresh_augmentation else random_affine(data.x_fit, rng)
     # Augment epoch e+1 in a thread while epoch e trains; NumPy releases the GIL.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        next_batch = pool.submit(random_affine, data.x_fit, rng)
+        next_batch = pool.submit(_draw, data.x_fit, rng, once)
         for epoch in range(epochs):
             x_epoch = next_batch.result()
             if epoch + 1 < epochs:
-                next_batch = pool.submit(random_affine, data.x_fit, rng)
+                next_batch = pool.submit(_draw, data.x_fit, rng, once)
             epoch_start = time.perf_counter()
             result = model.fit(
                 x_epoch, y_fit,
@@ -92,7 +125,12 @@ def train_experiment(
                 + f" ({time.perf_counter() - epoch_start:.1f}s)")
     seconds = time.perf_counter() - start
     return TrainedModel(experiment=experiment, model=model, history=history, epochs=epochs,
-                        seconds=seconds, images_seen=epochs * len(y_fit))
+                        seconds=seconds, images_seen=epochs * len(y_fit), augmented_once=once)
+
+
+def _draw(images: np.ndarray, rng: np.random.Generator, once: np.ndarray | None) -> np.ndarray:
+    """This epoch's training images: the one reused draw, or a fresh one."""
+    return once if once is not None else random_affine(images, rng)
 
 
 def _format_epoch(history: dict[str, list[float]]) -> str:
