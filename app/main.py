@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,8 +28,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    # Its warnings quote bytes of malformed bodies; uploads are never logged, so it is quiet.
+    # Their warnings quote what they read in hostile uploads (multipart framing, EXIF tags);
+    # nothing derived from an upload is logged, so they are quiet.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="PIL")
     app = FastAPI(
         title="Pediatric chest X-ray pneumonia triage",
         description="Upload a chest X-ray, get a pneumonia probability. "
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # app/routes/docs.py serves it under a strict policy
         redoc_url=None,
+        redirect_slashes=False,  # a redirect would be built from the Host header
     )
     app.state.settings = settings
     app.state.slot = ModelSlot()

@@ -141,6 +141,36 @@ def jpeg_taller_frame(data: bytes, extra_rows: int = 400) -> bytes:
     return bytes(out)
 
 
+def jpeg_odd_jfif_version_cut(data: bytes) -> bytes:
+    """Cut to 10% with an end marker, and a JFIF major version of 2: the version warning once
+    hid the premature-end warning from the damage check."""
+    out = bytearray(data[: len(data) // 10] + b"\xff\xd9")
+    out[11] = 2
+    return bytes(out)
+
+
+def progressive_cut_at_scan(data: bytes, scan: int = 2) -> bytes:
+    """A progressive JPEG cut just before its `scan`-th scan, with an end marker: legal to
+    libjpeg, but every later refinement of the film is missing."""
+    at = -1
+    for _ in range(scan):
+        at = data.index(b"\xff\xda", at + 1)
+    return data[:at] + b"\xff\xd9"
+
+
+def png_second_header_after_data() -> bytes:
+    """A 96-row header, 20 rows of data, then a second header declaring 20 rows."""
+    head = png_raw(80, 96, _gray_rows(80, 20))
+    iend = head.rindex(b"IEND") - 4
+    second = _chunk(b"IHDR", struct.pack(">IIBBBBB", 80, 20, 8, 0, 0, 0, 0))
+    return head[:iend] + second + head[iend:]
+
+
+def png_palette_without_plte() -> bytes:
+    return png_raw(80, 96, _gray_rows(80, 96),
+                   ihdr=struct.pack(">IIBBBBB", 80, 96, 8, 3, 0, 0, 0))
+
+
 def jpeg_with_exif(orientation: object, broken_tag: bool = False) -> bytes:
     image = Image.fromarray(xray_like(60, 100))
     exif = Image.Exif()
@@ -315,6 +345,13 @@ def _images() -> list[Case]:
              "corrupt_image"),
         Case("jpeg-frame-taller-than-data", lambda: jpeg_taller_frame(jpeg_bytes(400, 400)),
              400, "corrupt_image"),
+        Case("jpeg-odd-jfif-version-cut", lambda: jpeg_odd_jfif_version_cut(
+            jpeg_bytes(400, 400)), 400, "corrupt_image"),
+        Case("jpeg-progressive-cut-at-scan", lambda: progressive_cut_at_scan(
+            progressive_jpeg()), 400, "corrupt_image"),
+        Case("png-second-header-after-data", png_second_header_after_data, 400,
+             "corrupt_image"),
+        Case("png-palette-without-plte", png_palette_without_plte, 400, "corrupt_image"),
         Case("exif-rotated-with-wrongly-typed-tag", lambda: jpeg_with_exif(6, broken_tag=True),
              200, None),
         Case("exif-orientation-out-of-range", lambda: jpeg_with_exif(99), 200, None),

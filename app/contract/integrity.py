@@ -5,11 +5,16 @@ data is corrupt, as a *warning* and fills the missing rows with grey; Pillow's P
 stops quietly when the compressed stream ends before the last row. A triage tool must not
 score half a chest as if it were whole (a normal film cut to 30% scored 0.94), so:
 
-- JPEG: decoded once more by libjpeg-turbo (simplejpeg) in strict mode, at 1/8 scale so it
-  is cheap; any warning (premature end of data, corrupt data, bad Huffman code) is damage.
-- PNG: every chunk's CRC is checked and the image data is inflated, in bounded pieces that
-  are counted and dropped, to prove it holds every row the header declares and ends with a
-  valid checksum.
+- JPEG: the marker structure is walked to prove that the scans code every coefficient of
+  every component to full precision (a progressive file cut at a scan boundary is legal to
+  libjpeg but holds a blurred film), with a cap on the number of scans; then the file is
+  decoded once more by libjpeg-turbo (simplejpeg) in strict mode, at 1/8 scale so it is
+  cheap: any warning (premature end of data, corrupt data, bad Huffman code) is damage.
+  JPEG has no checksum, so a flipped bit that still decodes as valid data cannot be seen.
+- PNG: the chunk order is checked (one IHDR first, consecutive IDATs, PLTE where required,
+  no unknown critical chunk), every chunk's CRC is checked and the image data is inflated,
+  in bounded pieces that are counted and dropped, to prove it holds every row the header
+  declares and ends with a valid checksum.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pix
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
           (0, 1, 1, 2))  # (x0, y0, dx, dy) of the seven interlace passes
 _INFLATE_PIECE = 1 << 20  # bytes of decompressed data held at once while counting
+_CRITICAL_PNG = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+# A real progressive JPEG has about 10 scans; libjpeg decodes every scan of a hostile file
+# with thousands, at full cost each.
+MAX_JPEG_SCANS = 100
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
 
 
 class DamagedImageError(ValueError):
@@ -31,21 +42,87 @@ class DamagedImageError(ValueError):
 
 
 def check_jpeg(data: bytes) -> None:
-    """Raise DamagedImageError when libjpeg reports damage in a JPEG that it can decode."""
+    """Raise DamagedImageError when a JPEG does not code its whole image, or when libjpeg
+    reports damage in a JPEG that it can decode."""
+    check_jpeg_scans(data)
     try:
-        colorspace = simplejpeg.decode_jpeg_header(data)[2]
-    except ValueError:
-        return  # a header libjpeg-turbo cannot read: Pillow's own decode decides
+        colorspace = simplejpeg.decode_jpeg_header(data, strict=False)[2]
+    except ValueError as error:
+        raise DamagedImageError(f"unreadable header: {error}") from None
     target = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}.get(colorspace, "RGB")
     try:
         simplejpeg.decode_jpeg(data, colorspace=target, min_height=1, min_width=1, strict=True)
-    except ValueError as strict_error:
-        try:  # an error that is not a warning (say, a coding simplejpeg lacks) is not ours
-            simplejpeg.decode_jpeg(data, colorspace=target, min_height=1, min_width=1,
-                                   strict=False)
-        except ValueError:
-            return
-        raise DamagedImageError(str(strict_error)) from None
+    except ValueError as error:
+        # A warning, or a file libjpeg-turbo cannot decode whole: either way nothing proves
+        # that the film is complete (simplejpeg's lenient mode fails on some warnings too).
+        raise DamagedImageError(str(error)) from None
+
+
+def check_jpeg_scans(data: bytes) -> None:
+    """Walk the markers up to the first end-of-image: every component's 64 coefficients must
+    be coded by some scan down to full precision (successive approximation Al = 0)."""
+    position, components, lossless, scans = 2, None, False, 0
+    coverage: dict[int, bytearray] = {}
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            raise DamagedImageError("a marker was expected")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        segment = data[position + 4:position + 2 + length]
+        if len(segment) != length - 2:
+            raise DamagedImageError("a marker segment is cut short")
+        if marker in _SOF and components is None:
+            lossless = marker in _LOSSLESS_SOF
+            components = [segment[6 + 3 * i] for i in range(segment[5])]
+            coverage = {c: bytearray(64) for c in components}
+        elif marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise DamagedImageError(f"more than {MAX_JPEG_SCANS} scans")
+            _cover(segment, coverage, lossless)
+            position = _end_of_entropy_data(data, position + 2 + length)
+            continue
+        position += 2 + length
+    if components is None or scans == 0:
+        raise DamagedImageError("no frame or no scan")
+    missing = [c for c, seen in coverage.items() if not all(seen)]
+    if missing:
+        raise DamagedImageError(f"components {missing} are not fully coded: the file ends "
+                                "before its last scans")
+
+
+def _cover(sos: bytes, coverage: dict[int, bytearray], lossless: bool) -> None:
+    count = sos[0]
+    ids = [sos[1 + 2 * i] for i in range(count)]
+    start, end, approximation = sos[1 + 2 * count], sos[2 + 2 * count], sos[3 + 2 * count]
+    if lossless:  # no coefficients: one scan per component codes it whole
+        start, end, approximation = 0, 63, 0
+    if approximation & 0x0F:  # not the last refinement of these coefficients yet
+        return
+    for component in ids:
+        if component in coverage:
+            coverage[component][start:end + 1] = b"\x01" * (end + 1 - start)
+
+
+def _end_of_entropy_data(data: bytes, position: int) -> int:
+    """The next marker after a scan's entropy-coded data (skipping 0xFF00 and restarts)."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return len(data)
+        following = data[position + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            position += 1 if following == 0xFF else 2
+            continue
+        return position
 
 
 def check_png(data: bytes) -> None:
@@ -54,7 +131,7 @@ def check_png(data: bytes) -> None:
     if not data.startswith(_PNG_SIGNATURE):
         raise DamagedImageError("no PNG signature")
     position, header, inflater = len(_PNG_SIGNATURE), None, zlib.decompressobj()
-    produced, ended = 0, False
+    produced, ended, palette, colour, previous, idat_done = 0, False, False, None, b"", False
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
         body = data[position + 8:position + 8 + length]
@@ -64,11 +141,22 @@ def check_png(data: bytes) -> None:
         if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
             raise DamagedImageError(f"chunk {kind!r} fails its CRC")
         position += 12 + length
+        if (kind == b"IHDR") != (previous == b""):
+            raise DamagedImageError("the header is not the first chunk, or comes twice")
+        if previous == b"IDAT" and kind != b"IDAT":
+            idat_done = True
+        if kind[0:1].isupper() and (kind not in _CRITICAL_PNG or
+                                    (idat_done and kind not in (b"IEND",))):
+            raise DamagedImageError(f"critical chunk {kind!r} unknown or out of place")
+        previous = kind
         if kind == b"IHDR":
             header = _expected_bytes(body)
+            colour = body[9] if len(body) == 13 else None
+        elif kind == b"PLTE":
+            palette = True
         elif kind == b"IDAT":
-            if header is None:
-                raise DamagedImageError("image data before the header")
+            if colour == 3 and not palette:
+                raise DamagedImageError("a palette image without its palette")
             produced += _inflate_counting(inflater, body, header - produced)
         elif kind == b"IEND":
             ended = True

@@ -91,3 +91,17 @@ def test_chunked_body_over_the_limit_is_413(live_server):
     answer = _raw(url, head, body + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert _ready(url)
+
+
+def test_decoder_warnings_about_an_upload_never_reach_the_log(live_server):
+    url, log = live_server
+    seen = len(log.read_text())
+    from tests.corpus import jpeg_extreme_exif, jpeg_with_exif
+
+    for data in (jpeg_extreme_exif(), jpeg_with_exif(6, broken_tag=True)):
+        body = multipart(part(data))
+        head = _head(f"multipart/form-data; boundary={BOUNDARY}",
+                     f"Content-Length: {len(body)}\r\n")
+        assert _raw(url, head, body).startswith(b"HTTP/1.1 200")
+    new = log.read_text()[seen:]
+    assert "EXIF" not in new and "Warning" not in new and "tag" not in new.lower()

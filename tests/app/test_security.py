@@ -128,3 +128,9 @@ def test_cors_is_closed_by_default_and_opens_only_to_configured_origins(client):
         assert allowed.headers["access-control-allow-origin"] == "https://pacs.example"
         other = open_client.options("/predict", headers=asked)
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_trailing_slash_is_not_redirected_to_the_host_header(client):
+    response = client.post("/predict/", headers={"Host": "evil.example"},
+                           files=_upload(), follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers

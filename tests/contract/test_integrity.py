@@ -10,11 +10,13 @@ from app.contract.preprocessing import CorruptImageError, decode
 from tests.corpus import (
     jpeg_corrupt_scan,
     jpeg_cut_with_end_marker,
+    jpeg_odd_jfif_version_cut,
     jpeg_taller_frame,
     jpeg_with_exif,
     png_bad_idat_crc,
     png_interlaced,
     png_stream_ends_early,
+    progressive_cut_at_scan,
     progressive_jpeg,
     ycck_jpeg,
 )
@@ -22,8 +24,8 @@ from tests.helpers import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
 
 
 @pytest.mark.parametrize("damage", [
-    jpeg_cut_with_end_marker, jpeg_corrupt_scan, jpeg_taller_frame,
-], ids=["cut-plus-end-marker", "corrupt-scan", "frame-taller-than-data"])
+    jpeg_cut_with_end_marker, jpeg_corrupt_scan, jpeg_taller_frame, jpeg_odd_jfif_version_cut,
+], ids=["cut-plus-end-marker", "corrupt-scan", "frame-taller-than-data", "odd-jfif-cut"])
 def test_damaged_jpeg_is_refused(damage):
     whole = jpeg_bytes(400, 400)
     decode(whole)  # the source is clean
@@ -57,6 +59,25 @@ def test_png_check_counts_interlaced_rows():
         "png-rgba", "png-interlaced", "png-1bit", "jpeg-420"])
 def test_clean_generated_film_is_never_refused(build):
     decode(build())
+
+
+@pytest.mark.parametrize("scan", [2, 4, 6])
+def test_progressive_jpeg_cut_at_a_scan_boundary_is_refused(scan):
+    whole = progressive_jpeg()
+    decode(whole)
+    with pytest.raises(CorruptImageError, match="not fully coded"):
+        decode(progressive_cut_at_scan(whole, scan))
+
+
+def test_jpeg_with_a_flood_of_scans_is_refused():
+    whole = progressive_jpeg()
+    first = whole.index(b"\xff\xda")
+    header, rest = whole[:first], whole[first:]
+    # Repeat one (legal) DC scan 150 times: libjpeg would decode every one of them.
+    second = rest.index(b"\xff\xda", 2)
+    flood = header + rest[:second] * 150 + rest
+    with pytest.raises(CorruptImageError, match="scans"):
+        decode(flood)
 
 
 def test_exif_orientation_applies_even_when_another_tag_is_malformed():
