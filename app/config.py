@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Decompression-bomb guard, checked from the image header before decoding: 50 MP is far
     # above any chest radiograph (the largest sample is 6.4 MP).
     max_image_pixels: int = Field(default=50_000_000, gt=0)
+    # A worklist request (/predict/batch, the page): files and bytes in one request.
+    max_batch_files: int = Field(default=100, gt=0)
+    max_batch_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
 
     # Optional access token for the scoring routes (/predict, the upload page): clients send
     # "Authorization: Bearer <token>", the page asks for it once and keeps a session cookie.

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.errors import ModelNotReadyError
 from app.services.registry import LoadedModel
-from app.upload import read_file_field
+from app.upload import read_file_field, read_files
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -38,3 +38,12 @@ async def read_upload(request: Request, settings: SettingsDep) -> bytes:
 
 
 UploadDep = Annotated[bytes, Depends(read_upload)]
+
+
+async def read_batch(request: Request, settings: SettingsDep) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every multipart field `files`, within the worklist limits."""
+    return await read_files(request, "files", settings.max_batch_files,
+                            settings.max_upload_bytes, settings.max_batch_bytes)
+
+
+BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]

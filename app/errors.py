@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.contract.preprocessing import (
     CorruptImageError,
+    DicomNotScoredError,
     EmptyImageError,
     ImageError,
     MultiFrameError,
@@ -52,7 +53,9 @@ class MissingFileError(UploadError):
 
 
 class TooManyFilesError(UploadError):
-    pass
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class MalformedUploadError(UploadError):
@@ -99,9 +102,12 @@ def describe(exc: Exception) -> tuple[int, str, str]:
             return 422, "missing_file", (
                 "No file was uploaded. Send the X-ray as multipart/form-data in a field "
                 "named 'file'.")
-        case TooManyFilesError():
+        case TooManyFilesError(limit=1):
             return 400, "too_many_files", (
-                "More than one file was sent in the field 'file'. Send one X-ray per request.")
+                "More than one file was sent in the field 'file'. Send one X-ray per request, "
+                "or many to /predict/batch.")
+        case TooManyFilesError(limit=limit):
+            return 413, "too_many_files", f"More than {limit} files in one request."
         case MalformedUploadError():
             return 400, "malformed_upload", (
                 "The upload could not be read: the multipart/form-data body is malformed.")
@@ -114,10 +120,11 @@ def describe(exc: Exception) -> tuple[int, str, str]:
             return 400, "empty_file", "The uploaded file is empty."
         case NotAnImageError():
             return 415, "not_an_image", (
-                "The file is not an image we can read. Upload a chest X-ray as JPEG or PNG.")
+                "The file is not an image we can read. Upload a chest X-ray as JPEG, PNG or "
+                "DICOM.")
         case UnsupportedFormatError(image_format=fmt):
             return 415, "unsupported_format", (
-                f"{fmt or 'This'} images are not supported. Upload a JPEG or PNG.")
+                f"{fmt or 'This'} images are not supported. Upload a JPEG, PNG or DICOM.")
         case MultiFrameError(frames=frames):
             return 415, "multi_frame", (
                 f"The image has {frames} frames (an animation). Upload a single X-ray.")
@@ -125,6 +132,8 @@ def describe(exc: Exception) -> tuple[int, str, str]:
             size = f"has {pixels_text(pixels)}" if pixels else "is too large to decode"
             limit_text = f"; the limit is {pixels_text(limit)}" if limit else ""
             return 413, "image_too_large", f"The image {size}{limit_text}."
+        case DicomNotScoredError(reason=reason, message=message):
+            return 422, f"dicom_{reason}", message
         case CorruptImageError():
             return 400, "corrupt_image", (
                 "The image is damaged or truncated and was not scored: part of the film is "

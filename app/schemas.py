@@ -6,14 +6,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
 from app.display import percent
-from app.services.inference import Prediction
+from app.errors import describe
+from app.services.inference import FileResult, ImageFacts, Prediction
+
+
+class DicomSummary(BaseModel):
+    """The DICOM tags that drove the decision to score the file. No patient identity."""
+
+    modality: str = Field(description="Modality (0008,0060): CR, DX or DR are scored")
+    view_position: str | None = Field(description="View Position (0018,5101); lateral refused")
+    body_part: str | None = Field(description="Body Part Examined (0018,0015)")
+    study_date: str | None = Field(description="Study Date (0008,0020), YYYYMMDD")
+    photometric: str = Field(description="MONOCHROME1 is inverted before scoring")
+    transfer_syntax: str
+    bits_stored: int
+    window: str = Field(description="VOI LUT, the window applied, or the full stored range")
 
 
 class ImageInfo(BaseModel):
     width: int = Field(description="Width in pixels, upright (after EXIF orientation)")
     height: int = Field(description="Height in pixels, upright")
-    format: str = Field(description="File format: JPEG or PNG")
-    mode: str = Field(description="Pillow mode of the file, e.g. L, I;16, RGB, RGBA, P, CMYK")
+    format: str = Field(description="JPEG, PNG, MPO (a phone's multi-picture JPEG) or DICOM")
+    mode: str = Field(description="Pillow mode of the file (L, I;16, RGB, CMYK, ...); "
+                                  "for DICOM its photometric interpretation")
+    dicom: DicomSummary | None = None
+
+    @classmethod
+    def of(cls, image: ImageFacts) -> ImageInfo:
+        dicom = image.dicom
+        return cls(width=image.width, height=image.height, format=image.format, mode=image.mode,
+                   dicom=None if dicom is None else DicomSummary(
+                       modality=dicom.modality, view_position=dicom.view_position,
+                       body_part=dicom.body_part, study_date=dicom.study_date,
+                       photometric=dicom.photometric, transfer_syntax=dicom.transfer_syntax,
+                       bits_stored=dicom.bits_stored, window=dicom.window))
 
 
 class ModelInfo(BaseModel):
@@ -28,7 +54,8 @@ class PredictionResponse(BaseModel):
         "label": "PNEUMONIA",
         "threshold": 0.5,
         "model": {"name": "pneumonia", "version": 1},
-        "image": {"width": 1336, "height": 840, "format": "JPEG", "mode": "L"},
+        "image": {"width": 1336, "height": 840, "format": "JPEG", "mode": "L", "dicom": None},
+        "warnings": [],
         "elapsed_ms": 21.4,
         "note": "Prioritisation aid, not a diagnosis.",
     }]})
@@ -40,6 +67,8 @@ class PredictionResponse(BaseModel):
     threshold: float = Field(ge=0, le=1, description="Decision threshold applied")
     model: ModelInfo
     image: ImageInfo
+    warnings: list[str] = Field(description="Reasons to look twice (e.g. a DICOM without a "
+                                            "view position); the probability is still given")
     elapsed_ms: float = Field(description="Server-side time: decode, preprocess, inference")
     note: str = Field(description="The model card's disclaimer")
 
@@ -51,8 +80,8 @@ class PredictionResponse(BaseModel):
             label=p.label,
             threshold=p.threshold,
             model=ModelInfo(name=p.model_name, version=p.model_version),
-            image=ImageInfo(width=p.image.width, height=p.image.height,
-                            format=p.image.format, mode=p.image.mode),
+            image=ImageInfo.of(p.image),
+            warnings=list(p.image.warnings),
             elapsed_ms=round(p.elapsed_ms, 2),
             note=card.disclaimer,
         )
@@ -61,11 +90,52 @@ class PredictionResponse(BaseModel):
 class ErrorResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "error": "unsupported_format",
-        "detail": "GIF images are not supported. Upload a JPEG or PNG.",
+        "detail": "GIF images are not supported. Upload a JPEG, PNG or DICOM.",
     }]})
 
     error: str = Field(description="Short machine-readable code")
     detail: str = Field(description="What went wrong, for a person")
+
+
+class FileError(ErrorResponse):
+    status: int = Field(description="The HTTP status this file alone would have had")
+
+
+class BatchEntry(BaseModel):
+    index: int = Field(description="Position of the file in the upload, from 0")
+    filename: str = Field(description="The name the client sent (never logged or stored)")
+    probability: float | None = Field(default=None, ge=0, le=1)
+    probability_text: str | None = None
+    label: str | None = None
+    flagged: bool = Field(default=False, description="label is the positive class")
+    image: ImageInfo | None = None
+    warnings: list[str] = []
+    thumbnail: str | None = Field(default=None, description="data: URI of a small PNG, "
+                                                            "with ?thumbnails=true")
+    error: FileError | None = Field(default=None, description="Why this file was not scored")
+
+    @classmethod
+    def of(cls, result: FileResult, card: ModelCard) -> BatchEntry:
+        p = result.prediction
+        if p is None:
+            status, code, message = describe(result.error)
+            return cls(index=result.index, filename=result.filename,
+                       error=FileError(error=code, detail=message, status=status))
+        return cls(index=result.index, filename=result.filename, probability=p.probability,
+                   probability_text=percent(p.probability), label=p.label,
+                   flagged=p.label == card.positive_class, image=ImageInfo.of(p.image),
+                   warnings=list(p.image.warnings), thumbnail=p.thumbnail)
+
+
+class BatchResponse(BaseModel):
+    model: ModelInfo
+    threshold: float
+    count: int
+    scored: int
+    flagged: int
+    results: list[BatchEntry] = Field(description="One entry per file, in upload order")
+    elapsed_ms: float
+    note: str
 
 
 class HealthResponse(BaseModel):

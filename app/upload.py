@@ -31,31 +31,39 @@ from app.errors import (
 _ENVELOPE_BYTES = 16 * 1024
 # RFC 2046 caps a boundary at 70 characters; anything longer is not a real client.
 _MAX_BOUNDARY = 70
-# A form from the page or a client has a handful of parts; thousands of tiny ones are an
-# attack on the parser, refused early.
-_MAX_PARTS = 16
+# Parts a form may carry beside its files; thousands of tiny ones are an attack on the parser.
+_EXTRA_PARTS = 15
 
 
 async def read_file_field(request: Request, max_bytes: int, field: str = "file") -> bytes:
-    """The bytes of the form field `field` (a file part); raises UploadError subclasses."""
+    """The bytes of the one file part named `field`; raises UploadError subclasses."""
+    files = await read_files(request, field, max_files=1, max_file_bytes=max_bytes,
+                             max_total_bytes=max_bytes)
+    return files[0][1]
+
+
+async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
+                     max_total_bytes: int) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every part named `field`, in upload order, within the limits."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise MissingFileError()
     if len(boundary) > _MAX_BOUNDARY:
         raise MalformedUploadError("boundary too long")
+    envelope = _ENVELOPE_BYTES * max_files
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + _ENVELOPE_BYTES:
-        raise UploadTooLargeError(max_bytes)
+    if declared.isdigit() and int(declared) > max_total_bytes + envelope:
+        raise UploadTooLargeError(max_total_bytes)
 
-    part = _FilePart(field, max_bytes)
+    parts = _FileParts(field, max_files, max_file_bytes, max_total_bytes)
     received = 0
     try:
-        parser = MultipartParser(boundary, part.callbacks())
+        parser = MultipartParser(boundary, parts.callbacks())
         async for chunk in request.stream():
             received += len(chunk)
-            if received > max_bytes + _ENVELOPE_BYTES:
-                raise UploadTooLargeError(max_bytes)
+            if received > max_total_bytes + envelope:
+                raise UploadTooLargeError(max_total_bytes)
             parser.write(chunk)
         parser.finalize()
     except UploadError:
@@ -67,23 +75,28 @@ async def read_file_field(request: Request, max_bytes: int, field: str = "file")
     if parser.state != MultipartState.END:
         # Cut short: without the boundary after it, nothing proves the file is whole.
         raise MalformedUploadError("the body ends before its closing boundary")
-    if part.data is None:
+    if not parts.files:
         raise MissingFileError()
-    return bytes(part.data)
+    return [(name, bytes(data)) for name, data in parts.files]
 
 
-class _FilePart:
-    """Collects the data of the part whose Content-Disposition names `field`."""
+class _FileParts:
+    """Collects the data of every part whose Content-Disposition names `field`."""
 
-    def __init__(self, field: str, max_bytes: int) -> None:
+    def __init__(self, field: str, max_files: int, max_file_bytes: int,
+                 max_total_bytes: int) -> None:
         self.field = field.encode()
-        self.max_bytes = max_bytes
-        self.data: bytearray | None = None
+        self.max_files = max_files
+        self.max_file_bytes = max_file_bytes
+        self.max_total_bytes = max_total_bytes
+        self.files: list[tuple[str, bytearray]] = []
+        self._total = 0
         self._parts = 0
         self._header_name = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
-        self._collecting = False
+        self._current: bytearray | None = None
+        self._maybe_unused_input = False
 
     def callbacks(self) -> dict:
         return {
@@ -101,7 +114,7 @@ class _FilePart:
 
     def _part_begin(self) -> None:
         self._parts += 1
-        if self._parts > _MAX_PARTS:
+        if self._parts > self.max_files + _EXTRA_PARTS:
             raise MalformedUploadError("too many parts")
         self._headers = {}
 
@@ -111,17 +124,30 @@ class _FilePart:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        self._collecting = options.get(b"name") == self.field
-        if self._collecting:
-            if self.data is not None:
-                raise TooManyFilesError()
-            self.data = bytearray()
+        if options.get(b"name") != self.field:
+            return
+        if len(self.files) >= self.max_files:
+            raise TooManyFilesError(self.max_files)
+        filename = options.get(b"filename")
+        # A browser posts an empty file input as a part with filename="" and no bytes.
+        self._maybe_unused_input = filename == b""
+        name = (filename or b"").decode("utf-8", "replace") or f"file {len(self.files) + 1}"
+        self._current = bytearray()
+        self.files.append((name, self._current))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._collecting and self.data is not None:
-            if len(self.data) + (end - start) > self.max_bytes:
-                raise UploadTooLargeError(self.max_bytes)
-            self.data += data[start:end]
+        if self._current is None:
+            return
+        size = end - start
+        self._total += size
+        if len(self._current) + size > self.max_file_bytes:
+            raise UploadTooLargeError(self.max_file_bytes)
+        if self._total > self.max_total_bytes:
+            raise UploadTooLargeError(self.max_total_bytes)
+        self._current += data[start:end]
 
     def _part_end(self) -> None:
-        self._collecting = False
+        if self._current is not None and self._maybe_unused_input and not self._current:
+            self.files.pop()  # an input the user left empty, not an empty file
+        self._current = None
+        self._maybe_unused_input = False

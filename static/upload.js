@@ -1,23 +1,43 @@
-// Progressive enhancement of the upload form: preview, drag and drop, and a JSON call to
-// /predict without leaving the page. Without JavaScript the form posts to / instead.
+// Progressive enhancement of the upload form: preview, drag and drop, and JSON calls without
+// leaving the page. One film goes to /predict; several (or a folder) go to /predict/batch a
+// few at a time, with a progress bar, into a worklist sorted by probability, with a CSV of
+// exactly what the table shows. Without JavaScript the form posts to / instead.
 (function () {
   const form = document.getElementById("upload-form");
   const input = document.getElementById("file");
+  const folder = document.getElementById("folder");
   const zone = document.getElementById("drop-zone");
   const preview = document.getElementById("preview");
   const button = document.getElementById("submit");
   const result = document.getElementById("result");
   const outcome = document.getElementById("outcome");
   const error = document.getElementById("error");
+  const worklist = document.getElementById("worklist");
+  const progress = document.getElementById("progress");
+  const progressText = document.getElementById("progress-text");
+  const tbody = document.querySelector("#worklist-table tbody");
+  const csvLink = document.getElementById("csv");
+  const GROUP = 4; // files per request: small enough for a smooth progress bar
 
-  function showPreview(file) {
-    if (preview.src) URL.revokeObjectURL(preview.src);
-    preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
-    zone.classList.add("has-image");
+  function chosenFiles() {
+    return [...input.files, ...(folder ? folder.files : [])];
   }
 
-  input.addEventListener("change", () => { if (input.files[0]) showPreview(input.files[0]); });
+  function showPreview(files) {
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    const count = document.getElementById("chosen");
+    if (files.length === 1 && files[0].type.startsWith("image/")) {
+      preview.src = URL.createObjectURL(files[0]);
+      preview.hidden = false;
+    } else {
+      preview.hidden = true;
+    }
+    count.textContent = files.length > 1 ? `${files.length} files chosen` : (files[0] ? files[0].name : "");
+    zone.classList.toggle("has-image", files.length > 0);
+  }
+
+  input.addEventListener("change", () => showPreview(chosenFiles()));
+  if (folder) folder.addEventListener("change", () => showPreview(chosenFiles()));
   ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (event) => {
     event.preventDefault();
     zone.classList.add("dragging");
@@ -29,7 +49,8 @@
     event.preventDefault();
     if (event.dataTransfer.files.length) {
       input.files = event.dataTransfer.files;
-      showPreview(input.files[0]);
+      if (folder) folder.value = "";
+      showPreview(chosenFiles());
     }
   });
 
@@ -42,6 +63,7 @@
 
   // The API's own text and label: display rules live in one place, on the server.
   function showResult(data) {
+    worklist.hidden = true;
     document.getElementById("probability").textContent = data.probability_text;
     const label = document.getElementById("label");
     label.textContent = data.label;
@@ -52,25 +74,121 @@
     document.getElementById("image-info").textContent =
       `${data.image.width}×${data.image.height} ${data.image.format} (${data.image.mode})`;
     document.getElementById("elapsed").textContent = Math.round(data.elapsed_ms) + " ms";
+    const warnings = document.getElementById("warnings");
+    warnings.textContent = data.warnings.join(" ");
+    warnings.hidden = data.warnings.length === 0;
     result.hidden = false;
     error.hidden = true;
     outcome.hidden = false;
   }
 
+  async function post(url, body) {
+    const response = await fetch(url, { method: "POST", body, headers: { Accept: "application/json" } });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.detail || "The upload failed.");
+    return data;
+  }
+
+  // Highest probability first, upload order breaking ties, files not scored last: the same
+  // rule as the server's worklist and CSV (app/services/worklist.py).
+  function worklistOrder(entries) {
+    const scored = entries.filter((e) => e.probability !== null)
+      .sort((a, b) => b.probability - a.probability || a.index - b.index);
+    return scored.concat(entries.filter((e) => e.probability === null));
+  }
+
+  function csvCell(text) {
+    let value = String(text);
+    if (/^[=+\-@\t\r]/.test(value)) value = "'" + value;
+    return /[",\n]/.test(value) ? '"' + value.replace(/"/g, '""') + '"' : value;
+  }
+
+  function worklistCsv(rows) {
+    const lines = [["rank", "file", "probability", "shown", "label", "flagged", "warnings", "error"].join(",")];
+    rows.forEach((e, i) => {
+      const scored = e.probability !== null;
+      lines.push([scored ? i + 1 : "", e.filename, scored ? e.probability.toFixed(6) : "",
+        e.probability_text || "", e.label || "", scored ? (e.flagged ? "yes" : "no") : "",
+        e.warnings.join("; "), e.error ? e.error.detail : ""].map(csvCell).join(","));
+    });
+    return lines.join("\n") + "\n";
+  }
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function showWorklist(entries) {
+    const rows = worklistOrder(entries);
+    tbody.replaceChildren();
+    rows.forEach((e, i) => {
+      const tr = document.createElement("tr");
+      if (e.flagged) tr.className = "flagged";
+      if (e.error) tr.className = "failed";
+      cell(tr, e.probability !== null ? String(i + 1) : "");
+      const film = cell(tr, "");
+      if (e.thumbnail) {
+        const img = document.createElement("img");
+        img.src = e.thumbnail;
+        img.alt = "Thumbnail of " + e.filename;
+        img.className = "thumb";
+        film.appendChild(img);
+      }
+      cell(tr, e.filename, "name");
+      cell(tr, e.probability_text || "–", "probability");
+      cell(tr, e.label || "not scored", e.flagged ? "label-cell positive" : "label-cell");
+      cell(tr, e.error ? e.error.detail : e.warnings.join(" "), e.error ? "error" : "note");
+      tbody.appendChild(tr);
+    });
+    if (csvLink.href) URL.revokeObjectURL(csvLink.href);
+    csvLink.href = URL.createObjectURL(new Blob([worklistCsv(rows)], { type: "text/csv" }));
+    csvLink.hidden = false;
+  }
+
+  async function scoreMany(files) {
+    result.hidden = true;
+    worklist.hidden = false;
+    csvLink.hidden = true;
+    tbody.replaceChildren();
+    progress.max = files.length;
+    progress.value = 0;
+    const entries = [];
+    for (let start = 0; start < files.length; start += GROUP) {
+      const body = new FormData();
+      files.slice(start, start + GROUP).forEach((f) => body.append("files", f, f.webkitRelativePath || f.name));
+      progressText.textContent = `Scoring ${Math.min(start + GROUP, files.length)} of ${files.length}…`;
+      const data = await post("/predict/batch?thumbnails=true", body);
+      data.results.forEach((e) => entries.push({ ...e, index: e.index + start }));
+      progress.value = entries.length;
+    }
+    const flagged = entries.filter((e) => e.flagged).length;
+    const failed = entries.filter((e) => e.error).length;
+    progressText.textContent = `${entries.length} files scored: ${flagged} flagged` +
+      (failed ? `, ${failed} not scored` : "") + ".";
+    showWorklist(entries);
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!input.files[0]) { showError("Choose an X-ray first."); return; }
-    const body = new FormData();
-    body.append("file", input.files[0]);
+    const files = chosenFiles();
+    if (!files.length) { showError("Choose an X-ray first."); return; }
     button.disabled = true;
     button.textContent = "Estimating…";
     try {
-      const response = await fetch("/predict", {
-        method: "POST", body, headers: { Accept: "application/json" } });
-      const data = await response.json();
-      if (response.ok) showResult(data); else showError(data.detail || "The upload failed.");
+      if (files.length === 1) {
+        const body = new FormData();
+        body.append("file", files[0]);
+        showResult(await post("/predict", body));
+      } else {
+        await scoreMany(files);
+      }
     } catch (err) {
-      showError("The server could not be reached. Try again.");
+      worklist.hidden = true;
+      showError(err instanceof TypeError ? "The server could not be reached. Try again." : err.message);
     } finally {
       button.disabled = false;
       button.textContent = "Estimate probability";

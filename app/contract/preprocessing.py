@@ -23,11 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from app.contract.dicom import DicomInfo, DicomRefusedError, looks_like_dicom, read_dicom
 from app.contract.integrity import DamagedImageError, check_jpeg, check_png
 
 # Formats the tool accepts. Anything else Pillow can read (GIF, TIFF, ...) is refused so that
-# what we claim to support is what we test.
-SUPPORTED_FORMATS = ("JPEG", "PNG")
+# what we claim to support is what we test. MPO is the multi-picture JPEG that many phone
+# cameras write: its first picture is an ordinary JPEG, and that is the one read. DICOM is
+# recognised by content and read by app/contract/dicom.py.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "MPO")
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # how their files begin
 
 # Bumped whenever decode/resize changes, so cached training arrays are rebuilt.
@@ -57,6 +60,15 @@ class CorruptImageError(ImageError):
     """Undecodable, or decodable only by guessing what is missing: never scored."""
 
 
+class DicomNotScoredError(ImageError):
+    """A readable DICOM that must not be scored (CT, lateral view, no pixels, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 class MultiFrameError(ImageError):
     def __init__(self, frames: int) -> None:
         super().__init__(frames)
@@ -79,12 +91,13 @@ class DecodedImage:
     pixels: np.ndarray  # (H, W) or (H, W, 3) uint8
     width: int  # upright, after EXIF orientation
     height: int
-    format: str  # "JPEG" | "PNG"
-    mode: str  # Pillow mode of the file: "L", "I;16", "RGB", "CMYK", "P", ...
+    format: str  # "JPEG" | "PNG" | "MPO" | "DICOM"
+    mode: str  # Pillow mode of the file ("L", "I;16", "RGB", "CMYK", "P", ...); DICOM: photometric
+    dicom: DicomInfo | None = None  # what a DICOM file's tags said
 
 
 def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
-    """Decode JPEG/PNG bytes into an upright 8-bit grayscale or RGB array.
+    """Decode JPEG/PNG/DICOM bytes into an upright 8-bit grayscale or RGB array.
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb costs nothing. Raises ImageError subclasses only.
@@ -92,6 +105,10 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
     if not data:
         raise EmptyImageError()
     with _user_bytes():
+        if looks_like_dicom(data):
+            pixels, info = read_dicom(data, max_pixels)
+            return DecodedImage(pixels=pixels, width=pixels.shape[1], height=pixels.shape[0],
+                                format="DICOM", mode=info.photometric, dicom=info)
         img = _open(data, max_pixels)
         mode, image_format = img.mode, img.format
         _check_whole(img, data)
@@ -121,6 +138,8 @@ def _user_bytes() -> Iterator[None]:
         raise TooManyPixelsError(None, None) from exc
     except DamagedImageError as exc:
         raise CorruptImageError(f"damaged: {exc}") from exc
+    except DicomRefusedError as exc:
+        raise DicomNotScoredError(exc.reason, exc.message) from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError,
         # struct.error, TypeError, IndexError... on hostile files: all mean "cannot be read"
         raise CorruptImageError(f"{type(exc).__name__}: {exc}") from exc
@@ -139,14 +158,14 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     if max_pixels is not None and width * height > max_pixels:
         raise TooManyPixelsError(width * height, max_pixels)
     frames = getattr(img, "n_frames", 1)
-    if frames != 1:  # an animated PNG: which frame would be the film?
+    if frames != 1 and img.format != "MPO":  # an animated PNG: which frame is the film?
         raise MultiFrameError(frames)
     return img
 
 
 def _check_whole(img: Image.Image, data: bytes) -> None:
     """Refuse files that decode only by filling in what is missing (see integrity.py)."""
-    if img.format == "JPEG":
+    if img.format in ("JPEG", "MPO"):  # MPO: libjpeg reads its first picture, the one scored
         check_jpeg(data)
     elif img.format == "PNG":
         check_png(data)

@@ -6,11 +6,12 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import ModelDep, SettingsDep, UploadDep
+from app.deps import BatchDep, ModelDep, SettingsDep
 from app.errors import MalformedUploadError
-from app.schemas import PredictionResponse
+from app.schemas import BatchEntry, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
-from app.services.inference import predict_image
+from app.services.inference import predict_files
+from app.services.worklist import worklist_csv, worklist_order
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -28,13 +29,22 @@ def index(request: Request, model: ModelDep) -> HTMLResponse:
 
 
 @router.post("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
-def index_submit(request: Request, model: ModelDep, upload: UploadDep,
+def index_submit(request: Request, model: ModelDep, files: BatchDep,
                  settings: SettingsDep) -> HTMLResponse:
-    """The no-JavaScript path: a plain form post that renders the result into the page.
-    Errors are rendered as a page by the app's error handler (the browser asks for HTML)."""
-    prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels)
-    return _render(request, "index.html", card=model.card,
-                   result=PredictionResponse.from_prediction(prediction, model.card))
+    """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
+    (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
+    page by the app's error handler (the browser asks for HTML)."""
+    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
+                            thumbnails=len(files) > 1)
+    if len(results) == 1:
+        if results[0].error is not None:
+            raise results[0].error
+        return _render(request, "index.html", card=model.card,
+                       result=PredictionResponse.from_prediction(results[0].prediction,
+                                                                 model.card))
+    entries = [BatchEntry.of(result, model.card) for result in results]
+    return _render(request, "index.html", card=model.card, worklist=worklist_order(entries),
+                   worklist_csv=worklist_csv(entries))
 
 
 @router.get("/report", response_class=HTMLResponse)

@@ -1,33 +1,38 @@
-from fastapi import APIRouter, Depends
+from typing import Literal
 
-from app.deps import ModelDep, SettingsDep, UploadDep
-from app.schemas import ErrorResponse, PredictionResponse
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
+
+from app.deps import BatchDep, ModelDep, SettingsDep, UploadDep
+from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
-from app.services.inference import predict_image
+from app.services.inference import predict_files, predict_image
+from app.services.worklist import worklist_csv
 
 router = APIRouter(tags=["prediction"], dependencies=[Depends(require_token)])
 
-_UPLOAD_BODY = {
-    "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary",
-                                "description": "Chest X-ray, JPEG or PNG, any size"}},
-    }}},
-}
+
+def _body(field: str, description: str, many: bool) -> dict:
+    item = {"type": "string", "format": "binary", "description": description}
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [field],
+        "properties": {field: {"type": "array", "items": item} if many else item},
+    }}}}
+
+
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
     400: "Empty, truncated or damaged image; malformed multipart body; two files",
     401: "An access token is configured and the request did not carry it",
     413: "File over the byte limit, or image over the pixel limit",
-    415: "Not an image, a format other than JPEG/PNG, or an animation",
-    422: "No 'file' field in the form",
+    415: "Not an image, a format other than JPEG/PNG/DICOM, or an animation",
+    422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, ...)",
     503: "The model is not ready yet (Retry-After says when to try again)",
 }.items()}
 
 
 @router.post("/predict", response_model=PredictionResponse, responses=_ERRORS,
-             openapi_extra={"requestBody": _UPLOAD_BODY})
+             openapi_extra={"requestBody": _body(
+                 "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
 def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
@@ -35,3 +40,32 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep) -> Predic
     """
     prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels)
     return PredictionResponse.from_prediction(prediction, model.card)
+
+
+@router.post("/predict/batch", response_model=BatchResponse,
+             responses={**_ERRORS, 200: {"content": {"text/csv": {}}, "description":
+                                         "JSON in upload order, or the CSV worklist"}},
+             openapi_extra={"requestBody": _body(
+                 "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
+def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
+                  thumbnails: bool = False, format: Literal["json", "csv"] = "json"):
+    """A worklist: every file in the multipart field `files` (repeated), scored in one call.
+
+    One entry per file in upload order; a file that cannot be scored carries its error and
+    never fails the others. `format=csv` returns the worklist as CSV, highest probability
+    first, exactly as the page's table and download show it.
+    """
+    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
+                            thumbnails=thumbnails)
+    entries = [BatchEntry.of(result, model.card) for result in results]
+    if format == "csv":
+        return PlainTextResponse(worklist_csv(entries), media_type="text/csv",
+                                 headers={"Content-Disposition":
+                                          'attachment; filename="worklist.csv"'})
+    scored = [r.prediction for r in results if r.prediction is not None]
+    return BatchResponse(
+        model=ModelInfo(name=model.card.name, version=model.card.version),
+        threshold=model.card.threshold if settings.threshold is None else settings.threshold,
+        count=len(entries), scored=len(scored), flagged=sum(e.flagged for e in entries),
+        results=entries, elapsed_ms=round(sum(p.elapsed_ms for p in scored), 2),
+        note=model.card.disclaimer)

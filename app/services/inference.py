@@ -1,18 +1,45 @@
 """The one inference path: bytes -> decode -> model input -> probability -> labelled result.
 
-Routes and pages call `predict_image`; it is synchronous (Pillow, TensorFlow), so it runs in
-a worker thread (the routes are plain `def`), never on the event loop.
+Routes, pages and the folder command call `predict_image` (one file) or `predict_files`
+(a worklist); both are synchronous (Pillow, pydicom, TensorFlow), so the routes are plain
+`def` and FastAPI runs them in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from app.contract.preprocessing import DecodedImage, decode, to_model_input
+from app.contract.dicom import DicomInfo
+from app.contract.preprocessing import DecodedImage, ImageError, decode, to_model_input
 from app.services.registry import LoadedModel
+
+THUMBNAIL_SIZE = 96  # px, longest side, for the worklist
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the response says about the file; the pixels themselves are not kept."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+    dicom: DicomInfo | None
+
+    @classmethod
+    def of(cls, decoded: DecodedImage) -> ImageFacts:
+        return cls(decoded.width, decoded.height, decoded.format, decoded.mode, decoded.dicom)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.dicom.warnings if self.dicom else ()
 
 
 @dataclass(frozen=True)
@@ -22,8 +49,19 @@ class Prediction:
     threshold: float
     model_name: str
     model_version: int
-    image: DecodedImage
+    image: ImageFacts
     elapsed_ms: float
+    thumbnail: str | None = None  # data: URI of a small PNG, when asked for
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file of a worklist: its prediction, or the error that kept it from being scored."""
+
+    index: int
+    filename: str
+    prediction: Prediction | None
+    error: ImageError | None
 
 
 def predict_image(
@@ -32,21 +70,54 @@ def predict_image(
     """Probability of the positive class for one uploaded image; raises ImageError subclasses."""
     started = time.perf_counter()
     decoded = decode(data, max_pixels=max_pixels)
-    probability = _infer(model, _model_input(model, decoded))
+    probability = float(model.predict(_model_input(model, decoded)[None])[0])
     return _result(model, decoded, probability, threshold, time.perf_counter() - started)
 
 
+def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
+                  threshold: float | None, max_pixels: int,
+                  thumbnails: bool = False) -> list[FileResult]:
+    """Every file in upload order; one model call for all that decode, and a file that does
+    not never fails the others."""
+    started = time.perf_counter()
+    decoded: dict[int, DecodedImage] = {}
+    errors: dict[int, ImageError] = {}
+    for index, (_, data) in enumerate(files):
+        try:
+            decoded[index] = decode(data, max_pixels=max_pixels)
+        except ImageError as exc:
+            errors[index] = exc
+    probabilities: dict[int, float] = {}
+    if decoded:
+        batch = np.stack([_model_input(model, image) for image in decoded.values()])
+        probabilities = dict(zip(decoded, (float(p) for p in model.predict(batch))))
+    seconds = (time.perf_counter() - started) / max(len(files), 1)
+    results = []
+    for index, (name, _) in enumerate(files):
+        prediction = None
+        if index in decoded:
+            image = decoded.pop(index)  # drop the pixels as soon as they are used
+            prediction = _result(model, image, probabilities[index], threshold, seconds,
+                                 _thumbnail(image) if thumbnails else None)
+        results.append(FileResult(index, name, prediction, errors.get(index)))
+    return results
+
+
 def _model_input(model: LoadedModel, decoded: DecodedImage) -> np.ndarray:
-    # (1, H, W, C) uint8, H/W/C from the model card
-    return to_model_input(decoded.pixels, model.card.input_size, model.card.channels)[None]
+    # (H, W, C) uint8, H/W/C from the model card
+    return to_model_input(decoded.pixels, model.card.input_size, model.card.channels)
 
 
-def _infer(model: LoadedModel, batch: np.ndarray) -> float:
-    return float(model.predict(batch)[0])
+def _thumbnail(decoded: DecodedImage) -> str:
+    image = Image.fromarray(decoded.pixels)
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _result(model: LoadedModel, decoded: DecodedImage, probability: float,
-            threshold: float | None, seconds: float) -> Prediction:
+            threshold: float | None, seconds: float, thumbnail: str | None = None) -> Prediction:
     card = model.card
     threshold = card.threshold if threshold is None else threshold
     return Prediction(
@@ -55,6 +126,7 @@ def _result(model: LoadedModel, decoded: DecodedImage, probability: float,
         threshold=threshold,
         model_name=card.name,
         model_version=card.version,
-        image=decoded,
+        image=ImageFacts.of(decoded),
         elapsed_ms=seconds * 1000,
+        thumbnail=thumbnail,
     )

@@ -47,7 +47,9 @@ def test_predict_valid_image_returns_probability(client, data, fmt, mode, size):
     assert body["threshold"] == 0.5
     assert body["label"] == ("PNEUMONIA" if body["probability"] >= 0.5 else "NORMAL")
     assert body["model"] == {"name": "pneumonia", "version": 1}
-    assert body["image"] == {"width": size[0], "height": size[1], "format": fmt, "mode": mode}
+    assert body["image"] == {"width": size[0], "height": size[1], "format": fmt, "mode": mode,
+                             "dicom": None}
+    assert body["warnings"] == []
     assert body["elapsed_ms"] > 0
     assert body["note"] == "Prioritisation aid, not a diagnosis."  # the card's disclaimer
     assert body["probability_text"] == percent(body["probability"])
@@ -124,7 +126,7 @@ def test_index_page_has_upload_form_and_disclaimer(client):
     page = client.get("/")
     assert page.status_code == 200
     text = page.text
-    assert 'enctype="multipart/form-data"' in text and 'name="file"' in text
+    assert 'enctype="multipart/form-data"' in text and 'name="files"' in text
     assert "not a diagnosis" in text
     assert 'href="/report"' in text
     assert client.get("/static/upload.js").status_code == 200
@@ -132,7 +134,7 @@ def test_index_page_has_upload_form_and_disclaimer(client):
 
 
 def test_index_form_post_without_javascript_renders_result(client):
-    page = client.post("/", files={"file": ("x.jpeg", jpeg_bytes(), "image/jpeg")})
+    page = client.post("/", files={"files": ("x.jpeg", jpeg_bytes(), "image/jpeg")})
     assert page.status_code == 200
     api = post(client, jpeg_bytes()).json()
     assert f'<span id="probability">{html.escape(api["probability_text"])}</span>' in page.text
@@ -148,7 +150,7 @@ def test_percent_never_shows_certainty(probability, shown):
 
 
 def test_index_form_post_bad_file_shows_message_as_a_page(client):
-    page = client.post("/", files={"file": ("notes.txt", b"hello", "text/plain")},
+    page = client.post("/", files={"files": ("notes.txt", b"hello", "text/plain")},
                        headers={"Accept": "text/html"})
     assert page.status_code == 415
     assert page.headers["content-type"].startswith("text/html")

@@ -1,9 +1,11 @@
 """Real headless Chromium against the real server: upload a sample X-ray, open the report."""
 
+import os
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -78,3 +80,39 @@ def test_browser_without_javascript_posts_the_form(server, browser, samples_dir)
     expect(page.locator("#probability")).to_have_text(re.compile(r"%$"))
     expect(page.locator("#label")).to_have_text(re.compile("^(PNEUMONIA|NORMAL)$"))
     context.close()
+
+
+def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
+        server, browser, data_dir, tmp_path):
+    from PIL import Image
+
+    from tests.dicom_helpers import dicom_bytes
+
+    films = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:2] + \
+        sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:3]
+    dicom = tmp_path / (films[-1].stem + ".dcm")  # a test film as a DICOM file
+    dicom.write_bytes(dicom_bytes(np.asarray(Image.open(films.pop()).convert("L"))))
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1200, "height": 1100})
+    page.goto(server + "/")
+    page.set_input_files("#file", [str(f) for f in films] + [str(dicom)])
+    expect(page.locator("#chosen")).to_have_text("5 files chosen")
+    page.click("#submit")
+    expect(page.locator("#progress")).to_be_visible()
+    expect(page.locator("#progress-text")).to_contain_text("5 files scored", timeout=30_000)
+    rows = page.locator("#worklist-table tbody tr")
+    expect(rows).to_have_count(5)
+    expect(page.locator("#worklist-table img.thumb")).to_have_count(5)
+    shown = [float(t.rstrip("%").lstrip("<>")) for t in
+             page.locator("#worklist-table td.probability").all_inner_texts()]
+    assert shown == sorted(shown, reverse=True)
+    expect(page.locator("#worklist-table tr.flagged").first).to_be_visible()
+    with page.expect_download() as download_info:
+        page.click("#csv")
+    lines = Path(download_info.value.path()).read_text().strip().splitlines()
+    assert lines[0].startswith("rank,file,probability,shown,label")
+    table_files = page.locator("#worklist-table td.name").all_inner_texts()
+    assert [line.split(",")[1] for line in lines[1:]] == table_files
+    if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
+        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "worklist.png"),
+                        full_page=True)
+    page.close()

@@ -4,7 +4,10 @@ spec. No input may produce a 5xx, and every answer must match its documented sch
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 
 from app.main import create_app
 from tests.conftest import settings_for_tests
@@ -56,6 +59,9 @@ def test_openapi_operations_answer_within_their_schemas(case, client):
     response = case.call(app=client.app)
     # Every other check runs: no 5xx, documented status codes, bodies matching their
     # schemas. Not "schema-valid data is accepted": a schema-valid binary string is rarely
-    # an X-ray, and refusing it with 415 is the point.
-    case.validate_response(response, excluded_checks=[positive_data_acceptance])
+    # an X-ray, and refusing it with 415 is the point. Not "schema-violating data is
+    # refused": in multipart a one-item array and a single value are the same bytes, and a
+    # file that fails to decode is reported in its worklist row, not as a failed request.
+    case.validate_response(response, excluded_checks=[positive_data_acceptance,
+                                                      negative_data_rejection])
     assert response.status_code < 500

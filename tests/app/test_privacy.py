@@ -61,7 +61,8 @@ def test_large_upload_never_touches_disk_or_logs(client, caplog, disk_guard, pat
     big = jpeg_bytes(1500, 1500, mode="RGB")
     assert len(big) > 1024 * 1024  # over Starlette's spool-to-disk threshold
     with caplog.at_level(logging.DEBUG):
-        response = client.post(path, files={"file": (secret_name, big, "image/jpeg")})
+        field = "file" if path == "/predict" else "files"
+        response = client.post(path, files={field: (secret_name, big, "image/jpeg")})
     assert response.status_code == 200, response.text[:300]
     assert disk_guard == []
     assert "Jane-Doe" not in caplog.text

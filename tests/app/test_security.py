@@ -12,8 +12,8 @@ from tests.helpers import jpeg_bytes
 TOKEN = "s3cret-token-for-tests-only"
 
 
-def _upload():
-    return {"file": ("x.jpeg", jpeg_bytes(), "image/jpeg")}
+def _upload(field: str = "file"):
+    return {field: ("x.jpeg", jpeg_bytes(), "image/jpeg")}
 
 
 @pytest.mark.parametrize(("method", "path"), [
@@ -33,7 +33,7 @@ def test_every_response_carries_security_headers(client, method, path):
 
 def test_results_are_never_cached_but_assets_may_be(client):
     assert client.post("/predict", files=_upload()).headers["cache-control"] == "no-store"
-    page = client.post("/", files=_upload(), headers={"Accept": "text/html"})
+    page = client.post("/", files=_upload("files"), headers={"Accept": "text/html"})
     assert page.headers["cache-control"] == "no-store"
     assert "no-store" not in client.get("/static/upload.js").headers.get("cache-control", "")
 
@@ -52,7 +52,7 @@ def test_asset_urls_do_not_depend_on_the_host_header(client):
 
 
 def test_page_has_no_inline_script_or_style(client):
-    page = client.post("/", files=_upload(), headers={"Accept": "text/html"}).text
+    page = client.post("/", files=_upload("files"), headers={"Accept": "text/html"}).text
     assert "style=" not in page and "<style" not in page
     assert "<script>" not in page and "onclick" not in page
 

@@ -1,0 +1,82 @@
+"""DICOM files built with pydicom in the tests, from pixels the tests already hold."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
+
+DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+PATIENT_NAME = "Doe^Jane^Secret"
+PATIENT_ID = "PID-7731-SECRET"
+
+
+def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits: int = 8,
+                slope: float | None = None, intercept: float | None = None,
+                window: tuple[float, float] | None = None, modality: str = "DX",
+                view: str | None = "PA", frames: int = 1, with_pixels: bool = True,
+                syntax: str = "explicit", preamble: bool = True) -> bytes:
+    """A single- or multi-frame DICOM of (H, W) stored values, with a patient's identity."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DX_SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = DX_SOP_CLASS
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = "20200229"
+    ds.AccessionNumber = "ACC-99-SECRET"
+    ds.StudyDate = "20261126"
+    ds.Modality = modality
+    ds.BodyPartExamined = "CHEST"
+    if view is not None:
+        ds.ViewPosition = view
+    if not with_pixels:
+        return _write(ds, preamble)
+    height, width = pixels.shape
+    ds.Rows, ds.Columns = height, width
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if bits <= 8 else 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    dtype = np.uint8 if ds.BitsAllocated == 8 else np.uint16
+    stored = np.repeat(pixels[None].astype(dtype), frames, axis=0) if frames > 1 \
+        else pixels.astype(dtype)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if syntax == "explicit":
+        ds.PixelData = stored.tobytes()
+    elif syntax == "jpeg-baseline":
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        buffer = io.BytesIO()
+        Image.fromarray(stored).save(buffer, "JPEG", quality=95)
+        ds.PixelData = encapsulate([buffer.getvalue()])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = stored.tobytes()
+        ds.compress({"jpeg2000": JPEG2000Lossless, "rle": RLELossless}[syntax], stored)
+    return _write(ds, preamble)
+
+
+def _write(ds: Dataset, preamble: bool) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=preamble, implicit_vr=False, little_endian=True)
+    return buffer.getvalue()
