@@ -9,6 +9,7 @@ write: highest probability first.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import sys
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from app.config import get_settings  # noqa: E402
 from app.contract.card import ModelCard, read_card  # noqa: E402
+from app.contract.guard import InputGuard  # noqa: E402
 from app.contract.preprocessing import ImageError, decode, to_model_input  # noqa: E402
 
 CHUNK = 64  # files decoded per model call
@@ -34,16 +36,26 @@ def find_files(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _prepare(job: tuple[str, int, tuple[int, int], int]):
-    """In a worker process: file -> (model input, image facts) or the ImageError."""
+@functools.cache
+def _guard(version_dir: str) -> InputGuard | None:
+    return InputGuard.read(Path(version_dir))
+
+
+def _prepare(job: tuple[str, int, tuple[int, int], int, str]):
+    """In a worker process: file -> (model input, image facts, guard warnings, None), or
+    (None, None, None, the ImageError)."""
     from app.services.inference import ImageFacts
 
-    path, max_pixels, size, channels = job
+    path, max_pixels, size, channels, version_dir = job
     try:
         decoded = decode(Path(path).read_bytes(), max_pixels=max_pixels)
     except ImageError as exc:
-        return None, None, exc
-    return to_model_input(decoded.pixels, size, channels), ImageFacts.of(decoded), None
+        return None, None, None, exc
+    model_input = to_model_input(decoded.pixels, size, channels)
+    guard = _guard(version_dir)
+    warnings = () if guard is None else tuple(
+        guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
+    return model_input, ImageFacts.of(decoded), warnings, None
 
 
 def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[list, ModelCard]:
@@ -58,7 +70,8 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     files = find_files(folder)
     model = LoadedModel(path, card)
     threshold = card.threshold if settings.threshold is None else settings.threshold
-    jobs = [(str(f), settings.max_image_pixels, card.input_size, card.channels) for f in files]
+    jobs = [(str(f), settings.max_image_pixels, card.input_size, card.channels, str(path))
+            for f in files]
     entries: list = []
     bar = _Progress(len(files), enabled=progress)
     # Fresh worker processes (spawn): forking a process that holds TensorFlow's threads can
@@ -67,17 +80,18 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         prepared = pool.map(_prepare, jobs, chunksize=8)
         for chunk in _chunks(enumerate(prepared), CHUNK):
-            ready = [(i, x) for i, (x, _, _) in chunk if x is not None]
+            ready = [(i, x) for i, (x, _, _, _) in chunk if x is not None]
             probabilities = {}
             if ready:
                 out = model.predict(np.stack([x for _, x in ready]))
                 probabilities = dict(zip((i for i, _ in ready), (float(p) for p in out)))
-            for index, (_, facts, error) in chunk:
+            for index, (_, facts, warnings, error) in chunk:
                 prediction = None
                 if index in probabilities:
                     p = probabilities[index]
                     prediction = Prediction(p, card.label_for(p, threshold), threshold,
-                                            card.name, card.version, facts, 0.0)
+                                            card.name, card.version, facts, 0.0,
+                                            guard_warnings=warnings)
                 name = str(files[index].relative_to(folder))
                 entries.append(BatchEntry.of(FileResult(index, name, prediction, error), card))
             bar.advance(len(chunk))

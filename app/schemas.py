@@ -42,6 +42,16 @@ class ImageInfo(BaseModel):
                        bits_stored=dicom.bits_stored, window=dicom.window))
 
 
+class HeatmapInfo(BaseModel):
+    """Grad-CAM of the pneumonia score: the film and a transparent overlay of one size."""
+
+    film: str = Field(description="data: URI of the film as a PNG, longest side <= 512 px")
+    overlay: str = Field(description="data: URI of an RGBA PNG to lay over the film")
+    width: int
+    height: int
+    note: str = Field(description="What the map can and cannot show (the model card's)")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
@@ -56,6 +66,8 @@ class PredictionResponse(BaseModel):
         "model": {"name": "pneumonia", "version": 1},
         "image": {"width": 1336, "height": 840, "format": "JPEG", "mode": "L", "dicom": None},
         "warnings": [],
+        "calibrated": True,
+        "heatmap": None,
         "elapsed_ms": 21.4,
         "note": "Prioritisation aid, not a diagnosis.",
     }]})
@@ -67,8 +79,13 @@ class PredictionResponse(BaseModel):
     threshold: float = Field(ge=0, le=1, description="Decision threshold applied")
     model: ModelInfo
     image: ImageInfo
-    warnings: list[str] = Field(description="Reasons to look twice (e.g. a DICOM without a "
-                                            "view position); the probability is still given")
+    warnings: list[str] = Field(description="Reasons to look twice: the input guard (not "
+                                            "like a chest film, coloured, tiny, odd shape) or "
+                                            "a DICOM without a view position. The "
+                                            "probability is still given")
+    calibrated: bool = Field(description="The probability is calibrated (the model card "
+                                         "says how)")
+    heatmap: HeatmapInfo | None = Field(default=None, description="With ?explain=true")
     elapsed_ms: float = Field(description="Server-side time: decode, preprocess, inference")
     note: str = Field(description="The model card's disclaimer")
 
@@ -81,7 +98,12 @@ class PredictionResponse(BaseModel):
             threshold=p.threshold,
             model=ModelInfo(name=p.model_name, version=p.model_version),
             image=ImageInfo.of(p.image),
-            warnings=list(p.image.warnings),
+            warnings=list(p.warnings),
+            calibrated=card.calibration is not None,
+            heatmap=None if p.heatmap is None else HeatmapInfo(
+                film=p.heatmap.film, overlay=p.heatmap.overlay, width=p.heatmap.width,
+                height=p.heatmap.height,
+                note=card.explanation.note if card.explanation else ""),
             elapsed_ms=round(p.elapsed_ms, 2),
             note=card.disclaimer,
         )
@@ -124,7 +146,7 @@ class BatchEntry(BaseModel):
         return cls(index=result.index, filename=result.filename, probability=p.probability,
                    probability_text=percent(p.probability), label=p.label,
                    flagged=p.label == card.positive_class, image=ImageInfo.of(p.image),
-                   warnings=list(p.image.warnings), thumbnail=p.thumbnail)
+                   warnings=list(p.warnings), thumbnail=p.thumbnail)
 
 
 class BatchResponse(BaseModel):

@@ -37,6 +37,10 @@
   }
 
   input.addEventListener("change", () => showPreview(chosenFiles()));
+  const opacity = document.getElementById("opacity");
+  opacity.addEventListener("input", () => {
+    document.getElementById("heat-overlay").style.opacity = opacity.value / 100;
+  });
   if (folder) folder.addEventListener("change", () => showPreview(chosenFiles()));
   ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (event) => {
     event.preventDefault();
@@ -77,6 +81,13 @@
     const warnings = document.getElementById("warnings");
     warnings.textContent = data.warnings.join(" ");
     warnings.hidden = data.warnings.length === 0;
+    const heatmap = document.getElementById("heatmap");
+    heatmap.hidden = !data.heatmap;
+    if (data.heatmap) {
+      document.getElementById("heat-film").src = data.heatmap.film;
+      document.getElementById("heat-overlay").src = data.heatmap.overlay;
+      document.getElementById("heat-note").textContent = data.heatmap.note;
+    }
     result.hidden = false;
     error.hidden = true;
     outcome.hidden = false;
@@ -182,7 +193,7 @@
       if (files.length === 1) {
         const body = new FormData();
         body.append("file", files[0]);
-        showResult(await post("/predict", body));
+        showResult(await post("/predict?explain=true", body));
       } else {
         await scoreMany(files);
       }

@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=defaults.VAL_FRACTION)
     parser.add_argument("--model-version", type=int, default=None,
                         help="version folder to export to (default: the next free number)")
+    parser.add_argument("--target-sensitivity", type=float,
+                        default=defaults.TARGET_SENSITIVITY,
+                        help="sensitivity the exported model's threshold is chosen for, on "
+                             "the validation split")
     parser.add_argument("--force", action="store_true",
                         help="replace the --model-version folder if it exists")
     parser.add_argument("--seeds", type=int, default=defaults.STUDY_SEEDS,
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
         limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
         export=not args.no_export, model_version=args.model_version, force=args.force,
+        target_sensitivity=args.target_sensitivity,
         command=command,
     )
     run(config, log=lambda line: print(line, flush=True))

@@ -6,3 +6,4 @@ MODEL_NAME = "pneumonia"  # MODEL_DIR/<name>/<version>/ of the exported model
 STUDY_SEEDS = 5  # study protocol: seeds per model (each draws its subset and augmentation)
 ABLATION_SEEDS = 3  # study protocol: seeds per ablation step
 STUDY_COUNTS = (84, 1134)  # study protocol: NORMAL, PNEUMONIA images drawn from train/
+TARGET_SENSITIVITY = 0.95  # the exported model's operating point, chosen on validation

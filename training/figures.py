@@ -64,6 +64,20 @@ def training_curves_figure(histories: dict[str, dict[str, list[float]]], path: P
     return _save(fig, path)
 
 
+def reliability_figure(curves: dict[str, dict], path: Path) -> Path:
+    """Observed pneumonia frequency against mean predicted probability per bin."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect")
+    for name, bins in curves.items():
+        points = [(c, f) for c, f in zip(bins["confidence"], bins["frequency"]) if c is not None]
+        ax.plot(*zip(*points), marker="o", label=f"{name} (ECE {bins['ece']:.3f})")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed frequency of pneumonia")
+    ax.set_title("Reliability, test split", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -30,14 +30,17 @@ class _Strict(BaseModel):
 
 
 class Signature(_Strict):
-    """Names of the SavedModel signature the app (and TensorFlow Serving) calls."""
+    """Names of the SavedModel signatures the app (and TensorFlow Serving) calls."""
 
     name: str = "serving_default"
     input: str = "images"
     output: str = "probability"
+    # images -> probability and a heatmap of the input's height and width; None = none
+    explain: str | None = None
+    heatmap: str = "heatmap"
 
 
-SIGNATURE = Signature()
+SIGNATURE = Signature(explain="explain")
 
 
 class InputSpec(_Strict):
@@ -71,6 +74,49 @@ class Metrics(_Strict):
     f1: float
     roc_auc: float | None  # undefined when only one class is present
     confusion_matrix: list[list[int]]  # rows: true negative class, true positive class
+
+
+class Rates(_Strict):
+    """Sensitivity and specificity at a threshold, with 95% Wilson intervals."""
+
+    sensitivity: float
+    sensitivity_ci: tuple[float, float]
+    specificity: float
+    specificity_ci: tuple[float, float]
+    positives: int
+    negatives: int
+
+
+class OperatingPoint(_Strict):
+    threshold: float = Field(ge=0, le=1, description="on the calibrated probability")
+    target_sensitivity: float = Field(gt=0, le=1)
+    chosen_on: Literal["validation"]
+    validation: Rates
+    test: Rates | None = None  # measured once, after the choice, for the report
+
+
+class Calibration(_Strict):
+    method: Literal["temperature", "platt"]
+    parameters: dict[str, float]  # p = sigmoid(a * logit + b); temperature T = 1 / a
+    fitted_on: Literal["validation"]
+    inside_model: bool  # the SavedModel's own output is calibrated
+    brier: dict[str, dict[str, float]]  # split -> {"raw": ..., "calibrated": ...}
+    ece: dict[str, dict[str, float]]
+
+
+class Explanation(_Strict):
+    method: str
+    patch: int  # px of the model input hidden at each position
+    stride: int
+    note: str
+
+
+class GuardInfo(_Strict):
+    method: str
+    file: str
+    percentile: float
+    validation_false_alarm_rate: float
+    checks: list[str]
 
 
 class TrainingInfo(_Strict):
@@ -117,6 +163,11 @@ class ModelCard(_Strict):
     intended_use: str
     disclaimer: str = Field(min_length=1, description="shown with every result")
     limitations: list[str]
+    # Trust features; a card written before they existed has none of them.
+    operating_point: OperatingPoint | None = None
+    calibration: Calibration | None = None
+    explanation: Explanation | None = None
+    input_guard: GuardInfo | None = None
 
     @model_validator(mode="after")
     def _positive_class_is_a_class(self) -> ModelCard:

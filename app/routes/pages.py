@@ -10,7 +10,7 @@ from app.deps import BatchDep, ModelDep, SettingsDep
 from app.errors import MalformedUploadError
 from app.schemas import BatchEntry, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
-from app.services.inference import predict_files
+from app.services.inference import predict_files, predict_image
 from app.services.worklist import worklist_csv, worklist_order
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -34,14 +34,13 @@ def index_submit(request: Request, model: ModelDep, files: BatchDep,
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
-    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
-                            thumbnails=len(files) > 1)
-    if len(results) == 1:
-        if results[0].error is not None:
-            raise results[0].error
+    if len(files) == 1:
+        prediction = predict_image(files[0][1], model, settings.threshold,
+                                   settings.max_image_pixels, explain=True)
         return _render(request, "index.html", card=model.card,
-                       result=PredictionResponse.from_prediction(results[0].prediction,
-                                                                 model.card))
+                       result=PredictionResponse.from_prediction(prediction, model.card))
+    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
+                            thumbnails=True)
     entries = [BatchEntry.of(result, model.card) for result in results]
     return _render(request, "index.html", card=model.card, worklist=worklist_order(entries),
                    worklist_csv=worklist_csv(entries))

@@ -33,12 +33,15 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 @router.post("/predict", response_model=PredictionResponse, responses=_ERRORS,
              openapi_extra={"requestBody": _body(
                  "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
-def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep) -> PredictionResponse:
+def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
+            explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
+    `explain=true` adds a Grad-CAM heatmap (the film and an overlay, as PNG data URIs).
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
-    prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels)
+    prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels,
+                               explain=explain)
     return PredictionResponse.from_prediction(prediction, model.card)
 
 

@@ -21,6 +21,7 @@ from app.contract.preprocessing import DecodedImage, ImageError, decode, to_mode
 from app.services.registry import LoadedModel
 
 THUMBNAIL_SIZE = 96  # px, longest side, for the worklist
+HEATMAP_SIZE = 512  # px, longest side, of the film and overlay returned with ?explain=true
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,16 @@ class ImageFacts:
 
 
 @dataclass(frozen=True)
+class Heatmap:
+    """The film and a transparent overlay of the same size, as data: URIs of PNGs."""
+
+    film: str
+    overlay: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Prediction:
     probability: float
     label: str
@@ -52,6 +63,12 @@ class Prediction:
     image: ImageFacts
     elapsed_ms: float
     thumbnail: str | None = None  # data: URI of a small PNG, when asked for
+    guard_warnings: tuple[str, ...] = ()
+    heatmap: Heatmap | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.image.warnings + self.guard_warnings
 
 
 @dataclass(frozen=True)
@@ -65,13 +82,22 @@ class FileResult:
 
 
 def predict_image(
-    data: bytes, model: LoadedModel, threshold: float | None, max_pixels: int
+    data: bytes, model: LoadedModel, threshold: float | None, max_pixels: int,
+    explain: bool = False,
 ) -> Prediction:
-    """Probability of the positive class for one uploaded image; raises ImageError subclasses."""
+    """Probability of the positive class for one uploaded image; raises ImageError subclasses.
+    With `explain` (and a model that can) the result carries its Grad-CAM heatmap."""
     started = time.perf_counter()
     decoded = decode(data, max_pixels=max_pixels)
-    probability = float(model.predict(_model_input(model, decoded)[None])[0])
-    return _result(model, decoded, probability, threshold, time.perf_counter() - started)
+    model_input = _model_input(model, decoded)
+    heatmap = None
+    if explain and model.can_explain:
+        probabilities, maps = model.explain(model_input[None])
+        heatmap = _heatmap(decoded, maps[0])
+    else:
+        probabilities = model.predict(model_input[None])
+    return _result(model, decoded, model_input, float(probabilities[0]), threshold,
+                   time.perf_counter() - started, heatmap=heatmap)
 
 
 def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
@@ -81,24 +107,26 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
     not never fails the others."""
     started = time.perf_counter()
     decoded: dict[int, DecodedImage] = {}
+    inputs: dict[int, np.ndarray] = {}
     errors: dict[int, ImageError] = {}
     for index, (_, data) in enumerate(files):
         try:
             decoded[index] = decode(data, max_pixels=max_pixels)
+            inputs[index] = _model_input(model, decoded[index])
         except ImageError as exc:
             errors[index] = exc
     probabilities: dict[int, float] = {}
     if decoded:
-        batch = np.stack([_model_input(model, image) for image in decoded.values()])
-        probabilities = dict(zip(decoded, (float(p) for p in model.predict(batch))))
+        batch = np.stack(list(inputs.values()))
+        probabilities = dict(zip(inputs, (float(p) for p in model.predict(batch))))
     seconds = (time.perf_counter() - started) / max(len(files), 1)
     results = []
     for index, (name, _) in enumerate(files):
         prediction = None
         if index in decoded:
             image = decoded.pop(index)  # drop the pixels as soon as they are used
-            prediction = _result(model, image, probabilities[index], threshold, seconds,
-                                 _thumbnail(image) if thumbnails else None)
+            prediction = _result(model, image, inputs.pop(index), probabilities[index],
+                                 threshold, seconds, _thumbnail(image) if thumbnails else None)
         results.append(FileResult(index, name, prediction, errors.get(index)))
     return results
 
@@ -111,15 +139,38 @@ def _model_input(model: LoadedModel, decoded: DecodedImage) -> np.ndarray:
 def _thumbnail(decoded: DecodedImage) -> str:
     image = Image.fromarray(decoded.pixels)
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    return _png_uri(image)
+
+
+def _heatmap(decoded: DecodedImage, heat: np.ndarray) -> Heatmap:
+    """The film at display size, and the (H, W) 0-1 map stretched over it as a transparent
+    red-to-yellow layer: the page stacks them and lets the clinician fade the layer."""
+    film = Image.fromarray(decoded.pixels)
+    film.thumbnail((HEATMAP_SIZE, HEATMAP_SIZE))
+    size = film.size
+    level = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(
+        size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    rgba = np.zeros((size[1], size[0], 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 1] = (255 * level).astype(np.uint8)  # hotter is yellower
+    rgba[..., 3] = (220 * np.clip(level * 1.4 - 0.2, 0, 1)).astype(np.uint8)  # cool is clear
+    return Heatmap(film=_png_uri(film), overlay=_png_uri(Image.fromarray(rgba, "RGBA")),
+                   width=size[0], height=size[1])
+
+
+def _png_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _result(model: LoadedModel, decoded: DecodedImage, probability: float,
-            threshold: float | None, seconds: float, thumbnail: str | None = None) -> Prediction:
+def _result(model: LoadedModel, decoded: DecodedImage, model_input: np.ndarray,
+            probability: float, threshold: float | None, seconds: float,
+            thumbnail: str | None = None, heatmap: Heatmap | None = None) -> Prediction:
     card = model.card
     threshold = card.threshold if threshold is None else threshold
+    guard = () if model.guard is None else tuple(
+        model.guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
     return Prediction(
         probability=probability,
         label=card.label_for(probability, threshold),
@@ -129,4 +180,6 @@ def _result(model: LoadedModel, decoded: DecodedImage, probability: float,
         image=ImageFacts.of(decoded),
         elapsed_ms=seconds * 1000,
         thumbnail=thumbnail,
+        guard_warnings=guard,
+        heatmap=heatmap,
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.contract.card import CARD_FILE, ModelCard, read_card
+from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
+from app.contract.guard import InputGuard
 
 
 class ModelNotFoundError(LookupError):
@@ -51,7 +52,13 @@ class LoadedModel:
 
         signature = self.card.signature
         self._input, self._output = signature.input, signature.output
-        self._serve = tf.saved_model.load(str(self.path)).signatures[signature.name]
+        self._heatmap = signature.heatmap
+        self.guard = InputGuard.read(self.path)
+        if self.card.input_guard is not None and self.guard is None:
+            raise CardError("input_guard.file", f"{self.card.input_guard.file} is missing")
+        signatures = tf.saved_model.load(str(self.path)).signatures
+        self._serve = signatures[signature.name]
+        self._explain = signatures[signature.explain] if signature.explain else None
         self._constant = tf.constant
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -59,7 +66,21 @@ class LoadedModel:
         batch = self._constant(np.asarray(images, dtype=np.float32))
         return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
 
+    @property
+    def can_explain(self) -> bool:
+        return self._explain is not None
+
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W, C) raw pixels -> ((N,) probability, (N, H, W) heatmap in 0-1)."""
+        if self._explain is None:
+            raise LookupError("this model has no explain signature")
+        out = self._explain(**{self._input: self._constant(np.asarray(images, np.float32))})
+        return out[self._output].numpy().reshape(-1), out[self._heatmap].numpy()
+
     def warm_up(self) -> None:
         """One inference on a blank image so the first user does not pay for graph setup."""
         height, width = self.card.input_size
-        self.predict(np.zeros((1, height, width, self.card.channels), dtype=np.float32))
+        blank = np.zeros((1, height, width, self.card.channels), dtype=np.float32)
+        self.predict(blank)
+        if self._explain is not None:
+            self.explain(blank)

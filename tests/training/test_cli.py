@@ -64,14 +64,22 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     card = read_card(version_dir)  # validates the schema and the preprocessing version
     assert card.input_size == (64, 64) and card.channels == 3
     assert card.class_names == ("NORMAL", "PNEUMONIA") and card.positive_class == "PNEUMONIA"
-    assert card.threshold == 0.5 and "test split" in card.threshold_method
+    op = card.operating_point  # chosen on validation for the target sensitivity
+    assert card.threshold == op.threshold and op.validation.sensitivity >= 0.95
+    assert "test split played no part" in card.threshold_method
+    assert card.calibration.method == "temperature" and card.calibration.inside_model
+    assert card.explanation.patch == 16 and (version_dir / "input_guard.json").is_file()
     assert {"validation", "test"} <= card.metrics.keys()
     assert "not a diagnosis" in card.intended_use.lower() and card.disclaimer
     assert card.limitations and card.code_version
     assert card.training.experiment == 5 and card.training.protocol == "full"
-    serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    probs = serving(images=tf.zeros((2, 64, 64, 3)))["probability"].numpy()
-    assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+    signatures = tf.saved_model.load(str(version_dir)).signatures
+    probs = signatures["serving_default"](images=tf.zeros((2, 64, 64, 3)))["probability"]
+    assert probs.shape == (2,) and np.all((probs.numpy() >= 0) & (probs.numpy() <= 1))
+    heat = signatures["explain"](images=tf.zeros((2, 64, 64, 3)))["heatmap"]
+    assert heat.shape == (2, 64, 64)
+    assert {"operating_point", "calibration", "figure"} <= json.loads(
+        (out / "report.json").read_text())["trust"].keys()
     assert (version_dir / "test_predictions.csv").read_text().count("\n") == 17
 
 
