@@ -12,4 +12,7 @@ from app.config import get_settings  # noqa: E402
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     settings = get_settings()
-    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port)
+    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                limit_concurrency=settings.max_connections,
+                timeout_keep_alive=settings.keep_alive_seconds,
+                h11_max_incomplete_event_size=16 * 1024)  # request line and headers

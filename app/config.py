@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +28,16 @@ class Settings(BaseSettings):
     # A worklist request (/predict/batch, the page): files and bytes in one request.
     max_batch_files: int = Field(default=100, gt=0)
     max_batch_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+
+    # Bounds under load. Decodes in flight across all scoring requests: one more is answered
+    # 503 with Retry-After at once, never queued. Connections beyond max_connections get 503
+    # from uvicorn; an upload must keep sending (a pause longer than upload_idle_seconds) and
+    # finish within upload_total_seconds, or it gets 408.
+    max_concurrent_decodes: int = Field(default=2 * (os.cpu_count() or 1), gt=0)
+    max_connections: int = Field(default=256, gt=0)
+    keep_alive_seconds: int = Field(default=5, gt=0)
+    upload_idle_seconds: float = Field(default=15.0, gt=0)
+    upload_total_seconds: float = Field(default=120.0, gt=0)
 
     # Optional access token for the scoring routes (/predict, the upload page): clients send
     # "Authorization: Bearer <token>", the page asks for it once and keeps a session cookie.

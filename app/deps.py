@@ -6,12 +6,14 @@ the worker threads, which may all be busy decoding: readiness must answer under 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.errors import ModelNotReadyError
+from app.errors import ModelNotReadyError, ServerBusyError
 from app.services.registry import LoadedModel
 from app.upload import read_file_field, read_files
 
@@ -32,9 +34,39 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 
 
+class DecodeSlots:
+    """A fixed number of decodes in flight; taking one never waits."""
+
+    def __init__(self, count: int) -> None:
+        self._free = threading.BoundedSemaphore(count)
+
+    def try_take(self) -> bool:
+        return self._free.acquire(blocking=False)
+
+    def give_back(self) -> None:
+        self._free.release()
+
+
+async def decode_slot(request: Request) -> AsyncIterator[None]:
+    """Route dependency of the scoring routes: a slot for the whole request, or 503 at once.
+    Taken before the body is read, so a refused request costs no memory."""
+    slots: DecodeSlots = request.app.state.decode_slots
+    if not slots.try_take():
+        raise ServerBusyError()
+    try:
+        yield
+    finally:
+        slots.give_back()
+
+
+def _timeouts(settings: Settings) -> tuple[float, float]:
+    return settings.upload_idle_seconds, settings.upload_total_seconds
+
+
 async def read_upload(request: Request, settings: SettingsDep) -> bytes:
     """The bytes of the multipart field `file`, read in memory within the byte limit."""
-    return await read_file_field(request, settings.max_upload_bytes)
+    return await read_file_field(request, settings.max_upload_bytes,
+                                 timeouts=_timeouts(settings))
 
 
 UploadDep = Annotated[bytes, Depends(read_upload)]
@@ -43,7 +75,8 @@ UploadDep = Annotated[bytes, Depends(read_upload)]
 async def read_batch(request: Request, settings: SettingsDep) -> list[tuple[str, bytes]]:
     """(file name, bytes) of every multipart field `files`, within the worklist limits."""
     return await read_files(request, "files", settings.max_batch_files,
-                            settings.max_upload_bytes, settings.max_batch_bytes)
+                            settings.max_upload_bytes, settings.max_batch_bytes,
+                            timeouts=_timeouts(settings))
 
 
 BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]

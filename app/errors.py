@@ -44,6 +44,14 @@ class UnauthorizedError(AppError):
     pass
 
 
+class ServerBusyError(AppError):
+    """Every decode slot is taken: refused at once rather than queued."""
+
+
+class UploadTimeoutError(AppError):
+    """The client sent its upload too slowly."""
+
+
 class UploadError(AppError):
     pass
 
@@ -95,6 +103,11 @@ def describe(exc: Exception) -> tuple[int, str, str]:
                 "The model could not be loaded; the server log says why.")
         case ModelNotReadyError():
             return 503, "model_loading", "The model is still loading. Try again in a moment."
+        case ServerBusyError():
+            return 503, "busy", "The server is scoring as many films as it can. Try again in a "\
+                "moment."
+        case UploadTimeoutError():
+            return 408, "upload_too_slow", "The upload was too slow and was stopped. Try again."
         case UnauthorizedError():
             return 401, "unauthorized", (
                 "This server needs an access token: send 'Authorization: Bearer <token>'.")
@@ -146,6 +159,8 @@ def _headers(exc: Exception) -> dict[str, str]:
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(exc, UnauthorizedError):
         return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, ServerBusyError):
+        return {"Retry-After": "1"}
     return {}
 
 

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.deps import DecodeSlots
 from app.errors import install_error_handlers
 from app.routes import docs, health, pages, predict
 from app.security import RequestGuard
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.slot = ModelSlot()
+    app.state.decode_slots = DecodeSlots(settings.max_concurrent_decodes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")

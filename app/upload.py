@@ -14,6 +14,9 @@ MalformedUploadError, and a client that goes away becomes ClientDisconnectedErro
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect
@@ -24,6 +27,7 @@ from app.errors import (
     MissingFileError,
     TooManyFilesError,
     UploadError,
+    UploadTimeoutError,
     UploadTooLargeError,
 )
 
@@ -35,15 +39,37 @@ _MAX_BOUNDARY = 70
 _EXTRA_PARTS = 15
 
 
-async def read_file_field(request: Request, max_bytes: int, field: str = "file") -> bytes:
+_NO_TIMEOUTS = (3600.0, 3600.0)
+
+
+async def read_file_field(request: Request, max_bytes: int, field: str = "file",
+                          timeouts: tuple[float, float] = _NO_TIMEOUTS) -> bytes:
     """The bytes of the one file part named `field`; raises UploadError subclasses."""
     files = await read_files(request, field, max_files=1, max_file_bytes=max_bytes,
-                             max_total_bytes=max_bytes)
+                             max_total_bytes=max_bytes, timeouts=timeouts)
     return files[0][1]
 
 
+async def _chunks(request: Request, idle: float, total: float) -> AsyncIterator[bytes]:
+    """The body's chunks; UploadTimeoutError when one takes longer than `idle` seconds or
+    the whole body longer than `total`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(idle, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(anext(stream), timeout=max(wait, 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise UploadTimeoutError() from exc
+        yield chunk
+
+
 async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
-                     max_total_bytes: int) -> list[tuple[str, bytes]]:
+                     max_total_bytes: int,
+                     timeouts: tuple[float, float] = _NO_TIMEOUTS) -> list[tuple[str, bytes]]:
     """(file name, bytes) of every part named `field`, in upload order, within the limits."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -60,13 +86,13 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
     received = 0
     try:
         parser = MultipartParser(boundary, parts.callbacks())
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, *timeouts):
             received += len(chunk)
             if received > max_total_bytes + envelope:
                 raise UploadTooLargeError(max_total_bytes)
             parser.write(chunk)
         parser.finalize()
-    except UploadError:
+    except (UploadError, UploadTimeoutError):
         raise
     except ClientDisconnect as exc:
         raise ClientDisconnectedError() from exc

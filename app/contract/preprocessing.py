@@ -191,9 +191,18 @@ def _upright(img: Image.Image) -> Image.Image:
 
 def _to_8bit_array(img: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H, W) uint8 for single-channel images, (H, W, 3) uint8 otherwise."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit (and 32-bit integer) grayscale: scale the whole range to 0-255. Pillow's own
-        # convert("L") clips at 255, which turns almost every 16-bit X-ray white.
+    if img.mode.startswith("I;16"):
+        # 16-bit grayscale: scale the whole range to 0-255 (Pillow's own convert("L") clips at
+        # 255, which turns almost every 16-bit X-ray white). Integer arithmetic in place, one
+        # uint32 array: a 49-megapixel film never becomes float64 copies. (x * 255 + 32767)
+        # // 65535 equals round(x * 255 / 65535) for every 16-bit x, as no x lands on .5.
+        arr = np.asarray(img).astype(np.uint32)
+        arr *= 255
+        arr += 32767
+        arr //= 65535
+        return arr.astype(np.uint8)
+    if img.mode == "I":
+        # 32-bit integer grayscale: scale its range (or 0-65535 when it fits) to 0-255.
         arr = np.asarray(img, dtype=np.float64)
         full = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else float(arr.max())
         return np.round(np.clip(arr, 0, full) * (255.0 / full)).astype(np.uint8)

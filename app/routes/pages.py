@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import BatchDep, ModelDep, SettingsDep
+from app.deps import BatchDep, ModelDep, SettingsDep, decode_slot
 from app.errors import MalformedUploadError
 from app.schemas import BatchEntry, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
@@ -28,7 +28,8 @@ def index(request: Request, model: ModelDep) -> HTMLResponse:
     return _render(request, "index.html", card=model.card)
 
 
-@router.post("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
+@router.post("/", response_class=HTMLResponse,
+             dependencies=[Depends(require_token), Depends(decode_slot)])
 def index_submit(request: Request, model: ModelDep, files: BatchDep,
                  settings: SettingsDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many

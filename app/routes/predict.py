@@ -3,13 +3,14 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import BatchDep, ModelDep, SettingsDep, UploadDep
+from app.deps import BatchDep, ModelDep, SettingsDep, UploadDep, decode_slot
 from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
 from app.services.inference import predict_files, predict_image
 from app.services.worklist import worklist_csv
 
-router = APIRouter(tags=["prediction"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["prediction"],
+                   dependencies=[Depends(require_token), Depends(decode_slot)])
 
 
 def _body(field: str, description: str, many: bool) -> dict:
@@ -26,7 +27,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     413: "File over the byte limit, or image over the pixel limit",
     415: "Not an image, a format other than JPEG/PNG/DICOM, or an animation",
     422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, ...)",
-    503: "The model is not ready yet (Retry-After says when to try again)",
+    408: "The upload was sent too slowly",
+    503: "The model is not ready yet, or every decode slot is busy (see Retry-After)",
 }.items()}
 
 

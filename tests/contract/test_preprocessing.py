@@ -131,3 +131,11 @@ def test_load_model_input_jpeg_and_png_of_same_picture_are_close():
     a = load_model_input(jpeg_bytes(), (64, 64), 3).astype(int)
     b = load_model_input(png_bytes(), (64, 64), 3).astype(int)
     assert np.abs(a - b).mean() < 2
+
+
+def test_16_bit_scaling_rounds_like_the_float_formula_for_every_value():
+    from app.contract.preprocessing import _to_8bit_array
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.round(every.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    assert (_to_8bit_array(Image.fromarray(every)) == expected).all()

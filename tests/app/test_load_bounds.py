@@ -1,0 +1,72 @@
+"""Bounds that hold under load: decode slots refused at once, slow uploads cut off, and the
+health checks answered while every slot is taken."""
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import UploadTimeoutError
+from app.main import create_app
+from app.upload import _chunks
+from tests.conftest import settings_for_tests, wait_until_settled
+from tests.helpers import jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+def one_slot_client():
+    with TestClient(create_app(settings_for_tests(max_concurrent_decodes=1))) as client:
+        assert wait_until_settled(client) == 200
+        yield client
+
+
+def test_requests_beyond_the_decode_slots_get_503_at_once(one_slot_client):
+    client = one_slot_client
+    slots = client.app.state.decode_slots
+    assert slots.try_take()  # an upload in flight holds the only slot
+    try:
+        for path, field in (("/predict", "file"), ("/predict/batch", "files"), ("/", "files")):
+            response = client.post(path, files={field: ("x.jpeg", jpeg_bytes())})
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+            assert response.json()["error"] == "busy"
+        assert client.get("/healthz").status_code == 200  # health never waits for a slot
+        assert client.get("/readyz").status_code == 200
+    finally:
+        slots.give_back()
+    assert client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 200
+
+
+def test_slots_are_given_back_after_errors(one_slot_client):
+    for _ in range(3):  # a leak would leave the one slot taken after the first
+        assert one_slot_client.post("/predict", files={"file": ("x", b"nope")}).status_code \
+            == 415
+    assert one_slot_client.post("/predict",
+                                files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 200
+
+
+class _SlowRequest:
+    def __init__(self, pauses: list[float]) -> None:
+        self.pauses = pauses
+
+    async def stream(self):
+        for pause in self.pauses:
+            await asyncio.sleep(pause)
+            yield b"x"
+
+
+def _read(request, idle: float, total: float) -> int:
+    async def run() -> int:
+        return len([chunk async for chunk in _chunks(request, idle, total)])
+
+    return asyncio.run(run())
+
+
+def test_an_upload_that_pauses_too_long_is_stopped():
+    assert _read(_SlowRequest([0.0, 0.01, 0.01]), idle=0.5, total=5) == 3
+    with pytest.raises(UploadTimeoutError):
+        _read(_SlowRequest([0.0, 0.3]), idle=0.1, total=5)
+
+
+def test_an_upload_that_trickles_past_the_total_is_stopped():
+    with pytest.raises(UploadTimeoutError):
+        _read(_SlowRequest([0.05] * 20), idle=0.5, total=0.3)
