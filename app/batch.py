@@ -44,8 +44,10 @@ def _guard(version_dir: str) -> InputGuard | None:
 def _prepare(job: tuple[str, int, tuple[int, int], int, str]):
     """In a worker process: file -> (model input, image facts, guard warnings, None), or
     (None, None, None, the ImageError)."""
+    from app.quiet import silence_decoder_chatter
     from app.services.inference import ImageFacts
 
+    silence_decoder_chatter()
     path, max_pixels, size, channels, version_dir = job
     try:
         decoded = decode(Path(path).read_bytes(), max_pixels=max_pixels)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from app.config import Settings, get_settings
 from app.deps import DecodeSlots
 from app.errors import install_error_handlers
+from app.quiet import silence_decoder_chatter
 from app.routes import docs, health, pages, predict
 from app.security import RequestGuard
 from app.services.loader import ModelSlot
@@ -29,10 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    # Their warnings quote what they read in hostile uploads (multipart framing, EXIF tags);
-    # nothing derived from an upload is logged, so they are quiet.
-    logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="PIL")
+    silence_decoder_chatter()
     app = FastAPI(
         title="Pediatric chest X-ray pneumonia triage",
         description="Upload a chest X-ray, get a pneumonia probability. "

@@ -43,7 +43,7 @@ class ImageInfo(BaseModel):
 
 
 class HeatmapInfo(BaseModel):
-    """Grad-CAM of the pneumonia score: the film and a transparent overlay of one size."""
+    """Occlusion sensitivity of the pneumonia score: the film and a transparent overlay."""
 
     film: str = Field(description="data: URI of the film as a PNG, longest side <= 512 px")
     overlay: str = Field(description="data: URI of an RGBA PNG to lay over the film")
@@ -99,7 +99,7 @@ class PredictionResponse(BaseModel):
             model=ModelInfo(name=p.model_name, version=p.model_version),
             image=ImageInfo.of(p.image),
             warnings=list(p.warnings),
-            calibrated=card.calibration is not None,
+            calibrated=card.calibration is not None and card.calibration.inside_model,
             heatmap=None if p.heatmap is None else HeatmapInfo(
                 film=p.heatmap.film, overlay=p.heatmap.overlay, width=p.heatmap.width,
                 height=p.heatmap.height,

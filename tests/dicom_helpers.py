@@ -80,3 +80,28 @@ def _write(ds: Dataset, preamble: bool) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=preamble, implicit_vr=False, little_endian=True)
     return buffer.getvalue()
+
+
+def with_voi_lut(data: bytes, entries: np.ndarray) -> bytes:
+    """The DICOM with a VOI LUT Sequence (first mapped value 0, 8-bit output) added."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    item = Dataset()
+    item.add_new(0x00283002, "US", [len(entries), 0, 8])  # LUT Descriptor
+    item.add_new(0x00283006, "US", [int(v) for v in entries])  # LUT Data
+    ds.VOILUTSequence = [item]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def with_tags(data: bytes, **tags: str) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

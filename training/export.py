@@ -5,8 +5,8 @@ Layout, loadable by TensorFlow Serving as is:
     OUT/<name>/<version>/model_card.json              the contract the app reads
 
 - `serving_default`: images float32 (batch, H, W, C), raw 0-255 -> probability (batch,),
-  calibrated inside the graph (Platt: sigmoid(a * logit + b)), so TensorFlow Serving returns
-  the same calibrated probability as the app.
+  calibrated inside the graph (sigmoid(a * logit + b); temperature scaling: b = 0), so
+  TensorFlow Serving returns the same calibrated probability as the app.
 - `explain`: images -> probability and heatmap (batch, H, W), 0-1: occlusion sensitivity
   (Zeiler and Fergus, 2014). A grey patch slides over the film; how far each position lowers
   the pneumonia logit is spread over the pixels it covered. Chosen over Grad-CAM because this
@@ -38,7 +38,7 @@ def occlusion_grid(height: int, width: int) -> tuple[int, int]:
 
 def export_saved_model(model: keras.Model, version_dir: Path, force: bool = False,
                        calibration: tuple[float, float] = (1.0, 0.0)) -> Path:
-    """Write `model` as a SavedModel; `calibration` = (a, b) of the Platt scaling.
+    """Write `model` as a SavedModel; `calibration` = (a, b) of p = sigmoid(a * logit + b).
 
     An existing version is a model someone may be serving: it is replaced only with `force`.
     """
@@ -87,7 +87,8 @@ def export_saved_model(model: keras.Model, version_dir: Path, force: bool = Fals
         occluded = images[:, None] * (1 - hidden) + fill[:, None] * hidden
         occluded_z = logit(tf.reshape(occluded, (-1, height, width, channels)))
         drop = tf.nn.relu(z[:, None] - tf.reshape(occluded_z, (n, positions)))  # (N, P)
-        heat = tf.einsum("np,phw->nhw", drop, masks) / coverage
+        # Where the grid leaves a border uncovered (other input sizes), it stays 0, not NaN.
+        heat = tf.einsum("np,phw->nhw", drop, masks) / tf.maximum(coverage, 1.0)
         heat = heat / (tf.reduce_max(heat, axis=(1, 2), keepdims=True) + 1e-8)
         return {SIGNATURE.output: calibrated(z), SIGNATURE.heatmap: heat}
 

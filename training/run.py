@@ -47,8 +47,8 @@ LIMITS = [
     "Sees a 64x64 downscale of the image: fine findings are invisible to it.",
     "Its threshold is chosen for high sensitivity on validation: many normal films are "
     "flagged, more on the test split than on validation.",
-    "Probabilities are calibrated on the validation split (Platt scaling), which comes from "
-    "the same hospital as the training films; on other films they may be over-confident.",
+    "Probabilities are calibrated on the validation split (temperature scaling), which comes "
+    "from the same hospital as the training films; on other films they may be over-confident.",
     "Does not distinguish bacterial from viral pneumonia, or pneumonia from other opacities.",
 ]
 

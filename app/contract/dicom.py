@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import JPEGBaseline8Bit
+
+from app.contract.integrity import DamagedImageError, check_jpeg
 
 ACCEPTED_MODALITIES = ("CR", "DX", "DR")  # computed and digital radiography
 SECONDARY_CAPTURE_MODALITIES = ("OT", "SC", "")  # scanned films: taken with a warning
 _SECONDARY_CAPTURE_SOP = "1.2.840.10008.5.1.4.1.1.7"
 LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     and lets pydicom's own errors through for the caller's boundary to map."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds:
+        if _PIXEL_DATA_TAG in data:  # the element starts but the file ends inside it
+            raise DamagedImageError("the DICOM pixel data is cut short")
         raise DicomRefusedError("no_pixel_data", "The DICOM file holds no image (no Pixel "
                                 "Data element): it may be a report or a structured document.")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -90,6 +97,7 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
         from app.contract.preprocessing import TooManyPixelsError
 
         raise TooManyPixelsError(rows * columns, max_pixels)
+    _check_encapsulated_jpeg(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomRefusedError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
@@ -103,6 +111,16 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))), window=window,
         warnings=tuple(warnings))
     return pixels, info
+
+
+def _check_encapsulated_jpeg(ds: pydicom.Dataset) -> None:
+    """A JPEG inside a DICOM gets the damage checks of a JPEG file (8-bit baseline: what
+    libjpeg-turbo decodes; other codecs rely on their decoders' own errors)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax != JPEGBaseline8Bit:
+        return
+    for frame in generate_frames(ds.PixelData, number_of_frames=1):
+        check_jpeg(frame)
 
 
 def _check_modality(ds: pydicom.Dataset, modality: str) -> list[str]:
@@ -127,7 +145,9 @@ def _display(ds: pydicom.Dataset, photometric: str) -> tuple[np.ndarray, str]:
     if "VOILUTSequence" in ds:
         lut = ds.VOILUTSequence[0]
         bits = int(lut.LUTDescriptor[2])
-        shown = np.asarray(apply_voi_lut(stored, ds, index=0), dtype=np.float64)
+        # The VOI LUT's input is the modality LUT's output (PS3.3 C.11.2), as integers.
+        rescaled = np.round(values).astype(np.int64)
+        shown = np.asarray(apply_voi_lut(rescaled, ds, index=0), dtype=np.float64)
         scaled, window = shown / float(2 ** bits - 1), "VOI LUT"
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)

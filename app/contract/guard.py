@@ -85,9 +85,14 @@ class InputGuard:
         if not path.is_file():
             return None
         values = json.loads(path.read_text())
-        return cls(np.asarray(values["mean"], dtype=np.float64),
-                   np.asarray(values["precision"], dtype=np.float64),
-                   float(values["threshold"]))
+        mean = np.asarray(values["mean"], dtype=np.float64)
+        precision = np.asarray(values["precision"], dtype=np.float64)
+        size = GRID * GRID + BINS
+        if mean.shape != (size,) or precision.shape != (size, size) or \
+                not np.all(np.isfinite(precision)):
+            raise ValueError(f"{GUARD_FILE}: expected a mean of {size} and a {size}x{size} "
+                             "precision matrix")
+        return cls(mean, precision, float(values["threshold"]))
 
     def write(self, version_dir: Path) -> Path:
         path = Path(version_dir) / GUARD_FILE

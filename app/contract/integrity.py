@@ -157,13 +157,14 @@ def check_png(data: bytes) -> None:
         elif kind == b"IDAT":
             if colour == 3 and not palette:
                 raise DamagedImageError("a palette image without its palette")
-            produced += _inflate_counting(inflater, body, header - produced)
+            if body:  # the standard allows empty IDAT chunks
+                produced += _inflate_counting(inflater, body, header - produced)
         elif kind == b"IEND":
             ended = True
             break
     if header is None or not ended:
         raise DamagedImageError("the file ends before its end chunk")
-    produced += _inflate_counting(inflater, b"", header - produced)
+    produced += _inflate_counting(inflater, b"", header - produced, final=True)
     if produced != header or not inflater.eof:
         raise DamagedImageError(f"image data holds {produced} of {header} bytes")
 
@@ -187,7 +188,7 @@ def _expected_bytes(ihdr: bytes) -> int:
                for x0, y0, dx, dy in _ADAM7)
 
 
-def _inflate_counting(inflater, chunk: bytes, room: int) -> int:
+def _inflate_counting(inflater, chunk: bytes, room: int, final: bool = False) -> int:
     """Feed `chunk`, count the output and drop it; more output than `room` is damage."""
     count = 0
     try:
@@ -199,7 +200,7 @@ def _inflate_counting(inflater, chunk: bytes, room: int) -> int:
             if not inflater.unconsumed_tail:
                 break
             piece = inflater.decompress(inflater.unconsumed_tail, _INFLATE_PIECE)
-        if not chunk:  # the end: whatever the stream still holds
+        if final and not inflater.eof:  # the end: whatever the stream still holds
             count += len(inflater.flush())
     except zlib.error as exc:
         raise DamagedImageError(f"image data does not inflate: {exc}") from None

@@ -64,7 +64,7 @@ class DicomNotScoredError(ImageError):
     """A readable DICOM that must not be scored (CT, lateral view, no pixels, ...)."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(reason, message)  # every argument: it must pickle (worker processes)
         self.reason = reason
         self.message = message
 
@@ -79,7 +79,7 @@ class TooManyPixelsError(ImageError):
     """Over the pixel limit; `pixels` or `limit` is None where the decoder did not say."""
 
     def __init__(self, pixels: int | None, limit: int | None) -> None:
-        super().__init__(f"{pixels} > {limit}")
+        super().__init__(pixels, limit)  # every argument: it must pickle (worker processes)
         self.pixels = pixels
         self.limit = limit
 

@@ -39,7 +39,8 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
             explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
-    `explain=true` adds a Grad-CAM heatmap (the film and an overlay, as PNG data URIs).
+    `explain=true` adds an occlusion-sensitivity heatmap (the film and an overlay, as PNG
+    data URIs).
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
     prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels,

@@ -86,17 +86,15 @@ def predict_image(
     explain: bool = False,
 ) -> Prediction:
     """Probability of the positive class for one uploaded image; raises ImageError subclasses.
-    With `explain` (and a model that can) the result carries its Grad-CAM heatmap."""
+    With `explain` (and a model that can) the result carries its occlusion heatmap."""
     started = time.perf_counter()
-    decoded = decode(data, max_pixels=max_pixels)
-    model_input = _model_input(model, decoded)
-    heatmap = None
+    prepared = _prepare(data, model, max_pixels, keep_pixels=explain)
     if explain and model.can_explain:
-        probabilities, maps = model.explain(model_input[None])
-        heatmap = _heatmap(decoded, maps[0])
+        probabilities, maps = model.explain(prepared.model_input[None])
+        heatmap = _heatmap(prepared.pixels, maps[0])
     else:
-        probabilities = model.predict(model_input[None])
-    return _result(model, decoded, model_input, float(probabilities[0]), threshold,
+        probabilities, heatmap = model.predict(prepared.model_input[None]), None
+    return _result(model, prepared, float(probabilities[0]), threshold,
                    time.perf_counter() - started, heatmap=heatmap)
 
 
@@ -104,31 +102,51 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
                   threshold: float | None, max_pixels: int,
                   thumbnails: bool = False) -> list[FileResult]:
     """Every file in upload order; one model call for all that decode, and a file that does
-    not never fails the others."""
+    not never fails the others. Each film's pixels are dropped as soon as its model input,
+    guard warnings and thumbnail are made, so a worklist holds one decoded film at a time."""
     started = time.perf_counter()
-    decoded: dict[int, DecodedImage] = {}
-    inputs: dict[int, np.ndarray] = {}
+    prepared: dict[int, _Prepared] = {}
     errors: dict[int, ImageError] = {}
     for index, (_, data) in enumerate(files):
         try:
-            decoded[index] = decode(data, max_pixels=max_pixels)
-            inputs[index] = _model_input(model, decoded[index])
+            prepared[index] = _prepare(data, model, max_pixels, thumbnail=thumbnails)
         except ImageError as exc:
             errors[index] = exc
     probabilities: dict[int, float] = {}
-    if decoded:
-        batch = np.stack(list(inputs.values()))
-        probabilities = dict(zip(inputs, (float(p) for p in model.predict(batch))))
+    if prepared:
+        batch = np.stack([p.model_input for p in prepared.values()])
+        probabilities = dict(zip(prepared, (float(p) for p in model.predict(batch))))
     seconds = (time.perf_counter() - started) / max(len(files), 1)
     results = []
     for index, (name, _) in enumerate(files):
         prediction = None
-        if index in decoded:
-            image = decoded.pop(index)  # drop the pixels as soon as they are used
-            prediction = _result(model, image, inputs.pop(index), probabilities[index],
-                                 threshold, seconds, _thumbnail(image) if thumbnails else None)
+        if index in prepared:
+            prediction = _result(model, prepared[index], probabilities[index], threshold,
+                                 seconds)
         results.append(FileResult(index, name, prediction, errors.get(index)))
     return results
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A decoded film reduced to what scoring needs; `pixels` only when a heatmap is drawn."""
+
+    model_input: np.ndarray  # (H, W, C) uint8
+    facts: ImageFacts
+    guard_warnings: tuple[str, ...]
+    thumbnail: str | None
+    pixels: np.ndarray | None
+
+
+def _prepare(data: bytes, model: LoadedModel, max_pixels: int, keep_pixels: bool = False,
+             thumbnail: bool = False) -> _Prepared:
+    decoded = decode(data, max_pixels=max_pixels)
+    model_input = _model_input(model, decoded)
+    guard = () if model.guard is None else tuple(
+        model.guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
+    return _Prepared(model_input, ImageFacts.of(decoded), guard,
+                     _thumbnail(decoded) if thumbnail else None,
+                     decoded.pixels if keep_pixels else None)
 
 
 def _model_input(model: LoadedModel, decoded: DecodedImage) -> np.ndarray:
@@ -142,10 +160,10 @@ def _thumbnail(decoded: DecodedImage) -> str:
     return _png_uri(image)
 
 
-def _heatmap(decoded: DecodedImage, heat: np.ndarray) -> Heatmap:
+def _heatmap(pixels: np.ndarray, heat: np.ndarray) -> Heatmap:
     """The film at display size, and the (H, W) 0-1 map stretched over it as a transparent
     red-to-yellow layer: the page stacks them and lets the clinician fade the layer."""
-    film = Image.fromarray(decoded.pixels)
+    film = Image.fromarray(pixels)
     film.thumbnail((HEATMAP_SIZE, HEATMAP_SIZE))
     size = film.size
     level = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(
@@ -164,22 +182,20 @@ def _png_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _result(model: LoadedModel, decoded: DecodedImage, model_input: np.ndarray,
-            probability: float, threshold: float | None, seconds: float,
-            thumbnail: str | None = None, heatmap: Heatmap | None = None) -> Prediction:
+def _result(model: LoadedModel, prepared: _Prepared, probability: float,
+            threshold: float | None, seconds: float, heatmap: Heatmap | None = None
+            ) -> Prediction:
     card = model.card
     threshold = card.threshold if threshold is None else threshold
-    guard = () if model.guard is None else tuple(
-        model.guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
     return Prediction(
         probability=probability,
         label=card.label_for(probability, threshold),
         threshold=threshold,
         model_name=card.name,
         model_version=card.version,
-        image=ImageFacts.of(decoded),
+        image=prepared.facts,
         elapsed_ms=seconds * 1000,
-        thumbnail=thumbnail,
-        guard_warnings=guard,
+        thumbnail=prepared.thumbnail,
+        guard_warnings=prepared.guard_warnings,
         heatmap=heatmap,
     )

@@ -84,3 +84,6 @@ class LoadedModel:
         self.predict(blank)
         if self._explain is not None:
             self.explain(blank)
+        if self.guard is not None:  # a guard that cannot run must fail here, not per request
+            self.guard.warnings(blank[0].astype(np.uint8), blank[0, :, :, 0].astype(np.uint8),
+                                width, height)

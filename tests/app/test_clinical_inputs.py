@@ -182,15 +182,19 @@ def test_folder_command_gives_the_api_probabilities(client, data_dir, tmp_path):
         target.write_bytes(film.read_bytes())
     (folder / "scan-without-extension").write_bytes(dicom_bytes(_gray(films[0])))
     (folder / "readme.txt").write_text("not an image")
+    (folder / "lateral.dcm").write_bytes(dicom_bytes(_gray(films[1]), view="LL"))
     out = tmp_path / "results.csv"
     result = subprocess.run(
         [sys.executable, "-m", "app.batch", str(folder), "--out", str(out), "--workers", "2"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**__import__("os").environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models")})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "10 files: 9 scored" in result.stdout and "files/s" in result.stderr
+    assert "11 files: 9 scored" in result.stdout and "files/s" in result.stderr
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 10 and rows[-1]["file"] == "readme.txt"
+    assert len(rows) == 11
+    refused = {row["file"]: row["error"] for row in rows[9:]}
+    assert "View Position (0018,5101) is LL" in refused["lateral.dcm"]  # not a crash
+    assert "not an image" in refused["readme.txt"]
     for row in rows[:9]:
         data = (folder / row["file"]).read_bytes()
         api = _post(client, data).json()["probability"]

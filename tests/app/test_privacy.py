@@ -66,3 +66,21 @@ def test_large_upload_never_touches_disk_or_logs(client, caplog, disk_guard, pat
     assert response.status_code == 200, response.text[:300]
     assert disk_guard == []
     assert "Jane-Doe" not in caplog.text
+
+
+def test_decoders_cannot_log_or_warn_what_they_read(caplog):
+    """pydicom quotes malformed tag values (a body part, a date), Pillow quotes EXIF, and
+    python-multipart quotes body bytes; the serving process keeps all of them quiet."""
+    import warnings
+
+    from app.quiet import silence_decoder_chatter
+
+    silence_decoder_chatter()
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        for name in ("pydicom", "python_multipart"):
+            logging.getLogger(name).warning("Invalid value for VR CS: 'Jane Doe'")
+        for module in ("pydicom.valuerep", "PIL.TiffImagePlugin"):
+            warnings.warn_explicit("Invalid value 'Jane Doe'", UserWarning, "x.py", 1,
+                                   module=module)
+    assert "Jane Doe" not in caplog.text
+    assert [str(w.message) for w in caught] == []

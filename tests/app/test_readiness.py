@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services import loader
-from tests.conftest import settings_for_tests, wait_until_settled
+from tests.conftest import REPO, settings_for_tests, wait_until_settled
 from tests.contract.test_card import copy_committed_model
 from tests.helpers import jpeg_bytes
 
@@ -75,3 +75,23 @@ def test_missing_or_damaged_model_folder_is_one_log_line(tmp_path, caplog):
     assert len(errors) == 2
     assert "saved_model" in errors[0].lower() or "pb" in errors[0].lower()
     assert "no model 'pneumonia'" in errors[1]
+
+
+def test_a_broken_input_guard_file_keeps_the_app_not_ready(tmp_path, caplog):
+    from app.contract.card import CARD_FILE
+    from app.services.registry import find_model
+
+    served = find_model(REPO / "models", "pneumonia")
+    if not (served / "input_guard.json").is_file():
+        pytest.skip("the served model has no input guard")  # version 1 predates it
+    models = tmp_path / "models"
+    import shutil
+
+    shutil.copytree(served, models / "pneumonia" / served.name)
+    (models / "pneumonia" / served.name / "input_guard.json").write_text(
+        '{"mean": [0.5], "precision": [[1.0]], "threshold": 1.0}')
+    assert (models / "pneumonia" / served.name / CARD_FILE).is_file()
+    with caplog.at_level(logging.ERROR, logger="app.model"), \
+            TestClient(create_app(settings_for_tests(model_dir=models))) as client:
+        assert wait_until_settled(client) == 503
+    assert any("input_guard.json" in r.getMessage() for r in caplog.records)

@@ -1,5 +1,6 @@
 """Damaged films are refused, never scored; clean films are never refused."""
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,18 @@ def test_damaged_jpeg_is_refused(damage):
 def test_damaged_png_is_refused(build):
     with pytest.raises(CorruptImageError):
         decode(build())
+
+
+def test_png_with_empty_image_data_chunks_is_clean():
+    whole = png_bytes()
+    empty_idat = b"\x00\x00\x00\x00IDAT" + zlib.crc32(b"IDAT").to_bytes(4, "big")
+    iend = whole.rindex(b"IEND") - 4
+    at_end = whole[:iend] + empty_idat + whole[iend:]
+    idat = whole.index(b"IDAT") - 4
+    at_start = whole[:idat] + empty_idat + whole[idat:]
+    for data in (at_end, at_start):
+        check_png(data)
+        assert (decode(data).pixels == decode(whole).pixels).all()
 
 
 def test_png_check_counts_interlaced_rows():
