@@ -61,7 +61,7 @@ def test_browser_shows_the_api_text_and_label(server, browser, samples_dir):
     """The script prints what the API returned, not its own rounding or threshold rule."""
     page = browser.new_page()
     page.goto(server + "/")
-    with page.expect_response("**/predict") as response_info:
+    with page.expect_response("**/predict?explain=true") as response_info:
         page.set_input_files("#file", str(_sample(samples_dir)))
         page.click("#submit")
     body = response_info.value.json()
@@ -115,4 +115,25 @@ def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
     if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
         page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "worklist.png"),
                         full_page=True)
+    page.close()
+
+
+def test_browser_shows_heatmap_overlay_with_slider_and_a_guard_warning(server, browser,
+                                                                       tmp_path):
+    import skimage.data
+    from PIL import Image
+
+    cat = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(cat)
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(cat))
+    page.click("#submit")
+    expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
+    expect(page.locator("#warnings")).to_be_visible()
+    expect(page.locator("#warnings")).to_contain_text("unlike the chest films")
+    expect(page.locator("#heatmap")).to_be_visible()
+    expect(page.locator("#heat-overlay")).to_have_attribute("src", re.compile("^data:image/png"))
+    page.locator("#opacity").fill("20")
+    expect(page.locator("#heat-overlay")).to_have_css("opacity", "0.2")
     page.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.contract.card import read_card
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.realdata
@@ -40,17 +41,16 @@ def test_full_resolution_samples_match_their_dataset_copies(client, samples_dir,
 
 def test_app_reproduces_training_evaluation_file_by_file_over_whole_split(client, data_dir):
     """Every test-split file through /predict gives the probability the training run wrote
-    (within 1e-6) and so the reported accuracy exactly."""
+    (within 1e-6) and so, at the card's operating point, the card's test accuracy exactly."""
     report = json.loads((MODELS / "report.json").read_text())
-    exported = report["exported_model"]["experiment"]
-    expected = next(e for e in report["experiments"] if e["number"] == exported)
+    card = read_card(MODELS / report["exported_model"]["path"])
+    expected = card.metrics["test"]
     rows = _predictions()
-    assert len(rows) == expected["metrics"]["test"]["n"] == 624
+    assert len(rows) == expected.n == 624
     worst, correct = 0.0, 0
     for row in rows:
         body = _post(client, data_dir / row["file"])
         worst = max(worst, abs(body["probability"] - float(row["probability"])))
         correct += body["label"] == row["label"]
     assert worst < 1e-6
-    assert correct / len(rows) == pytest.approx(expected["metrics"]["test"]["accuracy"],
-                                                abs=1e-9)
+    assert correct / len(rows) == pytest.approx(expected.accuracy, abs=1e-9)

@@ -1,0 +1,146 @@
+"""The served model's trust features, end to end: operating point, calibration inside the
+SavedModel, the heatmap signature, and the input guard."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from app.contract.card import read_card
+from app.contract.guard import InputGuard
+from app.contract.preprocessing import decode, load_model_input
+from app.services.registry import find_model
+from tests.conftest import REPO
+from tests.helpers import encode
+
+SERVED = find_model(REPO / "models", "pneumonia")  # the newest version: what the app serves
+CARD = read_card(SERVED)
+
+
+def _non_chest_images() -> dict[str, bytes]:
+    """Ten images that are not chest films: photos shipped with scikit-image, text, noise."""
+    import skimage.data
+
+    images = {name: getattr(skimage.data, name)() for name in
+              ("chelsea", "coffee", "astronaut", "camera", "text", "page", "coins", "moon")}
+    rng = np.random.default_rng(0)
+    images["noise"] = rng.integers(0, 256, (400, 400), dtype=np.uint8)
+    letter = Image.new("L", (420, 400), 255)
+    draw = ImageDraw.Draw(letter)
+    for row in range(18):
+        draw.text((20, 10 + 21 * row), "Discharge summary: patient stable, follow up.", fill=0)
+    images["letter"] = np.asarray(letter)
+    return {name: encode(Image.fromarray(a), "PNG") for name, a in images.items()}
+
+
+def test_card_holds_an_operating_point_chosen_on_validation():
+    op = CARD.operating_point
+    assert op is not None and op.chosen_on == "validation"
+    assert op.validation.sensitivity >= op.target_sensitivity
+    assert op.validation.sensitivity_ci[0] <= op.validation.sensitivity <= \
+        op.validation.sensitivity_ci[1]
+    assert op.test is not None and CARD.threshold == op.threshold
+    assert CARD.calibration is not None and CARD.calibration.inside_model
+
+
+@pytest.mark.realdata
+def test_saved_model_output_alone_is_the_calibrated_probability(data_dir):
+    """TensorFlow alone (as TensorFlow Serving) gives what the training run measured."""
+    serving = tf.saved_model.load(str(SERVED)).signatures[CARD.signature.name]
+    with (SERVED / "test_predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))[::40]
+    batch = np.stack([load_model_input((data_dir / r["file"]).read_bytes(), CARD.input_size,
+                                       CARD.channels) for r in rows]).astype(np.float32)
+    served = serving(**{CARD.signature.input: tf.constant(batch)})[CARD.signature.output]
+    expected = np.asarray([float(r["probability"]) for r in rows])
+    assert np.max(np.abs(served.numpy() - expected)) < 1e-5
+    raw = np.asarray([float(r["raw_probability"]) for r in rows])
+    assert np.max(np.abs(raw - expected)) > 1e-3  # calibration really changes the output
+
+
+def test_report_shows_calibration_and_the_operating_point_on_test(client):
+    report = json.loads((REPO / "models" / "report.json").read_text())
+    trust = report["trust"]
+    assert trust["operating_point"]["test"]["sensitivity_ci"]
+    page = client.get("/report").text
+    assert 'id="operating-point"' in page and 'id="calibration"' in page
+    assert "figures/reliability.png" in page
+    assert client.get("/report/figures/reliability.png").status_code == 200
+
+
+def _column_centre(heat: np.ndarray) -> float:
+    """The heat's horizontal centre of mass, in pixels."""
+    return float((heat.sum(axis=0) * np.arange(heat.shape[1])).sum() / heat.sum())
+
+
+@pytest.mark.realdata
+def test_heatmap_differs_between_films_and_follows_a_mirror(data_dir):
+    explain = tf.saved_model.load(str(SERVED)).signatures[CARD.signature.explain]
+
+    def heat(images: list[np.ndarray]) -> np.ndarray:
+        batch = tf.constant(np.stack(images).astype(np.float32))
+        return explain(**{CARD.signature.input: batch})[CARD.signature.heatmap].numpy()
+
+    def film(name: str) -> np.ndarray:
+        return load_model_input((data_dir / "test" / name).read_bytes(), CARD.input_size,
+                                CARD.channels)
+
+    normal = film("NORMAL/IM-0001-0001.jpeg")
+    sick = [film(f"PNEUMONIA/{p.name}") for p in
+            sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:12]]
+    maps = heat([normal, *sick])
+    assert maps.shape == (13, *CARD.input_size)
+    assert np.mean(np.abs(maps[0] - maps[1])) > 0.05  # a normal and a pneumonia film differ
+    # The film whose map leans furthest to one side: mirrored, its map must lean the other
+    # way and its peak must move.
+    middle = (CARD.input_size[1] - 1) / 2
+    lean = [abs(_column_centre(m) - middle) for m in maps[1:]]
+    chosen = int(np.argmax(lean))
+    original, mirrored = maps[1 + chosen], heat([sick[chosen][:, ::-1]])[0]
+    assert (_column_centre(original) - middle) * (_column_centre(mirrored) - middle) < 0
+    assert np.argmax(original) != np.argmax(mirrored)
+
+
+def test_predict_with_explain_returns_a_film_and_overlay(client):
+    data = _non_chest_images()["camera"]
+    body = client.post("/predict?explain=true", files={"file": ("x.png", data)}).json()
+    heatmap = body["heatmap"]
+    assert heatmap["film"].startswith("data:image/png;base64,")
+    overlay = Image.open(io.BytesIO(__import__("base64").b64decode(
+        heatmap["overlay"].split(",", 1)[1])))
+    assert overlay.mode == "RGBA" and overlay.size == (heatmap["width"], heatmap["height"])
+    assert "64x64" in heatmap["note"]
+    assert client.post("/predict", files={"file": ("x.png", data)}).json()["heatmap"] is None
+
+
+def test_guard_flags_nine_of_ten_non_chest_images(client):
+    flagged = {}
+    for name, data in _non_chest_images().items():
+        body = client.post("/predict", files={"file": (name + ".png", data)}).json()
+        flagged[name] = bool(body["warnings"])
+        assert 0 <= body["probability"] <= 1  # still scored, clearly marked
+    assert sum(flagged.values()) >= 9, flagged
+
+
+@pytest.mark.realdata
+def test_guard_false_alarms_on_the_validation_split_stay_under_5_percent(data_dir):
+    from training import defaults
+    from training.data import list_split, split_train_validation
+
+    guard = InputGuard.read(SERVED)
+    _, val = split_train_validation(list_split(data_dir, "train"), defaults.VAL_FRACTION,
+                                    defaults.SEED)
+    alarms = 0
+    for path in val.paths:
+        decoded = decode(path.read_bytes())
+        from app.contract.preprocessing import to_model_input
+
+        x = to_model_input(decoded.pixels, CARD.input_size, CARD.channels)
+        alarms += bool(guard.warnings(x, decoded.pixels, decoded.width, decoded.height))
+    rate = alarms / len(val.paths)
+    assert rate <= 0.05
+    assert rate == pytest.approx(CARD.input_guard.validation_false_alarm_rate, abs=0.02)
