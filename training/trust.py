@@ -38,13 +38,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def fit_platt(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
-    """(a, b) of p = sigmoid(a * logit + b), fitted by maximum likelihood on validation."""
-    fit = LogisticRegression(C=1e6, max_iter=1000)
-    fit.fit(val_logits.reshape(-1, 1), val_labels)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
-
-
 def fit_temperature(val_logits: np.ndarray, val_labels: np.ndarray) -> float:
     """T of p = sigmoid(logit / T), by maximum likelihood on validation with the classes
     weighted evenly (the prevalence of the validation split is not learned)."""
