@@ -1,0 +1,221 @@
+"""Load harness: the app against a naive baseline and a decode-bound ceiling, in one run.
+
+    .venv/bin/python benchmarks/load.py --data-dir ../shared/data [--seconds 8]
+
+On loopback it starts the app (`python -m app`) and the naive baseline
+(`benchmarks/naive_app.py`: Starlette form parsing, full Pillow decode, resize,
+one model call per request), each alone, and drives them with 1, 8 and 32 concurrent
+clients sending three kinds of upload: the full-size samples, 224x224 test-split JPEGs and
+16-bit PNGs made from the samples. It prints requests/s, p50/p95/p99, the server's peak
+resident memory and its time from process start to ready; then a decode-bound ceiling (a
+bare loop decoding the same uploads at reduced scale on every core) and the ratios.
+A benchmark, not a test: it prints figures and asserts nothing. Every loop is bounded by
+its time budget; traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENTS = (1, 8, 32)
+
+
+def inputs(data_dir: Path) -> dict[str, list[bytes]]:
+    samples = [p.read_bytes() for p in sorted((data_dir / "samples").glob("*.jpeg"))]
+    small = [p.read_bytes() for p in sorted((data_dir / "chest_xray" / "test").glob(
+        "*/*.jpeg"))[::31][:20]]
+    wide = []
+    for data in samples:
+        gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.uint16) * 257
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, "PNG")
+        wide.append(buffer.getvalue())
+    return {"full-size samples (JPEG, 1.1-6.4 MP)": samples,
+            "224x224 test-split JPEGs": small,
+            "16-bit PNGs of the samples": wide}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server process on loopback; its peak resident memory from /proc."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        started = time.perf_counter()
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command} did not become ready")
+            time.sleep(0.05)
+        self.ready_seconds = time.perf_counter() - started
+
+    def _ready(self) -> bool:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _body(data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"x\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
+
+
+def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` threads, each with its own keep-alive connection, posting for `seconds`."""
+    bodies = [_body(u) for u in uploads]
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = offset
+        while time.perf_counter() < stop_at:
+            body, boundary = bodies[i % len(bodies)]
+            i += 1
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/predict", body, {
+                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except OSError:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                ok = False
+            with lock:
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures[0] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    ms = sorted(x * 1000 for x in latencies) or [float("nan")]
+    return {"rps": len(latencies) / elapsed, "p50": statistics.median(ms),
+            "p95": ms[int(0.95 * (len(ms) - 1))], "p99": ms[int(0.99 * (len(ms) - 1))],
+            "ok": len(latencies), "failed": failures[0]}
+
+
+def decode_reduced(data: bytes) -> int:
+    """One image decoded at reduced scale and resized; returns 1 (a count). Top level, so
+    that it pickles into the worker processes."""
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        image.draft("L", (64, 64))  # DCT scaling: decode at 1/2, 1/4 or 1/8
+    image.load()
+    image.resize((64, 64))
+    return 1
+
+
+def ceiling(uploads: list[bytes], seconds: float) -> float:
+    """Images/s of a bare reduced-scale decode on every core: what decoding alone allows."""
+    workers = os.cpu_count() or 1
+    done = 0
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        while time.perf_counter() - started < seconds:
+            done += sum(pool.map(decode_reduced, uploads * workers, chunksize=1))
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per client level")
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="SavedModel for the naive baseline (default: newest served)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    from app.services.registry import find_model
+
+    model_path = args.model_path or find_model(REPO / "models", "pneumonia")
+    sets = inputs(args.data_dir)
+    rows = []
+    for name, command, env in (
+        ("app", [sys.executable, "-m", "app"], {}),
+        ("naive", [sys.executable, "-m", "uvicorn", "benchmarks.naive_app:app"],
+         {"PNEUMONIA_MODEL_PATH": str(model_path)}),
+    ):
+        port = _free_port()
+        if name == "app":
+            env = {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1"}
+        else:
+            command = [*command, "--port", str(port), "--log-level", "warning"]
+        server = Server(command, env, port)
+        print(f"{name}: ready {server.ready_seconds:.1f} s after start", flush=True)
+        for set_name, uploads in sets.items():
+            for clients in CLIENTS:
+                result = drive(port, uploads, clients, args.seconds)
+                rows.append((name, set_name, clients, result))
+                print(f"  {set_name:<38} {clients:>2} clients: {result['rps']:7.1f} req/s  "
+                      f"p50 {result['p50']:7.1f}  p95 {result['p95']:7.1f}  "
+                      f"p99 {result['p99']:7.1f} ms  ({result['failed']} failed)", flush=True)
+        print(f"{name}: peak resident memory {server.peak_rss_mib():.0f} MiB", flush=True)
+        server.stop()
+
+    print("\ndecode-bound ceiling (reduced-scale decode, every core):")
+    ceilings = {set_name: ceiling(uploads, args.seconds / 2) for set_name, uploads in
+                sets.items()}
+    for set_name, value in ceilings.items():
+        print(f"  {set_name:<38} {value:7.1f} images/s")
+
+    print("\n| upload | clients | app req/s | p50 / p99 ms | naive req/s | app / naive | "
+          "app / ceiling |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    table = {(n, s, c): r for n, s, c, r in rows}
+    for set_name in sets:
+        for clients in CLIENTS:
+            app_r, naive_r = table["app", set_name, clients], table["naive", set_name, clients]
+            print(f"| {set_name} | {clients} | {app_r['rps']:.1f} | {app_r['p50']:.0f} / "
+                  f"{app_r['p99']:.0f} | {naive_r['rps']:.1f} | "
+                  f"{app_r['rps'] / naive_r['rps']:.2f}x | "
+                  f"{app_r['rps'] / ceilings[set_name]:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
