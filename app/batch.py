@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from app.config import get_settings  # noqa: E402
 from app.contract.card import ModelCard, read_card  # noqa: E402
 from app.contract.guard import InputGuard  # noqa: E402
-from app.contract.preprocessing import ImageError, decode, to_model_input  # noqa: E402
+from app.contract.preprocessing import ImageError  # noqa: E402
 
 CHUNK = 64  # files decoded per model call
 
@@ -42,28 +42,23 @@ def _guard(version_dir: str) -> InputGuard | None:
 
 
 def _prepare(job: tuple[str, int, tuple[int, int], int, str]):
-    """In a worker process: file -> (model input, image facts, guard warnings, None), or
-    (None, None, None, the ImageError)."""
+    """In a worker process: file -> (PreparedFilm, None), or (None, the ImageError)."""
     from app.quiet import silence_decoder_chatter
-    from app.services.inference import ImageFacts
+    from app.services.inference import prepare_film
 
     silence_decoder_chatter()
     path, max_pixels, size, channels, version_dir = job
     try:
-        decoded = decode(Path(path).read_bytes(), max_pixels=max_pixels)
+        return prepare_film(Path(path).read_bytes(), size, channels, _guard(version_dir),
+                            max_pixels), None
     except ImageError as exc:
-        return None, None, None, exc
-    model_input = to_model_input(decoded.pixels, size, channels)
-    guard = _guard(version_dir)
-    warnings = () if guard is None else tuple(
-        guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
-    return model_input, ImageFacts.of(decoded), warnings, None
+        return None, exc
 
 
 def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[list, ModelCard]:
     """(BatchEntry list in file order, card) for every file under `folder`."""
     from app.schemas import BatchEntry
-    from app.services.inference import FileResult, Prediction
+    from app.services.inference import FileResult, to_prediction
     from app.services.registry import LoadedModel, find_model
 
     settings = get_settings()
@@ -71,7 +66,6 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     card = read_card(path)
     files = find_files(folder)
     model = LoadedModel(path, card)
-    threshold = card.threshold if settings.threshold is None else settings.threshold
     jobs = [(str(f), settings.max_image_pixels, card.input_size, card.channels, str(path))
             for f in files]
     entries: list = []
@@ -82,18 +76,14 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         prepared = pool.map(_prepare, jobs, chunksize=8)
         for chunk in _chunks(enumerate(prepared), CHUNK):
-            ready = [(i, x) for i, (x, _, _, _) in chunk if x is not None]
+            ready = [(i, film) for i, (film, _) in chunk if film is not None]
             probabilities = {}
             if ready:
-                out = model.predict(np.stack([x for _, x in ready]))
+                out = model.predict(np.stack([film.model_input for _, film in ready]))
                 probabilities = dict(zip((i for i, _ in ready), (float(p) for p in out)))
-            for index, (_, facts, warnings, error) in chunk:
-                prediction = None
-                if index in probabilities:
-                    p = probabilities[index]
-                    prediction = Prediction(p, card.label_for(p, threshold), threshold,
-                                            card.name, card.version, facts, 0.0,
-                                            guard_warnings=warnings)
+            for index, (film, error) in chunk:
+                prediction = None if film is None else to_prediction(
+                    model, film, probabilities[index], settings.threshold, 0.0)
                 name = str(files[index].relative_to(folder))
                 entries.append(BatchEntry.of(FileResult(index, name, prediction, error), card))
             bar.advance(len(chunk))

@@ -48,10 +48,6 @@ class ServerBusyError(AppError):
     """Every decode slot is taken: refused at once rather than queued."""
 
 
-class UploadTimeoutError(AppError):
-    """The client sent its upload too slowly."""
-
-
 class UploadError(AppError):
     pass
 
@@ -68,6 +64,10 @@ class TooManyFilesError(UploadError):
 
 class MalformedUploadError(UploadError):
     """The multipart body cannot be parsed (framing, boundary, headers, part count)."""
+
+
+class UploadTimeoutError(UploadError):
+    """The client sent its upload too slowly."""
 
 
 class ClientDisconnectedError(UploadError):

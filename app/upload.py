@@ -92,7 +92,7 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
                 raise UploadTooLargeError(max_total_bytes)
             parser.write(chunk)
         parser.finalize()
-    except (UploadError, UploadTimeoutError):
+    except UploadError:
         raise
     except ClientDisconnect as exc:
         raise ClientDisconnectedError() from exc

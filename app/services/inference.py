@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from app.contract.dicom import DicomInfo
+from app.contract.guard import InputGuard
 from app.contract.preprocessing import DecodedImage, ImageError, decode, to_model_input
 from app.services.registry import LoadedModel
 
@@ -94,7 +95,7 @@ def predict_image(
         heatmap = _heatmap(prepared.pixels, maps[0])
     else:
         probabilities, heatmap = model.predict(prepared.model_input[None]), None
-    return _result(model, prepared, float(probabilities[0]), threshold,
+    return to_prediction(model, prepared, float(probabilities[0]), threshold,
                    time.perf_counter() - started, heatmap=heatmap)
 
 
@@ -105,7 +106,7 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
     not never fails the others. Each film's pixels are dropped as soon as its model input,
     guard warnings and thumbnail are made, so a worklist holds one decoded film at a time."""
     started = time.perf_counter()
-    prepared: dict[int, _Prepared] = {}
+    prepared: dict[int, PreparedFilm] = {}
     errors: dict[int, ImageError] = {}
     for index, (_, data) in enumerate(files):
         try:
@@ -121,15 +122,16 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
     for index, (name, _) in enumerate(files):
         prediction = None
         if index in prepared:
-            prediction = _result(model, prepared[index], probabilities[index], threshold,
+            prediction = to_prediction(model, prepared[index], probabilities[index], threshold,
                                  seconds)
         results.append(FileResult(index, name, prediction, errors.get(index)))
     return results
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A decoded film reduced to what scoring needs; `pixels` only when a heatmap is drawn."""
+class PreparedFilm:
+    """A decoded film reduced to what scoring needs; `pixels` only when a heatmap is drawn.
+    Made in the request's thread, or in a worker process by the folder command."""
 
     model_input: np.ndarray  # (H, W, C) uint8
     facts: ImageFacts
@@ -139,19 +141,22 @@ class _Prepared:
 
 
 def _prepare(data: bytes, model: LoadedModel, max_pixels: int, keep_pixels: bool = False,
-             thumbnail: bool = False) -> _Prepared:
+             thumbnail: bool = False) -> PreparedFilm:
+    return prepare_film(data, model.card.input_size, model.card.channels, model.guard,
+                        max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail)
+
+
+def prepare_film(data: bytes, size: tuple[int, int], channels: int, guard: InputGuard | None,
+                 max_pixels: int, keep_pixels: bool = False,
+                 thumbnail: bool = False) -> PreparedFilm:
+    """Bytes -> model input, image facts and guard warnings; raises ImageError subclasses."""
     decoded = decode(data, max_pixels=max_pixels)
-    model_input = _model_input(model, decoded)
-    guard = () if model.guard is None else tuple(
-        model.guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
-    return _Prepared(model_input, ImageFacts.of(decoded), guard,
+    model_input = to_model_input(decoded.pixels, size, channels)
+    warnings = () if guard is None else tuple(
+        guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
+    return PreparedFilm(model_input, ImageFacts.of(decoded), warnings,
                      _thumbnail(decoded) if thumbnail else None,
                      decoded.pixels if keep_pixels else None)
-
-
-def _model_input(model: LoadedModel, decoded: DecodedImage) -> np.ndarray:
-    # (H, W, C) uint8, H/W/C from the model card
-    return to_model_input(decoded.pixels, model.card.input_size, model.card.channels)
 
 
 def _thumbnail(decoded: DecodedImage) -> str:
@@ -182,7 +187,7 @@ def _png_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _result(model: LoadedModel, prepared: _Prepared, probability: float,
+def to_prediction(model: LoadedModel, prepared: PreparedFilm, probability: float,
             threshold: float | None, seconds: float, heatmap: Heatmap | None = None
             ) -> Prediction:
     card = model.card
