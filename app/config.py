@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     model_name: str = "pneumonia"
     model_version: int | None = Field(default=None, description="None = the newest version")
+    # Other models the page and the API offer (?model=NAME), each at its newest version;
+    # model_name stays the default. None = every model found in MODEL_DIR; [] = none.
+    offered_models: list[str] | None = None
     # None = the threshold in the model card. An override is reported in every response.
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 

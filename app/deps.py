@@ -10,10 +10,10 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from app.config import Settings
-from app.errors import ModelNotReadyError, ServerBusyError
+from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
 from app.services.registry import LoadedModel
 from app.upload import read_file_field, read_files
 
@@ -22,16 +22,35 @@ async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_model(request: Request) -> LoadedModel:
-    """The loaded model; 503 (with Retry-After while loading) until it is ready."""
+async def get_model(
+    request: Request,
+    model: Annotated[str | None, Query(
+        description="Which model to ask, by name (GET /models lists them); "
+                    "left out: the server's default")] = None,
+) -> LoadedModel:
+    """The model asked for, or the default; 503 (with Retry-After while loading) until it is
+    ready, 404 for a model this server does not offer."""
     slot = request.app.state.slot
     if slot.model is None:
         raise ModelNotReadyError(failed=slot.failure is not None)
-    return slot.model
+    chosen = slot.choose(model)
+    if chosen is None:
+        raise UnknownModelError(model, list(slot.models))
+    return chosen
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
+
+
+async def get_threshold(request: Request, model: ModelDep,
+                        settings: SettingsDep) -> float | None:
+    """The threshold override (Settings.threshold) for the default model; None (the card's
+    threshold) for any other: one number cannot suit two models."""
+    return settings.threshold if model is request.app.state.slot.model else None
+
+
+ThresholdDep = Annotated[float | None, Depends(get_threshold)]
 
 
 class DecodeSlots:

@@ -44,6 +44,15 @@ class UnauthorizedError(AppError):
     pass
 
 
+class UnknownModelError(AppError):
+    """The request asked for a model this server does not offer."""
+
+    def __init__(self, asked: str, offered: list[str]) -> None:
+        super().__init__(asked, offered)
+        self.asked = asked
+        self.offered = offered
+
+
 class ServerBusyError(AppError):
     """Every decode slot is taken: refused at once rather than queued."""
 
@@ -106,6 +115,10 @@ def describe(exc: Exception) -> tuple[int, str, str]:
         case ServerBusyError():
             return 503, "busy", "The server is scoring as many films as it can. Try again in a "\
                 "moment."
+        case UnknownModelError(offered=offered):
+            return 404, "unknown_model", (
+                "This server offers the models " + ", ".join(repr(n) for n in offered)
+                + "; ask for one of them with ?model=NAME, or leave it out for the default.")
         case UploadTimeoutError():
             return 408, "upload_too_slow", "The upload was too slow and was stopped. Try again."
         case UnauthorizedError():

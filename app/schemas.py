@@ -163,3 +163,24 @@ class BatchResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model: ModelInfo | None = Field(default=None, description="The model served, once ready")
+
+
+class OfferedModel(BaseModel):
+    name: str = Field(description="What to pass as ?model=NAME")
+    version: int
+    description: str
+    default: bool = Field(description="Asked when a request names no model")
+    threshold: float = Field(description="The card's operating point")
+    input: str = Field(description="What the network sees, e.g. '64x64, 3 channels'")
+
+    @classmethod
+    def of(cls, card, default: bool) -> OfferedModel:
+        height, width = card.input_size
+        return cls(name=card.name, version=card.version, description=card.description,
+                   default=default, threshold=card.threshold,
+                   input=f"{height}x{width}, {card.channels} channel"
+                         + ("s" if card.channels > 1 else ""))
+
+
+class ModelsResponse(BaseModel):
+    models: list[OfferedModel]

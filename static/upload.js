@@ -93,8 +93,14 @@
     outcome.hidden = false;
   }
 
+  // The model the page was opened for (?model=NAME); empty: the server's default.
+  function withModel(url) {
+    const model = form.dataset.model;
+    return model ? `${url}&model=${encodeURIComponent(model)}` : url;
+  }
+
   async function post(url, body) {
-    const response = await fetch(url, { method: "POST", body, headers: { Accept: "application/json" } });
+    const response = await fetch(withModel(url), { method: "POST", body, headers: { Accept: "application/json" } });
     const data = await response.json();
     if (!response.ok) throw new Error(data.detail || "The upload failed.");
     return data;

@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
 
 from training import defaults  # noqa: E402
-from training.experiments import parse_selection  # noqa: E402
+from training.experiments import EXPORT_NAMES, NEW_NUMBERS, STUDY_NUMBERS, parse_selection  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,15 +21,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "export model 5 as a SavedModel with its model card. --protocol study "
                     "runs the study as its notebook did, over several seeds, plus an ablation "
                     "from it to the full-data protocol; it adds to report.json and exports "
-                    "nothing.")
-    parser.add_argument("--protocol", choices=("full", "study"), default="full",
+                    "nothing. --protocol stronger trains the models beyond the study (8 on) "
+                    "over several seeds, adds them to report.json and exports the best on "
+                    "validation beside model 5.")
+    parser.add_argument("--protocol", choices=("full", "study", "stronger"), default="full",
                         help="full: all of train/ with a validation split (default); "
-                             "study: the original study's protocol")
+                             "study: the original study's protocol; stronger: models 8 on")
     parser.add_argument("--data-dir", type=Path,
                         default=os.environ.get("PNEUMONIA_DATA_DIR"),
                         help="folder with train/ and test/ (default: $PNEUMONIA_DATA_DIR)")
-    parser.add_argument("--experiments", default="all", type=parse_selection,
-                        help="'all', or numbers such as '5' or '1,5' or '3-7'")
+    parser.add_argument("--experiments", default="all",
+                        help="'all' (1-7; stronger: 8 on), or numbers such as '5' or '1,5' "
+                             "or '3-7'")
     parser.add_argument("--out", type=Path, default=Path("models"),
                         help="where report.json, figures/ and the exported model go")
     parser.add_argument("--max-epochs", type=int, default=None,
@@ -48,8 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the validation split")
     parser.add_argument("--force", action="store_true",
                         help="replace the --model-version folder if it exists")
-    parser.add_argument("--seeds", type=int, default=defaults.STUDY_SEEDS,
-                        help="study protocol: seeds per model, from --seed upwards")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="study and stronger protocols: seeds per model, from --seed "
+                             f"upwards (default {defaults.STUDY_SEEDS} and "
+                             f"{defaults.STRONGER_SEEDS})")
     parser.add_argument("--ablation-seeds", type=int, default=defaults.ABLATION_SEEDS,
                         help="study protocol: seeds per ablation step (0 = no ablation)")
     parser.add_argument("--study-counts", type=_counts, default=defaults.STUDY_COUNTS,
@@ -58,13 +63,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel export (e.g. under the JAX backend)")
     args = parser.parse_args(argv)
+    allowed = NEW_NUMBERS if args.protocol == "stronger" else STUDY_NUMBERS
+    try:
+        args.experiments = parse_selection(args.experiments, allowed)
+    except ValueError as exc:
+        parser.error(f"--experiments: {exc}")
+    if args.seeds is None:
+        args.seeds = defaults.STRONGER_SEEDS if args.protocol == "stronger" \
+            else defaults.STUDY_SEEDS
+    if args.seeds < 1:
+        parser.error("--seeds must be 1 or more")
     if args.data_dir is None:
         parser.error("--data-dir is required (or set PNEUMONIA_DATA_DIR)")
     if args.model_version is not None and args.model_version < 1:
         parser.error("--model-version must be 1 or more")
-    existing = args.out / defaults.MODEL_NAME / str(args.model_version)
-    if args.model_version is not None and existing.exists() and not args.force \
-            and not args.no_export and args.protocol == "full":
+    names = [EXPORT_NAMES[n] for n in args.experiments if n in EXPORT_NAMES]
+    existing = [args.out / name / str(args.model_version) for name in names]
+    existing = next((path for path in existing if path.exists()), None)
+    if args.model_version is not None and existing is not None and not args.force \
+            and not args.no_export and args.protocol != "study":
         # Refuse before hours of training, not at export time.
         parser.error(f"{existing} exists: a served model is never overwritten; "
                      "pick another --model-version, leave it out, or add --force")
@@ -83,17 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.protocol == "study":
         return _study(args, command)
-    from training.run import RunConfig, run  # imports Keras: after argument errors
+    if args.protocol == "stronger":
+        return _stronger(args, command)
+    from training.run import run  # imports Keras: after argument errors
 
-    config = RunConfig(
+    config = _run_config(args, command)
+    run(config, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _run_config(args: argparse.Namespace, command: str):
+    from training.run import RunConfig  # imports Keras: after argument errors
+
+    return RunConfig(
         data_dir=args.data_dir, out_dir=args.out, experiments=args.experiments,
         val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
         limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
         export=not args.no_export, model_version=args.model_version, force=args.force,
-        target_sensitivity=args.target_sensitivity,
-        command=command,
-    )
-    run(config, log=lambda line: print(line, flush=True))
+        target_sensitivity=args.target_sensitivity, command=command)
+
+
+def _stronger(args: argparse.Namespace, command: str) -> int:
+    from training.stronger import run_stronger  # imports Keras
+
+    config = _run_config(args, command)
+    run_stronger(config, seeds=list(range(args.seed, args.seed + args.seeds)),
+                 log=lambda line: print(line, flush=True))
     return 0
 
 

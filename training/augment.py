@@ -67,3 +67,43 @@ def _bilinear(images: np.ndarray, src_r: np.ndarray, src_c: np.ndarray) -> np.nd
     top = top_left + (top_right - top_left) * fc
     bottom = bottom_left + (bottom_right - bottom_left) * fc
     return top + (bottom - top) * fr
+
+
+def random_xray(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    rotation_degrees: float = 10.0,
+    zoom: float = 0.1,
+    shift: float = 0.05,
+    intensity: float = 0.1,
+) -> np.ndarray:
+    """(N, H, W, C) -> (N, H, W, C) float32: augmentation suited to frontal chest films.
+
+    A small rotation (positioning), one isotropic zoom (distance to the detector), a shift
+    (framing), and brightness and contrast (exposure), each drawn per image. No mirroring:
+    the heart is on the left of a frontal film, and a mirrored one is not a film a clinic
+    takes. Bilinear, edges repeated, as `random_affine`.
+    """
+    n, height, width, _ = images.shape
+    angle = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees, n)).astype(np.float32)
+    scale = rng.uniform(1 - zoom, 1 + zoom, n).astype(np.float32)
+    shift_r = (rng.uniform(-shift, shift, n) * height).astype(np.float32)
+    shift_c = (rng.uniform(-shift, shift, n) * width).astype(np.float32)
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    rows, cols = np.meshgrid(np.arange(height, dtype=np.float32),
+                             np.arange(width, dtype=np.float32), indexing="ij")
+    r0, c0 = np.float32((height - 1) / 2), np.float32((width - 1) / 2)
+    dr, dc = rows - r0, cols - c0
+    # Output pixel -> input pixel: rotate and scale about the centre, then shift.
+    src_r = cos[:, None, None] * dr - sin[:, None, None] * dc + r0 + shift_r[:, None, None]
+    src_c = sin[:, None, None] * dr + cos[:, None, None] * dc + c0 + shift_c[:, None, None]
+    out = np.empty(images.shape, dtype=np.float32)
+    for start in range(0, n, _CHUNK):
+        part = slice(start, start + _CHUNK)
+        out[part] = _bilinear(images[part], src_r[part], src_c[part])
+    # Contrast about the film's own mean, then brightness, within the 0-255 range.
+    contrast = rng.uniform(1 - intensity, 1 + intensity, n).astype(np.float32)
+    brightness = (rng.uniform(-intensity, intensity, n) * 255).astype(np.float32)
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * contrast[:, None, None, None] + mean + brightness[:, None, None, None]
+    return np.clip(out, 0, 255, out=out)

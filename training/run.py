@@ -22,7 +22,14 @@ from app.contract.preprocessing import PREPROCESSING_VERSION, RESAMPLING
 from training import defaults, figures
 from training.data import Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities
-from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT, FULL_PROTOCOL_DIFFERENCES
+from training.experiments import (
+    EXPERIMENTS,
+    EXPORT_NAMES,
+    EXPORTED_EXPERIMENT,
+    FULL_PROTOCOL_DIFFERENCES,
+    STUDY_NUMBERS,
+    build_compact,
+)
 from training.reference import DATASET_CREDIT, DATASET_CREDIT_SHORT, STUDY_RESULTS
 from training.train import Arrays, TrainedModel, train_experiment
 
@@ -36,6 +43,16 @@ AUGMENTATION = ("on the fly, a new random draw every epoch, training part only: 
                 "ImageDataGenerator semantics with shear_range=0.2 (degrees), zoom_range=0.2 "
                 "(row and column zoom each in [0.8, 1.2]), horizontal_flip=True; bilinear, "
                 "edges repeated")
+XRAY_AUGMENTATION = ("on the fly, a new random draw every epoch, training part only: "
+                     "rotation within ±10°, zoom within ±10%, shift within ±5% of each side, "
+                     "contrast and brightness within ±10%; no mirroring; bilinear, edges "
+                     "repeated")
+SCALING = {False: "inside the model (Rescaling 1/255)",
+           True: "inside the model (per-film histogram equalisation to 0-1)"}
+
+
+def augmentation_text(experiment) -> str:
+    return XRAY_AUGMENTATION if experiment.augmentation == "xray" else AUGMENTATION
 DISCLAIMER = "Prioritisation aid, not a diagnosis."
 PROTOCOL = "full"  # all of train/ minus a validation split (training/study.py: the study's)
 INTENDED_USE = ("Prioritisation aid for pediatric chest X-rays (ages 1-5, Guangzhou cohort): "
@@ -66,7 +83,6 @@ class RunConfig:
     limit_per_class: int | None = None  # tiny subsets for smoke runs
     cache_dir: Path | None = None
     export: bool = True
-    model_name: str = defaults.MODEL_NAME
     model_version: int | None = None  # None = the next free version number
     force: bool = False  # replace an existing version
     target_sensitivity: float = defaults.TARGET_SENSITIVITY  # the exported operating point
@@ -93,7 +109,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
             f"{experiment.description}; {experiment.optimizer}, batch {experiment.batch_size}, "
             f"{epochs} epochs")
         model = train_experiment(experiment, arrays, config.seed, epochs=epochs, log=log)
-        result, test_probabilities[number] = _evaluate(model, arrays)
+        result, test_probabilities[number] = _evaluate(model, arrays, config.seed)
         results.append(result)
         trained[number] = (model, result)
         test = result["metrics"]["test"]
@@ -116,13 +132,17 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict:
     return report
 
 
+# Sections other protocols add to report.json (`--protocol study`, `--protocol stronger`):
+# a full run keeps them, as each carries its own command and code version.
+KEPT_SECTIONS = ("study_protocol", "ablation", "stronger_models")
+
+
 def _study_sections(path: Path) -> dict:
-    """The study-protocol sections of an earlier report (`--protocol study`), kept: each
-    carries its own command and code version."""
+    """The other protocols' sections of an earlier report, kept."""
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    return {key: earlier[key] for key in ("study_protocol", "ablation") if key in earlier}
+    return {key: earlier[key] for key in KEPT_SECTIONS if key in earlier}
 
 
 def _load_splits(config: RunConfig) -> dict[str, Split]:
@@ -140,7 +160,7 @@ def _limit(split: Split, per_class: int) -> Split:
     return split.subset(keep)
 
 
-def _evaluate(trained: TrainedModel, arrays: Arrays) -> tuple[dict, np.ndarray]:
+def _evaluate(trained: TrainedModel, arrays: Arrays, seed: int) -> tuple[dict, np.ndarray]:
     """The report entry of one experiment, and its (N,) test probabilities."""
     experiment = trained.experiment
     probabilities = {
@@ -153,16 +173,22 @@ def _evaluate(trained: TrainedModel, arrays: Arrays) -> tuple[dict, np.ndarray]:
         "number": experiment.number,
         "name": experiment.name,
         "description": experiment.description,
+        "seed": seed,
         "recipe": {"optimizer": experiment.optimizer, "batch_size": experiment.batch_size,
                    "epochs": trained.epochs, "study_epochs": experiment.epochs,
-                   "class_weights": experiment.class_weights, "loss": "binary_crossentropy"},
+                   "class_weights": experiment.class_weights, "loss": "binary_crossentropy",
+                   **({"learning_rate": experiment.learning_rate,
+                       "weight_decay": experiment.weight_decay,
+                       "best_epoch": trained.best_epoch,
+                       "selected_on": "validation ROC AUC"}
+                      if experiment.early_stopping else {})},
         "parameters": int(trained.model.count_params()),
         "train_seconds": round(trained.seconds, 1),
         "images_per_second": round(trained.images_per_second, 1),
         "history": trained.history,
         "metrics": {part: binary_metrics(labels[part], p, THRESHOLD)
                     for part, p in probabilities.items()},
-        "study": STUDY_RESULTS[experiment.number],
+        "study": STUDY_RESULTS.get(experiment.number),
     }
     return result, probabilities["test"]
 
@@ -224,33 +250,38 @@ def _dataset_section(config: RunConfig, splits: dict[str, Split]) -> dict:
 
 
 def _export(config: RunConfig, trained: TrainedModel, result: dict, arrays: Arrays,
-            splits: dict[str, Split], out: Path, log: Callable[[str], None]) -> tuple[dict, dict]:
+            splits: dict[str, Split], out: Path, log: Callable[[str], None],
+            trust: dict | None = None, protocol: str = PROTOCOL) -> tuple[dict, dict]:
+    """Export one trained experiment as MODEL_DIR/<its name>/<next version>/ with its card,
+    guard and test predictions; `trust` when the caller already computed it."""
     from training.export import export_saved_model, occlusion_grid  # needs TensorFlow
 
     model = trained.model
-    trust = _trust(config, model, arrays)
-    version = config.model_version or next_version(out / config.model_name)
+    trust = trust or _trust(config, model, arrays)
+    name = EXPORT_NAMES[result["number"]]
+    version = config.model_version or next_version(out / name)
     op = trust["operating_point"]
     metrics = {part: binary_metrics(labels, trust["calibrated"][part], op["threshold"])
                for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))}
-    card = _card(config, version, result, splits, metrics, trust,
-                 occlusion_grid(config.image_size, config.image_size))
-    version_dir = export_saved_model(model, out / config.model_name / str(version),
+    card = _card(config, name, version, result, splits, metrics, trust,
+                 occlusion_grid(config.image_size, config.image_size), protocol)
+    version_dir = export_saved_model(model, out / name / str(version),
                                      force=config.force, calibration=trust["platt"])
     card.write(version_dir)
     trust["guard"].write(version_dir)
     _write_predictions(version_dir / PREDICTIONS_FILE, splits["test"],
                        trust["calibrated"]["test"], trust["raw"]["test"])
+    suffix = "" if result["number"] == EXPORTED_EXPERIMENT else f"_{result['number']}"
     figure = figures.reliability_figure(
         {"raw": trust["reliability"]["test"]["raw"],
          "calibrated": trust["reliability"]["test"]["calibrated"]},
-        out / "figures" / "reliability.png")
+        out / "figures" / f"reliability{suffix}.png")
     log(f"operating point {op['threshold']:.3f} for sensitivity >= {op['target_sensitivity']}: "
         f"validation sensitivity {op['validation']['sensitivity']:.3f}, specificity "
         f"{op['validation']['specificity']:.3f}; test {op['test']['sensitivity']:.3f} / "
         f"{op['test']['specificity']:.3f}; guard flags "
         f"{trust['guard_false_alarms']:.1%} of validation")
-    exported = {"name": config.model_name, "version": version,
+    exported = {"name": name, "version": version,
                 "experiment": result["number"], "path": str(version_dir.relative_to(out)),
                 "test_predictions": str((version_dir / PREDICTIONS_FILE).relative_to(out))}
     summary = {"experiment": result["number"], "operating_point": op,
@@ -276,7 +307,8 @@ def _trust(config: RunConfig, model, arrays: Arrays) -> dict:
                                                 config.target_sensitivity)
     guard, false_alarms = trust.guard_for(arrays.x_fit, arrays.x_val)
     return {
-        "platt": (a, b), "raw": raw, "calibrated": calibrated, "guard": guard,
+        "platt": (a, b), "temperature": temperature, "raw": raw, "calibrated": calibrated,
+        "guard": guard,
         "guard_false_alarms": false_alarms,
         "operating_point": {
             "threshold": threshold, "target_sensitivity": config.target_sensitivity,
@@ -311,16 +343,19 @@ def _write_predictions(path: Path, split: Split, probabilities: np.ndarray,
                              CLASS_NAMES[label], repr(float(p)), repr(float(r))])
 
 
-def _card(config: RunConfig, version: int, result: dict, splits: dict[str, Split],
-          metrics: dict, trust: dict, occlusion: tuple[int, int]) -> ModelCard:
+def _card(config: RunConfig, name: str, version: int, result: dict,
+          splits: dict[str, Split], metrics: dict, trust: dict, occlusion: tuple[int, int],
+          protocol: str = PROTOCOL) -> ModelCard:
     experiment = EXPERIMENTS[result["number"]]
     op = trust["operating_point"]
     a, b = trust["platt"]
+    of_study = experiment.number in STUDY_NUMBERS
     return ModelCard(
-        name=config.model_name,
+        name=name,
         version=version,
-        description=f"Model {experiment.number} of the original study: "
-                    f"{experiment.description}",
+        description=(f"Model {experiment.number} of the original study: "
+                     if of_study else f"Model {experiment.number}, beyond the original study: ")
+                    + experiment.description,
         created=datetime.now(UTC).replace(microsecond=0),
         code_version=config.code_version,
         format="TensorFlow SavedModel",
@@ -329,7 +364,7 @@ def _card(config: RunConfig, version: int, result: dict, splits: dict[str, Split
                "channels": config.channels,
                "color_mode": "rgb" if config.channels == 3 else "grayscale",
                "dtype": "float32", "value_range": (0, 255),
-               "scaling": "inside the model (Rescaling 1/255)",
+               "scaling": SCALING[experiment.build is build_compact],
                "resize": RESAMPLING, "preprocessing_version": PREPROCESSING_VERSION},
         output=f"probability of {CLASS_NAMES[1]}, float32 (batch,)",
         class_names=CLASS_NAMES,
@@ -339,8 +374,8 @@ def _card(config: RunConfig, version: int, result: dict, splits: dict[str, Split
                           f"sensitivity reaches {config.target_sensitivity:.0%}, on the "
                           "calibrated probability; the test split played no part in it"),
         metrics=metrics,
-        training={**result["recipe"], "protocol": PROTOCOL, "experiment": experiment.number,
-                  "augmentation": AUGMENTATION, "seed": config.seed,
+        training={**result["recipe"], "protocol": protocol, "experiment": experiment.number,
+                  "augmentation": augmentation_text(experiment), "seed": result["seed"],
                   "parameters": result["parameters"], "train_seconds": result["train_seconds"]},
         data=_dataset_section(config, splits),
         intended_use=INTENDED_USE,
@@ -348,7 +383,7 @@ def _card(config: RunConfig, version: int, result: dict, splits: dict[str, Split
         limitations=LIMITS,
         operating_point=op,
         calibration={"method": "temperature",
-                     "parameters": {"temperature": 1.0 / a, "a": a, "b": b},
+                     "parameters": {"temperature": trust["temperature"], "a": a, "b": b},
                      "fitted_on": "validation", "inside_model": True,
                      "brier": trust["brier"],
                      "ece": {part: {kind: bins["ece"] for kind, bins in values.items()}

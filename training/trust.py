@@ -44,7 +44,10 @@ def fit_temperature(val_logits: np.ndarray, val_labels: np.ndarray) -> float:
     fit = LogisticRegression(C=1e6, max_iter=1000, fit_intercept=False,
                              class_weight="balanced")
     fit.fit(val_logits.reshape(-1, 1), val_labels)
-    return float(1.0 / fit.coef_[0, 0])
+    slope = float(fit.coef_[0, 0])
+    # A logit that does not rank validation at all (a degenerate smoke-run model) gives a
+    # slope of 0 or less: no temperature means anything then, so it is left at 1.
+    return 1.0 / slope if slope > 1e-6 else 1.0
 
 
 def threshold_for_sensitivity(labels: np.ndarray, probabilities: np.ndarray,

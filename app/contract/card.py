@@ -132,6 +132,11 @@ class TrainingInfo(_Strict):
     seed: int
     parameters: int = Field(gt=0)
     train_seconds: float = Field(ge=0)
+    # Models beyond the study: AdamW and the epoch kept by validation ROC AUC.
+    learning_rate: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    best_epoch: int | None = Field(default=None, ge=1)
+    selected_on: str | None = None
 
 
 class DataInfo(_Strict):

@@ -1,7 +1,7 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.deps import ModelDep
-from app.schemas import ErrorResponse, HealthResponse, ModelInfo
+from app.errors import ModelNotReadyError
+from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse, OfferedModel
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +15,26 @@ async def healthz() -> HealthResponse:
 @router.get("/readyz", response_model=HealthResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
-async def readyz(model: ModelDep) -> HealthResponse:
-    """The model is loaded and warmed up: traffic can be sent."""
+async def readyz(request: Request) -> HealthResponse:
+    """The default model (and any other offered) is loaded and warmed up: traffic can be
+    sent."""
+    model = _ready_default(request)
     return HealthResponse(status="ready",
                           model=ModelInfo(name=model.card.name, version=model.card.version))
+
+
+@router.get("/models", response_model=ModelsResponse,
+            responses={503: {"model": ErrorResponse, "description": "Not ready yet"}})
+async def models(request: Request) -> ModelsResponse:
+    """The models this server offers, the default first; ask one with ?model=NAME."""
+    slot = request.app.state.slot
+    _ready_default(request)
+    return ModelsResponse(models=[OfferedModel.of(m.card, default=m is slot.model)
+                                  for m in slot.models.values()])
+
+
+def _ready_default(request: Request):
+    slot = request.app.state.slot
+    if slot.model is None:
+        raise ModelNotReadyError(failed=slot.failure is not None)
+    return slot.model

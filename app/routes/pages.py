@@ -6,9 +6,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import BatchDep, ModelDep, SettingsDep, decode_slot
+from app.deps import BatchDep, ModelDep, SettingsDep, ThresholdDep, decode_slot
 from app.errors import MalformedUploadError
-from app.schemas import BatchEntry, PredictionResponse
+from app.schemas import BatchEntry, OfferedModel, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
 from app.services.inference import predict_files, predict_image
 from app.services.worklist import worklist_csv, worklist_order
@@ -23,28 +23,36 @@ def _render(request: Request, name: str, status_code: int = 200, **context) -> H
                                                         status_code=status_code)
 
 
+def _page(request: Request, model, **context) -> HTMLResponse:
+    """The upload page for `model`, with the chooser of the models offered."""
+    slot = request.app.state.slot
+    offered = [OfferedModel.of(m.card, default=m is slot.model) for m in slot.models.values()]
+    return _render(request, "index.html", card=model.card, models=offered,
+                   chosen=model is not slot.model, **context)
+
+
 @router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
 def index(request: Request, model: ModelDep) -> HTMLResponse:
-    return _render(request, "index.html", card=model.card)
+    return _page(request, model)
 
 
 @router.post("/", response_class=HTMLResponse,
              dependencies=[Depends(require_token), Depends(decode_slot)])
 def index_submit(request: Request, model: ModelDep, files: BatchDep,
-                 settings: SettingsDep) -> HTMLResponse:
+                 settings: SettingsDep, threshold: ThresholdDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
     if len(files) == 1:
-        prediction = predict_image(files[0][1], model, settings.threshold,
+        prediction = predict_image(files[0][1], model, threshold,
                                    settings.max_image_pixels, explain=True)
-        return _render(request, "index.html", card=model.card,
-                       result=PredictionResponse.from_prediction(prediction, model.card))
-    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
+        return _page(request, model,
+                     result=PredictionResponse.from_prediction(prediction, model.card))
+    results = predict_files(files, model, threshold, settings.max_image_pixels,
                             thumbnails=True)
     entries = [BatchEntry.of(result, model.card) for result in results]
-    return _render(request, "index.html", card=model.card, worklist=worklist_order(entries),
-                   worklist_csv=worklist_csv(entries))
+    return _page(request, model, worklist=worklist_order(entries),
+                 worklist_csv=worklist_csv(entries))
 
 
 @router.get("/report", response_class=HTMLResponse)

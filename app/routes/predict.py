@@ -3,7 +3,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import BatchDep, ModelDep, SettingsDep, UploadDep, decode_slot
+from app.deps import BatchDep, ModelDep, SettingsDep, ThresholdDep, UploadDep, decode_slot
 from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
 from app.services.inference import predict_files, predict_image
@@ -24,6 +24,7 @@ def _body(field: str, description: str, many: bool) -> dict:
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
     400: "Empty, truncated or damaged image; malformed multipart body; two files",
     401: "An access token is configured and the request did not carry it",
+    404: "?model= names a model this server does not offer (GET /models lists them)",
     413: "File over the byte limit, or image over the pixel limit",
     415: "Not an image, a format other than JPEG/PNG/DICOM, or an animation",
     422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, ...)",
@@ -36,14 +37,14 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
              openapi_extra={"requestBody": _body(
                  "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
 def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
-            explain: bool = False) -> PredictionResponse:
+            threshold: ThresholdDep, explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
     `explain=true` adds an occlusion-sensitivity heatmap (the film and an overlay, as PNG
     data URIs).
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
-    prediction = predict_image(upload, model, settings.threshold, settings.max_image_pixels,
+    prediction = predict_image(upload, model, threshold, settings.max_image_pixels,
                                explain=explain)
     return PredictionResponse.from_prediction(prediction, model.card)
 
@@ -54,6 +55,7 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
              openapi_extra={"requestBody": _body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
 def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
+                  threshold: ThresholdDep,
                   thumbnails: bool = False, format: Literal["json", "csv"] = "json"):
     """A worklist: every file in the multipart field `files` (repeated), scored in one call.
 
@@ -61,7 +63,7 @@ def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
     never fails the others. `format=csv` returns the worklist as CSV, highest probability
     first, exactly as the page's table and download show it.
     """
-    results = predict_files(files, model, settings.threshold, settings.max_image_pixels,
+    results = predict_files(files, model, threshold, settings.max_image_pixels,
                             thumbnails=thumbnails)
     entries = [BatchEntry.of(result, model.card) for result in results]
     if format == "csv":
@@ -71,7 +73,7 @@ def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
     scored = [r.prediction for r in results if r.prediction is not None]
     return BatchResponse(
         model=ModelInfo(name=model.card.name, version=model.card.version),
-        threshold=model.card.threshold if settings.threshold is None else settings.threshold,
+        threshold=model.card.threshold if threshold is None else threshold,
         count=len(entries), scored=len(scored), flagged=sum(e.flagged for e in entries),
         results=entries, elapsed_ms=round(sum(p.elapsed_ms for p in scored), 2),
         note=model.card.disclaimer)

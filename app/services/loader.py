@@ -1,4 +1,8 @@
-"""The process's one model, loaded once in a background thread behind a readiness check.
+"""The process's models, loaded once in a background thread behind a readiness check.
+
+One model is the default (Settings.model_name); others found in MODEL_DIR can be offered
+beside it (Settings.offered_models) and are asked for by name. The app is ready when the
+default is: an offered model that fails to load is logged and not offered.
 
 The server accepts connections at once: /healthz answers while the model loads and warms up,
 /readyz and /predict answer 503 until it is ready. A model that cannot be served (no folder,
@@ -14,14 +18,15 @@ import threading
 from pathlib import Path
 
 from app.config import Settings
-from app.services.registry import LoadedModel, find_model
+from app.services.registry import LoadedModel, available_models, find_model
 
 log = logging.getLogger("app.model")
 
 
 class ModelSlot:
     def __init__(self) -> None:
-        self.model: LoadedModel | None = None
+        self.model: LoadedModel | None = None  # the default model, once ready
+        self.models: dict[str, LoadedModel] = {}  # every model offered, default first
         self.report: dict | None = None
         self.failure: str | None = None  # why the model will never be ready
 
@@ -37,17 +42,41 @@ class ModelSlot:
 
     def load(self, settings: Settings) -> None:
         try:
-            path = find_model(settings.model_dir, settings.model_name, settings.model_version)
-            model = LoadedModel(path)
-            model.warm_up()
+            model = _load(settings.model_dir, settings.model_name, settings.model_version)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said once
             self.failure = _first_line(exc)
             log.error("model not loaded, /readyz stays 503: %s", self.failure)
             return
+        models = {model.card.name: model}
+        for name in _offered(settings):
+            try:
+                models[name] = _load(settings.model_dir, name, None)
+            except Exception as exc:  # noqa: BLE001 - the default still serves
+                log.warning("model %s not offered: %s", name, _first_line(exc))
         self.report = _read_report(settings.model_dir / "report.json")
+        self.models = models
         self.model = model
-        log.info("model %s v%s loaded from %s and warmed up; ready",
-                 model.card.name, model.card.version, path)
+        log.info("models %s loaded and warmed up; default %s v%s; ready",
+                 ", ".join(f"{m.card.name} v{m.card.version}" for m in models.values()),
+                 model.card.name, model.card.version)
+
+    def choose(self, name: str | None) -> LoadedModel | None:
+        """The model called `name` (None: the default), or None if it is not offered."""
+        return self.model if name is None else self.models.get(name)
+
+
+def _load(model_dir: Path, name: str, version: int | None) -> LoadedModel:
+    model = LoadedModel(find_model(model_dir, name, version))
+    model.warm_up()
+    return model
+
+
+def _offered(settings: Settings) -> list[str]:
+    """The other models to offer, in a stable order, the default left out."""
+    names = settings.offered_models
+    if names is None:
+        names = sorted(available_models(settings.model_dir))
+    return [name for name in names if name != settings.model_name]
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,7 +1,13 @@
 import keras
 import pytest
 
-from training.experiments import EXPERIMENTS, EXPORTED_EXPERIMENT, parse_selection
+from training.experiments import (
+    EXPERIMENTS,
+    EXPORTED_EXPERIMENT,
+    NEW_NUMBERS,
+    STUDY_NUMBERS,
+    parse_selection,
+)
 
 INPUT = (64, 64, 3)
 
@@ -30,7 +36,7 @@ EXPECTED_RECIPES = {1: ("rmsprop", 10, 25, False), 2: ("rmsprop", 10, 25, True),
                     7: ("adam", 10, 50, True)}
 
 
-@pytest.mark.parametrize("number", sorted(EXPERIMENTS))
+@pytest.mark.parametrize("number", STUDY_NUMBERS)
 def test_builder_matches_study_layers_and_parameter_count(number):
     model = EXPERIMENTS[number].build(INPUT)
     assert [type(layer).__name__ for layer in model.layers] == EXPECTED_LAYERS[number]
@@ -39,7 +45,7 @@ def test_builder_matches_study_layers_and_parameter_count(number):
     assert model.layers[-1].activation.__name__ == "sigmoid"
 
 
-@pytest.mark.parametrize("number", sorted(EXPERIMENTS))
+@pytest.mark.parametrize("number", STUDY_NUMBERS)
 def test_recipe_matches_study(number):
     e = EXPERIMENTS[number]
     assert (e.optimizer, e.batch_size, e.epochs, e.class_weights) == EXPECTED_RECIPES[number]
@@ -63,7 +69,7 @@ def test_cnn_kernels_dropout_and_regularizers_as_written():
 
 
 def test_models_take_raw_pixels_through_a_rescaling_layer():
-    for number in EXPERIMENTS:
+    for number in STUDY_NUMBERS:
         rescale = EXPERIMENTS[number].build(INPUT).get_layer("rescale")
         assert rescale.scale == pytest.approx(1 / 255)
 
@@ -83,3 +89,12 @@ def test_parse_selection(text, expected):
 def test_parse_selection_rejects_unknown(text):
     with pytest.raises(ValueError):
         parse_selection(text)
+
+
+def test_new_experiments_are_chosen_apart_from_the_study():
+    assert NEW_NUMBERS == (8,)
+    assert parse_selection("all", NEW_NUMBERS) == [8]
+    with pytest.raises(ValueError, match="unknown"):
+        parse_selection("8")  # the full protocol runs the study's seven
+    with pytest.raises(ValueError, match="unknown"):
+        parse_selection("5", NEW_NUMBERS)

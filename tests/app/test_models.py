@@ -1,0 +1,104 @@
+"""Several models offered side by side: the default serves unless a request names another
+(?model=NAME), on the API and on the upload page."""
+
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.registry import find_model
+from tests.conftest import REPO, settings_for_tests, wait_until_settled
+from tests.helpers import jpeg_bytes
+
+SECOND_THRESHOLD = 0.9
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The served model 5 as 'pneumonia', and the same network under a second name with its
+    own threshold: which one answered shows in the name and threshold of every response."""
+    root = tmp_path_factory.mktemp("models")
+    served = find_model(REPO / "models", "pneumonia")
+    shutil.copytree(served, root / "pneumonia" / served.name)
+    second = root / "second" / "1"
+    shutil.copytree(served, second)
+    card = json.loads((second / "model_card.json").read_text())
+    card.update(name="second", version=1, threshold=SECOND_THRESHOLD,
+                description="Model 8, beyond the original study: a second model")
+    (second / "model_card.json").write_text(json.dumps(card))
+    shutil.copy(REPO / "models" / "report.json", root / "report.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    settings = settings_for_tests(model_dir=model_dir, threshold=0.25)
+    with TestClient(create_app(settings)) as test_client:
+        assert wait_until_settled(test_client) == 200
+        yield test_client
+
+
+def test_models_lists_the_default_first_and_the_others(client):
+    models = client.get("/models").json()["models"]
+    assert [(m["name"], m["default"]) for m in models] == [("pneumonia", True), ("second", False)]
+    assert models[1]["threshold"] == SECOND_THRESHOLD and models[1]["input"] == "64x64, 3 channels"
+
+
+def test_a_request_asks_the_model_it_names_and_the_default_otherwise(client):
+    files = {"file": ("x.jpeg", jpeg_bytes(120, 100))}
+    default = client.post("/predict", files=files).json()
+    second = client.post("/predict?model=second", files=files).json()
+    assert default["model"]["name"] == "pneumonia" and second["model"]["name"] == "second"
+    assert second["probability"] == pytest.approx(default["probability"], abs=1e-6)
+    # The settings' threshold override is the default model's; the other keeps its card's.
+    assert default["threshold"] == 0.25 and second["threshold"] == SECOND_THRESHOLD
+    batch = client.post("/predict/batch?model=second",
+                        files=[("files", ("a.jpeg", jpeg_bytes(80, 80)))]).json()
+    assert batch["model"]["name"] == "second" and batch["threshold"] == SECOND_THRESHOLD
+
+
+def test_an_unknown_model_is_a_404_that_lists_the_offered_ones(client):
+    files = {"file": ("x.jpeg", jpeg_bytes())}
+    response = client.post("/predict?model=nope", files=files)
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_model"
+    assert "'pneumonia', 'second'" in response.json()["detail"]
+    assert client.get("/?model=../pneumonia").status_code == 404
+    assert client.get("/readyz").json()["model"]["name"] == "pneumonia"
+
+
+def test_the_upload_page_offers_a_choice_and_posts_to_the_chosen_model(client):
+    page = client.get("/").text
+    assert 'id="models"' in page
+    assert 'href="/?model=second"' in page and 'class="chosen" aria-current="page"' in page
+    assert 'action="/"' in page and 'data-model=""' in page
+    chosen = client.get("/?model=second").text
+    assert 'action="/?model=second"' in chosen and 'data-model="second"' in chosen
+    assert "Model second v1" in chosen  # the footer names the model asked
+    # Without JavaScript: the form posts to its action, the answer comes from that model.
+    answer = client.post("/?model=second", files=[("files", ("x.jpeg", jpeg_bytes()))],
+                         headers={"Accept": "text/html"})
+    assert answer.status_code == 200 and "Model second v1" in answer.text
+    assert f"{SECOND_THRESHOLD * 100:.0f}%" in answer.text
+
+
+def test_offered_models_can_be_limited_to_the_default(model_dir):
+    settings = settings_for_tests(model_dir=model_dir, offered_models=[])
+    with TestClient(create_app(settings)) as only:
+        assert wait_until_settled(only) == 200
+        assert [m["name"] for m in only.get("/models").json()["models"]] == ["pneumonia"]
+        assert 'id="models"' not in only.get("/").text
+        assert only.post("/predict?model=second",
+                         files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 404
+
+
+def test_the_default_can_be_another_model_by_setting(model_dir):
+    settings = settings_for_tests(model_dir=model_dir, model_name="second")
+    with TestClient(create_app(settings)) as other:
+        assert wait_until_settled(other) == 200
+        body = other.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())}).json()
+        assert body["model"]["name"] == "second"
+        assert [m["name"] for m in other.get("/models").json()["models"]] == ["second",
+                                                                               "pneumonia"]

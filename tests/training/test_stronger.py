@@ -1,0 +1,172 @@
+"""Model 8 (beyond the study): its layers, augmentation, selection on validation ROC AUC, and
+the stronger protocol's report and export."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from app.contract.card import read_card
+from app.services.registry import LoadedModel, find_model
+from tests.helpers import make_dataset_tree
+from training.augment import random_xray
+from training.experiments import EXPERIMENTS, EarlyStopping, Experiment, build_compact
+from training.layers import HistogramEqualization
+from training.train import Arrays, train_experiment
+
+INPUT = (64, 64, 3)
+
+
+def equalized_reference(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) 0-255 -> (H, W): each pixel's share of the film at or below its grey level."""
+    gray = np.clip(np.round(image.astype(np.float64).mean(axis=-1)), 0, 255).astype(int)
+    return np.array([[np.mean(gray <= v) for v in row] for row in gray])
+
+
+def test_histogram_equalization_is_each_films_own_cumulative_histogram():
+    rng = np.random.default_rng(0)
+    films = rng.integers(0, 256, (3, 12, 10, 3)).astype(np.float32)
+    films[1] = np.repeat(rng.integers(0, 4, (12, 10, 1)), 3, axis=2)  # many ties
+    films[2] = 7.0  # a flat film: every pixel is at or below its own level
+    out = np.asarray(HistogramEqualization()(films))
+    assert out.shape == (3, 12, 10, 1)
+    for film, got in zip(films, out):
+        np.testing.assert_allclose(got[..., 0], equalized_reference(film), atol=1e-6)
+
+
+def test_histogram_equalization_ignores_exposure_and_contrast():
+    """The point of the layer: a film taken brighter or with more contrast (a monotone change
+    of its grey levels) gives the network the same input."""
+    rng = np.random.default_rng(1)
+    film = rng.integers(0, 120, (1, 16, 16, 1)).astype(np.float32)
+    brighter = film * 2 + 10  # 0-119 -> 10-248, order kept
+    layer = HistogramEqualization()
+    np.testing.assert_allclose(np.asarray(layer(film)), np.asarray(layer(brighter)), atol=1e-6)
+
+
+def test_compact_builder_has_equalization_conv_bn_stages_and_global_pooling():
+    model = build_compact(INPUT)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:2] == ["InputLayer", "HistogramEqualization"]
+    assert kinds.count("Conv2D") == 8 and kinds.count("BatchNormalization") == 8
+    assert kinds.count("MaxPooling2D") == 4 and "GlobalAveragePooling2D" in kinds
+    assert "Flatten" not in kinds
+    assert model.layers[-1].activation.__name__ == "sigmoid" and model.output_shape == (None, 1)
+    assert 250_000 < model.count_params() < 350_000
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] \
+        == [16, 16, 32, 32, 64, 64, 128, 128]
+
+
+def test_model_8_recipe_selects_on_validation_with_xray_augmentation():
+    e = EXPERIMENTS[8]
+    assert e.build is build_compact and e.optimizer == "adamw" and e.class_weights
+    assert e.augmentation == "xray" and e.early_stopping is not None
+
+
+def test_xray_augmentation_keeps_shape_and_range_and_never_mirrors():
+    rng = np.random.default_rng(0)
+    films = rng.integers(0, 256, (5, 32, 32, 1)).astype(np.uint8)
+    out = random_xray(films, rng)
+    assert out.shape == films.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, films)
+    same = random_xray(films, rng, rotation_degrees=0, zoom=0, shift=0, intensity=0)
+    np.testing.assert_allclose(same, films, atol=1e-3)  # no hidden flip or transform
+    # A left-bright film stays left-bright under the largest rotation and shift drawn.
+    half = np.zeros((50, 32, 32, 1), np.uint8)
+    half[:, :, :16] = 200
+    moved = random_xray(half, rng)
+    assert np.all(moved[:, :, :8].mean(axis=(1, 2, 3)) > moved[:, :, -8:].mean(axis=(1, 2, 3)))
+
+
+def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    films = rng.integers(0, 256, (n, 16, 16, 3)).astype(np.uint8)
+    films[labels == 1, 4:12, 4:12] = 255  # a bright patch: learnable in a few epochs
+    return films, labels
+
+
+def test_training_keeps_the_epoch_with_the_best_validation_auc_and_stops_early():
+    x_fit, y_fit = _separable(64, 0)
+    x_val, y_val = _separable(32, 1)
+    experiment = Experiment(99, "tiny", "tiny compact", build_compact, "adamw", batch_size=16,
+                            epochs=12, class_weights=True, augmentation="xray",
+                            learning_rate=5e-3, early_stopping=EarlyStopping(patience=2,
+                                                                             lr_patience=1))
+    data = Arrays(x_fit, y_fit, x_val, y_val, x_val, y_val)
+    lines = []
+    trained = train_experiment(experiment, data, seed=3, log=lines.append)
+    aucs = trained.history["val_auc"]
+    assert trained.best_epoch == int(np.argmax(aucs)) + 1  # the first best
+    kept = roc_auc_score(y_val, np.asarray(trained.model.predict(x_val, verbose=0)).ravel())
+    assert kept == pytest.approx(max(aucs), abs=1e-6)  # the best epoch's weights, restored
+    rates = trained.history["learning_rate"]
+    assert rates[0] == pytest.approx(5e-3) and min(rates) < rates[0] or len(aucs) == 12
+    if len(aucs) < 12:
+        assert any("early stop" in line for line in lines)
+        assert len(aucs) - trained.best_epoch == 2  # stopped `patience` epochs after the best
+
+
+@pytest.fixture(scope="module")
+def stronger_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stronger")
+    data = make_dataset_tree(root / "data", {
+        "train": {"NORMAL": 24, "PNEUMONIA": 24}, "test": {"NORMAL": 8, "PNEUMONIA": 8}})
+    out, cache = root / "out", root / "cache"
+    common = ["--data-dir", str(data), "--out", str(out), "--max-epochs", "1",
+              "--cache-dir", str(cache)]
+    # Model 5 first, as the full protocol exports it: the stronger report compares with it.
+    full = subprocess.run([sys.executable, "-m", "training", "--experiments", "5", *common],
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "training", "--protocol", "stronger",
+                             "--seeds", "2", *common], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
+    out, stdout = stronger_run
+    assert "=== experiment 8, seed 42 (1/2)" in stdout and "seed 43 (2/2)" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [e["number"] for e in report["experiments"]] == [5]  # the full run's, kept
+    section = report["stronger_models"]
+    assert section["seeds"] == [42, 43]
+    (entry,) = section["experiments"]
+    assert [r["seed"] for r in entry["runs"]] == [42, 43]
+    for key in ("roc_auc", "accuracy", "recall", "specificity"):
+        values = [r["metrics"][key] for r in entry["runs"]]
+        assert entry["summary"][key]["mean"] == pytest.approx(np.mean(values))
+        assert entry["summary"][key]["sd"] == pytest.approx(np.std(values, ddof=1))
+    for run in entry["runs"]:
+        assert sum(map(sum, run["metrics"]["confusion_matrix"])) == 16
+        assert 0 <= run["threshold"] <= 1 and run["validation_roc_auc"] is not None
+    assert section["baseline"]["number"] == 5 and section["reference"]["roc_auc"] == 0.968
+    for path in entry["figures"].values():
+        assert (out / path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stronger_protocol_exports_the_best_validation_seed_beside_model_5(stronger_run):
+    out, _ = stronger_run
+    entry = json.loads((out / "report.json").read_text())["stronger_models"]["experiments"][0]
+    best = max(entry["runs"], key=lambda r: r["validation_roc_auc"])
+    assert entry["exported"]["seed"] == best["seed"]
+    path = find_model(out, "pneumonia_compact")
+    assert path == out / "pneumonia_compact" / "1"
+    assert find_model(out, "pneumonia") == out / "pneumonia" / "1"  # untouched, its own name
+    card = read_card(path)
+    assert card.name == "pneumonia_compact" and card.training.protocol == "stronger"
+    assert card.training.seed == best["seed"] and card.threshold == pytest.approx(
+        best["threshold"])
+    assert "histogram equalisation" in card.input.scaling
+    model = LoadedModel(path)
+    films = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    probabilities, heatmaps = model.explain(films)
+    np.testing.assert_allclose(probabilities, model.predict(films), atol=1e-6)
+    assert heatmaps.shape == (2, 64, 64)

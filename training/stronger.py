@@ -1,0 +1,209 @@
+"""The stronger protocol: the experiments beyond the study (model 8 on), over several seeds.
+
+Same data and splits as the full protocol (all of train/, the patient-grouped validation
+split of seed SEED, the test split). For each seed: train with model selection on validation
+ROC AUC, fit the temperature and choose the operating point on validation, then measure the
+test split once. The report gives every seed and the mean and standard deviation; the seed
+with the best validation ROC AUC is exported beside model 5 under its own name. The test split
+chooses nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from training import figures
+from training.data import load_arrays
+from training.evaluate import binary_metrics
+from training.experiments import EXPERIMENTS, EXPORT_NAMES, EXPORTED_EXPERIMENT
+from training.reference import KERMANY_2018
+from training.run import (
+    RunConfig,
+    _evaluate,
+    _export,
+    _load_splits,
+    _trust,
+    augmentation_text,
+    code_version,
+)
+from training.train import Arrays, train_experiment
+
+PROTOCOL = "stronger"
+SUMMARISED = ("roc_auc", "accuracy", "recall", "specificity", "precision", "f1")
+
+
+def run_stronger(config: RunConfig, seeds: list[int],
+                 log: Callable[[str], None] = print) -> dict:
+    started = time.perf_counter()
+    config.code_version = config.code_version or code_version()
+    size = (config.image_size, config.image_size)
+    splits = _load_splits(config)  # the validation split of config.seed, for every seed
+    arrays = Arrays(*(a for part in ("fit", "val", "test") for a in (
+        load_arrays(splits[part], size, config.channels, config.cache_dir),
+        splits[part].labels)))
+    out = Path(config.out_dir)
+    entries = []
+    for number in config.experiments:
+        experiment = EXPERIMENTS[number]
+        runs, best = [], None
+        for position, seed in enumerate(seeds, start=1):
+            log(f"=== experiment {number}, seed {seed} ({position}/{len(seeds)}): "
+                f"{experiment.description}")
+            trained = train_experiment(experiment, arrays, seed,
+                                       epochs=min(experiment.epochs,
+                                                  config.max_epochs or experiment.epochs),
+                                       log=log)
+            result, _ = _evaluate(trained, arrays, seed)
+            trust = _trust(config, trained.model, arrays)
+            entry = _seed_entry(result, trust, arrays)
+            runs.append(entry)
+            log(_one_line(f"=== experiment {number}, seed {seed}", [entry])
+                + f"; {trained.seconds:.0f}s")
+            if best is None or entry["validation_roc_auc"] > best[2]["validation_roc_auc"]:
+                best = (trained, result, entry, trust)
+        summary = _stats(runs)
+        log(_one_line(f"=== experiment {number}, {len(seeds)} seeds", runs))
+        exported = None
+        if config.export:
+            trained, result, entry, trust = best
+            exported, _ = _export(config, trained, result, arrays, splits, out, log,
+                                  trust=trust, protocol=PROTOCOL)
+            exported["seed"] = entry["seed"]
+            exported["chosen_on"] = "the highest validation ROC AUC of the seeds"
+            log(f"exported experiment {number} (seed {entry['seed']}) to {exported['path']}")
+        entries.append({
+            "number": number, "name": experiment.name, "description": experiment.description,
+            "export_name": EXPORT_NAMES.get(number),
+            "augmentation": augmentation_text(experiment),
+            "recipe": {"optimizer": experiment.optimizer, "batch_size": experiment.batch_size,
+                       "max_epochs": experiment.epochs,
+                       "learning_rate": experiment.learning_rate,
+                       "weight_decay": experiment.weight_decay,
+                       "class_weights": experiment.class_weights,
+                       "early_stopping": (experiment.early_stopping.__dict__
+                                          if experiment.early_stopping else None)},
+            "parameters": runs[0]["parameters"], "runs": runs, "summary": summary,
+            "exported": exported,
+            "figures": _figures(number, best, arrays, out),
+        })
+    section = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": config.command, "code_version": config.code_version,
+        "protocol": ("the full protocol's splits; per seed: selection on validation ROC AUC, "
+                     "temperature and operating point (validation sensitivity >= "
+                     f"{config.target_sensitivity:.0%}) on validation, test measured once"),
+        "seeds": seeds, "target_sensitivity": config.target_sensitivity,
+        "experiments": entries,
+        "baseline": _baseline(out),
+        "reference": {"name": "Kermany et al. 2018 (ImageNet-pretrained Inception V3)",
+                      **KERMANY_2018},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    report = _merge_into_report(out, section)
+    log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")
+    return report
+
+
+def _seed_entry(result: dict, trust: dict, arrays: Arrays) -> dict:
+    op = trust["operating_point"]
+    calibrated = trust["calibrated"]
+    at_op = {part: binary_metrics(labels, calibrated[part], op["threshold"])
+             for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))}
+    return {
+        "seed": result["seed"], "parameters": result["parameters"],
+        "train_seconds": result["train_seconds"],
+        "images_per_second": result["images_per_second"],
+        "epochs": result["recipe"]["epochs"], "best_epoch": result["recipe"].get("best_epoch"),
+        "validation_roc_auc": at_op["validation"]["roc_auc"],
+        "threshold": op["threshold"], "temperature": trust["temperature"],
+        "metrics": {**{k: at_op["test"][k] for k in SUMMARISED},
+                    "confusion_matrix": at_op["test"]["confusion_matrix"]},
+        "validation": {k: at_op["validation"][k] for k in SUMMARISED},
+        "test_at_0_5": {k: result["metrics"]["test"][k] for k in ("accuracy", "recall",
+                                                                  "specificity")},
+        "history": result["history"],
+    }
+
+
+def _stats(runs: list[dict]) -> dict:
+    summary = {}
+    for key in (*SUMMARISED, "train_seconds"):
+        values = np.asarray([r["metrics"][key] if key in r["metrics"] else r[key]
+                             for r in runs], dtype=float)
+        summary[key] = {"mean": float(values.mean()),
+                        "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                        "min": float(values.min()), "max": float(values.max())}
+    return summary
+
+
+def _one_line(prefix: str, runs: list[dict]) -> str:
+    stats = _stats(runs)
+    return prefix + ": test at the validation operating point " + ", ".join(
+        f"{key} {stats[key]['mean']:.3f}" + (f" ± {stats[key]['sd']:.3f}" if len(runs) > 1
+                                             else "")
+        for key in ("roc_auc", "accuracy", "recall", "specificity"))
+
+
+def _baseline(out: Path) -> dict | None:
+    """Model 5 as exported by the full protocol (its operating point and test AUC), from the
+    report the full run wrote: what the new models are compared with."""
+    path = out / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    trust, exported = report.get("trust"), report.get("exported_model")
+    five = next((e for e in report.get("experiments", []) if e["number"] == EXPORTED_EXPERIMENT),
+                None)
+    if not trust or not exported or five is None:
+        return None
+    test = trust["operating_point"]["test"]
+    predictions = out / exported["test_predictions"]
+    labels, probabilities = _read_predictions(predictions)
+    at_op = binary_metrics(labels, probabilities, trust["operating_point"]["threshold"])
+    return {"number": EXPORTED_EXPERIMENT, "name": exported["name"],
+            "version": exported["version"], "seed": report.get("seed"),
+            "metrics": {k: at_op[k] for k in SUMMARISED},
+            "sensitivity_ci": test["sensitivity_ci"], "specificity_ci": test["specificity_ci"],
+            "test_predictions": exported["test_predictions"]}
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.asarray([row["label"] == "PNEUMONIA" for row in rows], dtype=int)
+    return labels, np.asarray([float(row["probability"]) for row in rows])
+
+
+def _figures(number: int, best: tuple, arrays: Arrays, out: Path) -> dict:
+    _, _, entry, trust = best
+    fig_dir = out / "figures"
+    matrix = figures.confusion_matrix_figure(
+        entry["metrics"]["confusion_matrix"],
+        f"Model {number} (seed {entry['seed']}), test, threshold {entry['threshold']:.3f}",
+        fig_dir / f"confusion_matrix_{number}.png")
+    curves = {f"Model {number} (seed {entry['seed']})":
+              (arrays.y_test, trust["calibrated"]["test"], entry["metrics"]["roc_auc"])}
+    baseline = _baseline(out)
+    if baseline is not None:
+        labels, probabilities = _read_predictions(out / baseline["test_predictions"])
+        curves[f"Model {EXPORTED_EXPERIMENT} (served v{baseline['version']})"] = (
+            labels, probabilities, baseline["metrics"]["roc_auc"])
+    roc = figures.roc_figure(curves, fig_dir / f"roc_{number}.png")
+    return {"confusion_matrix": str(matrix.relative_to(out)), "roc": str(roc.relative_to(out))}
+
+
+def _merge_into_report(out: Path, section: dict) -> dict:
+    """Add the section to report.json, keeping every other section."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report["stronger_models"] = section
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
