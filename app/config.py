@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # 8 clients' small uploads into a storm of 503s and cut throughput fivefold, while the
     # memory of the worst case (16 films of 50 megapixels in flight on 2 cores) is bounded.
     max_concurrent_decodes: int = Field(default=8 * (os.cpu_count() or 1), gt=0)
+    # Decoding runs in worker processes (app/services/decoders.py): this many (0 = in the
+    # request's thread, no processes), each job stopped after decode_timeout_seconds, each
+    # worker's address space capped at decode_memory_mb (None = no cap).
+    decode_workers: int = Field(default=os.cpu_count() or 1, ge=0)
+    decode_timeout_seconds: float = Field(default=10.0, gt=0)
+    decode_memory_mb: int | None = Field(default=1024, gt=0)
     max_connections: int = Field(default=256, gt=0)
     keep_alive_seconds: int = Field(default=5, gt=0)
     upload_idle_seconds: float = Field(default=15.0, gt=0)

@@ -14,6 +14,7 @@ from fastapi import Depends, Query, Request
 
 from app.config import Settings
 from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
+from app.services.decoders import Decoder
 from app.services.registry import LoadedModel
 from app.upload import read_file_field, read_files
 
@@ -51,6 +52,13 @@ async def get_threshold(request: Request, model: ModelDep,
 
 
 ThresholdDep = Annotated[float | None, Depends(get_threshold)]
+
+
+async def get_decoder(request: Request) -> Decoder:
+    return request.app.state.decoder
+
+
+DecoderDep = Annotated[Decoder, Depends(get_decoder)]
 
 
 class DecodeSlots:

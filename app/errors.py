@@ -61,6 +61,18 @@ class UploadError(AppError):
     pass
 
 
+class DecodeBudgetError(ImageError):
+    """The film took longer than the per-image decode budget: stopped, never scored."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)  # every argument: it must pickle
+        self.seconds = seconds
+
+
+class WorkerLostError(ImageError):
+    """The worker decoding the film died (killed for memory, or crashed): not scored."""
+
+
 class MissingFileError(UploadError):
     pass
 
@@ -160,6 +172,13 @@ def describe(exc: Exception) -> tuple[int, str, str]:
             return 413, "image_too_large", f"The image {size}{limit_text}."
         case DicomNotScoredError(reason=reason, message=message):
             return 422, f"dicom_{reason}", message
+        case DecodeBudgetError(seconds=seconds):
+            return 413, "decode_too_slow", (
+                f"The image took longer than {seconds:g} s to decode and was stopped. Export "
+                "the film again as a plain JPEG or PNG.")
+        case WorkerLostError():
+            return 413, "image_too_large", (
+                "The image needed more memory to decode than the server allows per film.")
         case CorruptImageError():
             return 400, "corrupt_image", (
                 "The image is damaged or truncated and was not scored: part of the film is "

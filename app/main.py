@@ -16,14 +16,24 @@ from app.errors import install_error_handlers
 from app.quiet import silence_decoder_chatter
 from app.routes import docs, health, pages, predict
 from app.security import RequestGuard
+from app.services.decoders import DecodePool, InlineDecoder
 from app.services.loader import ModelSlot
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.state.settings
     # Not awaited: the server accepts connections (and answers /healthz) while it loads.
-    app.state.slot.start(app.state.settings)
-    yield
+    app.state.slot.start(settings)
+    if settings.decode_workers:
+        app.state.decoder = DecodePool(settings.decode_workers,
+                                       timeout=settings.decode_timeout_seconds,
+                                       memory_mb=settings.decode_memory_mb)
+    try:
+        yield
+    finally:
+        app.state.decoder.close()
+        app.state.decoder = InlineDecoder()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.slot = ModelSlot()
     app.state.decode_slots = DecodeSlots(settings.max_concurrent_decodes)
+    app.state.decoder = InlineDecoder()  # until the lifespan starts the worker pool
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")

@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,15 +71,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """The real server (`python -m app`, uvicorn) on a free port: (base URL, its log file)."""
+@contextmanager
+def running_server(log_path: Path, **settings: str) -> Iterator[str]:
+    """`python -m app` (uvicorn) on a free port with PNEUMONIA_* `settings`; its base URL."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
            "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
            "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
-           "PNEUMONIA_STATIC_DIR": str(REPO / "static")}
+           "PNEUMONIA_STATIC_DIR": str(REPO / "static"),
+           **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,
                                    stdout=log, stderr=subprocess.STDOUT)
@@ -95,6 +96,16 @@ def live_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
             process.kill()
             pytest.fail("server did not become ready: " + log_path.read_text()[-2000:])
         time.sleep(0.2)
-    yield url, log_path
-    process.terminate()
-    process.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The real server (`python -m app`, uvicorn) on a free port: (base URL, its log file)."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log_path) as url:
+        yield url, log_path

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app.contract.preprocessing import PREPROCESSING_VERSION
+from app.contract.preprocessing import PREPROCESSING_VERSION, SERVES_PREPROCESSING_VERSIONS
 
 CARD_FILE = "model_card.json"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label; the model outputs P(PNEUMONIA)
@@ -222,9 +222,10 @@ def read_card(version_dir: Path) -> ModelCard:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(whole card)"
         raise CardError(field, first["msg"]) from None
-    if card.input.preprocessing_version != PREPROCESSING_VERSION:
+    if card.input.preprocessing_version not in SERVES_PREPROCESSING_VERSIONS:
         raise CardError("input.preprocessing_version",
                         f"the model was trained with preprocessing version "
                         f"{card.input.preprocessing_version!r}, this app applies "
-                        f"{PREPROCESSING_VERSION!r}")
+                        f"{PREPROCESSING_VERSION!r} and serves models of "
+                        f"{', '.join(map(repr, SERVES_PREPROCESSING_VERSIONS))}")
     return card

@@ -24,7 +24,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from app.contract.dicom import DicomInfo, DicomRefusedError, looks_like_dicom, read_dicom
-from app.contract.integrity import DamagedImageError, check_jpeg, check_png
+from app.contract.integrity import (
+    DamagedImageError,
+    check_jpeg,
+    check_jpeg_scans,
+    check_png,
+    strict_jpeg_decode,
+)
 
 # Formats the tool accepts. Anything else Pillow can read (GIF, TIFF, ...) is refused so that
 # what we claim to support is what we test. MPO is the multi-picture JPEG that many phone
@@ -34,8 +40,23 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "MPO")
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # how their files begin
 
 # Bumped whenever decode/resize changes, so cached training arrays are rebuilt.
-PREPROCESSING_VERSION = "1"
-RESAMPLING = "bilinear, antialiased (Pillow), aspect ratio not preserved"
+# 2: a film at least 2 x REDUCE_MARGIN times the model input on both sides is decoded at
+#    half size (JPEG: libjpeg's DCT scaling, in the strict decode that is also its damage
+#    check; PNG: a 2x2 box filter, 16-bit in strips), then resized as before. Smaller films,
+#    every training image among them (224 px against a 64 px input), give exactly version
+#    1's input. Half size, not 1/4 or 1/8: libjpeg's 1/4 and 1/8 scaling moved model 5's
+#    probability by 0.014 on a 2482x2570 original, half size by 0.001; and the time goes
+#    to entropy decoding, which no scaling avoids.
+PREPROCESSING_VERSION = "2"
+# Versions whose models this module serves: a model trained under version 1 saw the same
+# inputs, and on large films version 2 stays within 0.01 of version 1's probability
+# (tests/contract/test_reduced_decode.py, on the test split and full-size originals).
+SERVES_PREPROCESSING_VERSIONS = ("1", "2")
+RESAMPLING = ("bilinear, antialiased (Pillow), aspect ratio not preserved; films at least "
+              "eight times the input size first decoded at half size")
+# A film is halved only if the half still has this many pixels per model input pixel on
+# each side, so the final antialiased resize averages over many pixels of the film.
+REDUCE_MARGIN = 4
 
 
 class ImageError(ValueError):
@@ -96,11 +117,15 @@ class DecodedImage:
     dicom: DicomInfo | None = None  # what a DICOM file's tags said
 
 
-def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
+def decode(data: bytes, max_pixels: int | None = None,
+           target: tuple[int, int] | None = None) -> DecodedImage:
     """Decode JPEG/PNG/DICOM bytes into an upright 8-bit grayscale or RGB array.
 
-    The pixel count is checked from the header before any pixel is decoded, so a
-    decompression bomb costs nothing. Raises ImageError subclasses only.
+    With `target` (the model input's (height, width)), a film far larger on both sides is
+    decoded or reduced to half size (see PREPROCESSING_VERSION);
+    `width` and `height` still give the file's upright size. The pixel count is checked
+    from the header before any pixel is decoded, so a decompression bomb costs nothing.
+    Raises ImageError subclasses only.
     """
     if not data:
         raise EmptyImageError()
@@ -111,17 +136,71 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
                                 format="DICOM", mode=info.photometric, dicom=info)
         img = _open(data, max_pixels)
         mode, image_format = img.mode, img.format
-        _check_whole(img, data)
-        img.load()
-        img = _upright(img)
-        pixels = _to_8bit_array(img)
-    return DecodedImage(
-        pixels=pixels,
-        width=pixels.shape[1],
-        height=pixels.shape[0],
-        format=image_format,
-        mode=mode,
-    )
+        width, height = img.size
+        orientation = _orientation(img)
+        halve = _halve(width, height, target)
+        if halve and image_format in ("JPEG", "MPO") and _plain_jpeg(img):
+            # One strict libjpeg decode at half scale: the damage check and the pixels.
+            check_jpeg_scans(data)
+            pixels = strict_jpeg_decode(data, min_height=-(-height // 2),
+                                        min_width=-(-width // 2))
+            # libjpeg rounds half sizes up; the last row or column would then stand for one
+            # row of the film, not two: dropped, so every pixel is a 2x2 block.
+            pixels = pixels[:height // 2, :width // 2]
+            pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+            pixels = _transpose(pixels, orientation)
+        else:
+            _check_whole(img, data)
+            img.load()
+            img = _reduce(img) if halve and image_format == "PNG" else img
+            pixels = _transpose(_to_8bit_array(img), orientation)
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
+    return DecodedImage(pixels=pixels, width=width, height=height, format=image_format,
+                        mode=mode)
+
+
+def _halve(width: int, height: int, target: tuple[int, int] | None) -> bool:
+    """Whether half the film keeps REDUCE_MARGIN times the input's larger side on both of
+    its sides (so orientation does not matter)."""
+    return target is not None and min(width, height) // 2 >= REDUCE_MARGIN * max(target)
+
+
+def _plain_jpeg(img: Image.Image) -> bool:
+    """Grey or YCbCr/RGB: what libjpeg-turbo turns into grey or RGB itself (CMYK it cannot)."""
+    return img.mode in ("L", "RGB")
+
+
+def _reduce(img: Image.Image, factor: int = 2) -> Image.Image:
+    """A large PNG reduced by `factor` (box filter, whole blocks only) before any conversion,
+    so a 49-megapixel film never becomes a full-size RGBA, uint32 or float copy. 16-bit grey,
+    which Pillow's reduce does not take, is averaged in strips of rows."""
+    if img.mode.startswith("I;16"):
+        return _reduce_16bit(img, factor)
+    if img.mode == "1" or (img.mode == "P" and "transparency" not in img.info
+                           and _palette_is_gray(img)):
+        img = img.convert("L")  # as _to_8bit_array would, before reducing
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    width, height = img.size
+    return img.reduce(factor, box=(0, 0, width // factor * factor, height // factor * factor))
+
+
+_STRIP_ROWS = 256  # rows of a 16-bit film held as NumPy at once while reducing
+
+
+def _reduce_16bit(img: Image.Image, factor: int) -> Image.Image:
+    width, height = img.size
+    out_w, out_h = width // factor, height // factor
+    out = np.empty((out_h, out_w), dtype=np.uint16)
+    rows = max(1, _STRIP_ROWS // factor) * factor
+    for top in range(0, out_h * factor, rows):
+        bottom = min(top + rows, out_h * factor)
+        strip = np.asarray(img.crop((0, top, out_w * factor, bottom)), dtype=np.uint16)
+        blocks = strip.reshape((bottom - top) // factor, factor, out_w, factor)
+        sums = blocks.sum(axis=(1, 3), dtype=np.uint64)
+        out[top // factor:bottom // factor] = (sums + factor * factor // 2) // (factor * factor)
+    return Image.fromarray(out)  # uint16 -> "I;16"
 
 
 @contextmanager
@@ -179,14 +258,24 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             8: Image.Transpose.ROTATE_90}
 
 
-def _upright(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a missing, malformed or out-of-range one means upright."""
+_SWAPS_SIDES = {5, 6, 7, 8}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation; a missing, malformed or out-of-range one means upright (1)."""
     try:
         orientation = img.getexif().get(0x0112)
     except Exception:  # noqa: BLE001 - unreadable EXIF says nothing about orientation
-        return img
-    transpose = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
-    return img.transpose(transpose) if transpose is not None else img
+        return 1
+    return orientation if isinstance(orientation, int) and orientation in _UPRIGHT else 1
+
+
+def _transpose(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Make a decoded (H, W[, 3]) array upright, as Pillow's transpose would."""
+    if orientation == 1:
+        return pixels
+    img = Image.fromarray(pixels).transpose(_UPRIGHT[orientation])
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _to_8bit_array(img: Image.Image) -> np.ndarray:
@@ -257,4 +346,4 @@ def load_model_input(
     data: bytes, size: tuple[int, int], channels: int, max_pixels: int | None = None
 ) -> np.ndarray:
     """Bytes straight to model input; what training uses for every file on disk."""
-    return to_model_input(decode(data, max_pixels).pixels, size, channels)
+    return to_model_input(decode(data, max_pixels, target=size).pixels, size, channels)

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import BatchDep, ModelDep, SettingsDep, ThresholdDep, decode_slot
+from app.deps import BatchDep, DecoderDep, ModelDep, SettingsDep, ThresholdDep, decode_slot
 from app.errors import MalformedUploadError
 from app.schemas import BatchEntry, OfferedModel, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
@@ -39,17 +39,18 @@ def index(request: Request, model: ModelDep) -> HTMLResponse:
 @router.post("/", response_class=HTMLResponse,
              dependencies=[Depends(require_token), Depends(decode_slot)])
 def index_submit(request: Request, model: ModelDep, files: BatchDep,
-                 settings: SettingsDep, threshold: ThresholdDep) -> HTMLResponse:
+                 settings: SettingsDep, threshold: ThresholdDep,
+                 decoder: DecoderDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
     if len(files) == 1:
         prediction = predict_image(files[0][1], model, threshold,
-                                   settings.max_image_pixels, explain=True)
+                                   settings.max_image_pixels, explain=True, decoder=decoder)
         return _page(request, model,
                      result=PredictionResponse.from_prediction(prediction, model.card))
     results = predict_files(files, model, threshold, settings.max_image_pixels,
-                            thumbnails=True)
+                            thumbnails=True, decoder=decoder)
     entries = [BatchEntry.of(result, model.card) for result in results]
     return _page(request, model, worklist=worklist_order(entries),
                  worklist_csv=worklist_csv(entries))

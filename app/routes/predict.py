@@ -3,7 +3,15 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import BatchDep, ModelDep, SettingsDep, ThresholdDep, UploadDep, decode_slot
+from app.deps import (
+    BatchDep,
+    DecoderDep,
+    ModelDep,
+    SettingsDep,
+    ThresholdDep,
+    UploadDep,
+    decode_slot,
+)
 from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
 from app.services.inference import predict_files, predict_image
@@ -37,7 +45,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
              openapi_extra={"requestBody": _body(
                  "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
 def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
-            threshold: ThresholdDep, explain: bool = False) -> PredictionResponse:
+            threshold: ThresholdDep, decoder: DecoderDep,
+            explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
     `explain=true` adds an occlusion-sensitivity heatmap (the film and an overlay, as PNG
@@ -45,7 +54,7 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
     prediction = predict_image(upload, model, threshold, settings.max_image_pixels,
-                               explain=explain)
+                               explain=explain, decoder=decoder)
     return PredictionResponse.from_prediction(prediction, model.card)
 
 
@@ -55,7 +64,7 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
              openapi_extra={"requestBody": _body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
 def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
-                  threshold: ThresholdDep,
+                  threshold: ThresholdDep, decoder: DecoderDep,
                   thumbnails: bool = False, format: Literal["json", "csv"] = "json"):
     """A worklist: every file in the multipart field `files` (repeated), scored in one call.
 
@@ -64,7 +73,7 @@ def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
     first, exactly as the page's table and download show it.
     """
     results = predict_files(files, model, threshold, settings.max_image_pixels,
-                            thumbnails=thumbnails)
+                            thumbnails=thumbnails, decoder=decoder)
     entries = [BatchEntry.of(result, model.card) for result in results]
     if format == "csv":
         return PlainTextResponse(worklist_csv(entries), media_type="text/csv",

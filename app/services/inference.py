@@ -19,8 +19,10 @@ from PIL import Image
 from app.contract.dicom import DicomInfo
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import DecodedImage, ImageError, decode, to_model_input
+from app.services.decoders import Decoder, InlineDecoder, Job
 from app.services.registry import LoadedModel
 
+_INLINE = InlineDecoder()
 THUMBNAIL_SIZE = 96  # px, longest side, for the worklist
 HEATMAP_SIZE = 512  # px, longest side, of the film and overlay returned with ?explain=true
 
@@ -84,12 +86,13 @@ class FileResult:
 
 def predict_image(
     data: bytes, model: LoadedModel, threshold: float | None, max_pixels: int,
-    explain: bool = False,
+    explain: bool = False, decoder: Decoder | None = None,
 ) -> Prediction:
     """Probability of the positive class for one uploaded image; raises ImageError subclasses.
-    With `explain` (and a model that can) the result carries its occlusion heatmap."""
+    With `explain` (and a model that can) the result carries its occlusion heatmap. The film
+    is decoded by `decoder` (the app's worker pool), or in this thread."""
     started = time.perf_counter()
-    prepared = _prepare(data, model, max_pixels, keep_pixels=explain)
+    prepared = _prepare(decoder, data, model, max_pixels, keep_pixels=explain)
     if explain and model.can_explain:
         probabilities, maps = model.explain(prepared.model_input[None])
         heatmap = _heatmap(prepared.pixels, maps[0])
@@ -101,7 +104,7 @@ def predict_image(
 
 def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
                   threshold: float | None, max_pixels: int,
-                  thumbnails: bool = False) -> list[FileResult]:
+                  thumbnails: bool = False, decoder: Decoder | None = None) -> list[FileResult]:
     """Every file in upload order; one model call for all that decode, and a file that does
     not never fails the others. Each film's pixels are dropped as soon as its model input,
     guard warnings and thumbnail are made, so a worklist holds one decoded film at a time."""
@@ -110,7 +113,7 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
     errors: dict[int, ImageError] = {}
     for index, (_, data) in enumerate(files):
         try:
-            prepared[index] = _prepare(data, model, max_pixels, thumbnail=thumbnails)
+            prepared[index] = _prepare(decoder, data, model, max_pixels, thumbnail=thumbnails)
         except ImageError as exc:
             errors[index] = exc
     probabilities: dict[int, float] = {}
@@ -140,17 +143,18 @@ class PreparedFilm:
     pixels: np.ndarray | None
 
 
-def _prepare(data: bytes, model: LoadedModel, max_pixels: int, keep_pixels: bool = False,
-             thumbnail: bool = False) -> PreparedFilm:
-    return prepare_film(data, model.card.input_size, model.card.channels, model.guard,
-                        max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail)
+def _prepare(decoder: Decoder | None, data: bytes, model: LoadedModel, max_pixels: int,
+             keep_pixels: bool = False, thumbnail: bool = False) -> PreparedFilm:
+    job = Job(data, model.card.input_size, model.card.channels, model.guard, max_pixels,
+              keep_pixels=keep_pixels, thumbnail=thumbnail)
+    return (decoder or _INLINE).prepare(job)
 
 
 def prepare_film(data: bytes, size: tuple[int, int], channels: int, guard: InputGuard | None,
                  max_pixels: int, keep_pixels: bool = False,
                  thumbnail: bool = False) -> PreparedFilm:
     """Bytes -> model input, image facts and guard warnings; raises ImageError subclasses."""
-    decoded = decode(data, max_pixels=max_pixels)
+    decoded = decode(data, max_pixels=max_pixels, target=size)
     model_input = to_model_input(decoded.pixels, size, channels)
     warnings = () if guard is None else tuple(
         guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))

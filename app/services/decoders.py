@@ -1,0 +1,176 @@
+"""Where films are decoded: a pool of worker processes, each job on a time and memory budget.
+
+Decoding is nearly all the work of a request (the network costs under a millisecond), and it
+is the part an upload can make expensive: a many-scan progressive JPEG, a 49-megapixel PNG.
+So it runs outside the server process, in `workers` processes (default: one per core):
+
+- the event loop and the threads that answer health checks never decode;
+- a job that runs past `timeout` seconds is stopped by killing its process, answered
+  `DecodeBudgetError` (413), and a fresh worker takes its place;
+- each worker's address space is capped (`memory_mb`), so a decode that would need more
+  fails with MemoryError inside the worker (TooManyPixelsError, 413) instead of pushing the
+  server out of memory; a worker that dies anyway is replaced the same way;
+- a request that finds no free worker within `timeout` seconds is answered 503 (busy).
+
+Workers are started with `spawn`, not `fork`: a fork of a process that holds TensorFlow's
+threads can deadlock, and the workers need only the light contract package.
+
+`InlineDecoder` does the same work in the calling thread: for tests, tools, and
+`decode_workers = 0`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from app.contract.guard import InputGuard
+from app.contract.preprocessing import ImageError
+from app.errors import DecodeBudgetError, ServerBusyError, WorkerLostError
+
+log = logging.getLogger("app.decoders")
+
+
+@dataclass(frozen=True)
+class Job:
+    data: bytes
+    size: tuple[int, int]
+    channels: int
+    guard: InputGuard | None
+    max_pixels: int
+    keep_pixels: bool = False
+    thumbnail: bool = False
+
+
+class Decoder(Protocol):
+    def prepare(self, job: Job): ...  # -> PreparedFilm; raises ImageError subclasses
+
+    def close(self) -> None: ...
+
+
+class InlineDecoder:
+    """Decode in the calling thread."""
+
+    def prepare(self, job: Job):
+        return _run(job)
+
+    def close(self) -> None:
+        pass
+
+
+def _run(job: Job):
+    from app.services.inference import prepare_film  # noqa: PLC0415 - worker-side import
+
+    return prepare_film(job.data, job.size, job.channels, job.guard, job.max_pixels,
+                        keep_pixels=job.keep_pixels, thumbnail=job.thumbnail)
+
+
+class _Worker:
+    def __init__(self, context, memory_mb: int | None) -> None:
+        # Read by the child's NumPy at import, before any code of ours runs there: one BLAS
+        # thread, so the address-space cap is not spent on idle thread stacks.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, memory_mb),
+                                       name="decoder", daemon=True)
+        self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class DecodePool:
+    """`workers` decoding processes; `prepare` blocks its caller until the film is ready."""
+
+    def __init__(self, workers: int, timeout: float, memory_mb: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError("a pool needs at least one worker")
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        for _ in range(workers):
+            self._idle.put(self._start())
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self._context, self.memory_mb)
+        with self._lock:
+            self._all.add(worker)
+        return worker
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.stop()
+        with self._lock:
+            self._all.discard(worker)
+        return self._start()
+
+    def prepare(self, job: Job):
+        try:
+            worker = self._idle.get(timeout=self.timeout)
+        except queue.Empty:
+            raise ServerBusyError() from None
+        try:
+            worker.conn.send(job)
+            if not worker.conn.poll(self.timeout):
+                log.warning("a decode ran past its %.0f s budget: worker %d stopped and "
+                            "replaced", self.timeout, worker.process.pid)
+                worker = self._replace(worker)
+                raise DecodeBudgetError(self.timeout)
+            ok, value = worker.conn.recv()
+        except (EOFError, OSError) as exc:  # the worker died mid-job
+            log.warning("a decode worker died (exit code %s): replaced",
+                        worker.process.exitcode)
+            worker = self._replace(worker)
+            raise WorkerLostError() from exc
+        finally:
+            if not self._closed:
+                self._idle.put(worker)
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            workers, self._all = list(self._all), set()
+        for worker in workers:
+            worker.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._all]
+
+
+def _serve(conn: Connection, memory_mb: int | None) -> None:
+    """A worker's loop: one job in, (True, PreparedFilm) or (False, ImageError) out."""
+    if memory_mb:
+        import resource  # noqa: PLC0415 - POSIX only, and only in the worker
+
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from app.quiet import silence_decoder_chatter  # noqa: PLC0415
+
+    silence_decoder_chatter()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return  # the server went away
+        try:
+            result = (True, _run(job))
+        except ImageError as exc:
+            result = (False, exc)
+        conn.send(result)

@@ -1,0 +1,135 @@
+"""Decoding in worker processes: a per-image time budget that kills and replaces the worker,
+a memory cap per worker, and health checks that answer while every worker is busy."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.errors import DecodeBudgetError, ServerBusyError
+from app.main import create_app
+from app.services.decoders import DecodePool, InlineDecoder, Job
+from tests.conftest import running_server, settings_for_tests, wait_until_settled
+from tests.helpers import jpeg_bytes, png16_bytes
+
+
+def _big_png16(side: int) -> bytes:
+    """A 16-bit PNG of `side` x `side` that compresses to little: slow to inflate, small to
+    send."""
+    rows = np.linspace(0, 65535, side, dtype=np.uint16)
+    film = np.broadcast_to(rows[:, None], (side, side)).copy()
+    buffer = io.BytesIO()
+    Image.fromarray(film).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _slow_progressive_jpeg(side: int = 7000) -> bytes:
+    """A 49-megapixel progressive JPEG: each of its scans is a pass over the whole film."""
+    rng = np.random.default_rng(0)
+    film = Image.fromarray(rng.integers(0, 255, (side // 50, side // 50)).astype(np.uint8))
+    buffer = io.BytesIO()
+    film.resize((side, side), Image.Resampling.BICUBIC).save(buffer, "JPEG", progressive=True,
+                                                             quality=95)
+    return buffer.getvalue()
+
+
+def _job(data: bytes) -> Job:
+    return Job(data, (64, 64), 3, None, 60_000_000)
+
+
+def test_pool_and_inline_decoder_give_the_same_film():
+    data = jpeg_bytes(300, 260)
+    pool = DecodePool(1, timeout=30)
+    try:
+        pooled = pool.prepare(_job(data))
+    finally:
+        pool.close()
+    inline = InlineDecoder().prepare(_job(data))
+    np.testing.assert_array_equal(pooled.model_input, inline.model_input)
+    assert pooled.facts == inline.facts
+
+
+def test_a_decode_over_budget_is_stopped_and_its_worker_replaced():
+    pool = DecodePool(1, timeout=0.05)
+    try:
+        before = pool.pids
+        with pytest.raises(DecodeBudgetError):
+            pool.prepare(_job(_big_png16(6000)))
+        after = pool.pids
+        assert len(after) == 1 and after != before  # a fresh worker took its place
+        pool.timeout = 30  # the new worker needs a moment to start
+        assert pool.prepare(_job(png16_bytes())).model_input.shape == (64, 64, 3)
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_runs_out_of_memory_answers_and_keeps_serving():
+    pool = DecodePool(1, timeout=30, memory_mb=220)  # about 160 MB at rest; +98 MB for it
+    try:
+        from app.contract.preprocessing import TooManyPixelsError
+
+        with pytest.raises(TooManyPixelsError):
+            pool.prepare(_job(_big_png16(7000)))
+        assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
+    finally:
+        pool.close()
+
+
+def test_no_free_worker_within_the_budget_is_busy():
+    pool = DecodePool(1, timeout=0.2)
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            slow = threads.submit(pool.prepare, _job(_big_png16(6000)))
+            time.sleep(0.05)
+            with pytest.raises(ServerBusyError):
+                pool.prepare(_job(jpeg_bytes()))
+            with pytest.raises(DecodeBudgetError):
+                slow.result()
+    finally:
+        pool.close()
+
+
+def test_the_app_answers_a_runaway_decode_413_and_goes_on():
+    settings = settings_for_tests(decode_workers=1, decode_timeout_seconds=0.05)
+    with TestClient(create_app(settings)) as client:
+        assert wait_until_settled(client) == 200
+        response = client.post("/predict", files={"file": ("x.png", _big_png16(6000))})
+        assert response.status_code == 413 and response.json()["error"] == "decode_too_slow"
+        client.app.state.decoder.timeout = 30
+        assert client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())}).status_code \
+            == 200
+
+
+def test_health_answers_at_once_while_40_heavy_uploads_are_in_flight(tmp_path):
+    """The attack of the serving issue: 40 concurrent uploads of a 49-megapixel progressive
+    JPEG. Health and readiness answer in under 100 ms throughout; a normal film is scored or
+    refused with 503 at once, never queued behind them."""
+    heavy = _slow_progressive_jpeg()
+    with running_server(tmp_path / "server.log", decode_timeout_seconds="5") as url, \
+            httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(41) as pool:
+        flood = [pool.submit(client.post, "/predict", files={"file": ("x.jpeg", heavy)})
+                 for _ in range(40)]
+        time.sleep(0.5)  # the uploads are in and decoding
+        health_ms, normal = [], []
+        while not all(f.done() for f in flood):
+            for path in ("/healthz", "/readyz"):
+                started = time.perf_counter()
+                assert client.get(path).status_code == 200
+                health_ms.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            answer = client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())})
+            normal.append((answer.status_code, time.perf_counter() - started))
+            time.sleep(0.1)
+        statuses = [f.result().status_code for f in flood]
+    assert len(health_ms) >= 4, "the flood ended before health could be measured"
+    assert max(health_ms) < 100, health_ms
+    assert set(statuses) <= {200, 413, 503} and 200 in statuses  # scored, stopped or refused
+    assert all(status in (200, 503) for status, _ in normal)
+    assert all(seconds < 1.0 for status, seconds in normal if status == 503), normal
