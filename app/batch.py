@@ -9,13 +9,11 @@ write: highest probability first.
 from __future__ import annotations
 
 import argparse
-import functools
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
@@ -24,7 +22,6 @@ import numpy as np  # noqa: E402
 
 from app.config import get_settings  # noqa: E402
 from app.contract.card import ModelCard, read_card  # noqa: E402
-from app.contract.guard import InputGuard  # noqa: E402
 from app.contract.preprocessing import ImageError  # noqa: E402
 
 CHUNK = 64  # files decoded per model call
@@ -36,28 +33,14 @@ def find_files(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-@functools.cache
-def _guard(version_dir: str) -> InputGuard | None:
-    return InputGuard.read(Path(version_dir))
-
-
-def _prepare(job: tuple[str, int, tuple[int, int], int, str]):
-    """In a worker process: file -> (PreparedFilm, None), or (None, the ImageError)."""
-    from app.quiet import silence_decoder_chatter
-    from app.services.inference import prepare_film
-
-    silence_decoder_chatter()
-    path, max_pixels, size, channels, version_dir = job
-    try:
-        return prepare_film(Path(path).read_bytes(), size, channels, _guard(version_dir),
-                            max_pixels), None
-    except ImageError as exc:
-        return None, exc
-
-
 def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[list, ModelCard]:
-    """(BatchEntry list in file order, card) for every file under `folder`."""
+    """(BatchEntry list in file order, card) for every file under `folder`.
+
+    The server's decode path: the same worker pool (app/services/decoders.py), with its time
+    and memory budget per file, fed by one thread per worker; the model is called once per
+    CHUNK files."""
     from app.schemas import BatchEntry
+    from app.services.decoders import DecodePool, Job
     from app.services.inference import FileResult, to_prediction
     from app.services.registry import LoadedModel, find_model
 
@@ -66,27 +49,37 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     card = read_card(path)
     files = find_files(folder)
     model = LoadedModel(path, card)
-    jobs = [(str(f), settings.max_image_pixels, card.input_size, card.channels, str(path))
-            for f in files]
+    pool = DecodePool(workers, timeout=settings.decode_timeout_seconds,
+                      memory_mb=settings.decode_memory_mb)
+
+    def prepare(file: Path):
+        try:
+            job = Job(file.read_bytes(), card.input_size, card.channels, model.guard,
+                      settings.max_image_pixels)
+            return pool.prepare(job), None
+        except ImageError as exc:
+            return None, exc
+
     entries: list = []
     bar = _Progress(len(files), enabled=progress)
-    # Fresh worker processes (spawn): forking a process that holds TensorFlow's threads can
-    # deadlock, and the workers need only the light contract package.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        prepared = pool.map(_prepare, jobs, chunksize=8)
-        for chunk in _chunks(enumerate(prepared), CHUNK):
-            ready = [(i, film) for i, (film, _) in chunk if film is not None]
-            probabilities = {}
-            if ready:
-                out = model.predict(np.stack([film.model_input for _, film in ready]))
-                probabilities = dict(zip((i for i, _ in ready), (float(p) for p in out)))
-            for index, (film, error) in chunk:
-                prediction = None if film is None else to_prediction(
-                    model, film, probabilities[index], settings.threshold, 0.0)
-                name = str(files[index].relative_to(folder))
-                entries.append(BatchEntry.of(FileResult(index, name, prediction, error), card))
-            bar.advance(len(chunk))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            prepared = threads.map(prepare, files)  # in file order, `workers` at a time
+            for chunk in _chunks(enumerate(prepared), CHUNK):
+                ready = [(i, film) for i, (film, _) in chunk if film is not None]
+                probabilities = {}
+                if ready:
+                    out = model.predict(np.stack([film.model_input for _, film in ready]))
+                    probabilities = dict(zip((i for i, _ in ready), (float(p) for p in out)))
+                for index, (film, error) in chunk:
+                    prediction = None if film is None else to_prediction(
+                        model, film, probabilities[index], settings.threshold, 0.0)
+                    name = str(files[index].relative_to(folder))
+                    entries.append(BatchEntry.of(FileResult(index, name, prediction, error),
+                                                 card))
+                bar.advance(len(chunk))
+    finally:
+        pool.close()
     bar.close()
     return entries, card
 

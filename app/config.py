@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=os.cpu_count() or 1, ge=0)
     decode_timeout_seconds: float = Field(default=10.0, gt=0)
     decode_memory_mb: int | None = Field(default=1024, gt=0)
+    # Micro-batching (app/services/batcher.py): single-film predictions arriving within this
+    # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, off on
+    # a CPU (where it only adds latency); 0 = off.
+    batch_wait_ms: float | None = Field(default=None, ge=0)
     max_connections: int = Field(default=256, gt=0)
     keep_alive_seconds: int = Field(default=5, gt=0)
     upload_idle_seconds: float = Field(default=15.0, gt=0)

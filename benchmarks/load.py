@@ -7,8 +7,12 @@ On loopback it starts the app (`python -m app`) and the naive baseline
 one model call per request), each alone, and drives them with 1, 8 and 32 concurrent
 clients sending three kinds of upload: the full-size samples, 224x224 test-split JPEGs and
 16-bit PNGs made from the samples. It prints requests/s, p50/p95/p99, the server's peak
-resident memory and its time from process start to ready; then a decode-bound ceiling (a
-bare loop decoding the same uploads at reduced scale on every core) and the ratios.
+resident memory (the server process and its decode workers together, sampled every 20 ms)
+and its time from process start to ready; then a decode-bound ceiling (a bare loop decoding
+the same uploads at reduced scale on every core) and the ratios. For the app alone it also
+measures the server-side time of a 2-megapixel JPEG (the `elapsed_ms` it reports, one client)
+and its memory through 8 concurrent uploads of a 49-megapixel 16-bit PNG (the naive baseline
+is not sent those: it needs about 1.2 GB per upload).
 A benchmark, not a test: it prints figures and asserts nothing. Every loop is bounded by
 its time budget; traffic goes to 127.0.0.1 only.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import json
 import os
 import socket
 import statistics
@@ -57,8 +62,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MiB, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 class Server:
-    """A server process on loopback; its peak resident memory from /proc."""
+    """A server process on loopback; the peak resident memory of it and its children."""
 
     def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
@@ -71,6 +98,17 @@ class Server:
                 raise RuntimeError(f"{command} did not become ready")
             time.sleep(0.05)
         self.ready_seconds = time.perf_counter() - started
+        self.peak = 0.0
+        self._sampling = True
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self.peak = max(self.peak, _tree_rss_mib(self.process.pid))
+            time.sleep(0.02)
+
+    def reset_peak(self) -> None:
+        self.peak = _tree_rss_mib(self.process.pid)
 
     def _ready(self) -> bool:
         try:
@@ -80,13 +118,8 @@ class Server:
         except OSError:
             return False
 
-    def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
     def stop(self) -> None:
+        self._sampling = False
         self.process.terminate()
         self.process.wait(timeout=30)
 
@@ -102,6 +135,8 @@ def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict
     """`clients` threads, each with its own keep-alive connection, posting for `seconds`."""
     bodies = [_body(u) for u in uploads]
     latencies: list[float] = []
+    server_ms: list[float] = []
+    statuses: dict[int, int] = {}
     failures = [0]
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
@@ -117,14 +152,18 @@ def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict
                 connection.request("POST", "/predict", body, {
                     "Content-Type": f"multipart/form-data; boundary={boundary}"})
                 response = connection.getresponse()
-                response.read()
-                ok = response.status == 200
+                payload = response.read()
+                status = response.status
             except OSError:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                ok = False
+                status = 0
             with lock:
-                if ok:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
                     latencies.append(time.perf_counter() - started)
+                    elapsed = json.loads(payload).get("elapsed_ms")
+                    if elapsed is not None:
+                        server_ms.append(elapsed)
                 else:
                     failures[0] += 1
 
@@ -138,7 +177,8 @@ def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict
     ms = sorted(x * 1000 for x in latencies) or [float("nan")]
     return {"rps": len(latencies) / elapsed, "p50": statistics.median(ms),
             "p95": ms[int(0.95 * (len(ms) - 1))], "p99": ms[int(0.99 * (len(ms) - 1))],
-            "ok": len(latencies), "failed": failures[0]}
+            "ok": len(latencies), "failed": failures[0], "statuses": statuses,
+            "server_p50": statistics.median(server_ms) if server_ms else float("nan")}
 
 
 def decode_reduced(data: bytes) -> int:
@@ -163,6 +203,38 @@ def ceiling(uploads: list[bytes], seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
+def _jpeg_of_megapixels(data_dir: Path, megapixels: float) -> bytes:
+    film = Image.open(sorted((data_dir / "samples").glob("*.jpeg"))[0]).convert("L")
+    side = int((megapixels * 1e6) ** 0.5)
+    buffer = io.BytesIO()
+    film.resize((side, side), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _png16_of_megapixels(data_dir: Path, megapixels: float) -> bytes:
+    film = Image.open(sorted((data_dir / "samples").glob("*.jpeg"))[0]).convert("L")
+    side = int((megapixels * 1e6) ** 0.5)
+    wide = np.asarray(film.resize((side, side), Image.Resampling.BILINEAR),
+                      dtype=np.uint16) * 257
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def app_only(port: int, server: Server, data_dir: Path, seconds: float) -> dict:
+    """Server-side time of a 2 MP JPEG; memory through 8 concurrent 49 MP 16-bit PNGs."""
+    two = drive(port, [_jpeg_of_megapixels(data_dir, 2.0)], 1, seconds)
+    print(f"  2-megapixel JPEG, 1 client: server-side median {two['server_p50']:.1f} ms, "
+          f"round trip p50 {two['p50']:.1f} ms", flush=True)
+    huge = _png16_of_megapixels(data_dir, 49.0)
+    server.reset_peak()
+    burst = drive(port, [huge], 8, seconds)
+    print(f"  49-megapixel 16-bit PNG ({len(huge) / 2**20:.0f} MiB), 8 clients: "
+          f"{burst['ok']} scored, answers {burst['statuses']}, p50 {burst['p50']:.0f} ms; "
+          f"peak resident memory {server.peak:.0f} MiB", flush=True)
+    return {"two_mp": two, "huge": burst, "huge_peak": server.peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
@@ -175,7 +247,7 @@ def main() -> None:
 
     model_path = args.model_path or find_model(REPO / "models", "pneumonia")
     sets = inputs(args.data_dir)
-    rows = []
+    rows, peaks, ready, extra = [], {}, {}, {}
     for name, command, env in (
         ("app", [sys.executable, "-m", "app"], {}),
         ("naive", [sys.executable, "-m", "uvicorn", "benchmarks.naive_app:app"],
@@ -195,7 +267,11 @@ def main() -> None:
                 print(f"  {set_name:<38} {clients:>2} clients: {result['rps']:7.1f} req/s  "
                       f"p50 {result['p50']:7.1f}  p95 {result['p95']:7.1f}  "
                       f"p99 {result['p99']:7.1f} ms  ({result['failed']} failed)", flush=True)
-        print(f"{name}: peak resident memory {server.peak_rss_mib():.0f} MiB", flush=True)
+        print(f"{name}: peak resident memory {server.peak:.0f} MiB (with its children)",
+              flush=True)
+        peaks[name], ready[name] = server.peak, server.ready_seconds
+        if name == "app":
+            extra = app_only(port, server, args.data_dir, args.seconds)
         server.stop()
 
     print("\ndecode-bound ceiling (reduced-scale decode, every core):")
@@ -215,6 +291,15 @@ def main() -> None:
                   f"{app_r['p99']:.0f} | {naive_r['rps']:.1f} | "
                   f"{app_r['rps'] / naive_r['rps']:.2f}x | "
                   f"{app_r['rps'] / ceilings[set_name]:.0%} |")
+
+    full = next(iter(sets))
+    app8, naive8 = table["app", full, 8], table["naive", full, 8]
+    print(f"\nsummary: {full}, 8 clients: {app8['rps'] / naive8['rps']:.2f}x the naive "
+          f"baseline, {app8['rps'] / ceilings[full]:.0%} of the ceiling, p99 / p50 "
+          f"{app8['p99'] / app8['p50']:.1f}; 2 MP JPEG server-side median "
+          f"{extra['two_mp']['server_p50']:.1f} ms; peak resident memory through all client "
+          f"levels {peaks['app']:.0f} MiB (naive {peaks['naive']:.0f} MiB), through 8 x 49 MP "
+          f"16-bit PNG {extra['huge_peak']:.0f} MiB; ready {ready['app']:.1f} s after start")
 
 
 if __name__ == "__main__":

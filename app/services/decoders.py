@@ -10,7 +10,8 @@ So it runs outside the server process, in `workers` processes (default: one per 
 - each worker's address space is capped (`memory_mb`), so a decode that would need more
   fails with MemoryError inside the worker (TooManyPixelsError, 413) instead of pushing the
   server out of memory; a worker that dies anyway is replaced the same way;
-- a request that finds no free worker within `timeout` seconds is answered 503 (busy).
+- a request that finds no free worker within `wait` seconds (default: `timeout`) is
+  answered 503 (busy).
 
 Workers are started with `spawn`, not `fork`: a fork of a process that holds TensorFlow's
 threads can deadlock, and the workers need only the light contract package.
@@ -35,6 +36,8 @@ from app.contract.preprocessing import ImageError
 from app.errors import DecodeBudgetError, ServerBusyError, WorkerLostError
 
 log = logging.getLogger("app.decoders")
+
+_START_SECONDS = 60  # a worker that has not started by then is dead
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,16 @@ class _Worker:
                                        name="decoder", daemon=True)
         self.process.start()
         child.close()
+        self.started = False  # True once the worker said it is ready
+
+    def wait_started(self, timeout: float) -> None:
+        """Wait for the worker's hello (it imports NumPy and Pillow first, about a second),
+        so that a job's budget counts decoding, not start-up."""
+        if not self.started:
+            if not self.conn.poll(timeout):
+                raise EOFError("the decode worker did not start")
+            self.conn.recv()
+            self.started = True
 
     def stop(self) -> None:
         self.process.kill()
@@ -91,10 +104,12 @@ class _Worker:
 class DecodePool:
     """`workers` decoding processes; `prepare` blocks its caller until the film is ready."""
 
-    def __init__(self, workers: int, timeout: float, memory_mb: int | None = None) -> None:
+    def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
+                 wait: float | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self.timeout = timeout
+        self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
         self._context = multiprocessing.get_context("spawn")
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
@@ -118,10 +133,11 @@ class DecodePool:
 
     def prepare(self, job: Job):
         try:
-            worker = self._idle.get(timeout=self.timeout)
+            worker = self._idle.get(timeout=self.wait)
         except queue.Empty:
             raise ServerBusyError() from None
         try:
+            worker.wait_started(_START_SECONDS)
             worker.conn.send(job)
             if not worker.conn.poll(self.timeout):
                 log.warning("a decode ran past its %.0f s budget: worker %d stopped and "
@@ -164,6 +180,9 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
     from app.quiet import silence_decoder_chatter  # noqa: PLC0415
 
     silence_decoder_chatter()
+    import app.services.inference  # noqa: F401, PLC0415 - imported before saying ready
+
+    conn.send("ready")
     while True:
         try:
             job = conn.recv()

@@ -97,7 +97,7 @@ def predict_image(
         probabilities, maps = model.explain(prepared.model_input[None])
         heatmap = _heatmap(prepared.pixels, maps[0])
     else:
-        probabilities, heatmap = model.predict(prepared.model_input[None]), None
+        probabilities, heatmap = model.predict_shared(prepared.model_input[None]), None
     return to_prediction(model, prepared, float(probabilities[0]), threshold,
                    time.perf_counter() - started, heatmap=heatmap)
 

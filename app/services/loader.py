@@ -53,6 +53,11 @@ class ModelSlot:
                 models[name] = _load(settings.model_dir, name, None)
             except Exception as exc:  # noqa: BLE001 - the default still serves
                 log.warning("model %s not offered: %s", name, _first_line(exc))
+        wait_ms = _batch_wait_ms(settings)
+        if wait_ms:
+            for loaded in models.values():
+                loaded.micro_batch(wait_ms / 1000)
+            log.info("micro-batching on: requests within %.1f ms share a model call", wait_ms)
         self.report = _read_report(settings.model_dir / "report.json")
         self.models = models
         self.model = model
@@ -63,6 +68,14 @@ class ModelSlot:
     def choose(self, name: str | None) -> LoadedModel | None:
         """The model called `name` (None: the default), or None if it is not offered."""
         return self.model if name is None else self.models.get(name)
+
+
+def _batch_wait_ms(settings: Settings) -> float:
+    if settings.batch_wait_ms is not None:
+        return settings.batch_wait_ms
+    import tensorflow as tf  # already imported by the model load
+
+    return 2.0 if tf.config.list_physical_devices("GPU") else 0.0
 
 
 def _load(model_dir: Path, name: str, version: int | None) -> LoadedModel:

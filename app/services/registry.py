@@ -13,6 +13,7 @@ import numpy as np
 
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.guard import InputGuard
+from app.services.batcher import MicroBatcher
 
 
 class ModelNotFoundError(LookupError):
@@ -60,11 +61,21 @@ class LoadedModel:
         self._serve = signatures[signature.name]
         self._explain = signatures[signature.explain] if signature.explain else None
         self._constant = tf.constant
+        self._batcher: MicroBatcher | None = None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class)."""
+        """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class), in one call of
+        the SavedModel's fixed-signature function."""
         batch = self._constant(np.asarray(images, dtype=np.float32))
         return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
+
+    def micro_batch(self, wait_seconds: float, max_batch: int = 32) -> None:
+        """From now on, `predict_shared` joins concurrent calls into one model call."""
+        self._batcher = MicroBatcher(self.predict, wait_seconds, max_batch)
+
+    def predict_shared(self, images: np.ndarray) -> np.ndarray:
+        """As `predict`, through the micro-batcher when one is on."""
+        return self._batcher.predict(images) if self._batcher else self.predict(images)
 
     @property
     def can_explain(self) -> bool:

@@ -70,3 +70,24 @@ def test_an_upload_that_pauses_too_long_is_stopped():
 def test_an_upload_that_trickles_past_the_total_is_stopped():
     with pytest.raises(UploadTimeoutError):
         _read(_SlowRequest([0.05] * 20), idle=0.5, total=0.3)
+
+
+def test_multipart_bodies_are_parsed_off_the_event_loop(one_slot_client, monkeypatch):
+    """The event loop only moves bytes; python-multipart's work (and a body of many tiny
+    parts is a lot of it) runs in a worker thread."""
+    import threading
+
+    from python_multipart.multipart import MultipartParser
+
+    threads = set()
+    write = MultipartParser.write
+
+    def recording_write(self, data):
+        threads.add(threading.current_thread().name)
+        return write(self, data)
+
+    monkeypatch.setattr(MultipartParser, "write", recording_write)
+    loop_thread = one_slot_client.portal.call(lambda: threading.current_thread().name)
+    assert one_slot_client.post("/predict",
+                                files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 200
+    assert threads and loop_thread not in threads

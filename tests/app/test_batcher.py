@@ -1,0 +1,67 @@
+"""Micro-batching: concurrent single-film predictions share model calls and get their own
+answers back."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.batcher import MicroBatcher
+from tests.conftest import settings_for_tests, wait_until_settled
+from tests.helpers import jpeg_bytes
+
+
+def _film(value: float) -> np.ndarray:
+    return np.full((1, 4, 4, 1), value, dtype=np.float32)
+
+
+def test_concurrent_calls_share_model_calls_and_get_their_own_answers():
+    seen = []
+
+    def predict(images):
+        seen.append(len(images))
+        return images.reshape(len(images), -1).mean(axis=1)  # each film's own value
+
+    batcher = MicroBatcher(predict, wait=0.2, max_batch=8)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda v: batcher.predict(_film(v)), range(8)))
+    assert [float(a[0]) for a in answers] == list(range(8))
+    assert sum(seen) == 8 and len(seen) < 8 and max(seen) <= 8
+
+
+def test_a_failing_model_call_fails_every_request_in_it_and_the_next_works():
+    calls = []
+
+    def predict(images):
+        calls.append(len(images))
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return np.zeros(len(images))
+
+    batcher = MicroBatcher(predict, wait=0.0)
+    with pytest.raises(RuntimeError, match="device lost"):
+        batcher.predict(_film(1))
+    assert batcher.predict(_film(1)).tolist() == [0.0]
+
+
+def test_the_app_micro_batches_when_asked_and_answers_as_without():
+    plain = settings_for_tests(batch_wait_ms=0)
+    batched = settings_for_tests(batch_wait_ms=50)
+    films = [jpeg_bytes(90 + 10 * i, 80, seed=i) for i in range(6)]
+    answers = {}
+    for name, settings in (("plain", plain), ("batched", batched)):
+        with TestClient(create_app(settings)) as client:
+            assert wait_until_settled(client) == 200
+            with ThreadPoolExecutor(6) as pool:
+                responses = list(pool.map(
+                    lambda data: client.post("/predict", files={"file": ("x.jpeg", data)}),
+                    films))
+            answers[name] = [r.json()["probability"] for r in responses]
+            model = client.app.state.slot.model
+            if name == "batched":
+                assert model._batcher is not None and model._batcher.calls < len(films)
+            else:
+                assert model._batcher is None
+    np.testing.assert_allclose(answers["batched"], answers["plain"], atol=1e-6)
