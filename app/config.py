@@ -43,9 +43,13 @@ class Settings(BaseSettings):
     # Decoding runs in worker processes (app/services/decoders.py): this many (0 = in the
     # request's thread, no processes), each job stopped after decode_timeout_seconds, each
     # worker's address space capped at decode_memory_mb (None = no cap).
-    decode_workers: int = Field(default=os.cpu_count() or 1, ge=0)
+    # The default counts the cores this process may run on (its CPU affinity, which a
+    # container's cpuset sets), not every core of the machine.
+    decode_workers: int = Field(default=len(os.sched_getaffinity(0)) or 1, ge=0)
     decode_timeout_seconds: float = Field(default=10.0, gt=0)
-    decode_memory_mb: int | None = Field(default=1024, gt=0)
+    # Address space, not resident memory: a worker at rest takes about 160 MB of it, and a
+    # 50-megapixel DICOM's float copies need well over 1 GB of it.
+    decode_memory_mb: int | None = Field(default=2048, gt=0)
     # Micro-batching (app/services/batcher.py): single-film predictions arriving within this
     # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, off on
     # a CPU (where it only adds latency); 0 = off.

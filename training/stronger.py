@@ -66,7 +66,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
             runs.append(entry)
             log(_one_line(f"=== experiment {number}, seed {seed}", [entry])
                 + f"; {trained.seconds:.0f}s")
-            if best is None or entry["validation_roc_auc"] > best[2]["validation_roc_auc"]:
+            if best is None or _auc(entry) > _auc(best[2]):
                 best = (trained, result, entry, trust)
         summary = _stats(runs)
         log(_one_line(f"=== experiment {number}, {len(seeds)} seeds", runs))
@@ -109,6 +109,11 @@ def run_stronger(config: RunConfig, seeds: list[int],
     report = _merge_into_report(out, section)
     log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")
     return report
+
+
+def _auc(entry: dict) -> float:
+    auc = entry["validation_roc_auc"]
+    return float("-inf") if auc is None else auc
 
 
 def _seed_entry(result: dict, trust: dict, arrays: Arrays) -> dict:

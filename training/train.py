@@ -103,7 +103,7 @@ def train_experiment(
     history: dict[str, list[float]] = {}
     tag = f"[{experiment.number} {experiment.name}]"
     augment = random_xray if experiment.augmentation == "xray" else random_affine
-    selection = _Selection(experiment, model) if experiment.early_stopping else None
+    selection = Selection(experiment, model) if experiment.early_stopping else None
 
     start = time.perf_counter()
     once = None if recipe.fresh_augmentation else augment(data.x_fit, rng)
@@ -148,7 +148,8 @@ def train_experiment(
     return TrainedModel(experiment=experiment, model=model, history=history,
                         epochs=trained_epochs, seconds=seconds,
                         images_seen=trained_epochs * len(y_fit), augmented_once=once,
-                        best_epoch=selection.best_epoch if selection else None)
+                        best_epoch=selection.best_epoch if selection and selection.best_epoch
+                        else None)
 
 
 def _optimizer(experiment: Experiment) -> keras.optimizers.Optimizer | str:
@@ -158,7 +159,7 @@ def _optimizer(experiment: Experiment) -> keras.optimizers.Optimizer | str:
                                   weight_decay=experiment.weight_decay or 0.0)
 
 
-class _Selection:
+class Selection:
     """Early stopping and learning-rate cuts on validation ROC AUC, across per-epoch fits
     (Keras' own callbacks reset at every `fit`, and this loop calls `fit` once an epoch)."""
 
@@ -180,10 +181,14 @@ class _Selection:
         return self.since_best >= self.rules.patience
 
     def after_epoch(self, x_val: np.ndarray, y_val: np.ndarray) -> float:
-        self.epoch += 1
         scores = np.asarray(self.model.predict(x_val, batch_size=256, verbose=0)).reshape(-1)
-        auc = float(roc_auc_score(y_val, scores))
-        if auc > self.best_auc:
+        return self.record(validation_auc(y_val, scores))
+
+    def record(self, auc: float) -> float:
+        """Count one epoch with validation ROC AUC `auc` (NaN: a diverged network, or one
+        class; never a new best)."""
+        self.epoch += 1
+        if np.isfinite(auc) and auc > self.best_auc:
             self.best_auc, self.best_epoch, self.since_best = auc, self.epoch, 0
             self.best_weights = [np.array(w) for w in self.model.get_weights()]
         else:
@@ -192,6 +197,13 @@ class _Selection:
                 self.model.optimizer.learning_rate.assign(
                     self.learning_rate * self.rules.lr_factor)
         return auc
+
+
+def validation_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, or NaN where it is undefined (one class, or scores that are not finite)."""
+    if len(np.unique(labels)) < 2 or not np.all(np.isfinite(scores)):
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
 
 
 def _draw(augment: Callable[[np.ndarray, np.random.Generator], np.ndarray],

@@ -22,9 +22,11 @@ threads can deadlock, and the workers need only the light contract package.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 from dataclasses import dataclass
@@ -129,30 +131,38 @@ class DecodePool:
         worker.stop()
         with self._lock:
             self._all.discard(worker)
+        if self._closed:  # shutting down: nothing new to start, or to stop later
+            return worker
         return self._start()
 
     def prepare(self, job: Job):
+        if self._closed:
+            raise ServerBusyError()
         try:
             worker = self._idle.get(timeout=self.wait)
         except queue.Empty:
             raise ServerBusyError() from None
+        sent = False
         try:
             worker.wait_started(_START_SECONDS)
             worker.conn.send(job)
+            sent = True
             if not worker.conn.poll(self.timeout):
                 log.warning("a decode ran past its %.0f s budget: worker %d stopped and "
                             "replaced", self.timeout, worker.process.pid)
                 worker = self._replace(worker)
                 raise DecodeBudgetError(self.timeout)
-            ok, value = worker.conn.recv()
-        except (EOFError, OSError) as exc:  # the worker died mid-job
-            log.warning("a decode worker died (exit code %s): replaced",
+            ok, value = _loads(worker.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            log.warning("a decode worker %s (exit code %s): replaced",
+                        "died decoding a film" if sent else "was lost between films",
                         worker.process.exitcode)
             worker = self._replace(worker)
-            raise WorkerLostError() from exc
+            # Mid-job: most likely the film's memory (the kernel's OOM killer). Before the
+            # job was sent: not the film's fault; the client may try again.
+            raise (WorkerLostError() if sent else ServerBusyError()) from exc
         finally:
-            if not self._closed:
-                self._idle.put(worker)
+            self._idle.put(worker)
         if not ok:
             raise value
         return value
@@ -171,7 +181,9 @@ class DecodePool:
 
 
 def _serve(conn: Connection, memory_mb: int | None) -> None:
-    """A worker's loop: one job in, (True, PreparedFilm) or (False, ImageError) out."""
+    """A worker's loop: one job in, (True, PreparedFilm) or (False, error) out. The error is
+    the ImageError for a film that cannot be scored, or a RuntimeError naming anything else
+    (a bug of ours, answered 500 by the app); the worker goes on either way."""
     if memory_mb:
         import resource  # noqa: PLC0415 - POSIX only, and only in the worker
 
@@ -192,4 +204,41 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             result = (True, _run(job))
         except ImageError as exc:
             result = (False, exc)
-        conn.send(result)
+        except Exception as exc:  # noqa: BLE001 - reported to the server, worker kept
+            result = (False, RuntimeError(f"decode worker: {type(exc).__name__}: {exc}"))
+        try:
+            payload = pickle.dumps(result)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable error must not kill us
+            payload = pickle.dumps((False, RuntimeError(f"decode worker: {exc}")))
+        conn.send_bytes(payload)
+
+
+# What a worker may send back, by (module, name): the result's own classes, NumPy's array
+# reconstruction and the error classes. Anything else is refused, so a worker compromised by
+# a hostile file (a decoder exploit) cannot make the server run code by unpickling.
+_ALLOWED = {
+    ("builtins", "RuntimeError"), ("builtins", "ValueError"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("app.services.inference", "PreparedFilm"), ("app.services.inference", "ImageFacts"),
+    ("app.contract.dicom", "DicomInfo"),
+}
+_ALLOWED_ERROR_MODULES = ("app.contract.preprocessing", "app.errors")
+
+
+class _ResultUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        found = super().find_class(module, name)
+        if (module, name) in _ALLOWED or (
+                module in _ALLOWED_ERROR_MODULES and isinstance(found, type)
+                and issubclass(found, ImageError)):
+            return found
+        raise pickle.UnpicklingError(f"a decode worker sent {module}.{name}")
+
+
+def _loads(payload: bytes):
+    try:
+        return _ResultUnpickler(io.BytesIO(payload)).load()
+    except Exception as exc:  # noqa: BLE001 - a worker we no longer trust
+        raise OSError(f"unreadable answer from a decode worker: {exc}") from None

@@ -19,6 +19,7 @@ from PIL import Image
 from app.contract.dicom import DicomInfo
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import DecodedImage, ImageError, decode, to_model_input
+from app.errors import ServerBusyError
 from app.services.decoders import Decoder, InlineDecoder, Job
 from app.services.registry import LoadedModel
 
@@ -81,7 +82,7 @@ class FileResult:
     index: int
     filename: str
     prediction: Prediction | None
-    error: ImageError | None
+    error: ImageError | ServerBusyError | None  # busy: no decode worker was free in time
 
 
 def predict_image(
@@ -114,7 +115,7 @@ def predict_files(files: Sequence[tuple[str, bytes]], model: LoadedModel,
     for index, (_, data) in enumerate(files):
         try:
             prepared[index] = _prepare(decoder, data, model, max_pixels, thumbnail=thumbnails)
-        except ImageError as exc:
+        except (ImageError, ServerBusyError) as exc:  # this file's answer, not the worklist's
             errors[index] = exc
     probabilities: dict[int, float] = {}
     if prepared:
@@ -140,7 +141,7 @@ class PreparedFilm:
     facts: ImageFacts
     guard_warnings: tuple[str, ...]
     thumbnail: str | None
-    pixels: np.ndarray | None
+    pixels: np.ndarray | None  # at most HEATMAP_SIZE on its longest side
 
 
 def _prepare(decoder: Decoder | None, data: bytes, model: LoadedModel, max_pixels: int,
@@ -160,7 +161,15 @@ def prepare_film(data: bytes, size: tuple[int, int], channels: int, guard: Input
         guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
     return PreparedFilm(model_input, ImageFacts.of(decoded), warnings,
                      _thumbnail(decoded) if thumbnail else None,
-                     decoded.pixels if keep_pixels else None)
+                     _display(decoded.pixels) if keep_pixels else None)
+
+
+def _display(pixels: np.ndarray) -> np.ndarray:
+    """The film at the heatmap's display size: all a heatmap needs, and a small array to
+    send back from a decode worker (a 50-megapixel colour film would be 150 MB)."""
+    film = Image.fromarray(pixels)
+    film.thumbnail((HEATMAP_SIZE, HEATMAP_SIZE))
+    return np.asarray(film)
 
 
 def _thumbnail(decoded: DecodedImage) -> str:

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from app.config import Settings
+from app.contract.card import CardError
 from app.services.registry import LoadedModel, available_models, find_model
 
 log = logging.getLogger("app.model")
@@ -80,6 +81,8 @@ def _batch_wait_ms(settings: Settings) -> float:
 
 def _load(model_dir: Path, name: str, version: int | None) -> LoadedModel:
     model = LoadedModel(find_model(model_dir, name, version))
+    if model.card.name != name:  # ?model=NAME and the chooser go by the card's name
+        raise CardError("name", f"the card says {model.card.name!r}, its folder {name!r}")
     model.warm_up()
     return model
 

@@ -4,6 +4,8 @@ a memory cap per worker, and health checks that answer while every worker is bus
 from __future__ import annotations
 
 import io
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.errors import DecodeBudgetError, ServerBusyError
+from app.errors import DecodeBudgetError, ServerBusyError, WorkerLostError
 from app.main import create_app
 from app.services.decoders import DecodePool, InlineDecoder, Job
 from tests.conftest import running_server, settings_for_tests, wait_until_settled
@@ -82,13 +84,20 @@ def test_a_worker_that_runs_out_of_memory_answers_and_keeps_serving():
         pool.close()
 
 
+def _until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def test_no_free_worker_within_the_wait_is_busy():
     pool = DecodePool(1, timeout=30, wait=0.1)
     try:
         pool.prepare(_job(jpeg_bytes()))  # started
         with ThreadPoolExecutor(2) as threads:
             slow = threads.submit(pool.prepare, _job(_big_png16(7000)))
-            time.sleep(0.05)
+            _until(pool._idle.empty)  # the slow film holds the only worker
             with pytest.raises(ServerBusyError):
                 pool.prepare(_job(jpeg_bytes()))
             assert slow.result().model_input.shape == (64, 64, 3)
@@ -133,3 +142,47 @@ def test_health_answers_at_once_while_40_heavy_uploads_are_in_flight(tmp_path):
     assert set(statuses) <= {200, 413, 503} and 200 in statuses  # scored, stopped or refused
     assert all(status in (200, 503) for status, _ in normal)
     assert all(seconds < 1.0 for status, seconds in normal if status == 503), normal
+
+
+def test_a_worker_killed_mid_decode_is_replaced_and_the_film_refused():
+    pool = DecodePool(1, timeout=30)
+    try:
+        pool.prepare(_job(jpeg_bytes()))
+        (pid,) = pool.pids
+        with ThreadPoolExecutor(1) as threads:
+            slow = threads.submit(pool.prepare, _job(_big_png16(7000)))
+            _until(pool._idle.empty)
+            time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+            with pytest.raises(WorkerLostError):
+                slow.result()
+        assert pool.pids != [pid]
+        assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
+    finally:
+        pool.close()
+
+
+def test_an_unexpected_error_in_a_worker_is_reported_and_the_worker_kept():
+    pool = DecodePool(1, timeout=30)
+    try:
+        pool.prepare(_job(jpeg_bytes()))
+        before = pool.pids
+        bad = Job(jpeg_bytes(), (64, 64), 2, None, 60_000_000)  # 2 channels: a bug of ours
+        with pytest.raises(RuntimeError, match="channels must be 1 or 3"):
+            pool.prepare(bad)
+        assert pool.pids == before
+        assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
+    finally:
+        pool.close()
+
+
+def test_a_worker_may_send_back_only_a_film_or_an_error():
+    import pickle
+
+    from app.services.decoders import _loads
+
+    film = InlineDecoder().prepare(_job(jpeg_bytes()))
+    ok, value = _loads(pickle.dumps((True, film)))
+    np.testing.assert_array_equal(value.model_input, film.model_input)
+    with pytest.raises(OSError, match="unreadable answer"):
+        _loads(pickle.dumps((True, os.system)))  # what a compromised worker would try

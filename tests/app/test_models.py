@@ -102,3 +102,25 @@ def test_the_default_can_be_another_model_by_setting(model_dir):
         assert body["model"]["name"] == "second"
         assert [m["name"] for m in other.get("/models").json()["models"]] == ["second",
                                                                                "pneumonia"]
+
+
+def test_the_report_page_compares_the_served_model_with_the_stronger_ones():
+    """On the committed models: the comparison table carries the report's own figures."""
+    report = json.loads((REPO / "models" / "report.json").read_text())
+    section = report["stronger_models"]
+    with TestClient(create_app(settings_for_tests())) as committed:
+        assert wait_until_settled(committed) == 200
+        page = committed.get("/report").text
+        assert 'id="model-comparison"' in page
+        for entry in section["experiments"]:
+            summary = entry["summary"]
+            for key in ("roc_auc", "accuracy", "recall", "specificity"):
+                stat = summary[key]
+                assert f"{stat['mean']:.2f} ± {stat['sd']:.2f}" in page
+            assert len(entry["runs"]) >= 3
+            for path in entry["figures"].values():
+                assert f"/report/{path}" in page
+                assert committed.get(f"/report/{path}").status_code == 200
+        assert "Kermany et al. 2018" in page
+        names = [m["name"] for m in committed.get("/models").json()["models"]]
+        assert names[0] == "pneumonia" and "pneumonia_compact" in names
