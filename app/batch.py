@@ -33,7 +33,8 @@ def find_files(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[list, ModelCard]:
+def score_folder(folder: Path, workers: int, progress: bool = True,
+                 model_name: str | None = None) -> tuple[list, ModelCard]:
     """(BatchEntry list in file order, card) for every file under `folder`.
 
     The server's decode path: the same worker pool (app/services/decoders.py), with its time
@@ -45,8 +46,13 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
     from app.services.registry import LoadedModel, find_model
 
     settings = get_settings()
-    path = find_model(settings.model_dir, settings.model_name, settings.model_version)
+    if model_name in (None, settings.model_name):
+        path = find_model(settings.model_dir, settings.model_name, settings.model_version)
+    else:  # another model of the folder, at its newest version, as ?model=NAME serves it
+        path = find_model(settings.model_dir, model_name)
     card = read_card(path)
+    # The threshold override is the default model's, as in the app.
+    threshold = settings.threshold if card.name == settings.model_name else None
     files = find_files(folder)
     model = LoadedModel(path, card)
     pool = DecodePool(workers, timeout=settings.decode_timeout_seconds,
@@ -73,7 +79,7 @@ def score_folder(folder: Path, workers: int, progress: bool = True) -> tuple[lis
                     probabilities = dict(zip((i for i, _ in ready), (float(p) for p in out)))
                 for index, (film, error) in chunk:
                     prediction = None if film is None else to_prediction(
-                        model, film, probabilities[index], settings.threshold, 0.0)
+                        model, film, probabilities[index], threshold, 0.0)
                     name = str(files[index].relative_to(folder))
                     entries.append(BatchEntry.of(FileResult(index, name, prediction, error),
                                                  card))
@@ -124,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "\n")[0])
     parser.add_argument("folder", type=Path, help="folder of X-rays (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--model", default=None,
+                        help="which model to ask, by name (default: PNEUMONIA_MODEL_NAME)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) or 1,
                         help="decoding processes (default: every core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.services.worklist import worklist_csv
 
-    entries, card = score_folder(args.folder, args.workers, progress=not args.quiet)
+    entries, card = score_folder(args.folder, args.workers, progress=not args.quiet,
+                                 model_name=args.model)
     args.out.write_text(worklist_csv(entries))
     scored = sum(e.probability is not None for e in entries)
     flagged = sum(e.flagged for e in entries)

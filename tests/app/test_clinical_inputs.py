@@ -199,3 +199,27 @@ def test_folder_command_gives_the_api_probabilities(client, data_dir, tmp_path):
         data = (folder / row["file"]).read_bytes()
         api = _post(client, data).json()["probability"]
         assert abs(float(row["probability"]) - api) < 1e-5, row["file"]
+
+
+@pytest.mark.realdata
+def test_folder_command_asks_the_model_it_is_told_to(client, data_dir, tmp_path):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    films = sorted((data_dir / "test").glob("*/*.jpeg"))[::150][:4]
+    for film in films:
+        (folder / film.name).write_bytes(film.read_bytes())
+    out = tmp_path / "results.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "app.batch", str(folder), "--out", str(out), "--quiet",
+         "--model", "pneumonia_compact"], capture_output=True, text=True, timeout=300,
+        cwd=REPO, env={**__import__("os").environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
+                       "PNEUMONIA_THRESHOLD": "0.01"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(model pneumonia_compact v" in result.stdout
+    compact_threshold = client.get("/models").json()["models"][1]["threshold"]
+    for row in csv.DictReader(out.open()):
+        answer = client.post("/predict?model=pneumonia_compact",
+                             files={"file": ("x", (folder / row["file"]).read_bytes())}).json()
+        assert abs(float(row["probability"]) - answer["probability"]) < 1e-5
+        # The default model's threshold override does not apply to another model.
+        assert (row["label"] == "PNEUMONIA") == (answer["probability"] >= compact_threshold)
