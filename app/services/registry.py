@@ -66,6 +66,8 @@ class LoadedModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class), in one call of
         the SavedModel's fixed-signature function."""
+        if len(images) == 0:  # the SavedModel fails on an empty batch (batch norm, oneDNN)
+            return np.zeros(0, dtype=np.float32)
         batch = self._constant(np.asarray(images, dtype=np.float32))
         return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
 

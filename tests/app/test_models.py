@@ -4,6 +4,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -124,3 +125,8 @@ def test_the_report_page_compares_the_served_model_with_the_stronger_ones():
         assert "Kermany et al. 2018" in page
         names = [m["name"] for m in committed.get("/models").json()["models"]]
         assert names[0] == "pneumonia" and "pneumonia_compact" in names
+
+
+def test_an_empty_batch_is_an_empty_answer(client):
+    model = client.app.state.slot.model
+    assert model.predict(np.zeros((0, 64, 64, 3), np.float32)).shape == (0,)
