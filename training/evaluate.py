@@ -41,3 +41,11 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
         "roc_auc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],  # rows: true N, P
     }
+
+
+def spread(values) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max of a few runs."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()), "max": float(values.max())}

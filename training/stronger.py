@@ -21,7 +21,7 @@ import numpy as np
 
 from training import figures
 from training.data import load_arrays
-from training.evaluate import binary_metrics
+from training.evaluate import binary_metrics, spread
 from training.experiments import EXPERIMENTS, EXPORT_NAMES, EXPORTED_EXPERIMENT
 from training.reference import KERMANY_2018
 from training.run import (
@@ -140,11 +140,8 @@ def _seed_entry(result: dict, trust: dict, arrays: Arrays) -> dict:
 def _stats(runs: list[dict]) -> dict:
     summary = {}
     for key in (*SUMMARISED, "train_seconds"):
-        values = np.asarray([r["metrics"][key] if key in r["metrics"] else r[key]
-                             for r in runs], dtype=float)
-        summary[key] = {"mean": float(values.mean()),
-                        "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                        "min": float(values.min()), "max": float(values.max())}
+        summary[key] = spread([r["metrics"][key] if key in r["metrics"] else r[key]
+                               for r in runs])
     return summary
 
 

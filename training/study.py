@@ -23,7 +23,7 @@ import numpy as np
 
 from training import defaults
 from training.data import Split, list_split, load_arrays, split_train_validation
-from training.evaluate import binary_metrics, predict_probabilities
+from training.evaluate import binary_metrics, predict_probabilities, spread
 from training.experiments import EXPORTED_EXPERIMENT, STUDY_EXPERIMENTS, Experiment
 from training.reference import STUDY_RESULTS
 from training.train import STUDY_RECIPE, Arrays, Recipe, train_experiment
@@ -158,12 +158,9 @@ def _train_and_score(experiment: Experiment, recipe: Recipe, seed: int, data: _D
 def _stats(results: list[dict]) -> dict:
     summary = {}
     for key in SUMMARISED:
-        values = np.asarray([r["metrics"][key] for r in results
-                             if r["metrics"].get(key) is not None], dtype=float)
-        if len(values):
-            summary[key] = {"mean": float(values.mean()),
-                            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                            "min": float(values.min()), "max": float(values.max())}
+        values = [r["metrics"][key] for r in results if r["metrics"].get(key) is not None]
+        if values:
+            summary[key] = spread(values)
     return summary
 
 
