@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=5, gt=0)
     upload_idle_seconds: float = Field(default=15.0, gt=0)
     upload_total_seconds: float = Field(default=120.0, gt=0)
+    # After its first 2 s an upload must average this rate (0 = no minimum): 16 KiB/s lets a
+    # 20 MiB film take 20 minutes, so only upload_total_seconds binds a real client, while
+    # a client that trickles bytes to hold a decode slot is cut off within seconds.
+    upload_min_bytes_per_second: float = Field(default=16 * 1024, ge=0)
 
     # Optional access token for the scoring routes (/predict, the upload page): clients send
     # "Authorization: Bearer <token>", the page asks for it once and keeps a session cookie.

@@ -86,8 +86,9 @@ async def decode_slot(request: Request) -> AsyncIterator[None]:
         slots.give_back()
 
 
-def _timeouts(settings: Settings) -> tuple[float, float]:
-    return settings.upload_idle_seconds, settings.upload_total_seconds
+def _timeouts(settings: Settings) -> tuple[float, float, float]:
+    return (settings.upload_idle_seconds, settings.upload_total_seconds,
+            settings.upload_min_bytes_per_second)
 
 
 async def read_upload(request: Request, settings: SettingsDep) -> bytes:

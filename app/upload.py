@@ -40,39 +40,51 @@ _MAX_BOUNDARY = 70
 _EXTRA_PARTS = 15
 
 
-_NO_TIMEOUTS = (3600.0, 3600.0)
+_NO_TIMEOUTS = (3600.0, 3600.0, 0.0)
+# Seconds an upload may take before its average rate is held to the minimum.
+_RATE_GRACE_SECONDS = 2.0
 # Bytes of body handed to the parser's thread at once: one thread hop per piece.
 _PARSE_PIECE = 1 << 20
 
 
 async def read_file_field(request: Request, max_bytes: int, field: str = "file",
-                          timeouts: tuple[float, float] = _NO_TIMEOUTS) -> bytes:
+                          timeouts: tuple[float, float, float] = _NO_TIMEOUTS) -> bytes:
     """The bytes of the one file part named `field`; raises UploadError subclasses."""
     files = await read_files(request, field, max_files=1, max_file_bytes=max_bytes,
                              max_total_bytes=max_bytes, timeouts=timeouts)
     return files[0][1]
 
 
-async def _chunks(request: Request, idle: float, total: float) -> AsyncIterator[bytes]:
-    """The body's chunks; UploadTimeoutError when one takes longer than `idle` seconds or
-    the whole body longer than `total`."""
+async def _chunks(request: Request, idle: float, total: float,
+                  min_rate: float = 0.0) -> AsyncIterator[bytes]:
+    """The body's chunks; UploadTimeoutError when one takes longer than `idle` seconds, the
+    whole body longer than `total`, or (after a short grace) the average rate falls below
+    `min_rate` bytes/s: a client trickling bytes holds its decode slot for seconds, not
+    minutes."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + total
+    started = loop.time()
+    deadline = started + total
     stream = request.stream().__aiter__()
+    received = 0
     while True:
-        wait = min(idle, deadline - loop.time())
+        now = loop.time()
+        wait = min(idle, deadline - now)
+        if min_rate:
+            wait = min(wait, started + _RATE_GRACE_SECONDS + received / min_rate - now)
         try:
             chunk = await asyncio.wait_for(anext(stream), timeout=max(wait, 0.0))
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
             raise UploadTimeoutError() from exc
+        received += len(chunk)
         yield chunk
 
 
 async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
                      max_total_bytes: int,
-                     timeouts: tuple[float, float] = _NO_TIMEOUTS) -> list[tuple[str, bytes]]:
+                     timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                     ) -> list[tuple[str, bytes]]:
     """(file name, bytes) of every part named `field`, in upload order, within the limits."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")

@@ -227,6 +227,12 @@ def _user_bytes() -> Iterator[None]:
 def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fired first (over twice Image.MAX_IMAGE_PIXELS): the limit to
+        # name is ours, when there is one.
+        if max_pixels is not None:
+            raise TooManyPixelsError(None, max_pixels) from exc
+        raise
     except UnidentifiedImageError as exc:
         if data.startswith(_SIGNATURES):  # a JPEG or PNG by its first bytes, but broken
             raise CorruptImageError("unreadable header") from exc

@@ -22,6 +22,7 @@ threads can deadlock, and the workers need only the light contract package.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import multiprocessing
@@ -154,10 +155,10 @@ class DecodePool:
                 raise DecodeBudgetError(self.timeout)
             ok, value = _loads(worker.conn.recv_bytes())
         except (EOFError, OSError) as exc:
+            lost, worker = worker, self._replace(worker)  # stopped and reaped: its exit code
             log.warning("a decode worker %s (exit code %s): replaced",
                         "died decoding a film" if sent else "was lost between films",
-                        worker.process.exitcode)
-            worker = self._replace(worker)
+                        lost.process.exitcode)
             # Mid-job: most likely the film's memory (the kernel's OOM killer). Before the
             # job was sent: not the film's fault; the client may try again.
             raise (WorkerLostError() if sent else ServerBusyError()) from exc
@@ -200,17 +201,33 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             return  # the server went away
-        try:
-            result = (True, _run(job))
-        except ImageError as exc:
-            result = (False, exc)
-        except Exception as exc:  # noqa: BLE001 - reported to the server, worker kept
-            result = (False, RuntimeError(f"decode worker: {type(exc).__name__}: {exc}"))
-        try:
-            payload = pickle.dumps(result)
-        except Exception as exc:  # noqa: BLE001 - an unpicklable error must not kill us
-            payload = pickle.dumps((False, RuntimeError(f"decode worker: {exc}")))
+        payload, ok = _answer(job)
         conn.send_bytes(payload)
+        del job, payload
+        if not ok:
+            # Nothing of a failed film may outlive its answer: the frames of its decode hold
+            # its arrays (in reference cycles), and kept until the next job they made that
+            # job run out of memory.
+            gc.collect()
+
+
+def _answer(job: Job) -> tuple[bytes, bool]:
+    try:
+        result = (True, _run(job))
+    except ImageError as exc:
+        result = (False, _bare(exc))
+    except Exception as exc:  # noqa: BLE001 - reported to the server, worker kept
+        result = (False, RuntimeError(f"decode worker: {type(exc).__name__}: {exc}"))
+    try:
+        return pickle.dumps(result), result[0]
+    except Exception as exc:  # noqa: BLE001 - an unpicklable error must not kill us
+        return pickle.dumps((False, RuntimeError(f"decode worker: {exc}"))), False
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """The error without its traceback and chained causes (and the frames they hold)."""
+    exc.__traceback__ = exc.__cause__ = exc.__context__ = None
+    return exc
 
 
 # What a worker may send back, by (module, name): the result's own classes, NumPy's array

@@ -186,3 +186,36 @@ def test_a_worker_may_send_back_only_a_film_or_an_error():
     np.testing.assert_array_equal(value.model_input, film.model_input)
     with pytest.raises(OSError, match="unreadable answer"):
         _loads(pickle.dumps((True, os.system)))  # what a compromised worker would try
+
+
+def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
+    """A decode that fails late (after its arrays exist) must not keep them until the next
+    job: held by the error's traceback, they once made the next film run out of memory."""
+    import threading
+    import weakref
+    from multiprocessing import Pipe
+
+    from app.contract.preprocessing import CorruptImageError
+    from app.services import decoders
+
+    refs = []
+
+    def failing(job):
+        film = np.zeros((1000, 1000))
+        refs.append(weakref.ref(film))
+        try:
+            raise ValueError("deep inside a decoder")
+        except ValueError as exc:  # chained, as the decode boundary chains every failure
+            raise CorruptImageError("late failure") from exc
+
+    monkeypatch.setattr(decoders, "_run", failing)
+    server_end, worker_end = Pipe()
+    worker = threading.Thread(target=decoders._serve, args=(worker_end, None), daemon=True)
+    worker.start()
+    assert server_end.recv() == "ready"
+    server_end.send(_job(b"x"))
+    ok, error = decoders._loads(server_end.recv_bytes())
+    assert not ok and isinstance(error, CorruptImageError)
+    _until(lambda: refs[0]() is None, seconds=5)  # freed before any next job arrives
+    server_end.close()
+    worker.join(timeout=5)

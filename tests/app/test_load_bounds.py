@@ -54,11 +54,26 @@ class _SlowRequest:
             yield b"x"
 
 
-def _read(request, idle: float, total: float) -> int:
+def _read(request, idle: float, total: float, min_rate: float = 0.0) -> int:
     async def run() -> int:
-        return len([chunk async for chunk in _chunks(request, idle, total)])
+        return len([chunk async for chunk in _chunks(request, idle, total, min_rate)])
 
     return asyncio.run(run())
+
+
+def test_an_upload_that_trickles_below_the_minimum_rate_is_stopped(monkeypatch):
+    """The slow-loris of the red-team pass: a byte every 0.2 s never trips the idle or total
+    timeout, and held a decode slot for two minutes; the average rate now cuts it off."""
+    import time
+
+    monkeypatch.setattr("app.upload._RATE_GRACE_SECONDS", 0.5)
+    trickle = [0.2] * 20  # 5 bytes/s for 4 s
+    assert _read(_SlowRequest(trickle), idle=1, total=10) == 20  # no minimum: all read
+    started = time.monotonic()
+    with pytest.raises(UploadTimeoutError):
+        _read(_SlowRequest(trickle), idle=1, total=10, min_rate=1000)
+    assert time.monotonic() - started < 1.5
+    assert _read(_SlowRequest([0.0] * 20), idle=1, total=10, min_rate=1000) == 20
 
 
 def test_an_upload_that_pauses_too_long_is_stopped():
