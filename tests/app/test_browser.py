@@ -137,3 +137,27 @@ def test_browser_shows_heatmap_overlay_with_slider_and_a_guard_warning(server, b
     page.locator("#opacity").fill("20")
     expect(page.locator("#heat-overlay")).to_have_css("opacity", "0.2")
     page.close()
+
+
+def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_dir):
+    """The chooser is a link: the page reloads for that model, and the script posts the film
+    to it and shows its answer."""
+    page = browser.new_page()
+    page.goto(server + "/")
+    expect(page.locator("#models a.chosen")).to_contain_text("Model 5")
+    page.click("#models a[data-model=pneumonia_compact]")
+    expect(page).to_have_url(server + "/?model=pneumonia_compact")
+    expect(page.locator("#models a.chosen")).to_contain_text("Model 8")
+    expect(page.locator("footer")).to_contain_text("pneumonia_compact")
+    with page.expect_response("**/predict?explain=true&model=pneumonia_compact") as answer:
+        page.set_input_files("#file", str(_sample(samples_dir)))
+        page.click("#submit")
+    body = answer.value.json()
+    assert body["model"]["name"] == "pneumonia_compact"
+    expect(page.locator("#probability")).to_have_text(body["probability_text"])
+    expect(page.locator("#label")).to_have_text(body["label"])
+    if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
+        expect(page.locator("#heat-film")).to_be_visible()
+        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "chooser.png"),
+                        full_page=True)
+    page.close()

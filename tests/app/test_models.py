@@ -117,7 +117,7 @@ def test_the_report_page_compares_the_served_model_with_the_stronger_ones():
             summary = entry["summary"]
             for key in ("roc_auc", "accuracy", "recall", "specificity"):
                 stat = summary[key]
-                assert f"{stat['mean']:.2f} ± {stat['sd']:.2f}" in page
+                assert f"{stat['mean']:.3f} ± {stat['sd']:.3f}" in page
             assert len(entry["runs"]) >= 3
             for path in entry["figures"].values():
                 assert f"/report/{path}" in page
