@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     parser.add_argument("--model", default=None,
                         help="which model to ask, by name (default: PNEUMONIA_MODEL_NAME)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) or 1,
-                        help="decoding processes (default: every core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: PNEUMONIA_DECODE_WORKERS, one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.services.worklist import worklist_csv
 
-    entries, card = score_folder(args.folder, args.workers, progress=not args.quiet,
+    workers = args.workers or get_settings().decode_workers or 1
+    entries, card = score_folder(args.folder, workers, progress=not args.quiet,
                                  model_name=args.model)
     args.out.write_text(worklist_csv(entries))
     scored = sum(e.probability is not None for e in entries)

@@ -28,8 +28,8 @@ from training.experiments import (
     EXPORTED_EXPERIMENT,
     FULL_PROTOCOL_DIFFERENCES,
     STUDY_NUMBERS,
-    build_compact,
 )
+from training.layers import HistogramEqualization
 from training.reference import DATASET_CREDIT, DATASET_CREDIT_SHORT, STUDY_RESULTS
 from training.train import Arrays, TrainedModel, train_experiment
 
@@ -47,8 +47,13 @@ XRAY_AUGMENTATION = ("on the fly, a new random draw every epoch, training part o
                      "rotation within ±10°, zoom within ±10%, shift within ±5% of each side, "
                      "contrast and brightness within ±10%; no mirroring; bilinear, edges "
                      "repeated")
-SCALING = {False: "inside the model (Rescaling 1/255)",
-           True: "inside the model (per-film histogram equalisation to 0-1)"}
+
+
+def scaling_text(model: keras.Model) -> str:
+    """How the exported model turns raw 0-255 pixels into the network's input."""
+    if any(isinstance(layer, HistogramEqualization) for layer in model.layers):
+        return "inside the model (per-film histogram equalisation to 0-1)"
+    return "inside the model (Rescaling 1/255)"
 
 
 def augmentation_text(experiment) -> str:
@@ -264,7 +269,8 @@ def _export(config: RunConfig, trained: TrainedModel, result: dict, arrays: Arra
     metrics = {part: binary_metrics(labels, trust["calibrated"][part], op["threshold"])
                for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))}
     card = _card(config, name, version, result, splits, metrics, trust,
-                 occlusion_grid(config.image_size, config.image_size), protocol)
+                 occlusion_grid(config.image_size, config.image_size), scaling_text(model),
+                 protocol)
     version_dir = export_saved_model(model, out / name / str(version),
                                      force=config.force, calibration=trust["platt"])
     card.write(version_dir)
@@ -345,7 +351,7 @@ def _write_predictions(path: Path, split: Split, probabilities: np.ndarray,
 
 def _card(config: RunConfig, name: str, version: int, result: dict,
           splits: dict[str, Split], metrics: dict, trust: dict, occlusion: tuple[int, int],
-          protocol: str = PROTOCOL) -> ModelCard:
+          scaling: str, protocol: str = PROTOCOL) -> ModelCard:
     experiment = EXPERIMENTS[result["number"]]
     op = trust["operating_point"]
     a, b = trust["platt"]
@@ -364,7 +370,7 @@ def _card(config: RunConfig, name: str, version: int, result: dict,
                "channels": config.channels,
                "color_mode": "rgb" if config.channels == 3 else "grayscale",
                "dtype": "float32", "value_range": (0, 255),
-               "scaling": SCALING[experiment.build is build_compact],
+               "scaling": scaling,
                "resize": RESAMPLING, "preprocessing_version": PREPROCESSING_VERSION},
         output=f"probability of {CLASS_NAMES[1]}, float32 (batch,)",
         class_names=CLASS_NAMES,

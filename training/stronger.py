@@ -24,6 +24,7 @@ from training.data import load_arrays
 from training.evaluate import binary_metrics, spread
 from training.experiments import EXPERIMENTS, EXPORT_NAMES, EXPORTED_EXPERIMENT
 from training.reference import KERMANY_2018
+from training.report_file import merge_sections
 from training.run import (
     RunConfig,
     _evaluate,
@@ -49,6 +50,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
         load_arrays(splits[part], size, config.channels, config.cache_dir),
         splits[part].labels)))
     out = Path(config.out_dir)
+    baseline, baseline_curve = _baseline(out)
     entries = []
     for number in config.experiments:
         experiment = EXPERIMENTS[number]
@@ -91,7 +93,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
                                           if experiment.early_stopping else None)},
             "parameters": runs[0]["parameters"], "runs": runs, "summary": summary,
             "exported": exported,
-            "figures": _figures(number, best, arrays, out),
+            "figures": _figures(number, best, arrays, out, baseline, baseline_curve),
         })
     section = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -101,12 +103,12 @@ def run_stronger(config: RunConfig, seeds: list[int],
                      f"{config.target_sensitivity:.0%}) on validation, test measured once"),
         "seeds": seeds, "target_sensitivity": config.target_sensitivity,
         "experiments": entries,
-        "baseline": _baseline(out),
+        "baseline": baseline,
         "reference": {"name": "Kermany et al. 2018 (ImageNet-pretrained Inception V3)",
                       **KERMANY_2018},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    report = _merge_into_report(out, section)
+    report = merge_sections(out, {"stronger_models": section})
     log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")
     return report
 
@@ -153,27 +155,29 @@ def _one_line(prefix: str, runs: list[dict]) -> str:
         for key in ("roc_auc", "accuracy", "recall", "specificity"))
 
 
-def _baseline(out: Path) -> dict | None:
+def _baseline(out: Path) -> tuple[dict | None, tuple[np.ndarray, np.ndarray] | None]:
     """Model 5 as exported by the full protocol (its operating point and test AUC), from the
-    report the full run wrote: what the new models are compared with."""
+    report the full run wrote: what the new models are compared with; and its test labels
+    and probabilities, for the ROC figure."""
     path = out / "report.json"
     if not path.is_file():
-        return None
+        return None, None
     report = json.loads(path.read_text())
     trust, exported = report.get("trust"), report.get("exported_model")
     five = next((e for e in report.get("experiments", []) if e["number"] == EXPORTED_EXPERIMENT),
                 None)
     if not trust or not exported or five is None:
-        return None
+        return None, None
     test = trust["operating_point"]["test"]
     predictions = out / exported["test_predictions"]
     labels, probabilities = _read_predictions(predictions)
     at_op = binary_metrics(labels, probabilities, trust["operating_point"]["threshold"])
-    return {"number": EXPORTED_EXPERIMENT, "name": exported["name"],
-            "version": exported["version"], "seed": report.get("seed"),
-            "metrics": {k: at_op[k] for k in SUMMARISED},
-            "sensitivity_ci": test["sensitivity_ci"], "specificity_ci": test["specificity_ci"],
-            "test_predictions": exported["test_predictions"]}
+    return ({"number": EXPORTED_EXPERIMENT, "name": exported["name"],
+             "version": exported["version"], "seed": report.get("seed"),
+             "metrics": {k: at_op[k] for k in SUMMARISED},
+             "sensitivity_ci": test["sensitivity_ci"], "specificity_ci": test["specificity_ci"],
+             "test_predictions": exported["test_predictions"]},
+            (labels, probabilities))
 
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +187,8 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return labels, np.asarray([float(row["probability"]) for row in rows])
 
 
-def _figures(number: int, best: tuple, arrays: Arrays, out: Path) -> dict:
+def _figures(number: int, best: tuple, arrays: Arrays, out: Path, baseline: dict | None,
+             baseline_curve: tuple[np.ndarray, np.ndarray] | None) -> dict:
     _, _, entry, trust = best
     fig_dir = out / "figures"
     matrix = figures.confusion_matrix_figure(
@@ -192,20 +197,8 @@ def _figures(number: int, best: tuple, arrays: Arrays, out: Path) -> dict:
         fig_dir / f"confusion_matrix_{number}.png")
     curves = {f"Model {number} (seed {entry['seed']})":
               (arrays.y_test, trust["calibrated"]["test"], entry["metrics"]["roc_auc"])}
-    baseline = _baseline(out)
     if baseline is not None:
-        labels, probabilities = _read_predictions(out / baseline["test_predictions"])
         curves[f"Model {EXPORTED_EXPERIMENT} (served v{baseline['version']})"] = (
-            labels, probabilities, baseline["metrics"]["roc_auc"])
+            *baseline_curve, baseline["metrics"]["roc_auc"])
     roc = figures.roc_figure(curves, fig_dir / f"roc_{number}.png")
     return {"confusion_matrix": str(matrix.relative_to(out)), "roc": str(roc.relative_to(out))}
-
-
-def _merge_into_report(out: Path, section: dict) -> dict:
-    """Add the section to report.json, keeping every other section."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.json"
-    report = json.loads(path.read_text()) if path.is_file() else {}
-    report["stronger_models"] = section
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return report

@@ -12,7 +12,6 @@ Nothing here is exported: the served model stays the full-data model 5.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from training.data import Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities, spread
 from training.experiments import EXPORTED_EXPERIMENT, STUDY_EXPERIMENTS, Experiment
 from training.reference import STUDY_RESULTS
+from training.report_file import merge_sections
 from training.train import STUDY_RECIPE, Arrays, Recipe, train_experiment
 
 THRESHOLD = 0.5  # the study's predict_classes
@@ -101,7 +101,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> dict:
     section["wall_seconds"] = round(time.perf_counter() - started, 1)
 
     ablation = _ablation(config, data, section, log) if config.ablation_seeds else None
-    report = _merge_into_report(Path(config.out_dir), section, ablation)
+    report = merge_sections(Path(config.out_dir), {"study_protocol": section, **(
+        {"ablation": ablation} if ablation is not None else {})})
     log(f"report written to {Path(config.out_dir) / 'report.json'}; wall time "
         f"{time.perf_counter() - started:.1f}s")
     return report
@@ -212,18 +213,6 @@ def _one_line(prefix: str, results: list[dict]) -> str:
     return prefix + ": " + ", ".join(
         f"{key} {stats[key]['mean']:.3f} ± {stats[key]['sd']:.3f}"
         for key in ("accuracy", "precision", "recall", "specificity") if key in stats)
-
-
-def _merge_into_report(out: Path, section: dict, ablation: dict | None) -> dict:
-    """Add the study sections to report.json, keeping the full-data run's sections."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.json"
-    report = json.loads(path.read_text()) if path.is_file() else {}
-    report["study_protocol"] = section
-    if ablation is not None:
-        report["ablation"] = ablation
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def _now() -> str:
