@@ -1,4 +1,5 @@
-"""FastAPI dependencies: what routes get, shown in their signatures.
+"""FastAPI dependencies: what routes get, shown in their signatures. The one place that
+reaches `app.state`.
 
 The cheap ones are `async def` so that FastAPI runs them on the event loop rather than in
 the worker threads, which may all be busy decoding: readiness must answer under load.
@@ -6,84 +7,94 @@ the worker threads, which may all be busy decoding: readiness must answer under 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.templating import Jinja2Templates
 
 from app.config import Settings
-from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
-from app.services.decoders import Decoder
-from app.services.registry import LoadedModel
+from app.errors import ModelNotReadyError, UnknownModelError
+from app.services.catalog import ModelCatalog
+from app.services.decode_pool import Decoder
+from app.services.pipeline import Scorer
+from app.services.saved_model import ServedModel
 from app.upload import read_file_field, read_files
 
 
-async def get_app_settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_model(
-    request: Request,
-    model: Annotated[str | None, Query(
-        description="Which model to ask, by name (GET /models lists them); "
-                    "left out: the server's default")] = None,
-) -> LoadedModel:
-    """The model asked for, or the default; 503 (with Retry-After while loading) until it is
-    ready, 404 for a model this server does not offer."""
-    slot = request.app.state.slot
-    if slot.model is None:
-        raise ModelNotReadyError(failed=slot.failure is not None)
-    chosen = slot.choose(model)
-    if chosen is None:
-        raise UnknownModelError(model, list(slot.models))
-    return chosen
+def catalog_of(request: Request) -> ModelCatalog:
+    return request.app.state.catalog
 
 
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
+def templates_of(request: Request) -> Jinja2Templates:
+    return request.app.state.templates
 
 
-async def get_threshold(request: Request, model: ModelDep,
-                        settings: SettingsDep) -> float | None:
-    """The threshold override (Settings.threshold) for the default model; None (the card's
-    threshold) for any other: one number cannot suit two models."""
-    return settings.threshold if model is request.app.state.slot.model else None
-
-
-ThresholdDep = Annotated[float | None, Depends(get_threshold)]
-
-
-async def get_decoder(request: Request) -> Decoder:
+def decoder_of(request: Request) -> Decoder:
     return request.app.state.decoder
 
 
-DecoderDep = Annotated[Decoder, Depends(get_decoder)]
+async def get_app_settings(request: Request) -> Settings:
+    return settings_of(request)
 
 
-class DecodeSlots:
-    """A fixed number of decodes in flight; taking one never waits."""
-
-    def __init__(self, count: int) -> None:
-        self._free = threading.BoundedSemaphore(count)
-
-    def try_take(self) -> bool:
-        return self._free.acquire(blocking=False)
-
-    def give_back(self) -> None:
-        self._free.release()
+async def get_catalog(request: Request) -> ModelCatalog:
+    return catalog_of(request)
 
 
-async def decode_slot(request: Request) -> AsyncIterator[None]:
-    """Route dependency of the scoring routes: a slot for the whole request, or 503 at once.
-    Taken before the body is read, so a refused request costs no memory."""
-    slots: DecodeSlots = request.app.state.decode_slots
-    if not slots.try_take():
-        raise ServerBusyError()
-    try:
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+async def ready_default(catalog: CatalogDep) -> ServedModel:
+    """The default model; 503 (with Retry-After while loading) until it is ready."""
+    if catalog.default is None:
+        raise ModelNotReadyError(failed=catalog.failure is not None)
+    return catalog.default
+
+
+DefaultModelDep = Annotated[ServedModel, Depends(ready_default)]
+
+
+async def get_model(
+    catalog: CatalogDep,
+    model: Annotated[str | None, Query(
+        description="Which model to ask, by name (GET /models lists them); "
+                    "left out: the server's default")] = None,
+) -> ServedModel:
+    """The model asked for, or the default; 503 (with Retry-After while loading) until it is
+    ready, 404 for a model this server does not offer."""
+    await ready_default(catalog)
+    chosen = catalog.choose(model)
+    if chosen is None:
+        raise UnknownModelError(model or "", list(catalog.models))
+    return chosen
+
+
+ModelDep = Annotated[ServedModel, Depends(get_model)]
+
+
+async def get_scorer(request: Request, model: ModelDep, catalog: CatalogDep,
+                     settings: SettingsDep) -> Scorer:
+    """The pipeline's scorer for the model asked for, at the threshold the catalog's rule
+    gives it, decoding in the app's worker pool."""
+    return Scorer(model, catalog.threshold(model), decoder_of(request),
+                  settings.max_image_pixels)
+
+
+ScorerDep = Annotated[Scorer, Depends(get_scorer)]
+
+
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """Route dependency of the scoring routes: a place in the decoder's admission for the
+    whole request, or 503 at once. Taken before the body is read, so a refused request
+    costs no memory."""
+    with decoder_of(request).admit():
         yield
-    finally:
-        slots.give_back()
 
 
 def _timeouts(settings: Settings) -> tuple[float, float, float]:

@@ -1,4 +1,4 @@
-"""Wiring only: create the app, start loading the model in the background, add the routers."""
+"""Wiring only: create the app, start loading the models in the background, add the routers."""
 
 from __future__ import annotations
 
@@ -11,29 +11,29 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
-from app.deps import DecodeSlots
-from app.errors import install_error_handlers
+from app.http_errors import install_error_handlers
 from app.quiet import silence_decoder_chatter
 from app.routes import docs, health, pages, predict
 from app.security import RequestGuard
-from app.services.decoders import DecodePool, InlineDecoder
-from app.services.loader import ModelSlot
+from app.services.catalog import ModelCatalog
+from app.services.decode_pool import DecodePool, InlineDecoder
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = app.state.settings
+    settings: Settings = app.state.settings
     # Not awaited: the server accepts connections (and answers /healthz) while it loads.
-    app.state.slot.start(settings)
+    app.state.catalog.start(settings)
     if settings.decode_workers:
         app.state.decoder = DecodePool(settings.decode_workers,
                                        timeout=settings.decode_timeout_seconds,
-                                       memory_mb=settings.decode_memory_mb)
+                                       memory_mb=settings.decode_memory_mb,
+                                       admitted=settings.max_concurrent_decodes)
     try:
         yield
     finally:
         app.state.decoder.close()
-        app.state.decoder = InlineDecoder()
+        app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,9 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,  # a redirect would be built from the Host header
     )
     app.state.settings = settings
-    app.state.slot = ModelSlot()
-    app.state.decode_slots = DecodeSlots(settings.max_concurrent_decodes)
-    app.state.decoder = InlineDecoder()  # until the lifespan starts the worker pool
+    app.state.catalog = ModelCatalog()
+    # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
+    app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")

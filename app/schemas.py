@@ -6,8 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
 from app.display import percent
-from app.errors import describe
-from app.services.inference import FileResult, ImageFacts, Prediction
+from app.http_errors import describe
+from app.services.film import ImageFacts
+from app.services.pipeline import FileResult, Prediction
 
 
 class DicomSummary(BaseModel):
@@ -137,7 +138,7 @@ class BatchEntry(BaseModel):
     error: FileError | None = Field(default=None, description="Why this file was not scored")
 
     @classmethod
-    def of(cls, result: FileResult, card: ModelCard) -> BatchEntry:
+    def of(cls, result: FileResult) -> BatchEntry:
         p = result.prediction
         if p is None:
             status, code, message = describe(result.error)
@@ -145,7 +146,7 @@ class BatchEntry(BaseModel):
                        error=FileError(error=code, detail=message, status=status))
         return cls(index=result.index, filename=result.filename, probability=p.probability,
                    probability_text=percent(p.probability), label=p.label,
-                   flagged=p.label == card.positive_class, image=ImageInfo.of(p.image),
+                   flagged=p.flagged, image=ImageInfo.of(p.image),
                    warnings=list(p.warnings), thumbnail=p.thumbnail)
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import Settings
+from app.deps import settings_of
 from app.errors import UnauthorizedError
 
 log = logging.getLogger("app.requests")
@@ -93,7 +93,7 @@ def token_matches(request: Request, token: str) -> bool:
 
 async def require_token(request: Request) -> None:
     """Dependency of the scoring routes: a no-op unless PNEUMONIA_API_TOKEN is set."""
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     if settings.api_token is None:
         return
     if not token_matches(request, settings.api_token.get_secret_value()):

@@ -40,9 +40,9 @@ def summary(values: list[float]) -> str:
 
 
 def baseline(model_dir: Path, repeat: int) -> None:
-    from app.services.registry import LoadedModel, find_model
+    from app.services.saved_model import ServedModel, find_model
 
-    model = LoadedModel(find_model(model_dir, "pneumonia"))
+    model = ServedModel(find_model(model_dir, "pneumonia"))
     model.warm_up()
     height, width = model.card.input_size
     batch = np.zeros((1, height, width, model.card.channels), dtype=np.float32)

@@ -247,7 +247,7 @@ def main() -> None:
                         help="SavedModel for the naive baseline (default: newest served)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from app.services.registry import find_model
+    from app.services.saved_model import find_model
 
     model_path = args.model_path or find_model(REPO / "models", "pneumonia")
     sets = inputs(args.data_dir)

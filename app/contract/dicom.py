@@ -21,7 +21,8 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEGBaseline8Bit
 
-from app.contract.integrity import DamagedImageError, check_jpeg
+from app.contract.errors import DamagedImageError, DicomNotScoredError, TooManyPixelsError
+from app.contract.integrity import check_jpeg
 
 ACCEPTED_MODALITIES = ("CR", "DX", "DR")  # computed and digital radiography
 SECONDARY_CAPTURE_MODALITIES = ("OT", "SC", "")  # scanned films: taken with a warning
@@ -45,15 +46,6 @@ class DicomInfo:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-class DicomRefusedError(ValueError):
-    """A DICOM file that is readable but must not be scored; `reason` is a short code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 def looks_like_dicom(data: bytes) -> bool:
     """By content, never by name: the 'DICM' preamble, or a bare dataset that starts with a
     group 0002/0008 element in explicit or implicit little-endian form."""
@@ -68,23 +60,23 @@ def looks_like_dicom(data: bytes) -> bool:
 
 
 def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomInfo]:
-    """(H, W) uint8 and what the tags said; raises DicomRefusedError for films not to score,
+    """(H, W) uint8 and what the tags said; raises DicomNotScoredError for films not to score,
     and lets pydicom's own errors through for the caller's boundary to map."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds:
         if _PIXEL_DATA_TAG in data:  # the element starts but the file ends inside it
             raise DamagedImageError("the DICOM pixel data is cut short")
-        raise DicomRefusedError("no_pixel_data", "The DICOM file holds no image (no Pixel "
+        raise DicomNotScoredError("no_pixel_data", "The DICOM file holds no image (no Pixel "
                                 "Data element): it may be a report or a structured document.")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise DicomRefusedError("multi_frame", f"The DICOM file holds {frames} frames "
+        raise DicomNotScoredError("multi_frame", f"The DICOM file holds {frames} frames "
                                 "(Number of Frames, 0028,0008); upload a single radiograph.")
     modality = str(ds.get("Modality", "") or "").upper()
     warnings = _check_modality(ds, modality)
     view = _text(ds, "ViewPosition")
     if view is not None and view.upper() in LATERAL_VIEWS:
-        raise DicomRefusedError("lateral_view", f"View Position (0018,5101) is {view}: the "
+        raise DicomNotScoredError("lateral_view", f"View Position (0018,5101) is {view}: the "
                                 "model was trained on frontal (AP/PA) chest films only.")
     if view is None:
         warnings.append("View Position (0018,5101) is absent: check that this is a frontal "
@@ -94,13 +86,11 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
         warnings.append(f"Body Part Examined (0018,0015) is {body_part}, not CHEST.")
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if max_pixels is not None and rows * columns > max_pixels:
-        from app.contract.preprocessing import TooManyPixelsError
-
         raise TooManyPixelsError(rows * columns, max_pixels)
     _check_encapsulated_jpeg(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomRefusedError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
+        raise DicomNotScoredError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
                                 f"{photometric}: only grayscale radiographs are scored.")
     pixels, window = _display(ds, photometric)
     info = DicomInfo(
@@ -130,7 +120,7 @@ def _check_modality(ds: pydicom.Dataset, modality: str) -> list[str]:
     if modality in SECONDARY_CAPTURE_MODALITIES and (secondary or modality == ""):
         return [f"Modality (0008,0060) is {modality or 'absent'}: a secondary capture, "
                 "taken as a digitised radiograph; check that it is a chest film."]
-    raise DicomRefusedError("modality", f"Modality (0008,0060) is {modality or 'absent'}: only "
+    raise DicomNotScoredError("modality", f"Modality (0008,0060) is {modality or 'absent'}: only "
                             f"projection radiographs ({', '.join(ACCEPTED_MODALITIES)}) are "
                             "scored.")
 
@@ -139,7 +129,7 @@ def _display(ds: pydicom.Dataset, photometric: str) -> tuple[np.ndarray, str]:
     """Stored values -> what a viewer shows, as (H, W) uint8 (0 = black)."""
     stored = ds.pixel_array
     if stored.ndim != 2:
-        raise DicomRefusedError("not_grayscale", "The DICOM image is not a single grayscale "
+        raise DicomNotScoredError("not_grayscale", "The DICOM image is not a single grayscale "
                                 "plane.")
     values = apply_modality_lut(stored, ds).astype(np.float64)
     if "VOILUTSequence" in ds:

@@ -27,6 +27,8 @@ import zlib
 
 import simplejpeg
 
+from app.contract.errors import DamagedImageError
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
@@ -38,10 +40,6 @@ _CRITICAL_PNG = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 MAX_JPEG_SCANS = 100
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
-
-
-class DamagedImageError(ValueError):
-    """The file is readable but does not hold the whole image it declares."""
 
 
 def check_jpeg(data: bytes) -> None:

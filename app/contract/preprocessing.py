@@ -5,8 +5,8 @@ file gives the model exactly the same input whichever path it comes through. It 
 Pillow, NumPy and simplejpeg (libjpeg-turbo, for the damage check) only.
 
 It is also the boundary for user bytes: whatever a decoder raises on them becomes one of the
-ImageError classes below (`_user_bytes`), so callers map a closed set of errors to answers,
-not a list of third-party exception types to keep up to date.
+ImageError classes of app/contract/errors.py (`_user_bytes`), so callers map a closed set of
+errors to answers, not a list of third-party exception types to keep up to date.
 
 Two steps, kept apart so that other decoders (DICOM) can feed the second one:
   decode(bytes)        -> DecodedImage: an 8-bit grayscale (H, W) or RGB (H, W, 3) array
@@ -23,9 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from app.contract.dicom import DicomInfo, DicomRefusedError, looks_like_dicom, read_dicom
+from app.contract.dicom import DicomInfo, looks_like_dicom, read_dicom
+from app.contract.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    MultiFrameError,
+    NotAnImageError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
 from app.contract.integrity import (
-    DamagedImageError,
     check_jpeg,
     check_jpeg_scans,
     check_png,
@@ -57,52 +65,6 @@ RESAMPLING = ("bilinear, antialiased (Pillow), aspect ratio not preserved; films
 # A film is halved only if the half still has this many pixels per model input pixel on
 # each side, so the final antialiased resize averages over many pixels of the film.
 REDUCE_MARGIN = 4
-
-
-class ImageError(ValueError):
-    """Base class for images that cannot be turned into model input."""
-
-
-class EmptyImageError(ImageError):
-    pass
-
-
-class NotAnImageError(ImageError):
-    pass
-
-
-class UnsupportedFormatError(ImageError):
-    def __init__(self, image_format: str | None) -> None:
-        super().__init__(image_format)
-        self.image_format = image_format
-
-
-class CorruptImageError(ImageError):
-    """Undecodable, or decodable only by guessing what is missing: never scored."""
-
-
-class DicomNotScoredError(ImageError):
-    """A readable DICOM that must not be scored (CT, lateral view, no pixels, ...)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(reason, message)  # every argument: it must pickle (worker processes)
-        self.reason = reason
-        self.message = message
-
-
-class MultiFrameError(ImageError):
-    def __init__(self, frames: int) -> None:
-        super().__init__(frames)
-        self.frames = frames
-
-
-class TooManyPixelsError(ImageError):
-    """Over the pixel limit; `pixels` or `limit` is None where the decoder did not say."""
-
-    def __init__(self, pixels: int | None, limit: int | None) -> None:
-        super().__init__(pixels, limit)  # every argument: it must pickle (worker processes)
-        self.pixels = pixels
-        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -215,10 +177,6 @@ def _user_bytes() -> Iterator[None]:
         raise TooManyPixelsError(None, 2 * (Image.MAX_IMAGE_PIXELS or 0)) from exc
     except MemoryError as exc:
         raise TooManyPixelsError(None, None) from exc
-    except DamagedImageError as exc:
-        raise CorruptImageError(f"damaged: {exc}") from exc
-    except DicomRefusedError as exc:
-        raise DicomNotScoredError(exc.reason, exc.message) from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError,
         # struct.error, TypeError, IndexError... on hostile files: all mean "cannot be read"
         raise CorruptImageError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,6 +1,6 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.errors import ModelNotReadyError
+from app.deps import CatalogDep, DefaultModelDep
 from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse, OfferedModel
 
 router = APIRouter(tags=["health"])
@@ -15,26 +15,17 @@ async def healthz() -> HealthResponse:
 @router.get("/readyz", response_model=HealthResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
-async def readyz(request: Request) -> HealthResponse:
+async def readyz(model: DefaultModelDep) -> HealthResponse:
     """The default model (and any other offered) is loaded and warmed up: traffic can be
     sent."""
-    model = _ready_default(request)
     return HealthResponse(status="ready",
                           model=ModelInfo(name=model.card.name, version=model.card.version))
 
 
 @router.get("/models", response_model=ModelsResponse,
             responses={503: {"model": ErrorResponse, "description": "Not ready yet"}})
-async def models(request: Request) -> ModelsResponse:
+async def models(catalog: CatalogDep,
+                 default: DefaultModelDep) -> ModelsResponse:
     """The models this server offers, the default first; ask one with ?model=NAME."""
-    slot = request.app.state.slot
-    _ready_default(request)
-    return ModelsResponse(models=[OfferedModel.of(m.card, default=m is slot.model)
-                                  for m in slot.models.values()])
-
-
-def _ready_default(request: Request):
-    slot = request.app.state.slot
-    if slot.model is None:
-        raise ModelNotReadyError(failed=slot.failure is not None)
-    return slot.model
+    return ModelsResponse(models=[OfferedModel.of(m.card, default=m is default)
+                                  for m in catalog.models.values()])

@@ -6,11 +6,19 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import BatchDep, DecoderDep, ModelDep, SettingsDep, ThresholdDep, decode_slot
+from app.deps import (
+    BatchDep,
+    CatalogDep,
+    ModelDep,
+    ScorerDep,
+    SettingsDep,
+    admitted,
+    templates_of,
+)
 from app.errors import MalformedUploadError
 from app.schemas import BatchEntry, OfferedModel, PredictionResponse
 from app.security import SESSION_COOKIE, require_token, session_value
-from app.services.inference import predict_files, predict_image
+from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv, worklist_order
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -19,47 +27,44 @@ _MAX_LOGIN_BODY = 4096
 
 
 def _render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-    return request.app.state.templates.TemplateResponse(request, name, context,
-                                                        status_code=status_code)
+    return templates_of(request).TemplateResponse(request, name, context,
+                                                  status_code=status_code)
 
 
-def _page(request: Request, model, **context) -> HTMLResponse:
+def _page(request: Request, catalog, model, **context) -> HTMLResponse:
     """The upload page for `model`, with the chooser of the models offered."""
-    slot = request.app.state.slot
-    offered = [OfferedModel.of(m.card, default=m is slot.model) for m in slot.models.values()]
+    offered = [OfferedModel.of(m.card, default=m is catalog.default)
+               for m in catalog.models.values()]
     return _render(request, "index.html", card=model.card, models=offered,
-                   chosen=model is not slot.model, **context)
+                   chosen=model is not catalog.default, **context)
 
 
 @router.get("/", response_class=HTMLResponse, dependencies=[Depends(require_token)])
-def index(request: Request, model: ModelDep) -> HTMLResponse:
-    return _page(request, model)
+def index(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLResponse:
+    return _page(request, catalog, model)
 
 
 @router.post("/", response_class=HTMLResponse,
-             dependencies=[Depends(require_token), Depends(decode_slot)])
-def index_submit(request: Request, model: ModelDep, files: BatchDep,
-                 settings: SettingsDep, threshold: ThresholdDep,
-                 decoder: DecoderDep) -> HTMLResponse:
+             dependencies=[Depends(require_token), Depends(admitted)])
+def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
+                 files: BatchDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
+    model = scorer.model
     if len(files) == 1:
-        prediction = predict_image(files[0][1], model, threshold,
-                                   settings.max_image_pixels, explain=True, decoder=decoder)
-        return _page(request, model,
+        prediction = score_film(scorer, files[0][1], explain=True)
+        return _page(request, catalog, model,
                      result=PredictionResponse.from_prediction(prediction, model.card))
-    results = predict_files(files, model, threshold, settings.max_image_pixels,
-                            thumbnails=True, decoder=decoder)
-    entries = [BatchEntry.of(result, model.card) for result in results]
-    return _page(request, model, worklist=worklist_order(entries),
-                 worklist_csv=worklist_csv(entries))
+    results = list(score_films(scorer, files, thumbnails=True))
+    return _page(request, catalog, model,
+                 worklist=[BatchEntry.of(r) for r in worklist_order(results)],
+                 worklist_csv=worklist_csv(results))
 
 
 @router.get("/report", response_class=HTMLResponse)
-def report(request: Request, model: ModelDep) -> HTMLResponse:
-    return _render(request, "report.html", card=model.card,
-                   report=request.app.state.slot.report)
+def report(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLResponse:
+    return _render(request, "report.html", card=model.card, report=catalog.report)
 
 
 @router.post("/login")

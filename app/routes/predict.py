@@ -3,22 +3,14 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import (
-    BatchDep,
-    DecoderDep,
-    ModelDep,
-    SettingsDep,
-    ThresholdDep,
-    UploadDep,
-    decode_slot,
-)
+from app.deps import BatchDep, ScorerDep, UploadDep, admitted
 from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
-from app.services.inference import predict_files, predict_image
+from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv
 
 router = APIRouter(tags=["prediction"],
-                   dependencies=[Depends(require_token), Depends(decode_slot)])
+                   dependencies=[Depends(require_token), Depends(admitted)])
 
 
 def _body(field: str, description: str, many: bool) -> dict:
@@ -44,18 +36,15 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 @router.post("/predict", response_model=PredictionResponse, responses=_ERRORS,
              openapi_extra={"requestBody": _body(
                  "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
-def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
-            threshold: ThresholdDep, decoder: DecoderDep,
-            explain: bool = False) -> PredictionResponse:
+def predict(scorer: ScorerDep, upload: UploadDep, explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
 
     `explain=true` adds an occlusion-sensitivity heatmap (the film and an overlay, as PNG
     data URIs).
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
-    prediction = predict_image(upload, model, threshold, settings.max_image_pixels,
-                               explain=explain, decoder=decoder)
-    return PredictionResponse.from_prediction(prediction, model.card)
+    prediction = score_film(scorer, upload, explain=explain)
+    return PredictionResponse.from_prediction(prediction, scorer.model.card)
 
 
 @router.post("/predict/batch", response_model=BatchResponse,
@@ -63,26 +52,23 @@ def predict(model: ModelDep, upload: UploadDep, settings: SettingsDep,
                                          "JSON in upload order, or the CSV worklist"}},
              openapi_extra={"requestBody": _body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
-def predict_batch(model: ModelDep, files: BatchDep, settings: SettingsDep,
-                  threshold: ThresholdDep, decoder: DecoderDep,
-                  thumbnails: bool = False, format: Literal["json", "csv"] = "json"):
+def predict_batch(scorer: ScorerDep, files: BatchDep, thumbnails: bool = False,
+                  format: Literal["json", "csv"] = "json"):
     """A worklist: every file in the multipart field `files` (repeated), scored in one call.
 
     One entry per file in upload order; a file that cannot be scored carries its error and
     never fails the others. `format=csv` returns the worklist as CSV, highest probability
     first, exactly as the page's table and download show it.
     """
-    results = predict_files(files, model, threshold, settings.max_image_pixels,
-                            thumbnails=thumbnails, decoder=decoder)
-    entries = [BatchEntry.of(result, model.card) for result in results]
+    results = list(score_films(scorer, files, thumbnails=thumbnails))
     if format == "csv":
-        return PlainTextResponse(worklist_csv(entries), media_type="text/csv",
+        return PlainTextResponse(worklist_csv(results), media_type="text/csv",
                                  headers={"Content-Disposition":
                                           'attachment; filename="worklist.csv"'})
+    card = scorer.model.card
     scored = [r.prediction for r in results if r.prediction is not None]
     return BatchResponse(
-        model=ModelInfo(name=model.card.name, version=model.card.version),
-        threshold=model.card.threshold if threshold is None else threshold,
-        count=len(entries), scored=len(scored), flagged=sum(e.flagged for e in entries),
-        results=entries, elapsed_ms=round(sum(p.elapsed_ms for p in scored), 2),
-        note=model.card.disclaimer)
+        model=ModelInfo(name=card.name, version=card.version), threshold=scorer.threshold,
+        count=len(results), scored=len(scored), flagged=sum(p.flagged for p in scored),
+        results=[BatchEntry.of(result) for result in results],
+        elapsed_ms=round(sum(p.elapsed_ms for p in scored), 2), note=card.disclaimer)

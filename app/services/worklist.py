@@ -1,5 +1,6 @@
-"""A worklist: scored files ordered so that the likeliest pneumonia is read first, and the
-CSV that the page, the API and the folder command all write."""
+"""A worklist of scored files: the one order (likeliest pneumonia read first) and the one CSV
+that the API, the page and the folder command all write. The page's script keeps a copy of
+both for files scored over several requests; tests/app/test_browser.py holds it to this."""
 
 from __future__ import annotations
 
@@ -7,31 +8,34 @@ import csv
 import io
 from collections.abc import Sequence
 
-from app.schemas import BatchEntry
+from app.display import percent
+from app.services.pipeline import FileResult
 
 CSV_COLUMNS = ("rank", "file", "probability", "shown", "label", "flagged", "warnings", "error")
 
 
-def worklist_order(entries: Sequence[BatchEntry]) -> list[BatchEntry]:
-    """Highest probability first (upload order breaks ties); files not scored last."""
-    scored = sorted((e for e in entries if e.probability is not None),
-                    key=lambda e: (-e.probability, e.index))
-    return scored + [e for e in entries if e.probability is None]
+def worklist_order(results: Sequence[FileResult]) -> list[FileResult]:
+    """Highest probability first (upload order breaks ties); files not scored last, in
+    upload order."""
+    scored = sorted((r for r in results if r.prediction is not None),
+                    key=lambda r: (-r.prediction.probability, r.index))
+    return scored + [r for r in results if r.prediction is None]
 
 
-def worklist_csv(entries: Sequence[BatchEntry]) -> str:
+def worklist_csv(results: Sequence[FileResult]) -> str:
     """The worklist as CSV, in worklist order, one row per file."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for rank, entry in enumerate(worklist_order(entries), start=1):
-        scored = entry.probability is not None
-        writer.writerow([
-            rank if scored else "", _cell(entry.filename),
-            f"{entry.probability:.6f}" if scored else "", entry.probability_text or "",
-            entry.label or "", "yes" if entry.flagged else "no" if scored else "",
-            _cell("; ".join(entry.warnings)), _cell(entry.error.detail if entry.error else ""),
-        ])
+    for rank, result in enumerate(worklist_order(results), start=1):
+        p = result.prediction
+        if p is None:
+            writer.writerow(["", _cell(result.filename), "", "", "", "", "",
+                             _cell(result.error.message if result.error else "")])
+            continue
+        writer.writerow([rank, _cell(result.filename), f"{p.probability:.6f}",
+                         percent(p.probability), p.label, "yes" if p.flagged else "no",
+                         _cell("; ".join(p.warnings)), ""])
     return buffer.getvalue()
 
 

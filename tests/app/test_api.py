@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from app.contract.card import read_card
-from app.contract.preprocessing import CorruptImageError, NotAnImageError, UnsupportedFormatError
+from app.contract.errors import CorruptImageError, NotAnImageError, UnsupportedFormatError
 from app.display import percent
-from app.errors import describe
-from app.services.registry import find_model
+from app.http_errors import describe
+from app.services.saved_model import find_model
 from tests.conftest import REPO
 from tests.helpers import (
     encode,

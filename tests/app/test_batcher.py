@@ -59,7 +59,7 @@ def test_the_app_micro_batches_when_asked_and_answers_as_without():
                     lambda data: client.post("/predict", files={"file": ("x.jpeg", data)}),
                     films))
             answers[name] = [r.json()["probability"] for r in responses]
-            model = client.app.state.slot.model
+            model = client.app.state.catalog.default
             if name == "batched":
                 assert model._batcher is not None and model._batcher.calls < len(films)
             else:

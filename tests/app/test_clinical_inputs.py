@@ -185,11 +185,11 @@ def test_folder_command_gives_the_api_probabilities(client, data_dir, tmp_path):
     (folder / "lateral.dcm").write_bytes(dicom_bytes(_gray(films[1]), view="LL"))
     out = tmp_path / "results.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "app.batch", str(folder), "--out", str(out), "--workers", "2"],
+        [sys.executable, "-m", "app", "score", str(folder), "--out", str(out), "--workers", "2"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**__import__("os").environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models")})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "11 files: 9 scored" in result.stdout and "files/s" in result.stderr
+    assert "11 files: 9 scored" in result.stdout and "file/s" in result.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 11
     refused = {row["file"]: row["error"] for row in rows[9:]}
@@ -210,7 +210,7 @@ def test_folder_command_asks_the_model_it_is_told_to(client, data_dir, tmp_path)
         (folder / film.name).write_bytes(film.read_bytes())
     out = tmp_path / "results.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "app.batch", str(folder), "--out", str(out), "--quiet",
+        [sys.executable, "-m", "app", "score", str(folder), "--out", str(out), "--quiet",
          "--model", "pneumonia_compact"], capture_output=True, text=True, timeout=300,
         cwd=REPO, env={**__import__("os").environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
                        "PNEUMONIA_THRESHOLD": "0.01"})

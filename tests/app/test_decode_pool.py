@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.errors import DecodeBudgetError, ServerBusyError, WorkerLostError
+from app.contract.errors import DecodeBudgetError, WorkerLostError
+from app.errors import ServerBusyError
 from app.main import create_app
-from app.services.decoders import DecodePool, InlineDecoder, Job
+from app.services.decode_pool import DecodePool, InlineDecoder
+from app.services.film import FilmJob as Job
 from tests.conftest import running_server, settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes, png16_bytes
 
@@ -75,7 +77,7 @@ def test_a_decode_over_budget_is_stopped_and_its_worker_replaced():
 def test_a_worker_that_runs_out_of_memory_answers_and_keeps_serving():
     pool = DecodePool(1, timeout=30, memory_mb=220)  # about 160 MB at rest; +98 MB for it
     try:
-        from app.contract.preprocessing import TooManyPixelsError
+        from app.contract.errors import TooManyPixelsError
 
         with pytest.raises(TooManyPixelsError):
             pool.prepare(_job(_big_png16(7000)))
@@ -179,7 +181,7 @@ def test_an_unexpected_error_in_a_worker_is_reported_and_the_worker_kept():
 def test_a_worker_may_send_back_only_a_film_or_an_error():
     import pickle
 
-    from app.services.decoders import _loads
+    from app.services.decode_pool import _loads
 
     film = InlineDecoder().prepare(_job(jpeg_bytes()))
     ok, value = _loads(pickle.dumps((True, film)))
@@ -195,8 +197,8 @@ def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
     import weakref
     from multiprocessing import Pipe
 
-    from app.contract.preprocessing import CorruptImageError
-    from app.services import decoders
+    from app.contract.errors import CorruptImageError
+    from app.services import decode_pool as decoders
 
     refs = []
 
@@ -208,7 +210,7 @@ def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
         except ValueError as exc:  # chained, as the decode boundary chains every failure
             raise CorruptImageError("late failure") from exc
 
-    monkeypatch.setattr(decoders, "_run", failing)
+    monkeypatch.setattr(decoders, "prepare_film", failing)
     server_end, worker_end = Pipe()
     worker = threading.Thread(target=decoders._serve, args=(worker_end, None), daemon=True)
     worker.start()

@@ -22,17 +22,13 @@ def one_slot_client():
 
 def test_requests_beyond_the_decode_slots_get_503_at_once(one_slot_client):
     client = one_slot_client
-    slots = client.app.state.decode_slots
-    assert slots.try_take()  # an upload in flight holds the only slot
-    try:
+    with client.app.state.decoder.admit():  # an upload in flight holds the only place
         for path, field in (("/predict", "file"), ("/predict/batch", "files"), ("/", "files")):
             response = client.post(path, files={field: ("x.jpeg", jpeg_bytes())})
             assert response.status_code == 503 and response.headers["retry-after"] == "1"
             assert response.json()["error"] == "busy"
         assert client.get("/healthz").status_code == 200  # health never waits for a slot
         assert client.get("/readyz").status_code == 200
-    finally:
-        slots.give_back()
     assert client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 200
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.services.registry import find_model
+from app.services.saved_model import find_model
 from tests.conftest import REPO, settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes
 
@@ -128,5 +128,5 @@ def test_the_report_page_compares_the_served_model_with_the_stronger_ones():
 
 
 def test_an_empty_batch_is_an_empty_answer(client):
-    model = client.app.state.slot.model
+    model = client.app.state.catalog.default
     assert model.predict(np.zeros((0, 64, 64, 3), np.float32)).shape == (0,)

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.services import loader
+from app.services import catalog as loader
 from tests.conftest import REPO, settings_for_tests, wait_until_settled
 from tests.contract.test_card import copy_committed_model
 from tests.helpers import jpeg_bytes
@@ -15,13 +15,13 @@ from tests.helpers import jpeg_bytes
 
 def test_readyz_is_503_while_loading_then_200(monkeypatch):
     release = threading.Event()
-    real = loader.LoadedModel
+    real = loader.ServedModel
 
     def slow_model(path):
         assert release.wait(60)
         return real(path)
 
-    monkeypatch.setattr(loader, "LoadedModel", slow_model)
+    monkeypatch.setattr(loader, "ServedModel", slow_model)
     with TestClient(create_app(settings_for_tests())) as client:
         assert client.get("/healthz").status_code == 200  # up while the model loads
         ready = client.get("/readyz")
@@ -79,7 +79,7 @@ def test_missing_or_damaged_model_folder_is_one_log_line(tmp_path, caplog):
 
 def test_a_broken_input_guard_file_keeps_the_app_not_ready(tmp_path, caplog):
     from app.contract.card import CARD_FILE
-    from app.services.registry import find_model
+    from app.services.saved_model import find_model
 
     served = find_model(REPO / "models", "pneumonia")
     models = tmp_path / "models"

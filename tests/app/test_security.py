@@ -62,7 +62,7 @@ def test_unexpected_error_is_json_500_with_request_id_logged_once(client, caplog
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("app.routes.predict.predict_image", explode)
+    monkeypatch.setattr("app.routes.predict.score_film", explode)
     with caplog.at_level(logging.INFO):
         response = client.post("/predict",
                                files={"file": ("Jane-Doe.jpeg", jpeg_bytes(), "image/jpeg")})

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from app.contract.card import read_card
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import decode, load_model_input
-from app.services.registry import find_model
+from app.services.saved_model import find_model
 from tests.conftest import REPO
 from tests.helpers import encode
 

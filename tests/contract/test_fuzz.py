@@ -4,7 +4,8 @@ one of the project's own ImageError classes, never anything else."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.contract.preprocessing import ImageError, decode
+from app.contract.errors import ImageError
+from app.contract.preprocessing import decode
 from tests.corpus import progressive_jpeg
 from tests.helpers import jpeg_bytes, png16_bytes, png_bytes
 

@@ -2,16 +2,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.contract.preprocessing import (
+from app.contract.errors import (
     CorruptImageError,
     EmptyImageError,
     NotAnImageError,
     TooManyPixelsError,
     UnsupportedFormatError,
-    decode,
-    load_model_input,
-    to_model_input,
 )
+from app.contract.preprocessing import decode, load_model_input, to_model_input
 from tests.helpers import (
     encode,
     exif_rotated_jpeg,

@@ -24,16 +24,16 @@ import pytest
 from PIL import Image
 
 from app.contract.preprocessing import decode, to_model_input
-from app.services.registry import LoadedModel, available_models, find_model
+from app.services.saved_model import ServedModel, available_models, find_model
 from tests.conftest import REPO
 
 TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def models() -> list[LoadedModel]:
+def models() -> list[ServedModel]:
     names = available_models(REPO / "models")
-    return [LoadedModel(find_model(REPO / "models", name)) for name in sorted(names)]
+    return [ServedModel(find_model(REPO / "models", name)) for name in sorted(names)]
 
 
 def _inputs(data: bytes, card) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def _inputs(data: bytes, card) -> tuple[np.ndarray, np.ndarray]:
             to_model_input(full.pixels, size, channels))
 
 
-def _gaps(files: list[bytes], model: LoadedModel) -> np.ndarray:
+def _gaps(files: list[bytes], model: ServedModel) -> np.ndarray:
     """|P(reduced decode) - P(full decode)| per file."""
     with ThreadPoolExecutor(4) as pool:
         pairs = list(pool.map(lambda data: _inputs(data, model.card), files))
@@ -55,7 +55,7 @@ def _gaps(files: list[bytes], model: LoadedModel) -> np.ndarray:
     return np.abs(reduced - full)
 
 
-def _largest_gap(files: list[bytes], models: list[LoadedModel]) -> dict[str, float]:
+def _largest_gap(files: list[bytes], models: list[ServedModel]) -> dict[str, float]:
     return {model.card.name: float(_gaps(files, model).max()) for model in models}
 
 

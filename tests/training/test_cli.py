@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from app.contract.card import read_card
-from app.services.registry import find_model
+from app.services.saved_model import find_model
 from tests.helpers import make_dataset_tree
 from training.__main__ import parse_args
 

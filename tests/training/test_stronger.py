@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from app.contract.card import read_card
-from app.services.registry import LoadedModel, find_model
+from app.services.saved_model import ServedModel, find_model
 from tests.helpers import make_dataset_tree
 from training.augment import random_xray
 from training.experiments import EXPERIMENTS, EarlyStopping, Experiment, build_compact
@@ -207,7 +207,7 @@ def test_stronger_protocol_exports_the_best_validation_seed_beside_model_5(stron
     assert card.training.seed == best["seed"] and card.threshold == pytest.approx(
         best["threshold"])
     assert "histogram equalisation" in card.input.scaling
-    model = LoadedModel(path)
+    model = ServedModel(path)
     films = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     probabilities, heatmaps = model.explain(films)
     np.testing.assert_allclose(probabilities, model.predict(films), atol=1e-6)

@@ -1,4 +1,5 @@
-"""The process's models, loaded once in a background thread behind a readiness check.
+"""The catalog: the process's models, loaded once in a background thread behind readiness,
+and the one rule for which threshold applies.
 
 One model is the default (Settings.model_name); others found in MODEL_DIR can be offered
 beside it (Settings.offered_models) and are asked for by name. The app is ready when the
@@ -19,21 +20,30 @@ from pathlib import Path
 
 from app.config import Settings
 from app.contract.card import CardError
-from app.services.registry import LoadedModel, available_models, find_model
+from app.services.saved_model import ServedModel, available_models, find_model
 
 log = logging.getLogger("app.model")
 
 
-class ModelSlot:
+class ModelCatalog:
     def __init__(self) -> None:
-        self.model: LoadedModel | None = None  # the default model, once ready
-        self.models: dict[str, LoadedModel] = {}  # every model offered, default first
+        self.default: ServedModel | None = None  # the default model, once ready
+        self.models: dict[str, ServedModel] = {}  # every model offered, default first
         self.report: dict | None = None
         self.failure: str | None = None  # why the model will never be ready
+        self._threshold_override: float | None = None
 
     @property
     def loading(self) -> bool:
-        return self.model is None and self.failure is None
+        return self.default is None and self.failure is None
+
+    def threshold(self, model: ServedModel) -> float:
+        """The decision threshold for `model`: Settings.threshold overrides the default
+        model's card (one number cannot suit two models); every other model uses its card's
+        operating point."""
+        if model is self.default and self._threshold_override is not None:
+            return self._threshold_override
+        return model.card.threshold
 
     def start(self, settings: Settings) -> threading.Thread:
         thread = threading.Thread(target=self.load, args=(settings,), name="model-loader",
@@ -42,8 +52,9 @@ class ModelSlot:
         return thread
 
     def load(self, settings: Settings) -> None:
+        self._threshold_override = settings.threshold
         try:
-            model = _load(settings.model_dir, settings.model_name, settings.model_version)
+            model = load_model(settings.model_dir, settings.model_name, settings.model_version)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said once
             self.failure = _first_line(exc)
             log.error("model not loaded, /readyz stays 503: %s", self.failure)
@@ -51,7 +62,7 @@ class ModelSlot:
         models = {model.card.name: model}
         for name in _offered(settings):
             try:
-                models[name] = _load(settings.model_dir, name, None)
+                models[name] = load_model(settings.model_dir, name, None)
             except Exception as exc:  # noqa: BLE001 - the default still serves
                 log.warning("model %s not offered: %s", name, _first_line(exc))
         wait_ms = _batch_wait_ms(settings)
@@ -61,14 +72,14 @@ class ModelSlot:
             log.info("micro-batching on: requests within %.1f ms share a model call", wait_ms)
         self.report = _read_report(settings.model_dir / "report.json")
         self.models = models
-        self.model = model
+        self.default = model
         log.info("models %s loaded and warmed up; default %s v%s; ready",
                  ", ".join(f"{m.card.name} v{m.card.version}" for m in models.values()),
                  model.card.name, model.card.version)
 
-    def choose(self, name: str | None) -> LoadedModel | None:
+    def choose(self, name: str | None) -> ServedModel | None:
         """The model called `name` (None: the default), or None if it is not offered."""
-        return self.model if name is None else self.models.get(name)
+        return self.default if name is None else self.models.get(name)
 
 
 def _batch_wait_ms(settings: Settings) -> float:
@@ -79,8 +90,10 @@ def _batch_wait_ms(settings: Settings) -> float:
     return 2.0 if tf.config.list_physical_devices("GPU") else 0.0
 
 
-def _load(model_dir: Path, name: str, version: int | None) -> LoadedModel:
-    model = LoadedModel(find_model(model_dir, name, version))
+def load_model(model_dir: Path, name: str, version: int | None) -> ServedModel:
+    """Model `name` (at `version`, None = newest) loaded, checked and warmed up; raises
+    ModelNotFoundError, CardError or TensorFlow's errors."""
+    model = ServedModel(find_model(model_dir, name, version))
     if model.card.name != name:  # ?model=NAME and the chooser go by the card's name
         raise CardError("name", f"the card says {model.card.name!r}, its folder {name!r}")
     model.warm_up()

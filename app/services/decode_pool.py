@@ -18,6 +18,10 @@ threads can deadlock, and the workers need only the light contract package.
 
 `InlineDecoder` does the same work in the calling thread: for tests, tools, and
 `decode_workers = 0`.
+
+Both own the one admission rule (`admit`): at most `admitted` films in flight (waiting for a
+worker or decoding) across every door; one more is refused at once (ServerBusyError, 503
+over HTTP), never queued.
 """
 
 from __future__ import annotations
@@ -29,33 +33,48 @@ import multiprocessing
 import os
 import pickle
 import queue
+import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from app.contract.guard import InputGuard
-from app.contract.preprocessing import ImageError
-from app.errors import DecodeBudgetError, ServerBusyError, WorkerLostError
+from app.contract.errors import DecodeBudgetError, ImageError, WorkerLostError
+from app.errors import ServerBusyError
+from app.services.film import FilmJob, PreparedFilm, prepare_film
 
 log = logging.getLogger("app.decoders")
 
 _START_SECONDS = 60  # a worker that has not started by then is dead
+MODULES_PROBE = "modules?"  # a worker answers it with the names in its sys.modules
 
 
-@dataclass(frozen=True)
-class Job:
-    data: bytes
-    size: tuple[int, int]
-    channels: int
-    guard: InputGuard | None
-    max_pixels: int
-    keep_pixels: bool = False
-    thumbnail: bool = False
+class Admission:
+    """At most `limit` films in flight; taking a place never waits."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._free = threading.BoundedSemaphore(limit) if limit else None
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """A place for one film (or one request's films) for the block; ServerBusyError at
+        once when none is free."""
+        if self._free is None:
+            yield
+            return
+        if not self._free.acquire(blocking=False):
+            raise ServerBusyError()
+        try:
+            yield
+        finally:
+            self._free.release()
 
 
 class Decoder(Protocol):
-    def prepare(self, job: Job): ...  # -> PreparedFilm; raises ImageError subclasses
+    def prepare(self, job: FilmJob) -> PreparedFilm: ...  # raises ImageError subclasses
+
+    def admit(self) -> AbstractContextManager[None]: ...
 
     def close(self) -> None: ...
 
@@ -63,18 +82,17 @@ class Decoder(Protocol):
 class InlineDecoder:
     """Decode in the calling thread."""
 
-    def prepare(self, job: Job):
-        return _run(job)
+    def __init__(self, admitted: int | None = None) -> None:
+        self._admission = Admission(admitted)
+
+    def admit(self):
+        return self._admission.admit()
+
+    def prepare(self, job: FilmJob) -> PreparedFilm:
+        return prepare_film(job)
 
     def close(self) -> None:
         pass
-
-
-def _run(job: Job):
-    from app.services.inference import prepare_film  # noqa: PLC0415 - worker-side import
-
-    return prepare_film(job.data, job.size, job.channels, job.guard, job.max_pixels,
-                        keep_pixels=job.keep_pixels, thumbnail=job.thumbnail)
 
 
 class _Worker:
@@ -108,9 +126,10 @@ class DecodePool:
     """`workers` decoding processes; `prepare` blocks its caller until the film is ready."""
 
     def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
-                 wait: float | None = None) -> None:
+                 wait: float | None = None, admitted: int | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
+        self._admission = Admission(admitted)
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
@@ -136,7 +155,10 @@ class DecodePool:
             return worker
         return self._start()
 
-    def prepare(self, job: Job):
+    def admit(self):
+        return self._admission.admit()
+
+    def prepare(self, job: FilmJob) -> PreparedFilm:
         if self._closed:
             raise ServerBusyError()
         try:
@@ -175,6 +197,17 @@ class DecodePool:
         for worker in workers:
             worker.stop()
 
+    def worker_modules(self) -> list[str]:
+        """The names in one idle worker's `sys.modules`: what a decode worker carries (no web
+        framework, no TensorFlow: tests/test_architecture.py)."""
+        worker = self._idle.get(timeout=self.wait)
+        try:
+            worker.wait_started(_START_SECONDS)
+            worker.conn.send(MODULES_PROBE)
+            return _loads(worker.conn.recv_bytes())
+        finally:
+            self._idle.put(worker)
+
     @property
     def pids(self) -> list[int]:
         with self._lock:
@@ -193,7 +226,7 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
     from app.quiet import silence_decoder_chatter  # noqa: PLC0415
 
     silence_decoder_chatter()
-    import app.services.inference  # noqa: F401, PLC0415 - imported before saying ready
+    import app.services.film  # noqa: F401, PLC0415 - imported before saying ready
 
     conn.send("ready")
     while True:
@@ -201,6 +234,9 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             return  # the server went away
+        if job == MODULES_PROBE:
+            conn.send_bytes(pickle.dumps(sorted(sys.modules)))
+            continue
         payload, ok = _answer(job)
         conn.send_bytes(payload)
         del job, payload
@@ -211,9 +247,9 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             gc.collect()
 
 
-def _answer(job: Job) -> tuple[bytes, bool]:
+def _answer(job: FilmJob) -> tuple[bytes, bool]:
     try:
-        result = (True, _run(job))
+        result = (True, prepare_film(job))
     except ImageError as exc:
         result = (False, _bare(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the server, worker kept
@@ -238,10 +274,10 @@ _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("app.services.inference", "PreparedFilm"), ("app.services.inference", "ImageFacts"),
+    ("app.services.film", "PreparedFilm"), ("app.services.film", "ImageFacts"),
     ("app.contract.dicom", "DicomInfo"),
 }
-_ALLOWED_ERROR_MODULES = ("app.contract.preprocessing", "app.errors")
+_ALLOWED_ERROR_MODULES = ("app.contract.errors",)
 
 
 class _ResultUnpickler(pickle.Unpickler):

@@ -1,4 +1,6 @@
-"""Find saved models by name in MODEL_DIR and load them with their model cards.
+"""One exported model as the app serves it: a SavedModel's signatures with its model card.
+
+Finding models by name in MODEL_DIR is here too.
 
 MODEL_DIR/<name>/<version>/ is a TensorFlow SavedModel (the layout TensorFlow Serving reads)
 with model_card.json beside it. Everything the app needs to know about a model (input size,
@@ -42,7 +44,7 @@ def find_model(model_dir: Path, name: str, version: int | None = None) -> Path:
     return Path(model_dir) / name / str(version)
 
 
-class LoadedModel:
+class ServedModel:
     """A SavedModel's serving signature plus its validated card; thread-safe to call."""
 
     def __init__(self, path: Path, card: ModelCard | None = None) -> None:

@@ -1,0 +1,130 @@
+"""The console command: `pneumonia-triage SUBCOMMAND` (also `python -m app SUBCOMMAND`).
+
+- `serve` (the default): the web app on the host and port from the settings.
+- `score FOLDER --out worklist.csv`: triage a folder without the server. Every file under
+  FOLDER (JPEG, PNG, MPO, DICOM with or without an extension; anything else gets its error in
+  its row) goes through the server's pipeline, decoded by its worker pool on every core,
+  with a progress bar on stderr. The CSV is the one the API and the page write: highest
+  probability first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
+
+from app.config import Settings, get_settings  # noqa: E402
+
+
+def find_files(folder: Path) -> list[Path]:
+    """Every regular file under `folder`, in a stable order; hidden files and folders skipped."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def score_folder(folder: Path, workers: int, progress: bool = True,
+                 model_name: str | None = None, settings: Settings | None = None):
+    """(FileResult list in file order, model card) for every file under `folder`.
+
+    The server's pipeline and decode pool (with its time and memory budget per film);
+    `workers` films decoded at once; the model called once per pipeline chunk. The model is
+    chosen, and its threshold set, by the same catalog rule as the app's ?model=NAME."""
+    from tqdm import tqdm
+
+    from app.services.catalog import ModelCatalog
+    from app.services.decode_pool import DecodePool
+    from app.services.pipeline import Scorer, score_films
+
+    settings = settings or get_settings()
+    catalog = ModelCatalog()
+    catalog.load(settings.model_copy(update={
+        "offered_models": [] if model_name in (None, settings.model_name) else [model_name]}))
+    if catalog.default is None:
+        raise SystemExit(f"the model could not be loaded: {catalog.failure}")
+    model = catalog.choose(model_name)
+    if model is None:
+        raise SystemExit(f"no model {model_name!r} in {settings.model_dir}")
+    files = find_files(folder)
+    pool = DecodePool(workers, timeout=settings.decode_timeout_seconds,
+                      memory_mb=settings.decode_memory_mb)
+    scorer = Scorer(model, catalog.threshold(model), pool, settings.max_image_pixels)
+    named: list[tuple[str, Callable[[], bytes]]] = [
+        (str(f.relative_to(folder)), f.read_bytes) for f in files]
+    results = []
+    try:
+        with tqdm(total=len(files), unit="file", disable=not progress,
+                  file=sys.stderr) as bar:
+            for result in score_films(scorer, named, parallel=workers):
+                results.append(result)
+                bar.update(1)
+    finally:
+        pool.close()
+    return results, model.card
+
+
+def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    from app.services.worklist import worklist_csv
+
+    settings = get_settings()
+    workers = args.workers or settings.decode_workers or 1
+    results, card = score_folder(args.folder, workers, progress=not args.quiet,
+                                 model_name=args.model, settings=settings)
+    args.out.write_text(worklist_csv(results))
+    scored = [r.prediction for r in results if r.prediction is not None]
+    flagged = sum(p.flagged for p in scored)
+    print(f"{len(results)} files: {len(scored)} scored, {flagged} flagged, "
+          f"{len(results) - len(scored)} not scored; worklist written to {args.out} "
+          f"(model {card.name} v{card.version}). {card.disclaimer}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    settings = get_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                limit_concurrency=settings.max_connections,
+                timeout_keep_alive=settings.keep_alive_seconds,
+                h11_max_incomplete_event_size=16 * 1024)  # request line and headers
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pneumonia-triage",
+        description="Pediatric chest X-ray pneumonia triage. A prioritisation aid, not a "
+                    "diagnosis. Settings come from PNEUMONIA_* environment variables.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve the web app (the default)")
+    serve.set_defaults(run=_serve)
+    score = commands.add_parser("score", help="triage a folder of films into a CSV worklist")
+    score.add_argument("folder", type=Path, help="folder of X-rays (searched recursively)")
+    score.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    score.add_argument("--model", default=None,
+                       help="which model to ask, by name (default: PNEUMONIA_MODEL_NAME)")
+    score.add_argument("--workers", type=int, default=None,
+                       help="decoding processes (default: PNEUMONIA_DECODE_WORKERS)")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(run=_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `python -m app` alone serves, as it always has
+        args = parser.parse_args(["serve"])
+    return args.run(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

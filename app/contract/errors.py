@@ -1,0 +1,145 @@
+"""Film errors: why a film was not turned into model input. One vocabulary for every door.
+
+Each error carries a short `code` (machine-readable, stable: it is part of the API, the CSV
+and, later, DICOM failure statuses) and a `message` for the person who sent the film. How an
+error is answered (an HTTP status, a DICOM status) is the caller's layer's business: this
+module imports nothing beyond the standard library, so it can be raised in a decode worker,
+in training and in the app alike, and pickled between processes (every constructor argument
+is passed to `Exception.__init__` for that).
+"""
+
+from __future__ import annotations
+
+
+def pixels_text(pixels: int) -> str:
+    """'50 million pixels', '10,000 pixels': never '0 million'."""
+    if pixels >= 1_000_000:
+        return f"{pixels / 1e6:.3g} million pixels"
+    return f"{pixels:,} pixels"
+
+
+class ImageError(ValueError):
+    """Base class for films that cannot be turned into model input: never scored."""
+
+    code = "bad_image"
+
+    @property
+    def message(self) -> str:
+        return "The image could not be processed."
+
+
+class EmptyImageError(ImageError):
+    code = "empty_file"
+
+    @property
+    def message(self) -> str:
+        return "The uploaded file is empty."
+
+
+class NotAnImageError(ImageError):
+    code = "not_an_image"
+
+    @property
+    def message(self) -> str:
+        return ("The file is not an image we can read. Upload a chest X-ray as JPEG, PNG or "
+                "DICOM.")
+
+
+class UnsupportedFormatError(ImageError):
+    code = "unsupported_format"
+
+    def __init__(self, image_format: str | None) -> None:
+        super().__init__(image_format)
+        self.image_format = image_format
+
+    @property
+    def message(self) -> str:
+        return f"{self.image_format or 'This'} images are not supported. Upload a JPEG, PNG or " \
+               "DICOM."
+
+
+class CorruptImageError(ImageError):
+    """Undecodable, or decodable only by guessing what is missing: never scored."""
+
+    code = "corrupt_image"
+
+    @property
+    def message(self) -> str:
+        return ("The image is damaged or truncated and was not scored: part of the film is "
+                "missing or unreadable. Upload the complete original file.")
+
+
+class DamagedImageError(CorruptImageError):
+    """Readable, but the file does not hold the whole image it declares (integrity checks)."""
+
+
+class MultiFrameError(ImageError):
+    code = "multi_frame"
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames = frames
+
+    @property
+    def message(self) -> str:
+        return f"The image has {self.frames} frames (an animation). Upload a single X-ray."
+
+
+class TooManyPixelsError(ImageError):
+    """Over the pixel limit; `pixels` or `limit` is None where the decoder did not say."""
+
+    code = "image_too_large"
+
+    def __init__(self, pixels: int | None, limit: int | None) -> None:
+        super().__init__(pixels, limit)
+        self.pixels = pixels
+        self.limit = limit
+
+    @property
+    def message(self) -> str:
+        size = f"has {pixels_text(self.pixels)}" if self.pixels else "is too large to decode"
+        limit = f"; the limit is {pixels_text(self.limit)}" if self.limit else ""
+        return f"The image {size}{limit}."
+
+
+class DicomNotScoredError(ImageError):
+    """A readable DICOM that must not be scored (CT, lateral view, no pixels, ...); `reason`
+    is a short code (the error code is `dicom_<reason>`), `text` names the deciding tag."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(reason, text)
+        self.reason = reason
+        self.text = text
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return f"dicom_{self.reason}"
+
+    @property
+    def message(self) -> str:
+        return self.text
+
+
+class DecodeBudgetError(ImageError):
+    """The film took longer than the per-image decode budget: stopped, never scored."""
+
+    code = "decode_too_slow"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    @property
+    def message(self) -> str:
+        return (f"The image took longer than {self.seconds:g} s to decode and was stopped. "
+                "Export the film again as a plain JPEG or PNG.")
+
+
+class WorkerLostError(ImageError):
+    """The worker decoding the film died (killed for memory, or crashed): not scored."""
+
+    code = "image_too_large"
+
+    @property
+    def message(self) -> str:
+        return "The image needed more memory to decode than the server allows per film."

@@ -1,0 +1,138 @@
+"""The web layer's one table: each film or request error -> its HTTP status, and the
+handlers that answer them.
+
+Codes and messages live with the errors themselves (app/contract/errors.py,
+app/errors.py); only the status and headers are HTTP's. Clients that ask for HTML (a browser
+posting the upload form without JavaScript) get the message as a page; everybody else gets
+JSON `{"error": code, "detail": message}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.contract.errors import (
+    CorruptImageError,
+    DecodeBudgetError,
+    DicomNotScoredError,
+    EmptyImageError,
+    ImageError,
+    MultiFrameError,
+    NotAnImageError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+    WorkerLostError,
+)
+from app.deps import catalog_of, templates_of
+from app.errors import (
+    AppError,
+    ClientDisconnectedError,
+    MissingFileError,
+    ModelNotReadyError,
+    ServerBusyError,
+    TooManyFilesError,
+    UnauthorizedError,
+    UnknownModelError,
+    UploadError,
+    UploadTimeoutError,
+    UploadTooLargeError,
+)
+
+log = logging.getLogger("app.requests")
+
+RETRY_AFTER_SECONDS = 5  # while the model loads; loading takes a few seconds
+
+# Most specific class first; the first match decides. The class's base is the fallback.
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (ModelNotReadyError, 503),
+    (ServerBusyError, 503),
+    (UnknownModelError, 404),
+    (UploadTimeoutError, 408),
+    (UnauthorizedError, 401),
+    (MissingFileError, 422),
+    (TooManyFilesError, 413),  # one file too many in /predict's field is 400, below
+    (UploadTooLargeError, 413),
+    (ClientDisconnectedError, 400),
+    (UploadError, 400),
+    (AppError, 400),
+    (EmptyImageError, 400),
+    (NotAnImageError, 415),
+    (UnsupportedFormatError, 415),
+    (MultiFrameError, 415),
+    (TooManyPixelsError, 413),
+    (DicomNotScoredError, 422),
+    (DecodeBudgetError, 413),
+    (WorkerLostError, 413),
+    (CorruptImageError, 400),
+    (ImageError, 400),
+)
+
+
+def http_status(exc: Exception) -> int:
+    """The HTTP status of a film or request error (400 for anything not in the table)."""
+    if isinstance(exc, TooManyFilesError) and exc.limit == 1:
+        return 400  # a second file where one belongs: a malformed request, not a big one
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def describe(exc: AppError | ImageError) -> tuple[int, str, str]:
+    """(HTTP status, code, message) of a film or request error."""
+    return http_status(exc), exc.code, exc.message
+
+
+def _headers(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, ModelNotReadyError) and not exc.failed:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, ServerBusyError):
+        return {"Retry-After": "1"}
+    return {}
+
+
+def wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, exc: AppError | ImageError) -> Response:
+    status, code, message = describe(exc)
+    if isinstance(exc, ClientDisconnectedError):
+        log.info("client disconnected during upload")
+    if wants_html(request):
+        catalog = catalog_of(request)
+        card = catalog.default.card if catalog.default is not None else None
+        page = "login.html" if isinstance(exc, UnauthorizedError) else "error.html"
+        return templates_of(request).TemplateResponse(
+            request, page, {"card": card, "message": message},
+            status_code=status, headers=_headers(exc))
+    return JSONResponse({"error": code, "detail": message}, status_code=status,
+                        headers=_headers(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return error_response(request, exc)  # type: ignore[arg-type]
+
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
+        # 404, 405 and friends in the same JSON shape as every other error.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"error": "invalid_request",
+                             "detail": "The request's parameters are not valid."},
+                            status_code=422)
+
+    app.add_exception_handler(AppError, handle)
+    app.add_exception_handler(ImageError, handle)
+    app.add_exception_handler(StarletteHTTPException, handle_http)
+    app.add_exception_handler(RequestValidationError, handle_validation)

@@ -1,0 +1,165 @@
+"""The one film pipeline: bytes -> decoded film -> model input -> prediction -> result.
+
+Every door calls it: `/predict` and the page (`score_film`), `/predict/batch`, the page's
+worklist and the folder command (`score_films`), and later the worklist store and the DICOM
+node. Decoding runs in the decoder it is given (the app's worker pool, or the calling
+thread); the model call and the heatmap run here. Synchronous (Pillow, pydicom, TensorFlow):
+web routes call it from worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+from PIL import Image
+
+from app.contract.errors import ImageError
+from app.errors import ServerBusyError
+from app.services.decode_pool import Decoder, InlineDecoder
+from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
+from app.services.saved_model import ServedModel
+
+CHUNK = 64  # films per model call when scoring many
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """The film and a transparent overlay of the same size, as data: URIs of PNGs."""
+
+    film: str
+    overlay: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probability: float
+    label: str
+    flagged: bool  # label is the card's positive class: a priority read
+    threshold: float
+    model_name: str
+    model_version: int
+    image: ImageFacts
+    elapsed_ms: float
+    thumbnail: str | None = None  # data: URI of a small PNG, when asked for
+    guard_warnings: tuple[str, ...] = ()
+    heatmap: Heatmap | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.image.warnings + self.guard_warnings
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file of many: its prediction, or the error that kept it from being scored."""
+
+    index: int
+    filename: str
+    prediction: Prediction | None
+    error: ImageError | ServerBusyError | None  # busy: no decode worker was free in time
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One model at one threshold, decoding through one decoder: what every door needs."""
+
+    model: ServedModel
+    threshold: float  # from ModelCatalog.threshold, the one rule
+    decoder: Decoder
+    max_pixels: int
+
+    def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
+        card = self.model.card
+        return FilmJob(data, card.input_size, card.channels, self.model.guard,
+                       self.max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail)
+
+    def prediction(self, film: PreparedFilm, probability: float, seconds: float,
+                   heatmap: Heatmap | None = None) -> Prediction:
+        card = self.model.card
+        label = card.label_for(probability, self.threshold)
+        return Prediction(
+            probability=probability, label=label, flagged=label == card.positive_class,
+            threshold=self.threshold, model_name=card.name, model_version=card.version,
+            image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
+            guard_warnings=film.guard_warnings, heatmap=heatmap)
+
+
+def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction:
+    """One film: its prediction, with its occlusion heatmap when `explain` (and the model
+    can). Raises ImageError subclasses (app/contract/errors.py), or ServerBusyError when no
+    decode worker is free."""
+    started = time.perf_counter()
+    film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
+    model = scorer.model
+    heatmap = None
+    if explain and model.can_explain:
+        probabilities, maps = model.explain(film.model_input[None])
+        heatmap = draw_heatmap(film.pixels, maps[0])
+    else:
+        probabilities = model.predict_shared(film.model_input[None])
+    return scorer.prediction(film, float(probabilities[0]), time.perf_counter() - started,
+                             heatmap=heatmap)
+
+
+def score_films(scorer: Scorer, files: Iterable[tuple[str, bytes | Callable[[], bytes]]],
+                thumbnails: bool = False, parallel: int = 1,
+                chunk: int = CHUNK) -> Iterator[FileResult]:
+    """Many films, in the order given: one FileResult each, yielded as each chunk of
+    `chunk` films is scored in one model call. A file that cannot be scored carries its
+    error and never fails the others. `files` holds (name, bytes or a function that reads
+    them), read lazily; `parallel` films are decoded at once (the folder command uses every
+    worker; a request uses one, leaving the pool to other requests). Each film's pixels
+    are dropped as soon as its model input, guard warnings and thumbnail are made."""
+
+    def prepare(item: tuple[int, tuple[str, bytes | Callable[[], bytes]]]):
+        index, (name, source) = item
+        started = time.perf_counter()
+        try:
+            data = source() if callable(source) else source
+            film = scorer.decoder.prepare(scorer.job(data, thumbnail=thumbnails))
+            return index, name, film, None, time.perf_counter() - started
+        except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'
+            return index, name, None, exc, time.perf_counter() - started
+
+    items = enumerate(files)
+    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as threads:
+        while batch := list(islice(items, chunk)):
+            prepared = list(threads.map(prepare, batch))
+            started = time.perf_counter()
+            ready = [p for p in prepared if p[2] is not None]
+            probabilities = {}
+            if ready:
+                out = scorer.model.predict(np.stack([p[2].model_input for p in ready]))
+                probabilities = {p[0]: float(q) for p, q in zip(ready, out)}
+            model_seconds = (time.perf_counter() - started) / max(len(ready), 1)
+            for index, name, film, error, seconds in prepared:
+                prediction = None if film is None else scorer.prediction(
+                    film, probabilities[index], seconds + model_seconds)
+                yield FileResult(index, name, prediction, error)
+
+
+def inline_scorer(model: ServedModel, threshold: float, max_pixels: int) -> Scorer:
+    """A Scorer that decodes in the calling thread: for tools and tests."""
+    return Scorer(model, threshold, InlineDecoder(), max_pixels)
+
+
+def draw_heatmap(pixels: np.ndarray, heat: np.ndarray) -> Heatmap:
+    """The film at display size, and the (H, W) 0-1 map stretched over it as a transparent
+    red-to-yellow layer: the page stacks them and lets the clinician fade the layer."""
+    film = Image.fromarray(pixels)
+    size = film.size
+    level = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(
+        size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    rgba = np.zeros((size[1], size[0], 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 1] = (255 * level).astype(np.uint8)  # hotter is yellower
+    rgba[..., 3] = (220 * np.clip(level * 1.4 - 0.2, 0, 1)).astype(np.uint8)  # cool is clear
+    return Heatmap(film=png_uri(film), overlay=png_uri(Image.fromarray(rgba, "RGBA")),
+                   width=size[0], height=size[1])
