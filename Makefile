@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ../shared/data/chest_xray
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev install-train chromium lint train
+.PHONY: run test test-fast install install-dev install-train system-packages lint train
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,19 +23,33 @@ install-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 
 run: install
-	$(BIN)/python -m app
+	$(BIN)/pneumonia-triage serve
 
-# The browser test drives Debian's Chromium (Playwright's own download is not used).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the browser test"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Real components the tests drive, from Debian's packages, installed once when missing:
+# Chromium (browser tests; Playwright's own download is not used), PostgreSQL (a throw-away
+# cluster per test session), Orthanc and dcmtk (a real PACS, storescu/echoscu), Prometheus
+# (promtool checks the alert rules).
+SYSTEM_PACKAGES := chromium:chromium postgresql:/usr/lib/postgresql \
+	orthanc:/usr/sbin/Orthanc dcmtk:storescu prometheus:promtool
+system-packages:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  package=$${entry%%:*}; probe=$${entry#*:}; \
+	  if ! command -v "$$probe" >/dev/null 2>&1 && [ ! -e "$$probe" ]; then \
+	    missing="$$missing $$package"; fi; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: install-dev
 	$(BIN)/ruff check .
 
-test: install-dev chromium lint
+test: install-dev system-packages lint
 	PNEUMONIA_DATA_DIR=$${PNEUMONIA_DATA_DIR:-$(DATA_DIR)} $(BIN)/python -m pytest
+
+# The daily lane: everything but slow, browser and real-data tests (under 2 minutes on 2 cores).
+test-fast: install-dev lint
+	$(BIN)/python -m pytest -m "not slow and not browser and not realdata"
 
 # The full study on the CPU (about 12 minutes on 2 cores); writes models/.
 train: install-train

@@ -23,7 +23,8 @@ from app.services.decode_pool import DecodePool, InlineDecoder
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     # Not awaited: the server accepts connections (and answers /healthz) while it loads.
-    app.state.catalog.start(settings)
+    if app.state.catalog.loading:
+        app.state.catalog.start(settings)
     if settings.decode_workers:
         app.state.decoder = DecodePool(settings.decode_workers,
                                        timeout=settings.decode_timeout_seconds,
@@ -36,7 +37,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None,
+               catalog: ModelCatalog | None = None) -> FastAPI:
+    """The app on `settings` (default: the environment's). A `catalog` already loaded on
+    the same model settings is served as it is (tests share one per model set)."""
     settings = settings or get_settings()
     silence_decoder_chatter()
     app = FastAPI(
@@ -50,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,  # a redirect would be built from the Host header
     )
     app.state.settings = settings
-    app.state.catalog = ModelCatalog()
+    app.state.catalog = catalog or ModelCatalog()
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
     app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)

@@ -131,6 +131,9 @@
     return lines.join("\n") + "\n";
   }
 
+  // For tests/app/test_browser.py, which holds both rules to the server's output.
+  window.triageWorklist = { order: worklistOrder, csv: worklistCsv };
+
   function cell(row, text, className) {
     const td = document.createElement("td");
     td.textContent = text;

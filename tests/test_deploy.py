@@ -5,7 +5,7 @@ import yaml
 from kubernetes_validate import validate
 
 from app.config import Settings
-from tests.conftest import REPO
+from tests.servers import REPO
 
 MANIFEST = REPO / "deploy" / "kubernetes.yaml"
 KUBERNETES = "1.37.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.servers import REPO
 
 
 def test_dockerfile_passes_hadolint():

@@ -12,7 +12,6 @@ from app.contract.errors import CorruptImageError, NotAnImageError, UnsupportedF
 from app.display import percent
 from app.http_errors import describe
 from app.services.saved_model import find_model
-from tests.conftest import REPO
 from tests.helpers import (
     encode,
     exif_rotated_jpeg,
@@ -21,6 +20,7 @@ from tests.helpers import (
     png_bytes,
     xray_like,
 )
+from tests.servers import REPO
 
 SERVED_CARD = read_card(find_model(REPO / "models", "pneumonia"))
 

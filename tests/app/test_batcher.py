@@ -5,11 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.main import create_app
 from app.services.batcher import MicroBatcher
-from tests.conftest import settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes
 
 
@@ -46,14 +43,11 @@ def test_a_failing_model_call_fails_every_request_in_it_and_the_next_works():
     assert batcher.predict(_film(1)).tolist() == [0.0]
 
 
-def test_the_app_micro_batches_when_asked_and_answers_as_without():
-    plain = settings_for_tests(batch_wait_ms=0)
-    batched = settings_for_tests(batch_wait_ms=50)
+def test_the_app_micro_batches_when_asked_and_answers_as_without(client_factory):
     films = [jpeg_bytes(90 + 10 * i, 80, seed=i) for i in range(6)]
     answers = {}
-    for name, settings in (("plain", plain), ("batched", batched)):
-        with TestClient(create_app(settings)) as client:
-            assert wait_until_settled(client) == 200
+    for name, wait_ms in (("plain", 0), ("batched", 50)):
+        with client_factory(batch_wait_ms=wait_ms) as client:
             with ThreadPoolExecutor(6) as pool:
                 responses = list(pool.map(
                     lambda data: client.post("/predict", files={"file": ("x.jpeg", data)}),

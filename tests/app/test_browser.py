@@ -161,3 +161,28 @@ def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_d
         page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "chooser.png"),
                         full_page=True)
     page.close()
+
+
+def test_the_page_script_orders_and_writes_the_worklist_as_the_server_does(server, browser):
+    """The script's copy of the worklist rules (it joins several requests' files) against
+    app/services/worklist.py on one set of files: ties, errors, warnings, and names that a
+    CSV must quote or neutralise."""
+    import httpx
+
+    from tests.helpers import jpeg_bytes, png_bytes
+
+    same = jpeg_bytes(120, 100, seed=3)
+    files = [("files", (name, data)) for name, data in (
+        ("a,comma.jpeg", jpeg_bytes(seed=1)), ("=SUM(1+1).jpeg", same),
+        ('quote"d.png', png_bytes()), ("tie.jpeg", same), ("broken.jpeg", b"\xff\xd8\xff"),
+        ("-minus.txt", b"not an image"), ("tiny.png", png_bytes(20, 20)))]
+    with httpx.Client(base_url=server, timeout=60) as client:
+        entries = client.post("/predict/batch", files=files).json()["results"]
+        server_csv = client.post("/predict/batch?format=csv", files=files).text
+    assert any(e["error"] for e in entries) and any(e["warnings"] for e in entries)
+    page = browser.new_page()
+    page.goto(server + "/")
+    script_csv = page.evaluate(
+        "entries => window.triageWorklist.csv(window.triageWorklist.order(entries))", entries)
+    page.close()
+    assert script_csv == server_csv

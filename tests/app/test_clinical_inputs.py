@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
 from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, dicom_bytes
 from tests.helpers import encode, jpeg_bytes, xray_like
+from tests.servers import REPO
 
 SOURCE = "test/NORMAL/IM-0001-0001.jpeg"  # a test-split film; its JPEG score is the reference
 SOURCE_PNEUMONIA = "test/PNEUMONIA/person100_bacteria_475.jpeg"
@@ -140,15 +140,8 @@ def test_worklist_of_50_films_a_corrupt_file_and_a_dicom_in_one_request(client, 
     assert rows[-1]["file"] == "broken.jpeg" and "damaged" in rows[-1]["error"]
 
 
-def test_worklist_limits_hold(client):
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from tests.conftest import settings_for_tests, wait_until_settled
-
-    settings = settings_for_tests(max_batch_files=3, max_batch_bytes=20_000)
-    with TestClient(create_app(settings)) as small:
-        assert wait_until_settled(small) == 200
+def test_worklist_limits_hold(client_factory):
+    with client_factory(max_batch_files=3, max_batch_bytes=20_000) as small:
         four = [("files", (f"{i}.jpeg", jpeg_bytes(seed=i))) for i in range(4)]
         response = small.post("/predict/batch", files=four)
         assert response.status_code == 413 and response.json()["error"] == "too_many_files"

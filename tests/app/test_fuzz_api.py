@@ -10,9 +10,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.main import create_app
-from tests.conftest import settings_for_tests
 from tests.corpus import BOUNDARY, multipart, part
 from tests.helpers import jpeg_bytes
+from tests.servers import settings_for_tests
 
 ANSWERS = {200, 400, 413, 415, 422}
 VALID = multipart(part(jpeg_bytes(48, 40)))

@@ -2,20 +2,15 @@
 
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
-from tests.conftest import settings_for_tests, wait_until_settled
 from tests.helpers import encode, jpeg_bytes
 
 
 @pytest.fixture(scope="module")
-def small_limit_client():
-    settings = settings_for_tests(max_upload_bytes=4096, max_image_pixels=100 * 100,
-                                  threshold=0.0)
-    with TestClient(create_app(settings)) as client:
-        assert wait_until_settled(client) == 200
+def small_limit_client(client_factory):
+    with client_factory(max_upload_bytes=4096, max_image_pixels=100 * 100,
+                        threshold=0.0) as client:
         yield client
 
 

@@ -4,19 +4,15 @@ health checks answered while every slot is taken."""
 import asyncio
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.errors import UploadTimeoutError
-from app.main import create_app
 from app.upload import _chunks
-from tests.conftest import settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes
 
 
 @pytest.fixture(scope="module")
-def one_slot_client():
-    with TestClient(create_app(settings_for_tests(max_concurrent_decodes=1))) as client:
-        assert wait_until_settled(client) == 200
+def one_slot_client(client_factory):
+    with client_factory(max_concurrent_decodes=1) as client:
         yield client
 
 

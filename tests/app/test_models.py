@@ -6,12 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.main import create_app
 from app.services.saved_model import find_model
-from tests.conftest import REPO, settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes
+from tests.servers import REPO
 
 SECOND_THRESHOLD = 0.9
 
@@ -34,10 +32,8 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(model_dir):
-    settings = settings_for_tests(model_dir=model_dir, threshold=0.25)
-    with TestClient(create_app(settings)) as test_client:
-        assert wait_until_settled(test_client) == 200
+def client(client_factory, model_dir):
+    with client_factory(model_dir=model_dir, threshold=0.25) as test_client:
         yield test_client
 
 
@@ -85,32 +81,27 @@ def test_the_upload_page_offers_a_choice_and_posts_to_the_chosen_model(client):
     assert f"{SECOND_THRESHOLD * 100:.0f}%" in answer.text
 
 
-def test_offered_models_can_be_limited_to_the_default(model_dir):
-    settings = settings_for_tests(model_dir=model_dir, offered_models=[])
-    with TestClient(create_app(settings)) as only:
-        assert wait_until_settled(only) == 200
+def test_offered_models_can_be_limited_to_the_default(client_factory, model_dir):
+    with client_factory(model_dir=model_dir, offered_models=[]) as only:
         assert [m["name"] for m in only.get("/models").json()["models"]] == ["pneumonia"]
         assert 'id="models"' not in only.get("/").text
         assert only.post("/predict?model=second",
                          files={"file": ("x.jpeg", jpeg_bytes())}).status_code == 404
 
 
-def test_the_default_can_be_another_model_by_setting(model_dir):
-    settings = settings_for_tests(model_dir=model_dir, model_name="second")
-    with TestClient(create_app(settings)) as other:
-        assert wait_until_settled(other) == 200
+def test_the_default_can_be_another_model_by_setting(client_factory, model_dir):
+    with client_factory(model_dir=model_dir, model_name="second") as other:
         body = other.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())}).json()
         assert body["model"]["name"] == "second"
         assert [m["name"] for m in other.get("/models").json()["models"]] == ["second",
                                                                                "pneumonia"]
 
 
-def test_the_report_page_compares_the_served_model_with_the_stronger_ones():
+def test_the_report_page_compares_the_served_model_with_the_stronger_ones(client_factory):
     """On the committed models: the comparison table carries the report's own figures."""
     report = json.loads((REPO / "models" / "report.json").read_text())
     section = report["stronger_models"]
-    with TestClient(create_app(settings_for_tests())) as committed:
-        assert wait_until_settled(committed) == 200
+    with client_factory() as committed:
         page = committed.get("/report").text
         assert 'id="model-comparison"' in page
         for entry in section["experiments"]:

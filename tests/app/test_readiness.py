@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services import catalog as loader
-from tests.conftest import REPO, settings_for_tests, wait_until_settled
 from tests.contract.test_card import copy_committed_model
 from tests.helpers import jpeg_bytes
+from tests.servers import REPO, settings_for_tests, wait_until_settled
 
 
 def test_readyz_is_503_while_loading_then_200(monkeypatch):

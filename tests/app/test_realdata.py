@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from app.contract.card import read_card
-from tests.conftest import REPO
+from tests.servers import REPO
 
 pytestmark = pytest.mark.realdata
 

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import settings_for_tests, wait_until_settled
 from tests.helpers import jpeg_bytes
+from tests.servers import settings_for_tests
 
 TOKEN = "s3cret-token-for-tests-only"
 
@@ -79,9 +79,8 @@ def test_unexpected_error_is_json_500_with_request_id_logged_once(client, caplog
 
 
 @pytest.fixture(scope="module")
-def token_client():
-    with TestClient(create_app(settings_for_tests(api_token=TOKEN))) as client:
-        assert wait_until_settled(client) == 200
+def token_client(client_factory):
+    with client_factory(api_token=TOKEN) as client:
         yield client
 
 

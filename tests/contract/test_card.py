@@ -10,7 +10,7 @@ import pytest
 
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.preprocessing import SERVES_PREPROCESSING_VERSIONS
-from tests.conftest import REPO
+from tests.servers import REPO
 
 COMMITTED = REPO / "models" / "pneumonia" / "1"
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from app.contract.preprocessing import decode, to_model_input
 from app.services.saved_model import ServedModel, available_models, find_model
-from tests.conftest import REPO
+from tests.servers import REPO
 
 TOLERANCE = 0.01
 
