@@ -82,10 +82,11 @@ def _tree_rss_mib(pid: int) -> float:
 class Server:
     """A server process on loopback; the peak resident memory of it and its children."""
 
-    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], port: int,
+                 cwd: Path = REPO) -> None:
         self.port = port
         started = time.perf_counter()
-        self.process = subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO,
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while not self._ready():

@@ -43,6 +43,7 @@ def test_a_failing_model_call_fails_every_request_in_it_and_the_next_works():
     assert batcher.predict(_film(1)).tolist() == [0.0]
 
 
+@pytest.mark.slow
 def test_the_app_micro_batches_when_asked_and_answers_as_without(client_factory):
     films = [jpeg_bytes(90 + 10 * i, 80, seed=i) for i in range(6)]
     answers = {}

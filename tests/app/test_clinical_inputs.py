@@ -165,6 +165,7 @@ def test_page_without_javascript_renders_a_sorted_worklist_with_csv(client):
     assert shown == sorted(shown, reverse=True)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_folder_command_gives_the_api_probabilities(client, data_dir, tmp_path):
     folder = tmp_path / "archive"
@@ -194,6 +195,7 @@ def test_folder_command_gives_the_api_probabilities(client, data_dir, tmp_path):
         assert abs(float(row["probability"]) - api) < 1e-5, row["file"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_folder_command_asks_the_model_it_is_told_to(client, data_dir, tmp_path):
     folder = tmp_path / "archive"

@@ -95,6 +95,7 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+@pytest.mark.slow
 def test_no_free_worker_within_the_wait_is_busy():
     pool = DecodePool(1, timeout=30, wait=0.1)
     try:
@@ -118,6 +119,7 @@ def test_the_app_answers_a_runaway_decode_413_and_goes_on(client_factory):
             == 200
 
 
+@pytest.mark.slow
 def test_health_answers_at_once_while_40_heavy_uploads_are_in_flight(tmp_path):
     """The attack of the serving issue: 40 concurrent uploads of a 49-megapixel progressive
     JPEG. Health and readiness answer throughout; a normal film is scored or refused with 503,
@@ -142,6 +144,7 @@ def test_health_answers_at_once_while_40_heavy_uploads_are_in_flight(tmp_path):
     assert set(normal) <= {200, 503}, normal
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_decode_is_replaced_and_the_film_refused():
     pool = DecodePool(1, timeout=30)
     try:

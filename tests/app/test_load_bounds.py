@@ -53,6 +53,7 @@ def _read(request, idle: float, total: float, min_rate: float = 0.0) -> int:
     return asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_an_upload_that_trickles_below_the_minimum_rate_is_stopped(monkeypatch):
     """The slow-loris of the red-team pass: a byte every 0.2 s never trips the idle or total
     timeout, and held a decode slot for two minutes; the average rate now cuts it off."""

@@ -13,6 +13,7 @@ from tests.helpers import jpeg_bytes
 from tests.servers import REPO, settings_for_tests, wait_until_settled
 
 
+@pytest.mark.slow
 def test_readyz_is_503_while_loading_then_200(monkeypatch):
     release = threading.Event()
     real = loader.ServedModel

@@ -74,6 +74,7 @@ def test_full_size_originals_score_the_same_decoded_at_reduced_scale(samples_dir
     assert all(gap < TOLERANCE for gap in gaps.values()), gaps
 
 
+@pytest.mark.slow
 def test_same_films_as_png_and_16_bit_png_score_the_same_reduced(samples_dir, models):
     files = []
     for path in sorted(samples_dir.iterdir()):
@@ -85,6 +86,7 @@ def test_same_films_as_png_and_16_bit_png_score_the_same_reduced(samples_dir, mo
     assert all(gap < TOLERANCE for gap in gaps.values()), gaps
 
 
+@pytest.mark.slow
 def test_test_split_enlarged_to_clinic_size_scores_within_the_resolution_noise(data_dir,
                                                                               models):
     """Every test-split film enlarged to 1024 px (a clinic's file is 1000-2900 px): the
