@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None,
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+    app.mount(docs.ASSETS, docs.assets, name="docs-assets")
     figures = settings.model_dir / "figures"
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")

@@ -186,3 +186,19 @@ def test_the_page_script_orders_and_writes_the_worklist_as_the_server_does(serve
         "entries => window.triageWorklist.csv(window.triageWorklist.order(entries))", entries)
     page.close()
     assert script_csv == server_csv
+
+
+def test_the_api_page_renders_its_operations_with_the_network_blocked(server, browser):
+    """/docs must work on a hospital machine without internet: every request that leaves
+    the server is refused, and the operations list still renders, with no console error."""
+    page = browser.new_page()
+    left = []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
+               else (left.append(route.request.url), route.abort()))
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(server + "/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=20_000)
+    expect(page.locator(".opblock-summary-path", has_text="/predict/batch")).to_have_count(1)
+    page.close()
+    assert left == [] and errors == []
