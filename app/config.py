@@ -6,12 +6,16 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_TOKEN_LENGTH = 16
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PNEUMONIA_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a rejected value (a token that is too short) is never printed.
+    model_config = SettingsConfigDict(env_prefix="PNEUMONIA_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     # Where models live: MODEL_DIR/<name>/<version>/ holds a SavedModel and its model_card.json;
     # MODEL_DIR/report.json and MODEL_DIR/figures/ are the evaluation report.
@@ -66,7 +70,13 @@ class Settings(BaseSettings):
     # Optional access token for the scoring routes (/predict, the upload page): clients send
     # "Authorization: Bearer <token>", the page asks for it once and keeps a session cookie.
     # None = open, for a workstation or a trusted network.
-    api_token: SecretStr | None = Field(default=None, min_length=16)
+    api_token: SecretStr | None = None
+    # How long the page's login lasts: the cookie is signed, carries its own expiry and
+    # differs per login.
+    session_hours: float = Field(default=12.0, gt=0)
+    # Failed logins per client address within login_window_seconds before 429.
+    max_failed_logins: int = Field(default=5, gt=0)
+    login_window_seconds: float = Field(default=300.0, gt=0)
     # Origins allowed to call the API from other sites' pages (CORS). Empty = closed.
     cors_origins: list[str] = []
 
@@ -75,6 +85,17 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
+
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        # The message gives the length only: never the token.
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"PNEUMONIA_API_TOKEN must have at least {MIN_TOKEN_LENGTH} "
+                             f"characters; the one given has "
+                             f"{len(token.get_secret_value())}")
+        return token
 
 
 @lru_cache

@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings
 from app.errors import ModelNotReadyError, UnknownModelError
+from app.login_throttle import LoginThrottle
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
@@ -36,6 +37,13 @@ def templates_of(request: Request) -> Jinja2Templates:
 
 def decoder_of(request: Request) -> Decoder:
     return request.app.state.decoder
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.login_throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
 async def get_app_settings(request: Request) -> Settings:

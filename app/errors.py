@@ -44,6 +44,17 @@ class UnauthorizedError(AppError):
     message = "This server needs an access token: send 'Authorization: Bearer <token>'."
 
 
+class TooManyLoginsError(AppError):
+    """Too many failed logins from this client: it waits `retry_after` seconds."""
+
+    code = "too_many_logins"
+    message = "Too many failed logins. Wait a few minutes before trying again."
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 class UnknownModelError(AppError):
     """The request asked for a model this server does not offer."""
 

@@ -10,6 +10,7 @@ JSON `{"error": code, "detail": message}`.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,7 @@ from app.errors import (
     ModelNotReadyError,
     ServerBusyError,
     TooManyFilesError,
+    TooManyLoginsError,
     UnauthorizedError,
     UnknownModelError,
     UploadError,
@@ -54,6 +56,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (UnknownModelError, 404),
     (UploadTimeoutError, 408),
     (UnauthorizedError, 401),
+    (TooManyLoginsError, 429),
     (MissingFileError, 422),
     (TooManyFilesError, 413),  # one file too many in /predict's field is 400, below
     (UploadTooLargeError, 413),
@@ -95,6 +98,8 @@ def _headers(exc: Exception) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, ServerBusyError):
         return {"Retry-After": "1"}
+    if isinstance(exc, TooManyLoginsError):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return {}
 
 

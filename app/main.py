@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.http_errors import install_error_handlers
+from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
 from app.routes import docs, health, pages, predict
 from app.security import RequestGuard
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None,
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
     app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
+    app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
+                                             settings.login_window_seconds)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     app.mount(docs.ASSETS, docs.assets, name="docs-assets")

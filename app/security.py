@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import secrets
+import time
 import uuid
 
 from fastapi import Request
@@ -37,7 +39,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 # Assets may be cached; everything else may carry a result, which is patient data.
-_CACHEABLE_PREFIXES = ("/static/", "/report/figures/")
+_CACHEABLE_PREFIXES = ("/static/", "/report/figures/", "/docs/assets/", "/favicon.ico")
 SESSION_COOKIE = "triage_session"
 
 
@@ -78,17 +80,37 @@ class RequestGuard:
             await response(scope, receive, send_with_headers)
 
 
-def session_value(token: str) -> str:
-    """What the page's cookie holds: derived from the token, not the token itself."""
-    return hmac.new(token.encode(), b"triage page session", hashlib.sha256).hexdigest()
+def _sign(token: str, payload: str) -> str:
+    key = hmac.new(token.encode(), b"triage page session key", hashlib.sha256).digest()
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def token_matches(request: Request, token: str) -> bool:
-    """A Bearer header or the page's session cookie, compared in constant time."""
+def new_session(token: str, now: float | None = None) -> str:
+    """A login's cookie value: `issued.nonce.signature`, signed with a key derived from the
+    token (never the token itself), different for every login."""
+    payload = f"{int(time.time() if now is None else now)}.{secrets.token_hex(16)}"
+    return f"{payload}.{_sign(token, payload)}"
+
+
+def session_valid(cookie: str, token: str, max_age_seconds: float,
+                  now: float | None = None) -> bool:
+    """The cookie was signed for this token and is younger than `max_age_seconds`."""
+    issued, _, rest = cookie.partition(".")
+    nonce, _, signature = rest.partition(".")
+    if not (issued.isdigit() and nonce and signature):
+        return False
+    if not hmac.compare_digest(signature.encode(), _sign(token, f"{issued}.{nonce}").encode()):
+        return False
+    age = (time.time() if now is None else now) - int(issued)
+    return 0 <= age < max_age_seconds
+
+
+def token_matches(request: Request, token: str, session_hours: float) -> bool:
+    """A Bearer header or a live page session cookie, compared in constant time."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     bearer = scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
     cookie = request.cookies.get(SESSION_COOKIE, "")
-    return bearer or hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    return bearer or session_valid(cookie, token, session_hours * 3600)
 
 
 async def require_token(request: Request) -> None:
@@ -96,5 +118,6 @@ async def require_token(request: Request) -> None:
     settings = settings_of(request)
     if settings.api_token is None:
         return
-    if not token_matches(request, settings.api_token.get_secret_value()):
+    if not token_matches(request, settings.api_token.get_secret_value(),
+                         settings.session_hours):
         raise UnauthorizedError()

@@ -114,10 +114,13 @@
     return scored.concat(entries.filter((e) => e.probability === null));
   }
 
+  // The server's rule (app/services/worklist.py csv_cell, OWASP CSV injection): a cell or
+  // any separator-split part of it that could start a formula gets a leading ', and a cell
+  // with a separator, a quote or a line break is quoted.
   function csvCell(text) {
     let value = String(text);
-    if (/^[=+\-@\t\r]/.test(value)) value = "'" + value;
-    return /[",\n]/.test(value) ? '"' + value.replace(/"/g, '""') + '"' : value;
+    if (value.split(/[,;\t]/).some((part) => /^[=+\-@\t\r]/.test(part))) value = "'" + value;
+    return /[,;\t"\r\n]/.test(value) ? '"' + value.replace(/"/g, '""') + '"' : value;
   }
 
   function worklistCsv(rows) {

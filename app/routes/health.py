@@ -6,13 +6,13 @@ from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthResponse)
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
 async def healthz() -> HealthResponse:
     """The process is up. Answered on the event loop, never behind the worker threads."""
     return HealthResponse(status="ok")
 
 
-@router.get("/readyz", response_model=HealthResponse,
+@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=HealthResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
 async def readyz(model: DefaultModelDep) -> HealthResponse:

@@ -9,15 +9,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.deps import (
     BatchDep,
     CatalogDep,
+    LoginThrottleDep,
     ModelDep,
     ScorerDep,
     SettingsDep,
     admitted,
     templates_of,
 )
-from app.errors import MalformedUploadError
+from app.errors import MalformedUploadError, TooManyLoginsError
 from app.schemas import BatchEntry, OfferedModel, PredictionResponse
-from app.security import SESSION_COOKIE, require_token, session_value
+from app.security import SESSION_COOKIE, new_session, require_token
 from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv, worklist_order
 
@@ -68,10 +69,16 @@ def report(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLRespon
 
 
 @router.post("/login")
-async def login(request: Request, settings: SettingsDep) -> Response:
-    """Exchange the access token for an HttpOnly, SameSite=Strict session cookie."""
+async def login(request: Request, settings: SettingsDep,
+                throttle: LoginThrottleDep) -> Response:
+    """Exchange the access token for an HttpOnly, SameSite=Strict session cookie that is
+    signed, different for every login and expires after Settings.session_hours. Failed
+    logins are limited per client address (429 with Retry-After)."""
     if settings.api_token is None:
         return RedirectResponse("/", status_code=303)
+    client = request.client.host if request.client else "?"
+    if wait := throttle.retry_after(client):
+        raise TooManyLoginsError(wait)
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -79,10 +86,11 @@ async def login(request: Request, settings: SettingsDep) -> Response:
             raise MalformedUploadError("login form too large")
     given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
     token = settings.api_token.get_secret_value()
-    response = RedirectResponse("/", status_code=303)
-    expected = session_value(token)
-    if not hmac.compare_digest(session_value(given).encode(), expected.encode()):
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        throttle.failed(client)
         return _render(request, "login.html", status_code=401, card=None, wrong=True)
-    response.set_cookie(SESSION_COOKIE, expected, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, new_session(token), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/",
+                        max_age=int(settings.session_hours * 3600))
     return response

@@ -4,8 +4,7 @@ both for files scored over several requests; tests/app/test_browser.py holds it 
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 from collections.abc import Sequence
 
 from app.display import percent
@@ -23,22 +22,40 @@ def worklist_order(results: Sequence[FileResult]) -> list[FileResult]:
 
 
 def worklist_csv(results: Sequence[FileResult]) -> str:
-    """The worklist as CSV, in worklist order, one row per file."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    """The worklist as CSV (RFC 4180, comma-separated, "\n" line ends), in worklist order,
+    one row per file; every text cell made safe by `csv_cell`."""
+    lines = [_row(CSV_COLUMNS)]
     for rank, result in enumerate(worklist_order(results), start=1):
         p = result.prediction
         if p is None:
-            writer.writerow(["", _cell(result.filename), "", "", "", "", "",
-                             _cell(result.error.message if result.error else "")])
+            lines.append(_row(["", result.filename, "", "", "", "", "",
+                               result.error.message if result.error else ""]))
             continue
-        writer.writerow([rank, _cell(result.filename), f"{p.probability:.6f}",
-                         percent(p.probability), p.label, "yes" if p.flagged else "no",
-                         _cell("; ".join(p.warnings)), ""])
-    return buffer.getvalue()
+        lines.append(_row([str(rank), result.filename, f"{p.probability:.6f}",
+                           percent(p.probability), p.label, "yes" if p.flagged else "no",
+                           "; ".join(p.warnings), ""]))
+    return "".join(lines)
 
 
-def _cell(text: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas; a file name must not."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+def _row(cells: Sequence[str]) -> str:
+    return ",".join(csv_cell(cell) for cell in cells) + "\n"
+
+
+# OWASP "CSV Injection": a cell, or any part of it that a spreadsheet may split off at a
+# separator (',' ';' or tab, depending on the locale), starting with one of these runs as a
+# formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_SEPARATORS = re.compile(r"[,;\t]")
+_NEEDS_QUOTES = re.compile(r"[,;\t\"\r\n]")
+
+
+def csv_cell(text: str) -> str:
+    """One CSV cell, safe in any spreadsheet locale: prefixed with ' when it or any of its
+    separator-split parts could start a formula, and quoted (RFC 4180, "" for ") when it
+    holds a separator, a quote or a line break. The page's script has the same rule
+    (static/upload.js `csvCell`; tests/app/test_browser.py compares them)."""
+    if any(part[:1] in _FORMULA_STARTS for part in _SEPARATORS.split(text)):
+        text = "'" + text
+    if _NEEDS_QUOTES.search(text):
+        text = '"' + text.replace('"', '""') + '"'
+    return text

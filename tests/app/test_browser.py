@@ -174,6 +174,7 @@ def test_the_page_script_orders_and_writes_the_worklist_as_the_server_does(serve
     same = jpeg_bytes(120, 100, seed=3)
     files = [("files", (name, data)) for name, data in (
         ("a,comma.jpeg", jpeg_bytes(seed=1)), ("=SUM(1+1).jpeg", same),
+        ("x;=1+1;y.jpg", jpeg_bytes(seed=5)),
         ('quote"d.png', png_bytes()), ("tie.jpeg", same), ("broken.jpeg", b"\xff\xd8\xff"),
         ("-minus.txt", b"not an image"), ("tiny.png", png_bytes(20, 20)))]
     with httpx.Client(base_url=server, timeout=60) as client:
