@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
                 limit_concurrency=settings.max_connections,
                 timeout_keep_alive=settings.keep_alive_seconds,
-                h11_max_incomplete_event_size=16 * 1024)  # request line and headers
+                h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0
 
 

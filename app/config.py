@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # a CPU (where it only adds latency); 0 = off.
     batch_wait_ms: float | None = Field(default=None, ge=0)
     max_connections: int = Field(default=256, gt=0)
+    # The request line and headers together; over it: 431.
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)
     keep_alive_seconds: int = Field(default=5, gt=0)
     upload_idle_seconds: float = Field(default=15.0, gt=0)
     upload_total_seconds: float = Field(default=120.0, gt=0)

@@ -84,9 +84,19 @@ class UploadError(AppError):
 
 
 class MissingFileError(UploadError):
+    """No part named `field` (the one this route reads: 'file' or 'files')."""
+
     code = "missing_file"
-    message = ("No file was uploaded. Send the X-ray as multipart/form-data in a field named "
-               "'file'.")
+
+    def __init__(self, field: str = "file") -> None:
+        super().__init__(field)
+        self.field = field
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        many = "X-rays" if self.field == "files" else "X-ray"
+        return (f"No file was uploaded. Send the {many} as multipart/form-data in a field "
+                f"named '{self.field}'.")
 
 
 class TooManyFilesError(UploadError):

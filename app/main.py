@@ -75,5 +75,6 @@ def create_app(settings: Settings | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(RequestGuard)  # outermost: headers and a JSON 500 for every response
+    # Outermost: headers and a JSON 500 for every response, the head's size limit.
+    app.add_middleware(RequestGuard, max_header_bytes=settings.max_header_bytes)
     return app

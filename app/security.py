@@ -44,14 +44,20 @@ SESSION_COOKIE = "triage_session"
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp) -> None:
+    """Security headers, a request id, a JSON 500, and the request head's size limit
+    (uvicorn's h11 limit binds only a head that arrives in several pieces)."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int = 16 * 1024) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex[:16]
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+            len(name) + len(value) + 4 for name, value in scope["headers"])
         started = False
         cacheable = scope["path"].startswith(_CACHEABLE_PREFIXES)
 
@@ -67,6 +73,13 @@ class RequestGuard:
                     headers["Cache-Control"] = "no-store"
             await send(message)
 
+        if head > self.max_header_bytes:
+            response = JSONResponse(
+                {"error": "headers_too_large",
+                 "detail": f"The request's headers are larger than the {self.max_header_bytes}"
+                           "-byte limit."}, status_code=431)
+            await response(scope, receive, send_with_headers)
+            return
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:

@@ -89,7 +89,7 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise MissingFileError()
+        raise MissingFileError(field)
     if len(boundary) > _MAX_BOUNDARY:
         raise MalformedUploadError("boundary too long")
     envelope = _ENVELOPE_BYTES * max_files
@@ -123,7 +123,7 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
         # Cut short: without the boundary after it, nothing proves the file is whole.
         raise MalformedUploadError("the body ends before its closing boundary")
     if not parts.files:
-        raise MissingFileError()
+        raise MissingFileError(field)
     return [(name, bytes(data)) for name, data in parts.files]
 
 

@@ -79,3 +79,18 @@ def test_health_routes_answer_head(client):
     for path in ("/healthz", "/readyz"):
         answer = client.head(path)
         assert answer.status_code == 200 and answer.content == b""
+
+
+def test_a_request_head_over_the_header_limit_is_431_even_in_one_piece(client):
+    answer = client.get("/healthz", headers={"X-Padding": "x" * 60_000})
+    assert answer.status_code == 431 and answer.json()["error"] == "headers_too_large"
+    assert client.get("/healthz", headers={"X-Padding": "x" * 8_000}).status_code == 200
+
+
+def test_a_batch_without_its_field_names_the_field_it_needs(client):
+    from tests.helpers import jpeg_bytes
+
+    answer = client.post("/predict/batch", files={"file": ("x.jpeg", jpeg_bytes())})
+    assert answer.status_code == 422 and "'files'" in answer.json()["detail"]
+    single = client.post("/predict", files={"files": ("x.jpeg", jpeg_bytes())})
+    assert single.status_code == 422 and "'file'" in single.json()["detail"]
