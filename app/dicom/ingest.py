@@ -27,13 +27,13 @@ from datetime import UTC, date, datetime, time
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import DA, TM
 
 from app.contract.errors import DicomNotScoredError, ImageError
+from app.dicom.results import MANUFACTURER, png_image
 from app.errors import AppError, ModelNotReadyError
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
@@ -202,13 +202,10 @@ def part10_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-# A result this node made (results.py marks them so), routed back to it by the PACS: listed
-# for what it is, never scored as a film.
-OWN_MANUFACTURER = "pneumonia-triage"
-
-
 def _own_result(ds: Dataset) -> DicomNotScoredError | None:
-    if _text(ds, "Manufacturer") == OWN_MANUFACTURER and "DERIVED" in ds.get("ImageType", []):
+    """A result this node made (results.py marks them so) that the PACS routed back to it:
+    listed for what it is, never scored as a film."""
+    if _text(ds, "Manufacturer") == MANUFACTURER and "DERIVED" in ds.get("ImageType", []):
         return DicomNotScoredError("own_result", "This image is a result made by this triage "
                                    "node; it is not scored again.")
     return None
@@ -218,17 +215,10 @@ def _film(scorer: Scorer, data: bytes, prediction: Prediction) -> np.ndarray:
     """The film at display size (at most 512 px) for a secondary capture: the heatmap's
     copy, or, for a model that draws no heatmap, decoded again through the same decoder."""
     if prediction.heatmap is not None:
-        return _png_pixels(prediction.heatmap.film)
+        return np.asarray(png_image(prediction.heatmap.film))
     film = scorer.decoder.prepare(scorer.job(data, keep_pixels=True)).pixels
     assert film is not None
     return film
-
-
-def _png_pixels(data_uri: str) -> np.ndarray:
-    import base64
-
-    png = base64.b64decode(data_uri.partition(",")[2])
-    return np.asarray(Image.open(io.BytesIO(png)))
 
 
 def _outcome(result: IngestResult) -> str:
