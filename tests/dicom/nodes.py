@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from app.contract.card import read_card
 from app.dicom.ingest import IngestResult, ScoringIngest
-from app.dicom.scp import STORAGE_CLASSES, ScpOptions, StorageSCP
+from app.dicom.scp import ScpOptions, StorageSCP
 from app.services.decode_pool import Decoder, InlineDecoder
 from app.services.pipeline import Scorer
 from tests.servers import REPO, free_port
@@ -111,5 +111,40 @@ def can_associate(port: int, ae_title: str = PACS_AE,
     return False
 
 
-__all__ = ["STORAGE_CLASSES", "NODE_AE", "PACS_AE", "Recorder", "StandInModel", "can_associate",
-           "running_node", "scoring_ingest", "stand_in_scorer", "store"]
+class StandInPacs:
+    """A storage SCP that keeps what it is sent, in memory: the results' destination."""
+
+    def __init__(self, port: int | None = None, ae_title: str = PACS_AE,
+                 status: int = 0x0000) -> None:
+        self.port = port or free_port()
+        self.ae_title = ae_title
+        self.status = status  # what it answers every C-STORE
+        self.received: dict[str, Dataset] = {}
+        self._server = None
+
+    def start(self) -> StandInPacs:
+        ae = AE(ae_title=self.ae_title)
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> StandInPacs:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _on_store(self, event) -> int:
+        if self.status in (0x0000, 0xB000):
+            ds = event.dataset
+            self.received[str(ds.SOPInstanceUID)] = ds
+        return self.status
+

@@ -151,3 +151,7 @@ def test_results_pass_dcmtk_and_dciodvfy(tmp_path):
                     if line.startswith(("Error", "Warning"))
                     and not (allowed and allowed in line)]
         assert problems == [], check.stderr
+
+
+def test_warm_up_builds_without_a_film():
+    ResultBuilder().warm_up()
