@@ -116,6 +116,9 @@ class IngestResult:
     prediction: Prediction | None
     error: ImageError | None
     results: tuple[Dataset, ...] = field(default=(), repr=False)
+    # Why a scored film has no results to send (a header highdicom cannot build from):
+    # the film is still listed with its score.
+    results_error: str | None = None
 
 
 class Ingest(Protocol):
@@ -166,28 +169,33 @@ class ScoringIngest:
         received = self._clock()
         facts = InstanceFacts.of(dataset)
         scorer = self._scorer()  # ModelNotReadyError before any work
-        prediction, error, results = None, _own_result(dataset), ()
+        prediction, error, results, results_error = None, _own_result(dataset), (), None
         if error is None:
             with scorer.decoder.admit():  # ServerBusyError: every decode slot is taken
-                prediction, error, results = self._score(scorer, dataset)
+                prediction, error, film = self._score(scorer, dataset)
+            if prediction is not None and self._results is not None:
+                try:
+                    results = self._results(dataset, prediction, film)
+                except Exception as exc:  # noqa: BLE001 - the score is kept and listed
+                    log.exception("%s: results not made", facts.sop_instance_uid)
+                    results_error = f"results not made ({type(exc).__name__})"
         result = IngestResult(facts=facts, source=source, received_at=received,
                               scored_at=self._clock() if prediction else None,
-                              prediction=prediction, error=error, results=results)
+                              prediction=prediction, error=error, results=results,
+                              results_error=results_error)
         self._commit(result)
         log.info("%s from %s: %s", facts.sop_instance_uid, source, _outcome(result))
         return result
 
     def _score(self, scorer: Scorer, dataset: Dataset):
+        """(prediction, None, film for the results) or (None, why not scored, None)."""
         data = part10_bytes(dataset)
         needs_film = self._results is not None and self._results.needs_film
         try:
             prediction = score_film(scorer, data, explain=needs_film)
         except ImageError as exc:  # listed with its reason, never scored
-            return None, exc, ()
-        if self._results is None:
-            return prediction, None, ()
-        film = _film(scorer, data, prediction) if needs_film else None
-        return prediction, None, self._results(dataset, prediction, film)
+            return None, exc, None
+        return prediction, None, _film(scorer, data, prediction) if needs_film else None
 
 
 def part10_bytes(ds: Dataset) -> bytes:

@@ -90,6 +90,7 @@ class ResultBuilder:
         source = Dataset()
         source.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
         source.SOPInstanceUID = source.StudyInstanceUID = generate_uid()
+        source.SeriesInstanceUID = generate_uid()
         source.Modality, source.Rows, source.Columns = "CR", 1, 1
         facts = ImageFacts(1, 1, "DICOM", "MONOCHROME2", None)
         structured_report(source, Prediction(0.5, "warm-up", False, 0.5, "warm-up", 0, facts,

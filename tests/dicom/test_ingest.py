@@ -78,3 +78,13 @@ def test_ingest_never_writes_the_film_to_disk(monkeypatch):
         monkeypatch.setattr(tempfile, name, refuse)
     ingest, _ = scoring_ingest(results=ResultBuilder())
     assert ingest(study_film(xray_like(96, 80)), "dicom:PACS").prediction is not None
+
+
+def test_ingest_of_a_film_whose_results_cannot_be_made_keeps_its_score(caplog):
+    film = study_film(xray_like(96, 80))
+    del film.SeriesInstanceUID  # highdicom cannot reference the source without it
+    ingest, recorder = scoring_ingest(results=ResultBuilder())
+    result = ingest(film, "dicom:PACS")
+    assert result.prediction is not None and result.results == ()
+    assert "results not made" in result.results_error
+    assert recorder.committed == [result]
