@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from app.config import Settings, get_settings
 from app.http_errors import install_error_handlers
 from app.quiet import silence_decoder_chatter
-from app.routes import docs, health, pages, predict
+from app.routes import dicomweb, docs, health, pages, predict
 from app.security import RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None,
     app.state.catalog = catalog or ModelCatalog()
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
     app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
+    # The DICOM node's ingest (app/dicom/ingest.py), set once the store is open; until then
+    # STOW-RS answers 503.
+    app.state.dicom_ingest = None
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None,
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
     app.include_router(predict.router)
+    app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(docs.router)
