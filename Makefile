@@ -28,9 +28,10 @@ run: install
 # Real components the tests drive, from Debian's packages, installed once when missing:
 # Chromium (browser tests; Playwright's own download is not used), PostgreSQL (a throw-away
 # cluster per test session), Orthanc and dcmtk (a real PACS, storescu/echoscu), Prometheus
-# (promtool checks the alert rules).
+# (promtool checks the alert rules), dicom3tools (dciodvfy checks the DICOM node's results
+# against their IODs).
 SYSTEM_PACKAGES := chromium:chromium postgresql:/usr/lib/postgresql \
-	orthanc:/usr/sbin/Orthanc dcmtk:storescu prometheus:promtool
+	orthanc:/usr/sbin/Orthanc dcmtk:storescu prometheus:promtool dicom3tools:dciodvfy
 system-packages:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 	  package=$${entry%%:*}; probe=$${entry#*:}; \

@@ -88,6 +88,33 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
 
+    # --- The DICOM node (app/dicom/): studies in from the PACS, results back to it. ---
+    # The node's AE title and port. The PACS is configured with these three (title, host,
+    # port); 11112 is the registered DICOM port (104 needs root). 0 = no DICOM node.
+    dicom_ae_title: str = Field(default="TRIAGE", min_length=1, max_length=16)
+    dicom_port: int = Field(default=11112, ge=0, lt=65536)
+    # Calling AE titles allowed to associate (PACS, modalities). Empty = any caller: fine on a
+    # closed network; a hospital network names its PACS here (DICOM has no other login).
+    dicom_allowed_aes: list[str] = []
+    # Associations served at once: each scores its films in its own thread, so this bounds
+    # the node's share of the decode slots; a caller beyond it is rejected (busy) and retries.
+    dicom_max_associations: int = Field(default=8, gt=0)
+    # Largest PDU we accept (bytes): pynetdicom's default 16 KiB costs a round trip per
+    # 16 KiB of film; 1 MiB moves a 10 MB film in ten PDUs. Bounds one read's memory too.
+    dicom_max_pdu_bytes: int = Field(default=1024 * 1024, ge=4096)
+    # A silent peer (no PDU, no DIMSE message) is dropped after this many seconds, so a
+    # stuck sender cannot hold an association slot for ever (ACSE, DIMSE, network timeouts).
+    dicom_idle_seconds: float = Field(default=30.0, gt=0)
+    # Where results (an SR per scored film, and a secondary capture) are sent: AE@host:port
+    # of the PACS's storage SCP, and/or its DICOMweb STOW-RS URL (.../studies). None = the
+    # results stay on the worklist only.
+    results_destination: str | None = Field(default=None, pattern=r"^[^@]{1,16}@[^:]+:\d+$")
+    results_dicomweb_url: str | None = None
+    # A secondary capture (the film with the result burned in) beside each SR, for viewers
+    # that do not render structured reports; most PACS viewers need it.
+    results_secondary_capture: bool = True
+    # --- end of the DICOM node's settings ---
+
 
     @field_validator("api_token")
     @classmethod

@@ -14,6 +14,8 @@ from fastapi import Depends, Query, Request
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings
+from app.dicom.ingest import Ingest, NotStoredError
+from app.dicom.stow import boundary_of
 from app.errors import ModelNotReadyError, UnknownModelError
 from app.login_throttle import LoginThrottle
 from app.services.catalog import ModelCatalog
@@ -44,6 +46,11 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
 
 
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+
+
+def ingest_of(request: Request) -> Ingest | None:
+    """The DICOM node's ingest (app/dicom/ingest.py), once the lifespan has made one."""
+    return request.app.state.dicom_ingest
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -127,3 +134,28 @@ async def read_batch(request: Request, settings: SettingsDep) -> list[tuple[str,
 
 
 BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]
+
+
+async def stow_boundary(request: Request) -> str:
+    """The boundary of a STOW-RS body; 415 for any other content type. Declared before the
+    ingest in the route, so a request that is not STOW-RS is refused first."""
+    return boundary_of(request.headers.get("content-type", ""))
+
+
+StowBoundaryDep = Annotated[str, Depends(stow_boundary)]
+
+
+async def get_ingest(request: Request) -> Ingest:
+    """What STOW-RS stores through: the same ingest as the DICOM node's C-STORE; 503 while
+    there is none (nothing could be committed)."""
+    ingest = ingest_of(request)
+    if ingest is None:
+        raise NotStoredError()
+    return ingest
+
+
+IngestDep = Annotated[Ingest, Depends(get_ingest)]
+
+
+def body_timeouts(settings: Settings) -> tuple[float, float, float]:
+    return _timeouts(settings)

@@ -30,6 +30,8 @@ from app.contract.errors import (
     WorkerLostError,
 )
 from app.deps import catalog_of, templates_of
+from app.dicom.ingest import NotStoredError
+from app.dicom.stow import UnsupportedMediaTypeError
 from app.errors import (
     AppError,
     ClientDisconnectedError,
@@ -53,6 +55,8 @@ RETRY_AFTER_SECONDS = 5  # while the model loads; loading takes a few seconds
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ModelNotReadyError, 503),
     (ServerBusyError, 503),
+    (NotStoredError, 503),
+    (UnsupportedMediaTypeError, 415),
     (UnknownModelError, 404),
     (UploadTimeoutError, 408),
     (UnauthorizedError, 401),
@@ -96,7 +100,7 @@ def _headers(exc: Exception) -> dict[str, str]:
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(exc, UnauthorizedError):
         return {"WWW-Authenticate": "Bearer"}
-    if isinstance(exc, ServerBusyError):
+    if isinstance(exc, ServerBusyError | NotStoredError):
         return {"Retry-After": "1"}
     if isinstance(exc, TooManyLoginsError):
         return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}

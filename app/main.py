@@ -14,7 +14,7 @@ from app.config import Settings, get_settings
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
-from app.routes import docs, health, pages, predict
+from app.routes import dicomweb, docs, health, pages, predict
 from app.security import RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
@@ -58,6 +58,9 @@ def create_app(settings: Settings | None = None,
     app.state.catalog = catalog or ModelCatalog()
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
     app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
+    # The DICOM node's ingest (app/dicom/ingest.py), set once the store is open; until then
+    # STOW-RS answers 503.
+    app.state.dicom_ingest = None
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None,
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
     app.include_router(predict.router)
+    app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(docs.router)

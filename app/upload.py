@@ -81,6 +81,18 @@ async def _chunks(request: Request, idle: float, total: float,
         yield chunk
 
 
+async def body_chunks(request: Request,
+                      timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                      ) -> AsyncIterator[bytes]:
+    """A body that is not a form (DICOMweb STOW-RS), chunk by chunk, under the uploads'
+    time limits; ClientDisconnectedError when the client goes away."""
+    try:
+        async for chunk in _chunks(request, *timeouts):
+            yield chunk
+    except ClientDisconnect as exc:
+        raise ClientDisconnectedError() from exc
+
+
 async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
                      max_total_bytes: int,
                      timeouts: tuple[float, float, float] = _NO_TIMEOUTS,

@@ -12,6 +12,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -72,7 +73,8 @@ def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits: i
         ds["PixelData"].VR = "OB"
     else:
         ds.PixelData = stored.tobytes()
-        ds.compress({"jpeg2000": JPEG2000Lossless, "rle": RLELossless}[syntax], stored)
+        ds.compress({"jpeg2000": JPEG2000Lossless, "rle": RLELossless,
+                     "jpeg-ls": JPEGLSLossless}[syntax], stored)
     return _write(ds, preamble)
 
 
@@ -102,6 +104,37 @@ def with_tags(data: bytes, **tags: str) -> bytes:
     ds = pydicom.dcmread(io.BytesIO(data))
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+
+
+def study_film(pixels: np.ndarray, *, sop_class: str = CR_SOP_CLASS, modality: str = "CR",
+               study_uid: str | None = None, **options) -> Dataset:
+    """A film as a PACS sends it: dicom_bytes' film (`options` go to it) with its study and
+    series, the patient's sex and age, as a Dataset with its file meta."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels, modality=modality, **options)))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyID = "1"
+    ds.StudyTime = "101500"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientSex = "F"
+    ds.PatientAge = "004Y"
+    ds.ReferringPhysicianName = ""
+    return ds
+
+
+def file_bytes(ds: Dataset) -> bytes:
+    """A Dataset with its file meta as a Part 10 file, in memory."""
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -1,0 +1,320 @@
+"""Results to the PACS: C-STORE to `results_destination` (AE@host:port) and/or STOW-RS to
+`results_dicomweb_url`, retried with exponential back-off until they are taken.
+
+The queue itself is not here: a `DeliveryWorker` takes its jobs from a `JobSource`, which
+the app backs with the worklist store's database, so that a result survives a restart and
+an undelivered one can be shown. `MemoryJobSource` is an in-memory source for unit tests
+only: it forgets everything when the process ends.
+
+A job is delivered when every destination took every instance (success, or a warning
+status); anything else leaves the whole job for a later attempt. Sending again is harmless:
+the results' UIDs are fixed per film and model (app/dicom/results.py), so a PACS keeps one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import pydicom
+from pydicom import Dataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from app.dicom.stow import FAILED_SOP_SEQUENCE, multipart_body
+
+log = logging.getLogger("app.dicom.delivery")
+
+# C-STORE statuses under which the receiver has kept the instance: success, and the
+# warnings of PS3.4 Table B.2-1 (coercion, elements discarded, does not match SOP class).
+_KEPT = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A storage SCP: its AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """'PACS@10.0.0.5:4242' -> Destination; ValueError for anything else."""
+        ae_title, at, address = text.partition("@")
+        host, colon, port = address.rpartition(":")
+        if not (at and colon and ae_title.strip() and host and port.isdigit()) \
+                or len(ae_title) > 16 or not 0 < int(port) < 65536:
+            raise ValueError(f"a results destination is AE@host:port, not {text!r}")
+        return cls(ae_title.strip(), host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to; `detail` is for the person looking at the worklist."""
+
+    delivered: bool
+    detail: str
+
+
+Sender = Callable[[Sequence[Dataset]], Outcome]
+
+
+def encode(ds: Dataset) -> bytes:
+    """A result as Part 10 bytes: how a job keeps it (the app's store holds these)."""
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Dataset:
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+def store_scu(destination: Destination, calling_ae: str = "TRIAGE",
+              timeout: float = 30.0) -> Sender:
+    """A sender that C-STOREs the datasets to `destination` in one association."""
+
+    def send(datasets: Sequence[Dataset]) -> Outcome:
+        ae = AE(ae_title=calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+        ae.connection_timeout = timeout
+        for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian,
+                                                 ImplicitVRLittleEndian])
+        assoc = ae.associate(destination.host, destination.port,
+                             ae_title=destination.ae_title)
+        if not assoc.is_established:
+            why = "rejected the association" if assoc.is_rejected else "did not answer"
+            return Outcome(False, f"{destination} {why}")
+        try:
+            for ds in datasets:
+                status = assoc.send_c_store(ds)
+                code = status.get("Status") if status else None
+                if code not in _KEPT:
+                    shown = "no answer" if code is None else f"status 0x{code:04X}"
+                    return Outcome(False, f"{destination} refused a result ({shown})")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return Outcome(True, f"stored at {destination}")
+
+    return send
+
+
+def stow_rs(url: str, timeout: float = 30.0, token: str | None = None) -> Sender:
+    """A sender that POSTs the datasets to a DICOMweb STOW-RS URL (.../studies)."""
+
+    def send(datasets: Sequence[Dataset]) -> Outcome:
+        body, content_type = multipart_body([encode(ds) for ds in datasets])
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": content_type, "Accept": "application/dicom+json"})
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            return Outcome(False, f"{url} answered HTTP {exc.code}")
+        except OSError as exc:
+            return Outcome(False, f"{url} did not answer ({type(exc).__name__})")
+        if status != 200 and _failed(answer):
+            return Outcome(False, f"{url} refused a result (HTTP {status})")
+        return Outcome(True, f"stored at {url}")
+
+    return send
+
+
+def _failed(answer: bytes) -> bool:
+    try:
+        return bool(json.loads(answer).get(FAILED_SOP_SEQUENCE, {}).get("Value"))
+    except (ValueError, AttributeError):
+        return True
+
+
+def every(senders: Sequence[Sender]) -> Sender:
+    """One sender for several destinations: delivered when all of them took the results."""
+
+    def send(datasets: Sequence[Dataset]) -> Outcome:
+        details = []
+        for sender in senders:
+            outcome = sender(datasets)
+            if not outcome.delivered:
+                return outcome
+            details.append(outcome.detail)
+        return Outcome(True, "; ".join(details))
+
+    return send
+
+
+def senders_from_settings(settings, calling_ae: str | None = None) -> Sender | None:
+    """The sender the settings describe (results_destination, results_dicomweb_url), or
+    None when results stay on the worklist."""
+    senders: list[Sender] = []
+    if settings.results_destination:
+        senders.append(store_scu(Destination.parse(settings.results_destination),
+                                 calling_ae or settings.dicom_ae_title))
+    if settings.results_dicomweb_url:
+        senders.append(stow_rs(settings.results_dicomweb_url))
+    return every(senders) if senders else None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One film's results to deliver: Part 10 bytes (`encode`), and failed attempts so far."""
+
+    id: int | str
+    instances: tuple[bytes, ...] = field(repr=False)
+    attempts: int = 0
+
+
+class JobSource(Protocol):
+    """Where a DeliveryWorker finds its work (the app: a table in the worklist database).
+
+    `pending(now)` returns jobs due at `now` (next attempt <= now), oldest first, and should
+    lease them (push their next attempt a little ahead) so that a second worker, in another
+    replica, does not take them at the same moment; `done(job)` removes a delivered job;
+    `failed(job, next_attempt, detail)` keeps it with one more attempt counted, due again at
+    `next_attempt`, and `detail` saying why for the worklist page.
+    """
+
+    def pending(self, now: datetime) -> Sequence[Job]: ...
+
+    def done(self, job: Job) -> None: ...
+
+    def failed(self, job: Job, next_attempt: datetime, detail: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds before attempt n+1 after n failures: first, doubling, at most `longest`,
+    each spread by +-`jitter` so that many results queued during an outage do not all
+    come back at the same second."""
+
+    first: float = 5.0
+    longest: float = 600.0
+    jitter: float = 0.1
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        base = min(self.first * 2 ** max(attempts - 1, 0), self.longest)
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return base * (1 + spread)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryWorker:
+    """A thread that delivers due jobs: at once when woken (`wake()`, after a commit), and
+    every `poll_seconds` otherwise (retries, and jobs another process queued)."""
+
+    def __init__(self, source: JobSource, send: Sender, backoff: Backoff = Backoff(),
+                 poll_seconds: float = 1.0,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self._source = source
+        self._send = send
+        self._backoff = backoff
+        self._poll = poll_seconds
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DeliveryWorker:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="dicom-delivery", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the job in hand (at most one association's timeouts)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_once(self) -> int:
+        """Try every due job once; how many were delivered."""
+        delivered = 0
+        for job in self._source.pending(self._clock()):
+            if self._stop.is_set():
+                break
+            try:
+                outcome = self._send([decode(data) for data in job.instances])
+            except Exception as exc:  # noqa: BLE001 - a bad job must not stop the others
+                log.exception("delivery of job %s failed unexpectedly", job.id)
+                outcome = Outcome(False, f"unexpected error ({type(exc).__name__})")
+            if outcome.delivered:
+                self._source.done(job)
+                delivered += 1
+                log.info("results of job %s delivered: %s", job.id, outcome.detail)
+            else:
+                delay = self._backoff.delay(job.attempts + 1)
+                self._source.failed(job, self._clock() + timedelta(seconds=delay),
+                                    outcome.detail)
+                log.warning("results of job %s not delivered (attempt %d): %s; again in "
+                            "%.0f s", job.id, job.attempts + 1, outcome.detail, delay)
+        return delivered
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the source (database) failing: try again
+                log.exception("delivery pass failed; trying again")
+            self._wake.wait(self._poll)
+
+
+class MemoryJobSource:
+    """A JobSource in memory, FOR UNIT TESTS ONLY: jobs are lost when the process ends,
+    which is exactly what the app's database-backed source exists to prevent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int | str, tuple[Job, datetime, str | None]] = {}
+        self._next_id = 0
+
+    def add(self, datasets: Sequence[Dataset], now: datetime | None = None) -> Job:
+        with self._lock:
+            self._next_id += 1
+            job = Job(self._next_id, tuple(encode(ds) for ds in datasets))
+            self._jobs[job.id] = (job, now or _utcnow(), None)
+            return job
+
+    def pending(self, now: datetime) -> list[Job]:
+        with self._lock:
+            return [job for job, due, _ in self._jobs.values() if due <= now]
+
+    def done(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
+    def failed(self, job: Job, next_attempt: datetime, detail: str) -> None:
+        with self._lock:
+            again = Job(job.id, job.instances, job.attempts + 1)
+            self._jobs[job.id] = (again, next_attempt, detail)
+
+    def waiting(self) -> list[tuple[Job, datetime, str | None]]:
+        """Every job not yet delivered, with its next attempt and last failure."""
+        with self._lock:
+            return list(self._jobs.values())

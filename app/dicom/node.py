@@ -1,0 +1,75 @@
+"""The DICOM node as the app runs it: one ingest for C-STORE and STOW-RS, the Storage SCP,
+and the delivery worker, started and stopped together from the app's lifespan.
+
+    node = DicomNode.from_settings(settings, catalog, decoder, commit=..., jobs=...)
+    node.start()            # lifespan start; app.state.dicom_ingest = node.ingest
+    ...
+    node.stop()             # lifespan end
+
+`commit(result)` is the worklist store's transaction (the film's entry, and a delivery job
+holding `[delivery.encode(ds) for ds in result.results]` when there are results); after it
+returns, the node wakes its delivery worker. `jobs` is the store-backed JobSource.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from app.config import Settings
+from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_settings
+from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
+from app.dicom.results import ResultBuilder
+from app.dicom.scp import StorageSCP
+from app.services.catalog import ModelCatalog
+from app.services.decode_pool import Decoder
+
+log = logging.getLogger("app.dicom")
+
+
+class DicomNode:
+    def __init__(self, ingest: ScoringIngest, scp: StorageSCP | None,
+                 worker: DeliveryWorker | None, results: ResultBuilder | None) -> None:
+        self.ingest = ingest
+        self.scp = scp
+        self.worker = worker
+        self._results = results
+
+    @classmethod
+    def from_settings(cls, settings: Settings, catalog: ModelCatalog, decoder: Decoder,
+                      commit: Commit, jobs: JobSource | None = None,
+                      sender: Sender | None = None) -> DicomNode:
+        """The node the settings describe. Results are made only when they have somewhere
+        to go (results_destination or results_dicomweb_url, and a job source to queue
+        them in); the SCP only when dicom_port is set; STOW-RS uses `ingest` either way."""
+        sender = sender or senders_from_settings(settings)
+        worker = DeliveryWorker(jobs, sender) \
+            if sender is not None and jobs is not None else None
+        results = ResultBuilder(settings.results_secondary_capture) if worker else None
+
+        def commit_then_wake(result: IngestResult) -> None:
+            commit(result)
+            if worker is not None and result.results:
+                worker.wake()
+
+        ingest = ScoringIngest(catalog_scorer(catalog, decoder, settings.max_image_pixels),
+                               commit_then_wake, results)
+        return cls(ingest, StorageSCP.from_settings(settings, ingest), worker, results)
+
+    def start(self) -> DicomNode:
+        """Bind the SCP (OSError when its port is taken) and start delivering; the
+        results' one-time warm-up runs beside, so start-up does not wait for it."""
+        if self._results is not None:
+            threading.Thread(target=self._results.warm_up, name="dicom-warm-up",
+                             daemon=True).start()
+        if self.scp is not None:
+            self.scp.start()
+        if self.worker is not None:
+            self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        if self.scp is not None:
+            self.scp.stop()
+        if self.worker is not None:
+            self.worker.stop()

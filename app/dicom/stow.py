@@ -1,0 +1,300 @@
+"""DICOMweb STOW-RS (PS3.18 10.5) without a web framework: the request body's parts in, the
+Store Instances Response (DICOM JSON, PS3.18 Table 10.5.3-1) out.
+
+- `boundary_of(content_type)`: the request's boundary, after checking that it is
+  `multipart/related; type="application/dicom"`.
+- `RelatedParts`: splits the body into its parts as its chunks arrive, in memory, each part
+  bounded, so the route can score one instance while the next is still on the wire, and a
+  body never has to be held whole. (The web layer's multipart reader is python-multipart's
+  form parser, which this layer may not import; a multipart/related split is a few dozen
+  lines, and the tests feed it byte by byte.)
+- `StowSession`: each part through the same ingest as a C-STORE, and the response.
+- `multipart_body(instances)`: the other way, for sending results by STOW-RS.
+
+The per-instance outcome comes from the node's one status table (app/dicom/statuses.py):
+success -> ReferencedSOPSequence; a warning -> ReferencedSOPSequence with WarningReason;
+a failure -> FailedSOPSequence with FailureReason. The HTTP status is 200 when every instance
+was stored without warning, 202 when some were stored, 409 when none was, and 503 when none
+was because the node is busy or not ready (the client should send again).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
+
+import pydicom
+from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
+
+from app.dicom.ingest import Ingest
+from app.dicom.scp import STORAGE_CLASSES
+from app.dicom.statuses import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    WARNING_NOT_SCORED,
+    error_status,
+    result_status,
+)
+from app.errors import AppError, MalformedUploadError, TooManyFilesError, UploadTooLargeError
+
+log = logging.getLogger("app.dicom")
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+FAILED_SOP_SEQUENCE = "00081198"  # its DICOM JSON key
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.18 Table 10.5.3-2 / PS3.7 C.4
+_MAX_BOUNDARY = 70  # RFC 2046
+_MAX_HEADER_BYTES = 16 * 1024
+
+
+class UnsupportedMediaTypeError(AppError):
+    """The body is not multipart/related of application/dicom parts (answered 415)."""
+
+    code = "unsupported_media_type"
+    message = ('Send DICOM instances as multipart/related; type="application/dicom", '
+               "one Part 10 file per part.")
+
+
+def boundary_of(content_type: str) -> str:
+    """The boundary of a STOW-RS request's Content-Type; UnsupportedMediaTypeError for any
+    other type (DICOM JSON or XML metadata with bulk data is not accepted), and
+    MalformedUploadError for a missing or overlong boundary."""
+    header = Message()
+    header["content-type"] = content_type
+    kind = (header.get_param("type") or DICOM)
+    if header.get_content_type() != "multipart/related" or str(kind).lower() != DICOM:
+        raise UnsupportedMediaTypeError()
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not 0 < len(boundary) <= _MAX_BOUNDARY:
+        raise MalformedUploadError()
+    return boundary
+
+
+@dataclass(frozen=True)
+class Part:
+    content_type: str | None
+    data: bytes
+
+
+class RelatedParts:
+    """A multipart/related body split into parts as its chunks are fed (RFC 2046 5.1).
+
+    `feed(chunk)` returns the parts completed by that chunk; `close()` checks that the body
+    ended with the closing delimiter. Raises MalformedUploadError for broken framing,
+    UploadTooLargeError for a part over `max_part_bytes`, TooManyFilesError past
+    `max_parts`. Holds at most one part (and one chunk) in memory.
+    """
+
+    _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
+
+    def __init__(self, boundary: str, max_part_bytes: int, max_parts: int) -> None:
+        self._delimiter = b"\r\n--" + boundary.encode("ascii")
+        self._max_part = max_part_bytes
+        self._max_parts = max_parts
+        self._buffer = bytearray(b"\r\n")  # so the first delimiter looks like the others
+        self._state = self._PREAMBLE
+        self._scanned = 0  # bytes of the buffer known to hold no delimiter start
+        self._headers: dict[str, str] = {}
+        self.parts = 0
+
+    def feed(self, chunk: bytes) -> list[Part]:
+        self._buffer += chunk
+        done: list[Part] = []
+        while self._step(done):
+            pass
+        return done
+
+    def close(self) -> None:
+        if self._state != self._DONE:
+            raise MalformedUploadError()
+
+    def _step(self, done: list[Part]) -> bool:
+        """One state transition if the buffer allows it; False when more bytes are needed."""
+        if self._state in (self._PREAMBLE, self._BODY):
+            found = self._buffer.find(self._delimiter, self._scanned)
+            if found < 0:
+                self._scanned = max(0, len(self._buffer) - len(self._delimiter) + 1)
+                if self._state == self._PREAMBLE:  # the preamble is ignored, not kept
+                    del self._buffer[:self._scanned]
+                    self._scanned = 0
+                elif self._scanned > self._max_part:
+                    raise UploadTooLargeError(self._max_part)
+                return False
+            if self._state == self._BODY:
+                if found > self._max_part:
+                    raise UploadTooLargeError(self._max_part)
+                done.append(Part(self._headers.get("content-type"),
+                                 bytes(self._buffer[:found])))
+            del self._buffer[:found + len(self._delimiter)]
+            self._scanned = 0
+            self._state = self._AFTER_DELIMITER
+            return True
+        if self._state == self._AFTER_DELIMITER:
+            if len(self._buffer) < 2:
+                return False
+            if self._buffer.startswith(b"--"):
+                self._state = self._DONE
+                return False
+            end = self._buffer.find(b"\r\n")
+            if end < 0 or self._buffer[:end].strip(b" \t"):  # only padding may follow
+                if end >= 0 or len(self._buffer) > 1024:
+                    raise MalformedUploadError()
+                return False
+            del self._buffer[:end + 2]
+            self.parts += 1
+            if self.parts > self._max_parts:
+                raise TooManyFilesError(self._max_parts)
+            self._state = self._HEADERS
+            return True
+        if self._state == self._HEADERS:
+            if self._buffer.startswith(b"\r\n"):  # a part without headers
+                end, skip = 0, 2
+            else:
+                end, skip = self._buffer.find(b"\r\n\r\n"), 4
+            if end < 0:
+                if len(self._buffer) > _MAX_HEADER_BYTES:
+                    raise MalformedUploadError()
+                return False
+            self._headers = _headers(bytes(self._buffer[:end]))
+            del self._buffer[:end + skip]
+            self._state = self._BODY
+            return True
+        return False  # _DONE: the epilogue is ignored
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise MalformedUploadError()
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def multipart_body(instances: Sequence[bytes]) -> tuple[bytes, str]:
+    """(body, Content-Type) of a STOW-RS request holding `instances` (Part 10 bytes)."""
+    boundary = uuid.uuid4().hex
+    pieces = []
+    for data in instances:
+        pieces += [f"--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n".encode(), data, b"\r\n"]
+    pieces.append(f"--{boundary}--\r\n".encode())
+    return b"".join(pieces), f'multipart/related; type="{DICOM}"; boundary={boundary}'
+
+
+@dataclass(frozen=True)
+class InstanceOutcome:
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    status: int
+    comment: str | None
+
+    @property
+    def stored(self) -> bool:
+        return self.status in (SUCCESS, WARNING_NOT_SCORED)
+
+
+class StowSession:
+    """One STOW-RS request: `add(part)` for each part (blocking: it scores the film, so the
+    route calls it from a worker thread), then `response()`. `study_uid` is the one in the
+    URL (/studies/{study}), if any: instances of another study fail. No RetrieveURL is
+    given: the node keeps no instances to retrieve (PS3.18 makes it optional)."""
+
+    def __init__(self, ingest: Ingest, study_uid: str | None = None,
+                 source: str = "dicomweb") -> None:
+        self._ingest = ingest
+        self._study = study_uid
+        self._source = source
+        self._lock = threading.Lock()
+        self.outcomes: list[InstanceOutcome] = []
+
+    def add(self, part: Part) -> InstanceOutcome:
+        outcome = self._store(part)
+        with self._lock:
+            self.outcomes.append(outcome)
+        return outcome
+
+    def _store(self, part: Part) -> InstanceOutcome:
+        if part.content_type is not None and \
+                part.content_type.split(";")[0].strip().lower() != DICOM:
+            return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "part is not application/dicom")
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(part.data))
+            sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
+        except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError):
+            return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "not a DICOM Part 10 file")
+        study = str(dataset.get("StudyInstanceUID", "")) or None
+        known = {"sop_class_uid": sop_class, "sop_instance_uid": sop_instance}
+        if sop_class not in STORAGE_CLASSES:
+            return InstanceOutcome(**known, status=SOP_CLASS_NOT_SUPPORTED,
+                                   comment="only radiographs (CR, DX, SC) are taken")
+        if self._study is not None and study != self._study:
+            return InstanceOutcome(**known, status=DOES_NOT_MATCH_SOP_CLASS,
+                                   comment="Study Instance UID differs from the URL's")
+        try:
+            result = self._ingest(dataset, self._source)
+        except Exception as exc:  # noqa: BLE001 - each instance's failure is its own
+            status, comment = error_status(exc)
+            if not isinstance(exc, AppError):
+                log.exception("STOW-RS instance not stored, unexpected error")
+            return InstanceOutcome(**known, status=status, comment=comment)
+        status, comment = result_status(result)
+        return InstanceOutcome(**known, status=status, comment=comment)
+
+    def response(self) -> tuple[int, dict]:
+        """(HTTP status, Store Instances Response as DICOM JSON)."""
+        answer = Dataset()
+        stored = [o for o in self.outcomes if o.stored]
+        failed = [o for o in self.outcomes if not o.stored and o.sop_instance_uid]
+        others = [o for o in self.outcomes if not o.stored and not o.sop_instance_uid]
+        answer.ReferencedSOPSequence = [_referenced(o) for o in stored]
+        if failed:
+            answer.FailedSOPSequence = [_failed(o) for o in failed]
+        if others:
+            answer.OtherFailuresSequence = [_other(o) for o in others]
+        return _http_status(self.outcomes), answer.to_json_dict()
+
+
+
+def _referenced(outcome: InstanceOutcome) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = outcome.sop_class_uid
+    item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
+    if outcome.status != SUCCESS:
+        item.WarningReason = outcome.status
+    return item
+
+
+def _failed(outcome: InstanceOutcome) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = outcome.sop_class_uid
+    item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
+    item.FailureReason = outcome.status
+    return item
+
+
+def _other(outcome: InstanceOutcome) -> Dataset:
+    item = Dataset()
+    item.FailureReason = outcome.status
+    if outcome.comment:
+        item.ErrorComment = outcome.comment
+    return item
+
+
+def _http_status(outcomes: Sequence[InstanceOutcome]) -> int:
+    stored = [o for o in outcomes if o.stored]
+    if outcomes and all(o.status == SUCCESS for o in outcomes):
+        return 200
+    if stored:
+        return 202
+    if outcomes and all(o.status == OUT_OF_RESOURCES for o in outcomes):
+        return 503
+    return 409

@@ -1,0 +1,69 @@
+"""DICOMweb STOW-RS: POST /dicomweb/studies and /dicomweb/studies/{study}.
+
+Each instance of the multipart/related body goes through the DICOM node's ingest (the same
+pipeline, worklist and results as a C-STORE) as soon as its part has arrived, from a worker
+thread; the answer is the Store Instances Response (app/dicom/stow.py). Same token rule as
+/predict. Each film takes its own decode slot inside the ingest, so this route takes none.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.config import Settings
+from app.deps import IngestDep, SettingsDep, StowBoundaryDep, body_timeouts
+from app.dicom.ingest import Ingest
+from app.dicom.stow import DICOM_JSON, RelatedParts, StowSession
+from app.errors import UploadTooLargeError
+from app.security import require_token
+from app.upload import body_chunks
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
+                   dependencies=[Depends(require_token)])
+
+_RESPONSES = {
+    200: {"description": "Every instance stored (Store Instances Response, DICOM JSON)"},
+    202: {"description": "Some stored; the others in FailedSOPSequence, or with a "
+                         "WarningReason (listed, not scored)"},
+    409: {"description": "None stored"},
+    415: {"description": 'Not multipart/related; type="application/dicom"'},
+    503: {"description": "None stored because the node is busy or its model not ready: "
+                         "send again"},
+}
+
+
+@router.post("/studies", responses=_RESPONSES)
+async def store_instances(request: Request, boundary: StowBoundaryDep, ingest: IngestDep,
+                          settings: SettingsDep) -> JSONResponse:
+    """Store instances (PS3.18 10.5): radiographs (CR, DX, SC) as Part 10 files."""
+    return await _store(request, boundary, ingest, settings, None)
+
+
+@router.post("/studies/{study}", responses=_RESPONSES)
+async def store_study_instances(study: str, request: Request, boundary: StowBoundaryDep,
+                                ingest: IngestDep, settings: SettingsDep) -> JSONResponse:
+    """Store instances of one study: an instance of another study fails (0xA900)."""
+    return await _store(request, boundary, ingest, settings, study)
+
+
+async def _store(request: Request, boundary: str, ingest: Ingest, settings: Settings,
+                 study: str | None) -> JSONResponse:
+    """Each part ingested as soon as it has arrived; the body is never held whole."""
+    limit = settings.max_batch_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadTooLargeError(limit)
+    reader = RelatedParts(boundary, settings.max_upload_bytes, settings.max_batch_files)
+    session = StowSession(ingest, study_uid=study)
+    received = 0
+    async for chunk in body_chunks(request, body_timeouts(settings)):
+        received += len(chunk)
+        if received > limit:
+            raise UploadTooLargeError(limit)
+        for part in reader.feed(chunk):
+            await run_in_threadpool(session.add, part)
+    reader.close()
+    status, answer = session.response()
+    return JSONResponse(answer, status_code=status, media_type=DICOM_JSON)

@@ -1,0 +1,150 @@
+"""The DICOM node under test: a scorer on the committed model's card with a stand-in for the
+network (fast lanes), a commit that records, the SCP on a free loopback port, and a
+pynetdicom SCU to talk to it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from app.contract.card import read_card
+from app.dicom.ingest import IngestResult, ScoringIngest
+from app.dicom.scp import ScpOptions, StorageSCP
+from app.services.decode_pool import Decoder, InlineDecoder
+from app.services.pipeline import Scorer
+from tests.servers import REPO, free_port
+
+MODEL_DIR = REPO / "models" / "pneumonia" / "2"
+NODE_AE = "TRIAGE"
+PACS_AE = "PACS"
+
+
+class StandInModel:
+    """The committed model's card and input contract, answering `probability` for every
+    film without TensorFlow: the DICOM tests exercise the node, not the network."""
+
+    def __init__(self, probability: float = 0.9, can_explain: bool = True) -> None:
+        self.card = read_card(MODEL_DIR)
+        self.guard = None
+        self.probability = probability
+        self.can_explain = can_explain
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.full(len(images), self.probability, dtype=np.float32)
+
+    predict_shared = predict
+
+    def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        height, width = self.card.input_size
+        heat = np.tile(np.linspace(0, 1, width, dtype=np.float32), (len(images), height, 1))
+        return self.predict(images), heat
+
+
+def stand_in_scorer(probability: float = 0.9, decoder: Decoder | None = None,
+                    can_explain: bool = True) -> Scorer:
+    model = StandInModel(probability, can_explain)
+    return Scorer(model, model.card.threshold, decoder or InlineDecoder(),  # type: ignore[arg-type]
+                  max_pixels=50_000_000)
+
+
+@dataclass
+class Recorder:
+    """A commit that keeps what it is given (the worklist store's stand-in)."""
+
+    committed: list[IngestResult] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, result: IngestResult) -> None:
+        with self.lock:
+            self.committed.append(result)
+
+
+def scoring_ingest(probability: float = 0.9, **options) -> tuple[ScoringIngest, Recorder]:
+    recorder = Recorder()
+    scorer = stand_in_scorer(probability)
+    return ScoringIngest(lambda: scorer, recorder, **options), recorder
+
+
+@contextmanager
+def running_node(ingest, **options) -> Iterator[StorageSCP]:
+    """The Storage SCP on a free loopback port."""
+    node = StorageSCP(ScpOptions(ae_title=NODE_AE, host="127.0.0.1", port=free_port(),
+                                 **options), ingest)
+    with node:
+        yield node
+
+
+def store(port: int, datasets: list[Dataset], ae_title: str = PACS_AE,
+          transfer_syntax: str | None = None) -> list[Dataset]:
+    """C-STORE each data set to the node in one association; the response status data
+    sets (Status, and ErrorComment when there is one)."""
+    ae = AE(ae_title=ae_title)
+    syntaxes = {transfer_syntax or ds.file_meta.TransferSyntaxUID for ds in datasets}
+    for sop_class in {ds.SOPClassUID for ds in datasets}:
+        ae.add_requested_context(sop_class, sorted(syntaxes))
+    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
+    assert assoc.is_established, "the node refused the association"
+    try:
+        return [assoc.send_c_store(ds) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def can_associate(port: int, ae_title: str = PACS_AE,
+                  sop_classes: tuple[str, ...] = (Verification,)) -> bool:
+    ae = AE(ae_title=ae_title)
+    for sop_class in sop_classes:
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
+    established = assoc.is_established
+    if established:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assoc.release()
+        return accepted >= set(sop_classes)
+    return False
+
+
+class StandInPacs:
+    """A storage SCP that keeps what it is sent, in memory: the results' destination."""
+
+    def __init__(self, port: int | None = None, ae_title: str = PACS_AE,
+                 status: int = 0x0000) -> None:
+        self.port = port or free_port()
+        self.ae_title = ae_title
+        self.status = status  # what it answers every C-STORE
+        self.received: dict[str, Dataset] = {}
+        self._server = None
+
+    def start(self) -> StandInPacs:
+        ae = AE(ae_title=self.ae_title)
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> StandInPacs:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _on_store(self, event) -> int:
+        if self.status in (0x0000, 0xB000):
+            ds = event.dataset
+            self.received[str(ds.SOPInstanceUID)] = ds
+        return self.status
+

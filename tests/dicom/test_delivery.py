@@ -1,0 +1,183 @@
+"""Results to the PACS: C-STORE and STOW-RS senders against stand-ins on loopback, and the
+DeliveryWorker's retries with back-off on the in-memory job source."""
+
+from __future__ import annotations
+
+import http.server
+import random
+import threading
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.dicom.delivery import (
+    Backoff,
+    DeliveryWorker,
+    Destination,
+    MemoryJobSource,
+    every,
+    senders_from_settings,
+    store_scu,
+    stow_rs,
+)
+from app.dicom.results import ResultBuilder
+from app.dicom.stow import RelatedParts, StowSession, boundary_of
+from tests.dicom.nodes import PACS_AE, StandInPacs, scoring_ingest
+from tests.dicom_helpers import study_film
+from tests.helpers import xray_like
+from tests.servers import free_port, poll, settings_for_tests
+
+
+def _results(seed: int = 0):
+    ingest, _ = scoring_ingest(results=ResultBuilder())
+    return ingest(study_film(xray_like(96, 80, seed=seed)), "dicom:PACS").results
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("PACS@127.0.0.1:4242", Destination("PACS", "127.0.0.1", 4242)),
+    ("ORTHANC@pacs.example:104", Destination("ORTHANC", "pacs.example", 104))])
+def test_destination_parse(text, expected):
+    assert Destination.parse(text) == expected
+    assert str(expected) == text
+
+
+@pytest.mark.parametrize("text", ["PACS", "PACS@host", "@host:1", "PACS@host:port",
+                                  "A_TITLE_LONGER_THAN_16@h:1", "PACS@host:70000"])
+def test_destination_parse_refuses_what_is_not_ae_at_host_port(text):
+    with pytest.raises(ValueError):
+        Destination.parse(text)
+
+
+def test_store_scu_delivers_sr_and_sc():
+    results = _results()
+    with StandInPacs() as pacs:
+        outcome = store_scu(Destination(PACS_AE, "127.0.0.1", pacs.port))(results)
+    assert outcome.delivered, outcome.detail
+    assert set(pacs.received) == {str(r.SOPInstanceUID) for r in results}
+
+
+def test_store_scu_to_a_destination_down_is_not_delivered():
+    outcome = store_scu(Destination(PACS_AE, "127.0.0.1", free_port()), timeout=5)(_results())
+    assert not outcome.delivered and "did not answer" in outcome.detail
+
+
+def test_store_scu_refused_by_the_destination_is_not_delivered():
+    with StandInPacs(status=0xA700) as pacs:
+        outcome = store_scu(Destination(PACS_AE, "127.0.0.1", pacs.port))(_results())
+    assert not outcome.delivered and "0xA700" in outcome.detail
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_result_whose_destination_is_down_is_delivered_when_it_comes_back():
+    clock, source = _Clock(), MemoryJobSource()
+    port = free_port()
+    send = store_scu(Destination(PACS_AE, "127.0.0.1", port), timeout=5)
+    backoff = Backoff(first=5, longest=60, jitter=0)
+    results = _results()
+    source.add(results, clock.now)
+    worker = DeliveryWorker(source, send, backoff, clock=clock)
+    assert worker.run_once() == 0  # down
+    [(job, due, detail)] = source.waiting()
+    assert job.attempts == 1 and due == clock.now + timedelta(seconds=5)
+    assert "did not answer" in detail
+    clock.now += timedelta(seconds=4)
+    assert worker.run_once() == 0 and source.waiting()[0][0].attempts == 1  # not yet due
+    with StandInPacs(port=port) as pacs:
+        clock.now += timedelta(seconds=1)
+        # A fresh worker on the same source, as after a restart (the app's source is its
+        # database; this in-memory one only stands in for it).
+        assert DeliveryWorker(source, send, backoff, clock=clock).run_once() == 1
+    assert source.waiting() == []
+    assert set(pacs.received) == {str(r.SOPInstanceUID) for r in results}
+
+
+def test_backoff_doubles_up_to_its_longest():
+    backoff = Backoff(first=5, longest=60, jitter=0)
+    assert [backoff.delay(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+    spread = Backoff(first=10, jitter=0.1)
+    assert all(9 <= spread.delay(1, random.Random(s)) <= 11 for s in range(20))
+
+
+def test_worker_thread_delivers_when_woken():
+    source = MemoryJobSource()
+    with StandInPacs() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                poll_seconds=60).start()
+        try:
+            results = _results()
+            source.add(results)
+            worker.wake()
+            poll(lambda: len(pacs.received) == 2, 30, "the results at the PACS")
+        finally:
+            worker.stop()
+    poll(lambda: source.waiting() == [], 5, "the job to be removed")
+
+
+@contextmanager
+def _stow_server(status_of_ingest=None):
+    """A DICOMweb stand-in: STOW-RS parsed by app/dicom/stow.py into a recording ingest."""
+    ingest, recorder = scoring_ingest()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            import json
+
+            reader = RelatedParts(boundary_of(self.headers["Content-Type"]), 1 << 24, 100)
+            session = StowSession(ingest)
+            for part in reader.feed(self.rfile.read(int(self.headers["Content-Length"]))):
+                session.add(part)
+            reader.close()
+            status, answer = session.response()
+            body = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/dicomweb/studies", recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_stow_rs_sender_delivers_a_secondary_capture_our_own_stow_reads():
+    """Our STOW-RS parser takes the SC the sender posts (and lists it as our own result)."""
+    _, sc = _results()
+    with _stow_server() as (url, recorder):
+        outcome = stow_rs(url)([sc])
+    assert outcome.delivered, outcome.detail
+    [result] = recorder.committed
+    assert result.facts.sop_instance_uid == sc.SOPInstanceUID
+    assert result.error.code == "dicom_own_result"
+
+
+def test_stow_rs_sender_refused_is_not_delivered():
+    sr, _ = _results()  # an SR: not a class the node takes, so the stand-in refuses it
+    with _stow_server() as (url, _):
+        outcome = stow_rs(url)([sr])
+    assert not outcome.delivered and "409" in outcome.detail
+
+
+def test_senders_from_settings():
+    assert senders_from_settings(settings_for_tests()) is None
+    settings = settings_for_tests(results_destination="PACS@127.0.0.1:4242",
+                                  results_dicomweb_url="http://127.0.0.1:1/studies")
+    assert senders_from_settings(settings) is not None
+    assert every([])([]).delivered

@@ -1,0 +1,136 @@
+"""End to end against a real PACS: CR films uploaded to Debian's Orthanc, sent by Orthanc to
+the node, scored by the committed model, and the node's SR and secondary capture stored back
+into Orthanc in the same study."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.dicom.delivery import DeliveryWorker, Destination, MemoryJobSource, store_scu
+from app.dicom.ingest import IngestResult, ScoringIngest, catalog_scorer
+from app.dicom.results import PROBABILITY, SC_SERIES_NUMBER, ResultBuilder
+from app.services.decode_pool import InlineDecoder
+from app.services.pipeline import score_film
+from tests.dicom.nodes import NODE_AE, running_node
+from tests.dicom.orthanc import running_orthanc
+from tests.dicom_helpers import file_bytes, study_film
+from tests.servers import poll
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+DELIVERY_SECONDS = 120  # a safety net on a loaded 2-core machine, not the thing measured
+
+
+def _films(data_dir: Path) -> list:
+    """Two normal and two pneumonia test films as CR of one study, two of them JPEG
+    baseline (the PACS forwards them compressed)."""
+    study = None
+    films = []
+    for label in ("NORMAL", "PNEUMONIA"):
+        for index, path in enumerate(sorted((data_dir / "test" / label).glob("*.jpeg"))[:2]):
+            pixels = np.asarray(Image.open(path).convert("L"))
+            film = study_film(pixels, study_uid=study,
+                              syntax="jpeg-baseline" if index else "explicit")
+            study = film.StudyInstanceUID
+            films.append(film)
+    return films
+
+
+class _Wiring:
+    """The node as the app will wire it, its store stood in for by memory: each committed
+    result's SR and SC queued for delivery, and the delivery worker woken."""
+
+    def __init__(self, catalog) -> None:
+        self.source = MemoryJobSource()
+        self.worker: DeliveryWorker | None = None
+        self.committed: list[IngestResult] = []
+        self._lock = threading.Lock()
+        self.scorer = catalog_scorer(catalog, InlineDecoder(), 50_000_000)
+        self.ingest = ScoringIngest(self.scorer, self.commit, ResultBuilder())
+
+    def commit(self, result: IngestResult) -> None:
+        with self._lock:
+            self.committed.append(result)
+            if result.results:
+                self.source.add(result.results)
+        if self.worker is not None:
+            self.worker.wake()
+
+    def deliver_to(self, destination: Destination) -> DeliveryWorker:
+        self.worker = DeliveryWorker(self.source, store_scu(destination, NODE_AE),
+                                     poll_seconds=0.5)
+        return self.worker.start()
+
+
+@pytest.mark.slow
+def test_films_sent_by_orthanc_come_back_as_sr_and_sc_in_their_study(
+        tmp_path, data_dir, committed_model_catalog):
+    films = _films(data_dir)
+    wired = _Wiring(committed_model_catalog)
+    with running_node(wired.ingest, allowed_aes=("ORTHANC",)) as node:
+        modalities = {"triage": (NODE_AE, "127.0.0.1", node.port)}
+        with running_orthanc(tmp_path / "orthanc", modalities) as pacs:
+            worker = wired.deliver_to(Destination(pacs.ae_title, "127.0.0.1",
+                                                  pacs.dicom_port))
+            try:
+                study_id = {pacs.upload(file_bytes(f))["ParentStudy"] for f in films}.pop()
+                pacs.send("triage", [study_id])
+                poll(lambda: len(pacs.study_instances(study_id)) >= 3 * len(films),
+                     DELIVERY_SECONDS, "an SR and an SC per film in Orthanc")
+                instances = pacs.study_instances(study_id)
+                reports = {i["ID"]: pacs.file(i["ID"]) for i in instances
+                           if pacs.tags(i["ID"])["SOPClassUID"] == COMPREHENSIVE_SR}
+                captures = [pacs.tags(i["ID"]) for i in instances
+                            if pacs.tags(i["ID"])["SOPClassUID"] == SECONDARY_CAPTURE]
+            finally:
+                worker.stop()
+    assert len(reports) == len(films) and len(captures) == len(films)
+    # The films are on the (stand-in) worklist, each scored.
+    assert {r.facts.sop_instance_uid for r in wired.committed} == \
+        {f.SOPInstanceUID for f in films}
+    assert all(r.prediction is not None for r in wired.committed)
+    # Each SR reads back with the probability /predict's pipeline gives the same film.
+    scorer = wired.scorer()
+    expected = {f.SOPInstanceUID: score_film(scorer, file_bytes(f)).probability for f in films}
+    for data in reports.values():
+        sr = hd.sr.srread(io.BytesIO(data))
+        assert sr.StudyInstanceUID == films[0].StudyInstanceUID
+        [group] = sr.content.get_image_measurement_groups()
+        [source] = group.source_images
+        [probability] = group.get_measurements(name=PROBABILITY)
+        assert probability.value == pytest.approx(expected.pop(
+            source.referenced_sop_instance_uid), abs=1e-4)
+    assert expected == {}
+    for capture in captures:
+        assert capture["StudyInstanceUID"] == films[0].StudyInstanceUID
+        assert int(capture["SeriesNumber"]) == SC_SERIES_NUMBER
+
+
+@pytest.mark.slow
+def test_orthanc_finishes_its_job_for_a_lateral_film_and_fails_it_for_a_damaged_one(tmp_path):
+    """The status table as a PACS reads it: a warning (listed, not scored) completes the
+    PACS's forwarding job; an error fails it, visibly, at the PACS."""
+    import urllib.error
+
+    from tests.dicom.nodes import scoring_ingest
+    from tests.helpers import xray_like
+
+    lateral = study_film(xray_like(96, 80), view="LL")
+    damaged = study_film(xray_like(96, 80))
+    damaged.PixelData = damaged.PixelData[:100]
+    ingest, recorder = scoring_ingest()
+    with running_node(ingest) as node, running_orthanc(
+            tmp_path / "orthanc", {"triage": (NODE_AE, "127.0.0.1", node.port)}) as pacs:
+        job = pacs.send("triage", [pacs.upload(file_bytes(lateral))["ID"]])
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            pacs.send("triage", [pacs.upload(file_bytes(damaged))["ID"]])
+    assert job["FailedInstancesCount"] == 0 and job["InstancesCount"] == 1
+    assert b"0xC000" in failed.value.read()
+    assert [r.error.code for r in recorder.committed] == ["dicom_lateral_view", "corrupt_image"]
