@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from app.store.models import Film, Study
@@ -23,17 +23,21 @@ ORDER = (Study.sort_group, Study.sort_rank, Study.received_at, Study.id)
 def page(session: Session, *, status: Status | None, received_from: datetime | None,
          received_to: datetime | None, limit: int, offset: int, cursor: str | None) -> Page:
     """One page in list order; see WorklistStore.entries."""
-    filters = _filters(status, received_from, received_to)
-    query = select(Study).where(*filters).order_by(*ORDER)
-    if cursor is not None:
-        query = query.where(_after(decode_cursor(cursor)))
+    filters = filters_of(status, received_from, received_to)
     # One row past the page says whether there is a next one.
-    rows = session.scalars(_with_films(query).offset(offset).limit(limit + 1)).all()
+    query = page_query(filters, cursor).offset(offset).limit(limit + 1)
+    rows = session.scalars(_with_films(query)).all()
     total = session.scalar(select(func.count()).select_from(Study).where(*filters)) or 0
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(entries=[to_entry(row) for row in rows], total=total,
                 next_cursor=encode_cursor(rows[-1]) if more and rows else None)
+
+
+def page_query(filters: list[ColumnElement[bool]], cursor: str | None) -> Select[tuple[Study]]:
+    """The studies the filters match, after `cursor`, in list order (films not loaded)."""
+    query = select(Study).where(*filters).order_by(*ORDER)
+    return query if cursor is None else query.where(_after(decode_cursor(cursor)))
 
 
 def by_ids(session: Session, ids: Sequence[int]) -> list[StudyEntry]:
@@ -48,7 +52,7 @@ def _with_films(query: Select[tuple[Study]]) -> Select[tuple[Study]]:
     return query.options(selectinload(Study.films))
 
 
-def _filters(status: Status | None, received_from: datetime | None,
+def filters_of(status: Status | None, received_from: datetime | None,
              received_to: datetime | None) -> list[ColumnElement[bool]]:
     filters = []
     if status is not None:
@@ -61,16 +65,10 @@ def _filters(status: Status | None, received_from: datetime | None,
 
 
 def _after(key: tuple[int, float, datetime, int]) -> ColumnElement[bool]:
-    """Rows after `key` in ORDER, spelt out (not a row-value comparison) so that both engines
-    turn it into an index range."""
-    group, rank, received, entry_id = (literal(value, column.type)
-                                       for value, column in zip(key, ORDER))
-    return or_(
-        Study.sort_group > group,
-        and_(Study.sort_group == group, Study.sort_rank > rank),
-        and_(Study.sort_group == group, Study.sort_rank == rank,
-             or_(Study.received_at > received,
-                 and_(Study.received_at == received, Study.id > entry_id))))
+    """Rows after `key` in ORDER: a row-value comparison, which both engines turn into a
+    range of the index (an OR of the columns' comparisons is a scan from the start)."""
+    return tuple_(*ORDER) > tuple_(*(literal(value, column.type)
+                                     for value, column in zip(key, ORDER)))
 
 
 def encode_cursor(study: Study) -> str:
