@@ -78,6 +78,8 @@ def _configure_sqlite(engine: Engine) -> None:
         # (NORMAL in WAL mode may lose the last commits then, though never on a kill -9)
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Retention deletes study details: overwrite them in the file, not only unlink them.
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

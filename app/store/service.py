@@ -145,7 +145,13 @@ class WorklistStore:
         `retention_days` before `now`, and audit records older than `audit_retention_days`.
         What was deleted; a pass that deletes anything appends a `purged` audit record."""
         with self._write() as session:
-            return writes.purge(session, now, retention_days, audit_retention_days)
+            counts = writes.purge(session, now, retention_days, audit_retention_days)
+        if counts.entries and self.engine.dialect.name == "sqlite":
+            # The deleted rows' old pages stay in the WAL file until a checkpoint rewrites
+            # them; best effort (readers in the middle of a transaction keep some for now).
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

@@ -22,14 +22,15 @@ def test_database_url_keeps_given_url(tmp_path: Path) -> None:
     assert not (tmp_path / "unused").exists()
 
 
-def test_make_engine_sets_sqlite_wal_foreign_keys_busy_timeout(tmp_path: Path) -> None:
+def test_make_engine_sets_sqlite_pragmas(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
     with engine.connect() as connection:
         pragma = {name: connection.execute(text(f"PRAGMA {name}")).scalar()
-                  for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
+                  for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous",
+                                "secure_delete")}
     engine.dispose()
     assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000,
-                      "synchronous": 2}  # FULL
+                      "synchronous": 2, "secure_delete": 1}  # synchronous 2: FULL
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://u@h/db"])

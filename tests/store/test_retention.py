@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.store import AuditAction, PurgeCounts, RetentionThread, WorklistStore
+from app.store import AuditAction, PurgeCounts, RetentionThread, WorklistStore, upgrade
 from app.store.models import Film, Study
 from tests.store.conftest import Clock
 from tests.store.factories import T0, film
@@ -36,6 +36,18 @@ def test_purge_deletes_entries_past_retention(store: WorklistStore, clock: Clock
     [record] = store.audit()
     assert (record.action, record.actor, record.detail["entries"]) == (
         AuditAction.PURGED, "retention", 1)
+
+
+def test_purge_leaves_nothing_in_sqlite_files(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    upgrade(url)
+    store = WorklistStore(url)
+    store.add_films([film("2.25.777", accession_number="ZQXACC77", body_part="ZQXPART")])
+    store.purge(T0 + timedelta(days=31), 30, 365)
+    # read while the store is open: closing its last connection would checkpoint anyway
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("worklist.db*"))
+    store.close()
+    assert b"ZQXACC77" not in stored and b"ZQXPART" not in stored and b"2.25.777" not in stored
 
 
 def test_purge_keeps_audit_records_for_their_own_period(store: WorklistStore,
