@@ -126,6 +126,8 @@ def measure(url: str, studies: int, calls: int, stores: int) -> dict[str, list[f
         results["entries(), first page of 50"] = timed(lambda: store.entries(limit=50), calls)
         results["entries(status=new), first page"] = timed(
             lambda: store.entries(status="new", limit=50), calls)
+        results["entries(received in the last day), first page"] = timed(
+            lambda: store.entries(received_from=NOW - timedelta(days=1), limit=50), calls)
         results["entries(), next page by cursor"] = timed(
             lambda: store.entries(limit=50, cursor=first.next_cursor), calls)
         rng = random.Random(7)

@@ -100,7 +100,9 @@ class Study(Base):
     study_date: Mapped[date | None]
     study_time: Mapped[time | None]
     source: Mapped[str] = mapped_column(String(LONG))  # of the first film: upload, dicom:AE
-    received_at: Mapped[datetime]  # the first film's arrival: the list's tie-break, filters
+    # The first film's arrival: the list's tie-break, and its date filter (indexed for a
+    # narrow window, which the order's index would scan far for).
+    received_at: Mapped[datetime] = mapped_column(index=True)
     # The last film's arrival: retention counts from it, so a late film is kept its full time.
     last_received_at: Mapped[datetime] = mapped_column(index=True)
 

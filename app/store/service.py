@@ -70,7 +70,8 @@ class WorklistStore:
         for attempt in range(_ATTEMPTS):
             try:
                 with self._write() as session:
-                    return queries.by_ids(session, writes.add_films(session, records))
+                    ids = writes.add_films(session, records)
+                    return queries.by_ids(session.connection(), ids)
             except OperationalError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)
                 if sqlstate not in _RETRY_SQLSTATES or attempt == _ATTEMPTS - 1:
@@ -88,16 +89,19 @@ class WorklistStore:
         """
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             raise ValueError(f"limit must lie in 1..{MAX_PAGE} and offset be >= 0")
+        if any(moment is not None and moment.tzinfo is None
+               for moment in (received_from, received_to)):
+            raise ValueError("received_from and received_to must be aware datetimes")
         status = None if status is None else Status(status)
-        with Session(self.engine) as session:
-            return queries.page(session, status=status, received_from=received_from,
+        with self.engine.connect() as connection:
+            return queries.page(connection, status=status, received_from=received_from,
                                 received_to=received_to, limit=limit, offset=offset,
                                 cursor=cursor)
 
     def entry(self, entry_id: int) -> StudyEntry:
         """One entry with its films. Raises EntryNotFound."""
-        with Session(self.engine) as session:
-            found = queries.by_ids(session, [entry_id])
+        with self.engine.connect() as connection:
+            found = queries.by_ids(connection, [entry_id])
         if not found:
             raise EntryNotFound(entry_id)
         return found[0]
@@ -113,7 +117,7 @@ class WorklistStore:
         status, actor = Status(status), _actor(actor)
         with self._write() as session:
             writes.set_status(session, entry_id, status, actor, self._clock())
-            return queries.by_ids(session, [entry_id])[0]
+            return queries.by_ids(session.connection(), [entry_id])[0]
 
     def record(self, actor: str, action: AuditAction | str, entry_id: int | None = None,
                detail: dict[str, Any] | None = None) -> AuditRecord:

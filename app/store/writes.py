@@ -117,6 +117,7 @@ def set_status(session: Session, entry_id: int, status: Status, actor: str,
     session.add(AuditLog(at=now, actor=actor, action=AuditAction.STATUS_CHANGED.value,
                          entry_id=entry_id, study_instance_uid=study.study_instance_uid,
                          detail={"from": before, "to": status.value}))
+    session.flush()  # the caller reads the entry back with Core, past the ORM's pending state
 
 
 def append_audit(session: Session, actor: str, action: AuditAction, entry_id: int | None,

@@ -4,6 +4,7 @@ their audit records. Concurrency and kill -9: test_writes.py; retention: test_re
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -99,6 +100,8 @@ def test_entries_refuses_bad_paging(store: WorklistStore) -> None:
         store.entries(limit=0)
     with pytest.raises(ValueError):
         store.entries(status="archived")
+    with pytest.raises(ValueError):
+        store.entries(received_from=T0.replace(tzinfo=None))
 
 
 def test_entries_filters_by_status_and_date(store: WorklistStore) -> None:
@@ -230,3 +233,17 @@ def test_store_offers_no_way_to_edit_audit() -> None:
 def test_entry_of_unknown_id_raises(store: WorklistStore) -> None:
     with pytest.raises(EntryNotFound):
         store.entry(12345)
+
+
+def test_add_films_from_many_threads_of_one_store(store: WorklistStore) -> None:
+    """The routes share one store across worker threads."""
+    def add(thread: int) -> None:
+        for index in range(10):
+            study = f"T{thread}.{index % 3}"
+            store.add_films([film(study, f"{study}.{index}", 0.05 * index)])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(add, range(6)))
+    page = store.entries(limit=100)
+    assert page.total == 18
+    assert sum(len(entry.films) for entry in page.entries) == 60

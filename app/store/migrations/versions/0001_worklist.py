@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("study_instance_uid", name=op.f("uq_studies_study_instance_uid")),
         sqlite_autoincrement=True,
     )
+    op.create_index("ix_studies_received_at", "studies", ["received_at"])
     op.create_index("ix_studies_last_received_at", "studies", ["last_received_at"])
     op.create_index("ix_studies_worklist_order", "studies",
                     ["sort_group", "sort_rank", "received_at", "id"])
