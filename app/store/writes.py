@@ -34,7 +34,8 @@ _LIMITS = {**dict.fromkeys(("accession_number", "patient_age", "patient_sex", "m
 
 
 def add_films(session: Session, records: Sequence[FilmRecord]) -> list[int]:
-    """Store `records`; the ids of their studies, in order of first appearance.
+    """Store `records`; the ids of the studies that hold their films, in order of first
+    appearance (a film stored before under another study stays there).
 
     Each study row is inserted if missing, then locked (FOR UPDATE on PostgreSQL; SQLite's
     BEGIN IMMEDIATE has already locked the database), so that its priority is recomputed
@@ -44,11 +45,15 @@ def add_films(session: Session, records: Sequence[FilmRecord]) -> list[int]:
     by_study: dict[str, list[FilmRecord]] = {}
     for record in records:
         by_study.setdefault(record.study_instance_uid, []).append(_cut(record))
-    ids = {uid: _add_study(session, by_study[uid]) for uid in sorted(by_study)}
-    return [ids[uid] for uid in by_study]
+    for uid in sorted(by_study):
+        _add_study(session, by_study[uid])
+    sops = [record.sop_instance_uid for record in records]
+    holder = dict(session.execute(select(Film.sop_instance_uid, Film.study_id)
+                                  .where(Film.sop_instance_uid.in_(sops))).all())
+    return list(dict.fromkeys(holder[sop] for sop in sops))
 
 
-def _add_study(session: Session, records: list[FilmRecord]) -> int:
+def _add_study(session: Session, records: list[FilmRecord]) -> None:
     uid = records[0].study_instance_uid
     insert = _insert_for(session)
     first = min(records, key=lambda record: record.received_at)
@@ -65,13 +70,15 @@ def _add_study(session: Session, records: list[FilmRecord]) -> int:
     session.execute(insert(Film).on_conflict_do_nothing(index_elements=["sop_instance_uid"]),
                     [_film_row(study_id, record) for record in records])
     _recompute(session, study_id, records)
-    return study_id
 
 
 def _recompute(session: Session, study_id: int, records: list[FilmRecord]) -> None:
     films = session.execute(select(
         Film.probability, Film.flagged, Film.assessable, Film.error_code, Film.view_position,
         Film.received_at).where(Film.study_id == study_id)).all()
+    if not films:  # every film was stored before, under another study: no empty entry
+        session.execute(delete(Study).where(Study.id == study_id))
+        return
     summary = summarise(films)
     # Study-level attributes missing so far are taken from these films.
     known = {name: func.coalesce(getattr(Study, name), value) for name in _STUDY_FIELDS

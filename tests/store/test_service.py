@@ -130,6 +130,15 @@ def test_add_films_same_sop_twice_keeps_one_film(store: WorklistStore) -> None:
     assert store.entries().total == 1
 
 
+def test_add_films_leaves_film_in_study_that_holds_it(store: WorklistStore) -> None:
+    [first] = store.add_films([film("A", "S.1", 0.3)])
+    # the same SOP under another Study Instance UID, beside a new film of that study
+    assert [e.id for e in store.add_films([film("B", "S.1", 0.9)])] == [first.id]
+    entries = store.add_films([film("C", "S.1"), film("C", "C.1")])
+    assert [e.study_instance_uid for e in entries] == ["A", "C"]
+    assert sorted(e.study_instance_uid for e in store.entries().entries) == ["A", "C"]
+
+
 def test_add_films_lists_refused_film_with_its_reason(store: WorklistStore) -> None:
     [entry] = store.add_films([refused("A", code="lateral_view")])
     [result] = entry.films
