@@ -6,6 +6,7 @@ run the same from a checkout, an installed package or `python -m`.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -35,6 +36,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def head() -> str:
     """The newest revision the code knows."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+@lru_cache(maxsize=4)
+def _revisions(migrations: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """The heads and all revisions in `migrations`: read once, /readyz asks often."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    scripts = ScriptDirectory.from_config(config)
+    return (frozenset(scripts.get_heads()),
+            frozenset(script.revision for script in scripts.walk_revisions()))
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
@@ -69,13 +80,11 @@ def schema_problem(url_or_engine: str | Engine) -> str | None:
     finally:
         if isinstance(url_or_engine, str):
             engine.dispose()
-    scripts = ScriptDirectory.from_config(alembic_config())
-    heads = set(scripts.get_heads())
+    heads, known = _revisions(MIGRATIONS)
     if current == heads:
         return None
     if not current:
         return "database schema not created: run `db upgrade`"
-    known = {script.revision for script in scripts.walk_revisions()}
     unknown = current - known
     if unknown:
         return (f"database schema is ahead of this code (revision {', '.join(sorted(unknown))}"
