@@ -30,12 +30,12 @@ run: install
 # cluster per test session), Orthanc and dcmtk (a real PACS, storescu/echoscu), Prometheus
 # (promtool checks the alert rules), dicom3tools (dciodvfy checks the DICOM node's results
 # against their IODs).
-SYSTEM_PACKAGES := chromium:chromium postgresql:/usr/lib/postgresql \
+SYSTEM_PACKAGES := chromium:chromium postgresql:/usr/lib/postgresql/*/bin/initdb \
 	orthanc:/usr/sbin/Orthanc dcmtk:storescu prometheus:promtool dicom3tools:dciodvfy
 system-packages:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 	  package=$${entry%%:*}; probe=$${entry#*:}; \
-	  if ! command -v "$$probe" >/dev/null 2>&1 && [ ! -e "$$probe" ]; then \
+	  if ! command -v "$$probe" >/dev/null 2>&1 && ! ls $$probe >/dev/null 2>&1; then \
 	    missing="$$missing $$package"; fi; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian's$$missing for the tests"; \

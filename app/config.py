@@ -125,6 +125,32 @@ class Settings(BaseSettings):
                              f"characters; the one given has "
                              f"{len(token.get_secret_value())}")
         return token
+    # --- The worklist (app/store/, issue 18) ---------------------------------------------
+    # Where the server keeps state: the embedded SQLite worklist (worklist.db). Created on
+    # start, so `make run` needs no database set-up.
+    state_dir: Path = Path("var")
+    # Another database for the worklist: postgresql+psycopg://USER:PASSWORD@HOST/DB, shared
+    # by several replicas (whose schema `db upgrade` migrates; the app migrates only its
+    # embedded SQLite). None = SQLite at STATE_DIR/worklist.db.
+    database_url: str | None = None
+    # Keep a small PNG of each film beside its result. Off by default: a thumbnail is a
+    # picture of the patient's film, which the worklist otherwise never keeps.
+    worklist_thumbnails: bool = False
+    # Entries are deleted this many days after their last film arrived: a triage list is
+    # worked within days; the report in the PACS, not this list, is the record.
+    worklist_retention_days: int = Field(default=30, gt=0)
+    # Audit records (who opened, changed or exported which entry) outlive the entries they
+    # name, so that an access can still be traced once its entry is gone: one year.
+    audit_retention_days: int = Field(default=365, gt=0)
+    # A link per study to the PACS viewer; "{study_uid}" is replaced by the Study Instance
+    # UID, e.g. https://pacs.example/viewer?StudyInstanceUIDs={study_uid}. None = no link.
+    viewer_url: str | None = None
+    # The audit trail's "who": behind a trusted reverse proxy that authenticates users, the
+    # header carrying the user name (e.g. X-Forwarded-User). None = the token's holder.
+    # Only set it when clients cannot reach the app except through that proxy: anyone who
+    # can, can claim any name.
+    trusted_user_header: str | None = None
+    # --- end of the worklist's settings --------------------------------------------------
 
 
 @lru_cache

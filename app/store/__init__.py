@@ -1,0 +1,27 @@
+"""The triage worklist's store: studies and their films' results in SQLite or PostgreSQL.
+
+Free of any web framework; the routes, the DICOM node and the console call WorklistStore.
+"""
+
+from app.store.engine import database_url, make_engine
+from app.store.records import (
+    AuditAction,
+    AuditRecord,
+    EntryNotFound,
+    FilmRecord,
+    FilmResult,
+    InvalidCursor,
+    Page,
+    PurgeCounts,
+    Status,
+    StudyEntry,
+)
+from app.store.retention import RetentionThread
+from app.store.schema import head, schema_problem, upgrade
+from app.store.service import WorklistStore
+
+__all__ = [
+    "AuditAction", "AuditRecord", "EntryNotFound", "FilmRecord", "FilmResult", "InvalidCursor",
+    "Page", "PurgeCounts", "RetentionThread", "Status", "StudyEntry", "WorklistStore",
+    "database_url", "head", "make_engine", "schema_problem", "upgrade",
+]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the worklist store; run through app.store.schema, not alembic.ini."""

@@ -1,0 +1,127 @@
+"""Reading the list: its order, filters, paging, and rows turned into read models.
+
+Reads are Core queries on a Connection, rows straight into dataclasses: the ORM's identity
+map and lazy-loading machinery cost more than the database does for a page of 50.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, func, literal, select, tuple_
+
+from app.store.models import Film, Study
+from app.store.priority import Group
+from app.store.records import FilmResult, InvalidCursor, Page, Status, StudyEntry
+
+_STUDIES = Study.__table__
+_FILMS = Film.__table__
+# The list's order: group, then priority descending (sort_rank is -priority), then the
+# study received first. It is exactly the columns of ix_studies_worklist_order.
+ORDER = (_STUDIES.c.sort_group, _STUDIES.c.sort_rank, _STUDIES.c.received_at, _STUDIES.c.id)
+# A film as listed: everything but the thumbnail, which is only said to exist.
+_FILM_COLUMNS = (*(column for column in _FILMS.c if column.name != "thumbnail"),
+                 _FILMS.c.thumbnail.is_not(None).label("has_thumbnail"))
+
+
+def page(connection: Connection, *, status: Status | None, received_from: datetime | None,
+         received_to: datetime | None, limit: int, offset: int, cursor: str | None) -> Page:
+    """One page in list order; see WorklistStore.entries."""
+    filters = filters_of(status, received_from, received_to)
+    # One row past the page says whether there is a next one.
+    rows = connection.execute(page_query(filters, cursor).offset(offset).limit(limit + 1)).all()
+    total = connection.scalar(select(func.count()).select_from(_STUDIES).where(*filters))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(entries=_with_films(connection, rows), total=total or 0,
+                next_cursor=encode_cursor(rows[-1]) if more and rows else None)
+
+
+def page_query(filters: list[ColumnElement[bool]], cursor: str | None) -> Select[Any]:
+    """The studies the filters match, after `cursor`, in list order (without films)."""
+    query = select(_STUDIES).where(*filters).order_by(*ORDER)
+    return query if cursor is None else query.where(_after(decode_cursor(cursor)))
+
+
+def by_ids(connection: Connection, ids: Sequence[int]) -> list[StudyEntry]:
+    """The entries with these ids, in the order given (missing ones left out)."""
+    rows = {row.id: row for row in connection.execute(
+        select(_STUDIES).where(_STUDIES.c.id.in_(ids)))}
+    return _with_films(connection, [rows[entry_id] for entry_id in ids if entry_id in rows])
+
+
+def _with_films(connection: Connection, studies: Sequence[Any]) -> list[StudyEntry]:
+    films: dict[int, list[FilmResult]] = {study.id: [] for study in studies}
+    if films:  # one IN query for all the studies' films, oldest first
+        for row in connection.execute(select(*_FILM_COLUMNS).where(
+                _FILMS.c.study_id.in_(list(films))).order_by(_FILMS.c.id)):
+            films[row.study_id].append(_to_result(row))
+    return [to_entry(study, films[study.id]) for study in studies]
+
+
+def filters_of(status: Status | None, received_from: datetime | None,
+               received_to: datetime | None) -> list[ColumnElement[bool]]:
+    filters = []
+    if status is not None:
+        filters.append(_STUDIES.c.status == Status(status).value)
+    if received_from is not None:
+        filters.append(_STUDIES.c.received_at >= received_from)
+    if received_to is not None:
+        filters.append(_STUDIES.c.received_at < received_to)
+    return filters
+
+
+def _after(key: tuple[int, float, datetime, int]) -> ColumnElement[bool]:
+    """Rows after `key` in ORDER: a row-value comparison, which both engines turn into a
+    range of the index (an OR of the columns' comparisons is a scan from the start)."""
+    return tuple_(*ORDER) > tuple_(*(literal(value, column.type)
+                                     for value, column in zip(key, ORDER)))
+
+
+def encode_cursor(study: Any) -> str:
+    """The opaque cursor after `study` (a studies row or a Study)."""
+    key = [study.sort_group, study.sort_rank, study.received_at.isoformat(), study.id]
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, float, datetime, int]:
+    """Raises InvalidCursor for anything encode_cursor did not write."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        group, rank, received, entry_id = json.loads(base64.urlsafe_b64decode(padded))
+        key = (int(group), float(rank), datetime.fromisoformat(received), int(entry_id))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursor("not a worklist paging cursor") from exc
+    if key[2].tzinfo is None:
+        raise InvalidCursor("not a worklist paging cursor")
+    return key
+
+
+def to_entry(study: Any, films: Sequence[FilmResult]) -> StudyEntry:
+    """A studies row and its films as a read model."""
+    return StudyEntry(
+        id=study.id, study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number, patient_age=study.patient_age,
+        patient_sex=study.patient_sex, study_date=study.study_date, study_time=study.study_time,
+        source=study.source, received_at=study.received_at,
+        last_received_at=study.last_received_at, status=Status(study.status),
+        status_by=study.status_by, status_at=study.status_at, priority=study.priority,
+        flagged=study.flagged, group=Group(study.sort_group).label, films=tuple(films))
+
+
+def _to_result(film: Any) -> FilmResult:
+    return FilmResult(
+        id=film.id, sop_instance_uid=film.sop_instance_uid,
+        series_instance_uid=film.series_instance_uid, modality=film.modality,
+        view_position=film.view_position, body_part=film.body_part, source=film.source,
+        received_at=film.received_at, scored_at=film.scored_at, model_name=film.model_name,
+        model_version=film.model_version, probability=film.probability,
+        threshold=film.threshold, flagged=film.flagged, assessable=film.assessable,
+        reasons=tuple(film.reasons), warnings=tuple(film.warnings),
+        error_code=film.error_code, error_detail=film.error_detail,
+        has_thumbnail=film.has_thumbnail)

@@ -1,0 +1,177 @@
+"""What goes into the store (FilmRecord) and what comes out (StudyEntry, Page, AuditRecord):
+plain frozen dataclasses, so the web layer turns them into JSON or CSV without the ORM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Any
+
+from app.store.models import UID_LENGTH
+
+# A thumbnail is a small PNG for the list, never the film: refused above this size.
+MAX_THUMBNAIL_BYTES = 64 * 1024
+
+
+class Status(StrEnum):
+    """A study's place in the clinician's work."""
+
+    NEW = "new"
+    OPENED = "opened"
+    REPORTED = "reported"
+    DISMISSED = "dismissed"
+
+
+class AuditAction(StrEnum):
+    OPENED = "opened"  # an entry was shown in full (WorklistStore.record)
+    EXPORTED = "exported"  # the list or an entry left as CSV or JSON (WorklistStore.record)
+    STATUS_CHANGED = "status_changed"  # written by WorklistStore.set_status only
+    PURGED = "purged"  # written by retention: counts and cut-offs, actor "retention"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilmRecord:
+    """One film's result to store. UIDs as in DICOM (an upload passes generated ones, e.g.
+    pydicom.uid.generate_uid(None), and its own Study Instance UID: it is its own study).
+
+    Times are aware datetimes. `probability` and `flagged` are None for a film that was not
+    scored; a refused film (damaged, CT, lateral) is stored too, with `error_code` and
+    `error_detail`. `assessable` defaults to False: a caller that forgets it puts the study
+    in the "needs a human look" group, never in the routine one. `thumbnail` is a small PNG,
+    passed only when the thumbnails setting is on. Raises ValueError for a missing or
+    over-long UID, a naive time, a probability outside [0, 1] or an oversized thumbnail.
+    """
+
+    study_instance_uid: str
+    sop_instance_uid: str
+    received_at: datetime
+    source: str = "upload"  # or "dicom:<calling AE title>"
+    series_instance_uid: str | None = None
+    accession_number: str | None = None
+    patient_age: str | None = None  # DICOM AS, e.g. "007Y"
+    patient_sex: str | None = None  # DICOM CS: M, F, O
+    modality: str | None = None
+    view_position: str | None = None  # AP, PA, LL, ...; None for an upload
+    body_part: str | None = None
+    study_date: date | None = None
+    study_time: time | None = None
+    scored_at: datetime | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    probability: float | None = None
+    threshold: float | None = None
+    flagged: bool | None = None
+    assessable: bool = False
+    reasons: tuple[str, ...] = ()  # inverted, rotated, not_chest, not_frontal, unlike_training
+    warnings: tuple[str, ...] = ()
+    error_code: str | None = None
+    error_detail: str | None = None
+    thumbnail: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("study_instance_uid", "sop_instance_uid", "series_instance_uid"):
+            uid = getattr(self, name)
+            if uid is None and name == "series_instance_uid":
+                continue
+            if not uid or len(uid) > UID_LENGTH:
+                raise ValueError(f"{name} must have 1 to {UID_LENGTH} characters")
+        for name in ("received_at", "scored_at"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} must be an aware datetime")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must lie in [0, 1]")
+        if self.thumbnail is not None and len(self.thumbnail) > MAX_THUMBNAIL_BYTES:
+            raise ValueError(f"a thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilmResult:
+    """A stored film, as the list shows it (its thumbnail through WorklistStore.thumbnail)."""
+
+    id: int
+    sop_instance_uid: str
+    series_instance_uid: str | None
+    modality: str | None
+    view_position: str | None
+    body_part: str | None
+    source: str
+    received_at: datetime
+    scored_at: datetime | None
+    model_name: str | None
+    model_version: str | None
+    probability: float | None
+    threshold: float | None
+    flagged: bool | None
+    assessable: bool
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+    error_code: str | None
+    error_detail: str | None
+    has_thumbnail: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyEntry:
+    """One worklist entry: a study and its films (oldest first).
+
+    `group` is "flagged", "routine" or "needs_review"; `priority` the highest probability of
+    an assessable frontal film (None when there is none).
+    """
+
+    id: int
+    study_instance_uid: str
+    accession_number: str | None
+    patient_age: str | None
+    patient_sex: str | None
+    study_date: date | None
+    study_time: time | None
+    source: str
+    received_at: datetime
+    last_received_at: datetime
+    status: Status
+    status_by: str | None
+    status_at: datetime | None
+    priority: float | None
+    flagged: bool
+    group: str
+    films: tuple[FilmResult, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the list. `total` counts every entry the filters match; `next_cursor`
+    (None on the last page) continues after this page's last entry."""
+
+    entries: list[StudyEntry]
+    total: int
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: AuditAction
+    entry_id: int | None
+    study_instance_uid: str | None
+    detail: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    """What one retention pass deleted."""
+
+    entries: int
+    films: int
+    audit_records: int
+
+
+class EntryNotFound(LookupError):
+    """No entry has this id (never stored, or deleted by retention)."""
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor this store did not write."""

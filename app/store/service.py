@@ -1,0 +1,177 @@
+"""WorklistStore: the store's one entry point for the web layer, the DICOM node and tools.
+
+Synchronous (the routes call it from worker threads). Every method is one transaction,
+committed before it returns: what it says it stored is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.store import queries, writes
+from app.store.engine import for_writing, make_engine
+from app.store.models import ACTOR_LENGTH, AuditLog, Film
+from app.store.records import (
+    AuditAction,
+    AuditRecord,
+    EntryNotFound,
+    FilmRecord,
+    Page,
+    PurgeCounts,
+    Status,
+    StudyEntry,
+)
+from app.store.schema import schema_problem
+
+MAX_PAGE = 500
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction is retried.
+_RETRY_SQLSTATES = {"40P01", "40001"}
+_ATTEMPTS = 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorklistStore:
+    """The worklist in the database at `url` (see app.store.engine.database_url).
+
+    The schema must be at head (app.store.upgrade); `schema_problem()` says when it is not.
+    `clock` gives the time of status changes and audit records (aware datetimes).
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.engine: Engine = make_engine(url)
+        self._writer = for_writing(self.engine)
+        self._clock = clock
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+    def schema_problem(self) -> str | None:
+        """None when the database is reachable and at the code's head, else a short reason."""
+        return schema_problem(self.engine)
+
+    def add_films(self, records: Sequence[FilmRecord]) -> list[StudyEntry]:
+        """Store films' results; their studies' entries (each with all its films so far), one
+        per study, in order of first appearance. A film whose SOP Instance UID is stored
+        already is left as it was (idempotent, also across processes). Committed on return.
+        """
+        if not records:
+            return []
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._write() as session:
+                    ids = writes.add_films(session, records)
+                    return queries.by_ids(session.connection(), ids)
+            except OperationalError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate not in _RETRY_SQLSTATES or attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def entries(self, *, status: Status | str | None = None,
+                received_from: datetime | None = None, received_to: datetime | None = None,
+                limit: int = 50, offset: int = 0, cursor: str | None = None) -> Page:
+        """A page of the list in priority order (app/store/priority.py), with the total the
+        filters match. `received_from` <= first film's arrival < `received_to` (aware).
+        Page on with `offset` or with the previous page's `next_cursor` (stable while
+        entries arrive). Raises ValueError for a bad status, limit (1..MAX_PAGE) or offset,
+        InvalidCursor (a ValueError) for a cursor this store did not write.
+        """
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise ValueError(f"limit must lie in 1..{MAX_PAGE} and offset be >= 0")
+        if any(moment is not None and moment.tzinfo is None
+               for moment in (received_from, received_to)):
+            raise ValueError("received_from and received_to must be aware datetimes")
+        status = None if status is None else Status(status)
+        with self.engine.connect() as connection:
+            return queries.page(connection, status=status, received_from=received_from,
+                                received_to=received_to, limit=limit, offset=offset,
+                                cursor=cursor)
+
+    def entry(self, entry_id: int) -> StudyEntry:
+        """One entry with its films. Raises EntryNotFound."""
+        with self.engine.connect() as connection:
+            found = queries.by_ids(connection, [entry_id])
+        if not found:
+            raise EntryNotFound(entry_id)
+        return found[0]
+
+    def thumbnail(self, film_id: int) -> bytes | None:
+        """A film's thumbnail PNG, or None (none stored, or no such film)."""
+        with Session(self.engine) as session:
+            return session.scalar(select(Film.thumbnail).where(Film.id == film_id))
+
+    def set_status(self, entry_id: int, status: Status | str, actor: str) -> StudyEntry:
+        """Set an entry's status, by `actor`, now; an audit record in the same transaction.
+        Raises EntryNotFound, ValueError for an unknown status or an empty actor."""
+        status, actor = Status(status), _actor(actor)
+        with self._write() as session:
+            writes.set_status(session, entry_id, status, actor, self._clock())
+            return queries.by_ids(session.connection(), [entry_id])[0]
+
+    def record(self, actor: str, action: AuditAction | str, entry_id: int | None = None,
+               detail: dict[str, Any] | None = None) -> AuditRecord:
+        """Append an audit record of an `opened` or `exported` action (entry_id None: the
+        list, `detail` e.g. its filters). Status changes are recorded by set_status only.
+        Raises EntryNotFound, ValueError for another action or an empty actor."""
+        action = AuditAction(action)
+        if action not in (AuditAction.OPENED, AuditAction.EXPORTED):
+            raise ValueError(f"record() appends opened or exported, not {action.value}")
+        with self._write() as session:
+            row = writes.append_audit(session, _actor(actor), action, entry_id, detail,
+                                      self._clock())
+            return _to_audit(row)
+
+    def audit(self, *, entry_id: int | None = None, limit: int = 100,
+              before_id: int | None = None) -> list[AuditRecord]:
+        """Audit records, newest first: all, or one entry's; `before_id` pages on."""
+        query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+        if entry_id is not None:
+            query = query.where(AuditLog.entry_id == entry_id)
+        if before_id is not None:
+            query = query.where(AuditLog.id < before_id)
+        with Session(self.engine) as session:
+            return [_to_audit(row) for row in session.scalars(query)]
+
+    def purge(self, now: datetime, retention_days: float,
+              audit_retention_days: float) -> PurgeCounts:
+        """Delete entries (with their films) whose last film arrived more than
+        `retention_days` before `now`, and audit records older than `audit_retention_days`.
+        What was deleted; a pass that deletes anything appends a `purged` audit record."""
+        with self._write() as session:
+            counts = writes.purge(session, now, retention_days, audit_retention_days)
+        if counts.entries and self.engine.dialect.name == "sqlite":
+            # The deleted rows' old pages stay in the WAL file until a checkpoint rewrites
+            # them; best effort (readers in the middle of a transaction keep some for now).
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        # expire_on_commit=False: read models are built before the commit and stay usable
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+
+def _actor(actor: str) -> str:
+    actor = actor.strip()
+    if not actor:
+        raise ValueError("an audited action needs an actor")
+    return actor[:ACTOR_LENGTH]
+
+
+def _to_audit(row: AuditLog) -> AuditRecord:
+    return AuditRecord(id=row.id, at=row.at, actor=row.actor, action=AuditAction(row.action),
+                       entry_id=row.entry_id, study_instance_uid=row.study_instance_uid,
+                       detail=row.detail)

@@ -1,0 +1,258 @@
+"""WorklistStore on SQLite and PostgreSQL: order, paging, filters, idempotence, statuses and
+their audit records. Concurrency and kill -9: test_writes.py; retention: test_retention.py."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from app.store import (
+    AuditAction,
+    EntryNotFound,
+    FilmRecord,
+    InvalidCursor,
+    Status,
+    WorklistStore,
+)
+from tests.store.conftest import Clock
+from tests.store.factories import T0, film, refused
+
+# Expected order of _ORDER_CASES' studies, by group, then priority, then arrival.
+EXPECTED_ORDER = ["A", "I", "B", "C", "D", "E", "H", "G", "F"]
+
+
+def _order_cases() -> list[list[FilmRecord]]:
+    return [
+        [film("A", probability=0.9)],
+        [film("B", probability=0.7, minutes=1)],
+        [film("C", probability=0.7, minutes=2)],  # B's priority, received later
+        [film("D", probability=0.4)],
+        [film("E", probability=0.2)],
+        # not assessable only: needs a human look, no priority
+        [film("F", probability=0.3, assessable=False, reasons=("rotated",))],
+        # assessable 0.45, and a refused film: needs a look, ahead of F by its priority
+        [film("G", probability=0.45), refused("G", "G.2")],
+        # a flagged lateral does not count; its frontal film (0.1) does
+        [film("H", probability=0.95, view_position="LL"),
+         film("H", "H.2", probability=0.1, view_position="PA")],
+        # flagged despite an unassessable film
+        [film("I", probability=0.8), film("I", "I.2", probability=0.2, assessable=False)],
+    ]
+
+
+def _fill(store: WorklistStore) -> None:
+    cases = _order_cases()
+    random.Random(18).shuffle(cases)
+    for records in cases:
+        store.add_films(records)
+
+
+def test_entries_orders_flagged_then_rest_then_needs_review(store: WorklistStore) -> None:
+    _fill(store)
+    page = store.entries()
+    assert [entry.study_instance_uid for entry in page.entries] == EXPECTED_ORDER
+    assert [entry.group for entry in page.entries] == (
+        ["flagged"] * 3 + ["flagged"] + ["routine"] * 3 + ["needs_review"] * 2)
+    assert page.entries[6].priority == pytest.approx(0.1)  # H: its frontal film
+    assert page.entries[8].priority is None  # F
+    assert page.total == 9 and page.next_cursor is None
+
+
+def test_add_films_moves_study_when_new_film_is_flagged(store: WorklistStore) -> None:
+    store.add_films([film("A", probability=0.6), film("B", probability=0.3)])
+    [entry] = store.add_films([film("B", "B.2", probability=0.8, minutes=5)])
+    assert (entry.group, entry.priority, len(entry.films)) == ("flagged", 0.8, 2)
+    assert [e.study_instance_uid for e in store.entries().entries] == ["B", "A"]
+    assert entry.received_at == T0 and entry.last_received_at == T0 + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("limit", [1, 4, 9])
+def test_entries_pages_by_offset_and_cursor(store: WorklistStore, limit: int) -> None:
+    _fill(store)
+    by_offset, by_cursor, cursor = [], [], None
+    for offset in range(0, 9, limit):
+        by_offset += store.entries(limit=limit, offset=offset).entries
+    while True:
+        page = store.entries(limit=limit, cursor=cursor)
+        assert page.total == 9
+        by_cursor += page.entries
+        if (cursor := page.next_cursor) is None:
+            break
+    assert [e.study_instance_uid for e in by_offset] == EXPECTED_ORDER
+    assert [e.study_instance_uid for e in by_cursor] == EXPECTED_ORDER
+
+
+def test_entries_cursor_skips_nothing_when_entries_arrive(store: WorklistStore) -> None:
+    _fill(store)
+    first = store.entries(limit=4)
+    store.add_films([film("Z", probability=0.99)])  # lands on the first page, already read
+    rest = store.entries(limit=50, cursor=first.next_cursor)
+    assert [e.study_instance_uid for e in first.entries + rest.entries] == EXPECTED_ORDER
+
+
+def test_entries_refuses_bad_paging(store: WorklistStore) -> None:
+    with pytest.raises(InvalidCursor):
+        store.entries(cursor="not-a-cursor")
+    with pytest.raises(ValueError):
+        store.entries(limit=0)
+    with pytest.raises(ValueError):
+        store.entries(status="archived")
+    with pytest.raises(ValueError):
+        store.entries(received_from=T0.replace(tzinfo=None))
+
+
+def test_entries_filters_by_status_and_date(store: WorklistStore) -> None:
+    for index, study in enumerate("ABCD"):
+        store.add_films([film(study, probability=0.1 * (index + 1), minutes=60 * index)])
+    ids = {e.study_instance_uid: e.id for e in store.entries().entries}
+    store.set_status(ids["B"], Status.REPORTED, "dr. a")
+    store.set_status(ids["D"], "dismissed", "dr. a")
+    new = store.entries(status="new")
+    assert [e.study_instance_uid for e in new.entries] == ["C", "A"] and new.total == 2
+    assert [e.study_instance_uid for e in store.entries(status=Status.REPORTED).entries] == ["B"]
+    window = store.entries(received_from=T0 + timedelta(minutes=60),
+                           received_to=T0 + timedelta(minutes=180))  # end excluded
+    assert [e.study_instance_uid for e in window.entries] == ["C", "B"]
+    both = store.entries(status="new", received_from=T0 + timedelta(minutes=1))
+    assert [e.study_instance_uid for e in both.entries] == ["C"] and both.total == 1
+
+
+def test_add_films_same_sop_twice_keeps_one_film(store: WorklistStore) -> None:
+    [first] = store.add_films([film("A", "A.1", 0.3)])
+    # the same SOP again (a resend, with another result) and twice within one call
+    [again] = store.add_films([film("A", "A.1", 0.9), film("A", "A.1", 0.8)])
+    assert again.id == first.id
+    assert [(f.sop_instance_uid, f.probability) for f in again.films] == [("A.1", 0.3)]
+    assert (again.priority, again.group) == (0.3, "routine")
+    assert store.entries().total == 1
+
+
+def test_add_films_leaves_film_in_study_that_holds_it(store: WorklistStore) -> None:
+    [first] = store.add_films([film("A", "S.1", 0.3)])
+    # the same SOP under another Study Instance UID, beside a new film of that study
+    assert [e.id for e in store.add_films([film("B", "S.1", 0.9)])] == [first.id]
+    entries = store.add_films([film("C", "S.1"), film("C", "C.1")])
+    assert [e.study_instance_uid for e in entries] == ["A", "C"]
+    assert sorted(e.study_instance_uid for e in store.entries().entries) == ["A", "C"]
+
+
+def test_add_films_lists_refused_film_with_its_reason(store: WorklistStore) -> None:
+    [entry] = store.add_films([refused("A", code="lateral_view")])
+    [result] = entry.films
+    assert (result.error_code, result.probability, result.flagged) == ("lateral_view", None,
+                                                                       None)
+    assert entry.group == "needs_review"
+
+
+def test_add_films_groups_by_study_and_fills_study_fields(store: WorklistStore) -> None:
+    entries = store.add_films([
+        film("B", "B.1", accession_number=None, patient_age="004Y"),
+        film("A", "A.1", 0.7, patient_sex="F", view_position="AP", reasons=("rotated",),
+             warnings=("low contrast",), source="dicom:MODALITY1"),
+        film("B", "B.2", accession_number="ACC123", patient_age="005Y"),
+    ])
+    assert [e.study_instance_uid for e in entries] == ["B", "A"]  # order of first appearance
+    b, a = entries
+    assert (b.accession_number, b.patient_age, len(b.films)) == ("ACC123", "004Y", 2)
+    assert (a.patient_sex, a.source, a.films[0].reasons, a.films[0].warnings) == (
+        "F", "dicom:MODALITY1", ("rotated",), ("low contrast",))
+
+
+def test_add_films_is_committed_for_another_store(store: WorklistStore, url: str) -> None:
+    [entry] = store.add_films([film("A")])
+    other = WorklistStore(url)  # another engine: another process or replica
+    try:
+        assert other.entry(entry.id).films == entry.films
+    finally:
+        other.close()
+
+
+def test_add_films_keeps_thumbnail_apart(store: WorklistStore) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(100)
+    [entry] = store.add_films([film("A", "A.1", thumbnail=png), film("A", "A.2")])
+    assert [f.has_thumbnail for f in entry.films] == [True, False]
+    assert store.thumbnail(entry.films[0].id) == png
+    assert store.thumbnail(entry.films[1].id) is None
+
+
+@pytest.mark.parametrize("fields", [
+    {"sop_instance_uid": "1." * 40},
+    {"study_instance_uid": ""},
+    {"received_at": T0.replace(tzinfo=None)},
+    {"probability": 1.5},
+    {"thumbnail": bytes(65 * 1024)},
+])
+def test_film_record_refuses_bad_value(fields: dict) -> None:
+    with pytest.raises(ValueError):
+        film("A", **fields)
+
+
+def test_add_films_cuts_overlong_dicom_value(store: WorklistStore) -> None:
+    [entry] = store.add_films([film("A", accession_number="X" * 40, body_part="Y" * 40)])
+    assert (entry.accession_number, entry.films[0].body_part) == ("X" * 16, "Y" * 16)
+
+
+def test_set_status_records_who_when_and_audit(store: WorklistStore, clock: Clock) -> None:
+    [entry] = store.add_films([film("A")])
+    moment = clock.advance(minutes=3)
+    changed = store.set_status(entry.id, "opened", "dr. who")
+    assert (changed.status, changed.status_by, changed.status_at) == (
+        Status.OPENED, "dr. who", moment)
+    store.set_status(entry.id, Status.REPORTED, "dr. no")
+    records = store.audit(entry_id=entry.id)
+    assert [(r.action, r.actor, r.detail) for r in records] == [
+        (AuditAction.STATUS_CHANGED, "dr. no", {"from": "opened", "to": "reported"}),
+        (AuditAction.STATUS_CHANGED, "dr. who", {"from": "new", "to": "opened"}),
+    ]
+    assert records[1].at == moment and records[0].study_instance_uid == "A"
+
+
+def test_set_status_refuses_unknown_entry_status_or_actor(store: WorklistStore) -> None:
+    [entry] = store.add_films([film("A")])
+    with pytest.raises(EntryNotFound):
+        store.set_status(entry.id + 1000, "reported", "dr. a")
+    with pytest.raises(ValueError):
+        store.set_status(entry.id, "archived", "dr. a")
+    with pytest.raises(ValueError):
+        store.set_status(entry.id, "reported", "  ")
+    assert store.entry(entry.id).status == Status.NEW and store.audit() == []
+
+
+def test_record_appends_opened_and_exported(store: WorklistStore) -> None:
+    [entry] = store.add_films([film("A")])
+    opened = store.record("dr. a", "opened", entry.id)
+    exported = store.record("dr. b", AuditAction.EXPORTED, detail={"format": "csv"})
+    assert [r.id for r in store.audit()] == [exported.id, opened.id]
+    assert store.audit(before_id=exported.id) == [opened]
+    assert (exported.entry_id, exported.detail) == (None, {"format": "csv"})
+    with pytest.raises(ValueError):  # only set_status writes status changes
+        store.record("dr. a", "status_changed", entry.id)
+    with pytest.raises(EntryNotFound):
+        store.record("dr. a", "opened", entry.id + 1000)
+
+
+def test_store_offers_no_way_to_edit_audit() -> None:
+    verbs = ("update", "delete", "remove", "edit", "clear")
+    assert not [name for name in dir(WorklistStore) if name.startswith(verbs)]
+
+
+def test_entry_of_unknown_id_raises(store: WorklistStore) -> None:
+    with pytest.raises(EntryNotFound):
+        store.entry(12345)
+
+
+def test_add_films_from_many_threads_of_one_store(store: WorklistStore) -> None:
+    """The routes share one store across worker threads."""
+    def add(thread: int) -> None:
+        for index in range(10):
+            study = f"T{thread}.{index % 3}"
+            store.add_films([film(study, f"{study}.{index}", 0.05 * index)])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(add, range(6)))
+    page = store.entries(limit=100)
+    assert page.total == 18
+    assert sum(len(entry.films) for entry in page.entries) == 60
