@@ -24,8 +24,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path, name: str) -> set[str]:
-    """Every module `path` imports, at module level or inside functions."""
+def _imports(path: Path, name: str, modules: frozenset[str] = frozenset()) -> set[str]:
+    """Every module `path` imports, at module level or inside functions. `from package
+    import submodule` counts as the submodule when `modules` knows it, else as the
+    package."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -37,8 +39,8 @@ def _imports(path: Path, name: str) -> set[str]:
                 anchor = package.split(".")
                 anchor = anchor[:len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            names = {f"{base}.{alias.name}" for alias in node.names}
+            found.update(names & modules if names <= modules else names | {base})
     return found
 
 
@@ -47,9 +49,10 @@ def import_graph() -> dict[str, set[str]]:
     package, or as the submodule where `name` is one)."""
     paths = {_module_name(p): p for top in ("app", "training")
              for p in (REPO / top).rglob("*.py")}
+    modules = frozenset(paths)
     graph = {}
     for name, path in paths.items():
-        graph[name] = {target for target in _imports(path, name) if target in paths
+        graph[name] = {target for target in _imports(path, name, modules) if target in paths
                        and target != name}
     return graph
 
