@@ -28,6 +28,7 @@ def smoke_run(tmp_path_factory):
     return out, result.stdout, data
 
 
+@pytest.mark.slow
 def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
     _, stdout, _ = smoke_run
     for number in range(1, 8):
@@ -36,6 +37,7 @@ def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
     assert "images/s" in stdout and "wall time" in stdout
 
 
+@pytest.mark.slow
 def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
     out, _, _ = smoke_run
     report = json.loads((out / "report.json").read_text())
@@ -57,6 +59,7 @@ def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     out, _, _ = smoke_run
     version_dir = find_model(out, "pneumonia")
@@ -83,6 +86,7 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     assert (version_dir / "test_predictions.csv").read_text().count("\n") == 17
 
 
+@pytest.mark.slow
 def test_cli_second_export_goes_to_version_2_and_leaves_version_1_untouched(smoke_run,
                                                                             tmp_path):
     out, _, data = smoke_run

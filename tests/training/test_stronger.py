@@ -70,6 +70,7 @@ def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return films, labels
 
 
+@pytest.mark.slow
 def test_training_restores_the_weights_of_the_best_validation_epoch():
     x_fit, y_fit = _separable(64, 0)
     x_val, y_val = _separable(32, 1)
@@ -105,6 +106,7 @@ def stronger_run(tmp_path_factory):
     return out, result.stdout
 
 
+@pytest.mark.slow
 def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
     out, stdout = stronger_run
     assert "=== experiment 8, seed 42 (1/2)" in stdout and "seed 43 (2/2)" in stdout
@@ -126,6 +128,7 @@ def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_stronger_protocol_exports_the_best_validation_seed_beside_model_5(stronger_run):
     out, _ = stronger_run
     entry = json.loads((out / "report.json").read_text())["stronger_models"]["experiments"][0]

@@ -107,6 +107,7 @@ def test_ablation_moves_from_the_study_to_the_full_protocol_one_change_at_a_time
         {f: getattr(FULL_RECIPE, f) for f in fields}
 
 
+@pytest.mark.slow
 def test_study_protocol_smoke_run_adds_to_the_report(tmp_path):
     data = make_dataset_tree(tmp_path / "data", {
         "train": {"NORMAL": 12, "PNEUMONIA": 20}, "test": {"NORMAL": 6, "PNEUMONIA": 6}})
