@@ -28,6 +28,18 @@ _NORMAL_PATIENT = re.compile(r"^(.*?IM-\d+)-")
 
 
 @dataclass(frozen=True)
+class Arrays:
+    """Model inputs (N, H, W, C) uint8 and labels (N,) for the parts of a run."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
 class Split:
     """Image files of one split with their labels and patient ids, in a fixed order."""
 

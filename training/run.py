@@ -20,7 +20,7 @@ from app.contract.card import CLASS_NAMES, SIGNATURE, ModelCard
 from app.contract.guard import GUARD_FILE
 from app.contract.preprocessing import PREPROCESSING_VERSION, RESAMPLING
 from training import defaults, figures
-from training.data import Split, list_split, load_arrays, split_train_validation
+from training.data import Arrays, Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities
 from training.experiments import (
     EXPERIMENTS,
@@ -31,7 +31,7 @@ from training.experiments import (
 )
 from training.layers import HistogramEqualization
 from training.reference import DATASET_CREDIT, DATASET_CREDIT_SHORT, STUDY_RESULTS
-from training.train import Arrays, TrainedModel, train_experiment
+from training.train import TrainedModel, train_experiment
 
 # 0.5 on the sigmoid, the study's (and Keras') default, for the seven-model comparison. The
 # exported model's own threshold is an operating point chosen on validation (training/trust.py).

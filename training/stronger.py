@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from training import figures
-from training.data import load_arrays
+from training.data import Arrays, load_arrays
 from training.evaluate import binary_metrics, spread
 from training.experiments import EXPERIMENTS, EXPORT_NAMES, EXPORTED_EXPERIMENT
 from training.reference import KERMANY_2018
@@ -34,7 +34,7 @@ from training.run import (
     augmentation_text,
     code_version,
 )
-from training.train import Arrays, train_experiment
+from training.train import train_experiment
 
 PROTOCOL = "stronger"
 SUMMARISED = ("roc_auc", "accuracy", "recall", "specificity", "precision", "f1")

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from training import defaults
-from training.data import Split, list_split, load_arrays, split_train_validation
+from training.data import Arrays, Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities, spread
 from training.experiments import EXPORTED_EXPERIMENT, STUDY_EXPERIMENTS, Experiment
 from training.reference import STUDY_RESULTS
 from training.report_file import merge_sections
-from training.train import STUDY_RECIPE, Arrays, Recipe, train_experiment
+from training.train import STUDY_RECIPE, Recipe, train_experiment
 
 THRESHOLD = 0.5  # the study's predict_classes
 SUMMARISED = ("train_accuracy", "accuracy", "precision", "recall", "specificity", "f1",

@@ -1,4 +1,4 @@
-"""Model 8's selection on validation ROC AUC, and the stronger protocol's report and export."""
+"""The stronger protocol (models beyond the study, over seeds): its report and its export."""
 
 import json
 import subprocess
@@ -6,85 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from app.contract.card import read_card
 from app.services.registry import LoadedModel, find_model
 from tests.helpers import make_dataset_tree
-from training.experiments import EarlyStopping, Experiment, build_compact
-from training.train import Arrays, Selection, train_experiment, validation_auc
-
-
-class _Rate:
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def assign(self, value: float) -> None:
-        self.value = value
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self.value, dtype=dtype)
-
-
-class _Model:
-    """Just what the selection touches: weights and the optimizer's learning rate."""
-
-    def __init__(self) -> None:
-        self.weights = [np.zeros(2)]
-        self.optimizer = type("Optimizer", (), {"learning_rate": _Rate(1e-3)})()
-
-    def get_weights(self):
-        return [w.copy() for w in self.weights]
-
-
-def test_selection_keeps_the_best_epoch_cuts_the_rate_and_stops_on_validation_auc():
-    rules = EarlyStopping(patience=4, lr_patience=2, lr_factor=0.5)
-    experiment = Experiment(99, "x", "x", build_compact, "adamw", 8, 30, True,
-                            early_stopping=rules)
-    model = _Model()
-    selection = Selection(experiment, model)
-    aucs = [0.80, 0.90, float("nan"), 0.85, 0.90, 0.89]  # best at epoch 2; a tie is no best
-    rates, stops = [], []
-    for epoch, auc in enumerate(aucs, start=1):
-        model.weights = [np.full(2, epoch)]
-        selection.record(auc)
-        rates.append(selection.learning_rate)
-        stops.append(selection.should_stop)
-    assert selection.best_epoch == 2 and selection.best_auc == 0.90
-    np.testing.assert_array_equal(selection.best_weights[0], [2, 2])  # epoch 2's weights
-    assert rates == [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]  # cut after 2 and 4 epochs
-    assert stops == [False] * 5 + [True]  # 4 epochs without a better AUC
-
-
-def test_validation_auc_is_nan_where_undefined():
-    assert np.isnan(validation_auc(np.array([1, 1, 1]), np.array([0.2, 0.4, 0.9])))
-    assert np.isnan(validation_auc(np.array([0, 1]), np.array([np.nan, 0.5])))
-    assert validation_auc(np.array([0, 1]), np.array([0.1, 0.9])) == 1.0
-
-
-def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    films = rng.integers(0, 256, (n, 16, 16, 3)).astype(np.uint8)
-    films[labels == 1, 4:12, 4:12] = 255  # a bright patch: learnable in a few epochs
-    return films, labels
-
-
-@pytest.mark.slow
-def test_training_restores_the_weights_of_the_best_validation_epoch():
-    x_fit, y_fit = _separable(64, 0)
-    x_val, y_val = _separable(32, 1)
-    experiment = Experiment(99, "tiny", "tiny compact", build_compact, "adamw", batch_size=16,
-                            epochs=6, class_weights=True, augmentation="xray",
-                            learning_rate=5e-3, early_stopping=EarlyStopping(patience=2,
-                                                                             lr_patience=1))
-    data = Arrays(x_fit, y_fit, x_val, y_val, x_val, y_val)
-    trained = train_experiment(experiment, data, seed=3, log=lambda line: None)
-    aucs = trained.history["val_auc"]
-    assert trained.best_epoch == int(np.nanargmax(aucs)) + 1  # the first best
-    kept = roc_auc_score(y_val, np.asarray(trained.model.predict(x_val, verbose=0)).ravel())
-    assert kept == pytest.approx(max(aucs), abs=1e-6)  # the best epoch's weights, restored
-    assert len(trained.history["learning_rate"]) == len(aucs) == trained.epochs
 
 
 @pytest.fixture(scope="module")
