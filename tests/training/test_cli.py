@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from app.contract.card import read_card
+from app.contract.report import read_report
 from app.services.registry import find_model
 from tests.helpers import make_dataset_tree
 from training.__main__ import parse_args
@@ -41,6 +42,7 @@ def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
 def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
     out, _, _ = smoke_run
     report = json.loads((out / "report.json").read_text())
+    assert read_report(out).exported_model.experiment == 5  # valid against the schema
     assert [e["number"] for e in report["experiments"]] == [1, 2, 3, 4, 5, 6, 7]
     for e in report["experiments"]:
         test = e["metrics"]["test"]

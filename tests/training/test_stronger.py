@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from app.contract.card import read_card
+from app.contract.report import read_report
 from app.services.registry import LoadedModel, find_model
 from tests.helpers import make_dataset_tree
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +34,11 @@ def stronger_run(tmp_path_factory):
     return out, result.stdout
 
 
-@pytest.mark.slow
 def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
     out, stdout = stronger_run
     assert "=== experiment 8, seed 42 (1/2)" in stdout and "seed 43 (2/2)" in stdout
     report = json.loads((out / "report.json").read_text())
+    assert read_report(out).stronger_models.seeds == [42, 43]  # valid against the schema
     assert [e["number"] for e in report["experiments"]] == [5]  # the full run's, kept
     section = report["stronger_models"]
     assert section["seeds"] == [42, 43]
@@ -53,7 +56,6 @@ def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
 def test_stronger_protocol_exports_the_best_validation_seed_beside_model_5(stronger_run):
     out, _ = stronger_run
     entry = json.loads((out / "report.json").read_text())["stronger_models"]["experiments"][0]

@@ -1,6 +1,7 @@
 """The study protocol: its subset, its one augmented draw, its models 1 and 2, a smoke run."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.contract.report import read_report
+from tests.conftest import REPO
 from tests.helpers import make_dataset_tree
 from training import train as train_module
 from training.data import Arrays, Split, list_split
@@ -110,7 +113,8 @@ def test_study_protocol_smoke_run_adds_to_the_report(tmp_path):
         "train": {"NORMAL": 12, "PNEUMONIA": 20}, "test": {"NORMAL": 6, "PNEUMONIA": 6}})
     out = tmp_path / "out"
     out.mkdir()
-    (out / "report.json").write_text(json.dumps({"experiments": ["kept"]}))
+    shutil.copy(REPO / "models" / "report.json", out / "report.json")
+    before = json.loads((out / "report.json").read_text())
     result = subprocess.run(
         [sys.executable, "-m", "training", "--protocol", "study", "--data-dir", str(data),
          "--experiments", "1,2,5", "--out", str(out), "--max-epochs", "1", "--seeds", "2",
@@ -120,7 +124,9 @@ def test_study_protocol_smoke_run_adds_to_the_report(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "=== study protocol, model 5, seed 43 (6/6)" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["experiments"] == ["kept"]  # the full-data run's sections stay
+    assert report["experiments"] == before["experiments"]  # the full-data run's fields stay
+    assert report["stronger_models"] == before["stronger_models"]
+    assert read_report(out).study_protocol.seeds == [42, 43]  # valid against the schema
     study = report["study_protocol"]
     assert [e["number"] for e in study["experiments"]] == [1, 2, 5]
     model5 = study["experiments"][2]
