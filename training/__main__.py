@@ -102,15 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         return _study(args, command)
     if args.protocol == "stronger":
         return _stronger(args, command)
-    from training.run import run  # imports Keras: after argument errors
+    from training.full import run_full  # imports Keras: after argument errors
 
-    config = _run_config(args, command)
-    run(config, log=lambda line: print(line, flush=True))
+    run_full(_run_config(args, command), log=lambda line: print(line, flush=True))
     return 0
 
 
 def _run_config(args: argparse.Namespace, command: str):
-    from training.run import RunConfig  # imports Keras: after argument errors
+    from training.config import RunConfig
 
     return RunConfig(
         data_dir=args.data_dir, out_dir=args.out, experiments=args.experiments,
@@ -130,7 +129,7 @@ def _stronger(args: argparse.Namespace, command: str) -> int:
 
 
 def _study(args: argparse.Namespace, command: str) -> int:
-    from training.run import code_version
+    from training.provenance import code_version
     from training.study import StudyConfig, run_study  # imports Keras
 
     config = StudyConfig(

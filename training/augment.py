@@ -16,6 +16,17 @@ import numpy as np
 
 _CHUNK = 16
 
+# What each experiment's `augmentation` does, in the words the report and the card use.
+DESCRIPTIONS = {
+    "study": ("on the fly, a new random draw every epoch, training part only: Keras "
+              "ImageDataGenerator semantics with shear_range=0.2 (degrees), zoom_range=0.2 "
+              "(row and column zoom each in [0.8, 1.2]), horizontal_flip=True; bilinear, "
+              "edges repeated"),
+    "xray": ("on the fly, a new random draw every epoch, training part only: rotation "
+             "within ±10°, zoom within ±10%, shift within ±5% of each side, contrast and "
+             "brightness within ±10%; no mirroring; bilinear, edges repeated"),
+}
+
 
 def random_affine(
     images: np.ndarray,

@@ -28,6 +28,18 @@ _NORMAL_PATIENT = re.compile(r"^(.*?IM-\d+)-")
 
 
 @dataclass(frozen=True)
+class Arrays:
+    """Model inputs (N, H, W, C) uint8 and labels (N,) for the parts of a run."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
 class Split:
     """Image files of one split with their labels and patient ids, in a fixed order."""
 
@@ -87,6 +99,32 @@ def split_train_validation(
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fit_index, val_index = next(folds.split(np.zeros(len(train)), train.labels, train.patients))
     return train.subset(np.sort(fit_index)), train.subset(np.sort(val_index))
+
+
+def limit_per_class(split: Split, per_class: int) -> Split:
+    """The first `per_class` files of each class (smoke runs)."""
+    keep = np.concatenate([np.flatnonzero(split.labels == c)[:per_class]
+                           for c in range(len(CLASS_NAMES))])
+    return split.subset(keep)
+
+
+def load_parts(data_dir: Path, val_fraction: float, seed: int,
+               per_class: int | None = None) -> dict[str, Split]:
+    """The full protocol's parts: "fit" and "val" (patient-grouped, out of train/) and "test"."""
+    train, test = list_split(data_dir, "train"), list_split(data_dir, "test")
+    if per_class:
+        train, test = limit_per_class(train, per_class), limit_per_class(test, per_class)
+    fit, val = split_train_validation(train, val_fraction, seed)
+    return {"fit": fit, "val": val, "test": test}
+
+
+def load_part_arrays(parts: dict[str, Split], size: tuple[int, int], channels: int,
+                     cache_dir: Path | None = None) -> Arrays:
+    """Decoded model inputs and labels of `load_parts`' parts."""
+    x = {name: load_arrays(parts[name], size, channels, cache_dir) for name in ("fit", "val",
+                                                                               "test")}
+    return Arrays(x["fit"], parts["fit"].labels, x["val"], parts["val"].labels, x["test"],
+                  parts["test"].labels)
 
 
 def load_arrays(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -11,6 +13,12 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+
+from training.reference import STUDY_RESULTS
+
+if TYPE_CHECKING:
+    from training.data import Arrays
+    from training.train import TrainedModel
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -49,3 +57,35 @@ def spread(values) -> dict:
     return {"mean": float(values.mean()),
             "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "min": float(values.min()), "max": float(values.max())}
+
+
+def evaluate_experiment(trained: TrainedModel, arrays: Arrays, seed: int,
+                        threshold: float) -> tuple[dict, np.ndarray]:
+    """The report entry of one trained experiment (metrics of every part at `threshold`),
+    and its (N,) test probabilities."""
+    experiment = trained.experiment
+    probabilities = {part: predict_probabilities(trained.model, x)
+                     for part, x in (("train", arrays.x_fit), ("validation", arrays.x_val),
+                                     ("test", arrays.x_test))}
+    labels = {"train": arrays.y_fit, "validation": arrays.y_val, "test": arrays.y_test}
+    selection = {"learning_rate": experiment.learning_rate,
+                 "weight_decay": experiment.weight_decay, "best_epoch": trained.best_epoch,
+                 "selected_on": "validation ROC AUC"}
+    entry = {
+        "number": experiment.number,
+        "name": experiment.name,
+        "description": experiment.description,
+        "seed": seed,
+        "recipe": {"optimizer": experiment.optimizer, "batch_size": experiment.batch_size,
+                   "epochs": trained.epochs, "study_epochs": experiment.epochs,
+                   "class_weights": experiment.class_weights, "loss": "binary_crossentropy",
+                   **(selection if experiment.early_stopping else {})},
+        "parameters": int(trained.model.count_params()),
+        "train_seconds": round(trained.seconds, 1),
+        "images_per_second": round(trained.images_per_second, 1),
+        "history": trained.history,
+        "metrics": {part: binary_metrics(labels[part], p, threshold)
+                    for part, p in probabilities.items()},
+        "study": STUDY_RESULTS.get(experiment.number),
+    }
+    return entry, probabilities["test"]

@@ -10,45 +10,35 @@ chooses nothing.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from app.contract.report import REPORT_FILE, Report, read_report, write_report_sections
 from training import figures
-from training.data import load_arrays
-from training.evaluate import binary_metrics, spread
+from training.augment import DESCRIPTIONS
+from training.config import RunConfig
+from training.data import Arrays
+from training.evaluate import binary_metrics, evaluate_experiment, spread
 from training.experiments import EXPERIMENTS, EXPORT_NAMES, EXPORTED_EXPERIMENT
+from training.provenance import code_version
 from training.reference import KERMANY_2018
-from training.report_file import merge_sections
-from training.run import (
-    RunConfig,
-    _evaluate,
-    _export,
-    _load_splits,
-    _trust,
-    augmentation_text,
-    code_version,
-)
-from training.train import Arrays, train_experiment
+from training.release import export_experiment, read_predictions
+from training.report import THRESHOLD, now
+from training.train import train_experiment
+from training.trust import Trust, assess
 
 PROTOCOL = "stronger"
 SUMMARISED = ("roc_auc", "accuracy", "recall", "specificity", "precision", "f1")
 
 
 def run_stronger(config: RunConfig, seeds: list[int],
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print) -> Report:
     started = time.perf_counter()
     config.code_version = config.code_version or code_version()
-    size = (config.image_size, config.image_size)
-    splits = _load_splits(config)  # the validation split of config.seed, for every seed
-    arrays = Arrays(*(a for part in ("fit", "val", "test") for a in (
-        load_arrays(splits[part], size, config.channels, config.cache_dir),
-        splits[part].labels)))
+    parts, arrays = config.load_data()  # the validation split of config.seed, for every seed
     out = Path(config.out_dir)
     baseline, baseline_curve = _baseline(out)
     entries = []
@@ -59,11 +49,9 @@ def run_stronger(config: RunConfig, seeds: list[int],
             log(f"=== experiment {number}, seed {seed} ({position}/{len(seeds)}): "
                 f"{experiment.description}")
             trained = train_experiment(experiment, arrays, seed,
-                                       epochs=min(experiment.epochs,
-                                                  config.max_epochs or experiment.epochs),
-                                       log=log)
-            result, _ = _evaluate(trained, arrays, seed)
-            trust = _trust(config, trained.model, arrays)
+                                       epochs=config.epochs_for(experiment.epochs), log=log)
+            result, _ = evaluate_experiment(trained, arrays, seed, THRESHOLD)
+            trust = assess(trained.model, arrays, config.target_sensitivity)
             entry = _seed_entry(result, trust, arrays)
             runs.append(entry)
             log(_one_line(f"=== experiment {number}, seed {seed}", [entry])
@@ -75,15 +63,15 @@ def run_stronger(config: RunConfig, seeds: list[int],
         exported = None
         if config.export:
             trained, result, entry, trust = best
-            exported, _ = _export(config, trained, result, arrays, splits, out, log,
-                                  trust=trust, protocol=PROTOCOL)
+            exported, _ = export_experiment(config, trained, result, arrays, parts, out, log,
+                                            protocol=PROTOCOL, trust=trust)
             exported["seed"] = entry["seed"]
             exported["chosen_on"] = "the highest validation ROC AUC of the seeds"
             log(f"exported experiment {number} (seed {entry['seed']}) to {exported['path']}")
         entries.append({
             "number": number, "name": experiment.name, "description": experiment.description,
             "export_name": EXPORT_NAMES.get(number),
-            "augmentation": augmentation_text(experiment),
+            "augmentation": DESCRIPTIONS[experiment.augmentation],
             "recipe": {"optimizer": experiment.optimizer, "batch_size": experiment.batch_size,
                        "max_epochs": experiment.epochs,
                        "learning_rate": experiment.learning_rate,
@@ -96,7 +84,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
             "figures": _figures(number, best, arrays, out, baseline, baseline_curve),
         })
     section = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": now(),
         "command": config.command, "code_version": config.code_version,
         "protocol": ("the full protocol's splits; per seed: selection on validation ROC AUC, "
                      "temperature and operating point (validation sensitivity >= "
@@ -108,7 +96,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
                       **KERMANY_2018},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    report = merge_sections(out, {"stronger_models": section})
+    report = write_report_sections(out, {"stronger_models": section})
     log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")
     return report
 
@@ -118,9 +106,9 @@ def _auc(entry: dict) -> float:
     return float("-inf") if auc is None else auc
 
 
-def _seed_entry(result: dict, trust: dict, arrays: Arrays) -> dict:
-    op = trust["operating_point"]
-    calibrated = trust["calibrated"]
+def _seed_entry(result: dict, trust: Trust, arrays: Arrays) -> dict:
+    op = trust.operating_point
+    calibrated = trust.calibrated
     at_op = {part: binary_metrics(labels, calibrated[part], op["threshold"])
              for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))}
     return {
@@ -129,7 +117,7 @@ def _seed_entry(result: dict, trust: dict, arrays: Arrays) -> dict:
         "images_per_second": result["images_per_second"],
         "epochs": result["recipe"]["epochs"], "best_epoch": result["recipe"].get("best_epoch"),
         "validation_roc_auc": at_op["validation"]["roc_auc"],
-        "threshold": op["threshold"], "temperature": trust["temperature"],
+        "threshold": op["threshold"], "temperature": trust.temperature,
         "metrics": {**{k: at_op["test"][k] for k in SUMMARISED},
                     "confusion_matrix": at_op["test"]["confusion_matrix"]},
         "validation": {k: at_op["validation"][k] for k in SUMMARISED},
@@ -159,32 +147,21 @@ def _baseline(out: Path) -> tuple[dict | None, tuple[np.ndarray, np.ndarray] | N
     """Model 5 as exported by the full protocol (its operating point and test AUC), from the
     report the full run wrote: what the new models are compared with; and its test labels
     and probabilities, for the ROC figure."""
-    path = out / "report.json"
-    if not path.is_file():
+    if not (out / REPORT_FILE).is_file():
         return None, None
-    report = json.loads(path.read_text())
-    trust, exported = report.get("trust"), report.get("exported_model")
-    five = next((e for e in report.get("experiments", []) if e["number"] == EXPORTED_EXPERIMENT),
-                None)
-    if not trust or not exported or five is None:
+    report = read_report(out)
+    trust, exported = report.trust, report.exported_model
+    if trust is None or exported is None or exported.experiment != EXPORTED_EXPERIMENT:
         return None, None
-    test = trust["operating_point"]["test"]
-    predictions = out / exported["test_predictions"]
-    labels, probabilities = _read_predictions(predictions)
-    at_op = binary_metrics(labels, probabilities, trust["operating_point"]["threshold"])
-    return ({"number": EXPORTED_EXPERIMENT, "name": exported["name"],
-             "version": exported["version"], "seed": report.get("seed"),
+    op = trust.operating_point
+    labels, probabilities = read_predictions(out / exported.test_predictions)
+    at_op = binary_metrics(labels, probabilities, op.threshold)
+    return ({"number": EXPORTED_EXPERIMENT, "name": exported.name,
+             "version": exported.version, "seed": report.seed,
              "metrics": {k: at_op[k] for k in SUMMARISED},
-             "sensitivity_ci": test["sensitivity_ci"], "specificity_ci": test["specificity_ci"],
-             "test_predictions": exported["test_predictions"]},
+             "sensitivity_ci": op.test.sensitivity_ci, "specificity_ci": op.test.specificity_ci,
+             "test_predictions": exported.test_predictions},
             (labels, probabilities))
-
-
-def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    labels = np.asarray([row["label"] == "PNEUMONIA" for row in rows], dtype=int)
-    return labels, np.asarray([float(row["probability"]) for row in rows])
 
 
 def _figures(number: int, best: tuple, arrays: Arrays, out: Path, baseline: dict | None,
@@ -196,7 +173,7 @@ def _figures(number: int, best: tuple, arrays: Arrays, out: Path, baseline: dict
         f"Model {number} (seed {entry['seed']}), test, threshold {entry['threshold']:.3f}",
         fig_dir / f"confusion_matrix_{number}.png")
     curves = {f"Model {number} (seed {entry['seed']})":
-              (arrays.y_test, trust["calibrated"]["test"], entry["metrics"]["roc_auc"])}
+              (arrays.y_test, trust.calibrated["test"], entry["metrics"]["roc_auc"])}
     if baseline is not None:
         curves[f"Model {EXPORTED_EXPERIMENT} (served v{baseline['version']})"] = (
             *baseline_curve, baseline["metrics"]["roc_auc"])

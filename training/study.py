@@ -15,18 +15,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from app.contract.report import Report, write_report_sections
 from training import defaults
-from training.data import Split, list_split, load_arrays, split_train_validation
+from training.data import Arrays, Split, list_split, load_arrays, split_train_validation
 from training.evaluate import binary_metrics, predict_probabilities, spread
 from training.experiments import EXPORTED_EXPERIMENT, STUDY_EXPERIMENTS, Experiment
 from training.reference import STUDY_RESULTS
-from training.report_file import merge_sections
-from training.train import STUDY_RECIPE, Arrays, Recipe, train_experiment
+from training.report import now
+from training.train import STUDY_RECIPE, Recipe, train_experiment
 
 THRESHOLD = 0.5  # the study's predict_classes
 SUMMARISED = ("train_accuracy", "accuracy", "precision", "recall", "specificity", "f1",
@@ -72,7 +72,7 @@ def draw_subset(train: Split, counts: tuple[int, int], seed: int) -> Split:
     return train.subset(np.sort(np.concatenate(chosen)))
 
 
-def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> dict:
+def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> Report:
     started = time.perf_counter()
     size = (config.image_size, config.image_size)
     train, test = list_split(config.data_dir, "train"), list_split(config.data_dir, "test")
@@ -82,7 +82,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> dict:
     log(f"data: train {len(train)} {train.counts()}, test {len(test)} {test.counts()}; "
         f"study subset {config.counts[0]} normal + {config.counts[1]} pneumonia per seed")
 
-    section = {"created": _now(), "command": config.command,
+    section = {"created": now(), "command": config.command,
                "code_version": config.code_version, "seeds": config.seeds,
                "subset": {"NORMAL": config.counts[0], "PNEUMONIA": config.counts[1]},
                "threshold": THRESHOLD, "experiments": []}
@@ -101,7 +101,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> dict:
     section["wall_seconds"] = round(time.perf_counter() - started, 1)
 
     ablation = _ablation(config, data, section, log) if config.ablation_seeds else None
-    report = merge_sections(Path(config.out_dir), {"study_protocol": section, **(
+    report = write_report_sections(Path(config.out_dir), {"study_protocol": section, **(
         {"ablation": ablation} if ablation is not None else {})})
     log(f"report written to {Path(config.out_dir) / 'report.json'}; wall time "
         f"{time.perf_counter() - started:.1f}s")
@@ -202,7 +202,7 @@ def _ablation(config: StudyConfig, data: _Data, section: dict,
         steps.append({"step": position, "change": change, "recipe": recipe.__dict__,
                       "runs": results, "summary": _stats(results)})
         log(_one_line(f"=== ablation step {position}", results))
-    return {"created": _now(), "command": config.command, "code_version": config.code_version,
+    return {"created": now(), "command": config.command, "code_version": config.code_version,
             "experiment": experiment.number, "seeds": config.ablation_seeds,
             "threshold": THRESHOLD, "steps": steps,
             "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -214,6 +214,3 @@ def _one_line(prefix: str, results: list[dict]) -> str:
         f"{key} {stats[key]['mean']:.3f} ± {stats[key]['sd']:.3f}"
         for key in ("accuracy", "precision", "recall", "specificity") if key in stats)
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -14,12 +14,14 @@ single temperature, fitted with balanced weights, corrects only how sure it is.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from app.contract.guard import InputGuard, fit_guard, guard_features
+from training.data import Arrays
 
 ECE_BINS = 10
 
@@ -105,3 +107,44 @@ def guard_for(fit_images: np.ndarray, val_images: np.ndarray) -> tuple[InputGuar
     guard = fit_guard(guard_features(fit_images))
     false_alarms = float(np.mean(guard.distances(guard_features(val_images)) > guard.threshold))
     return guard, false_alarms
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Everything `assess` chose on validation, and the test split measured with it."""
+
+    temperature: float
+    platt: tuple[float, float]  # (a, b) of p = sigmoid(a * logit + b): (1 / T, 0)
+    raw: dict[str, np.ndarray]  # part ("validation", "test") -> (N,) uncalibrated p
+    calibrated: dict[str, np.ndarray]  # part -> (N,) calibrated p, as the SavedModel serves
+    operating_point: dict  # the card's OperatingPoint, as a dict
+    brier: dict[str, dict[str, float]]  # part -> {"raw", "calibrated"}
+    reliability: dict[str, dict[str, dict]]  # part -> {"raw", "calibrated"} -> bins
+    guard: InputGuard
+    guard_false_alarms: float  # share of validation films the guard flags
+
+
+def assess(model: keras.Model, arrays: Arrays, target_sensitivity: float) -> Trust:
+    """Calibration, operating point and guard, all chosen on the fit/validation parts."""
+    z = {"validation": logits(model, arrays.x_val), "test": logits(model, arrays.x_test)}
+    labels = {"validation": arrays.y_val, "test": arrays.y_test}
+    temperature = fit_temperature(z["validation"], arrays.y_val)
+    a, b = 1.0 / temperature, 0.0
+    raw = {part: sigmoid(values) for part, values in z.items()}
+    calibrated = {part: sigmoid(a * values + b) for part, values in z.items()}
+    threshold = threshold_for_sensitivity(arrays.y_val, calibrated["validation"],
+                                          target_sensitivity)
+    guard, false_alarms = guard_for(arrays.x_fit, arrays.x_val)
+    return Trust(
+        temperature=temperature, platt=(a, b), raw=raw, calibrated=calibrated,
+        operating_point={
+            "threshold": threshold, "target_sensitivity": target_sensitivity,
+            "chosen_on": "validation",
+            **{part: rates_with_intervals(labels[part], calibrated[part], threshold)
+               for part in labels}},
+        brier={part: {"raw": brier(labels[part], raw[part]),
+                      "calibrated": brier(labels[part], calibrated[part])} for part in labels},
+        reliability={part: {"raw": reliability(labels[part], raw[part]),
+                            "calibrated": reliability(labels[part], calibrated[part])}
+                     for part in labels},
+        guard=guard, guard_false_alarms=false_alarms)

@@ -6,5 +6,7 @@ scikit-learn or matplotlib (a test checks `sys.modules`):
 
 - `preprocessing`: image bytes -> upright 8-bit pixels -> model input, and its version;
 - `card`: the typed model card written beside every SavedModel, the class names and the
-  serving signature's names.
+  serving signature's names;
+- `report`: the typed evaluation report (MODEL_DIR/report.json) the training protocols write
+  through `write_report_sections` and the report page reads.
 """

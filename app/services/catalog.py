@@ -13,13 +13,13 @@ not ready rather than crash-looping.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 
 from app.config import Settings
 from app.contract.card import CardError
+from app.contract.report import read_report
 from app.services.saved_model import ServedModel, available_models, find_model
 
 log = logging.getLogger("app.model")
@@ -114,9 +114,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def _read_report(path: Path) -> dict | None:
-    """The evaluation report is shown, not needed to serve: a broken one is logged, not fatal."""
+    """The evaluation report is shown, not needed to serve: one that is unreadable or fails
+    its schema is logged, not fatal. The page gets it as the JSON it was written as."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError) as exc:
+        return read_report(path).model_dump(mode="json", exclude_unset=True) \
+            if path.is_file() else None
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         log.warning("evaluation report %s not shown: %s", path, _first_line(exc))
         return None

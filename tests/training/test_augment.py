@@ -1,6 +1,6 @@
 import numpy as np
 
-from training.augment import random_affine
+from training.augment import random_affine, random_xray
 
 
 def _images(n=6):
@@ -37,3 +37,19 @@ def test_random_affine_is_reproducible_with_a_seed():
     a = random_affine(images, np.random.default_rng(5))
     b = random_affine(images, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
+
+
+def test_xray_augmentation_keeps_shape_and_range_and_never_mirrors():
+    rng = np.random.default_rng(0)
+    films = rng.integers(0, 256, (5, 32, 32, 1)).astype(np.uint8)
+    out = random_xray(films, rng)
+    assert out.shape == films.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, films)
+    same = random_xray(films, rng, rotation_degrees=0, zoom=0, shift=0, intensity=0)
+    np.testing.assert_allclose(same, films, atol=1e-3)  # no hidden flip or transform
+    # A left-bright film stays left-bright under the largest rotation and shift drawn.
+    half = np.zeros((50, 32, 32, 1), np.uint8)
+    half[:, :, :16] = 200
+    moved = random_xray(half, rng)
+    assert np.all(moved[:, :, :8].mean(axis=(1, 2, 3)) > moved[:, :, -8:].mean(axis=(1, 2, 3)))

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from app.contract.card import read_card
+from app.contract.report import read_report
 from app.services.saved_model import find_model
 from tests.helpers import make_dataset_tree
 from training.__main__ import parse_args
@@ -28,6 +29,7 @@ def smoke_run(tmp_path_factory):
     return out, result.stdout, data
 
 
+@pytest.mark.slow
 def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
     _, stdout, _ = smoke_run
     for number in range(1, 8):
@@ -36,9 +38,11 @@ def test_cli_runs_all_seven_experiments_and_shows_progress(smoke_run):
     assert "images/s" in stdout and "wall time" in stdout
 
 
+@pytest.mark.slow
 def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
     out, _, _ = smoke_run
     report = json.loads((out / "report.json").read_text())
+    assert read_report(out).exported_model.experiment == 5  # valid against the schema
     assert [e["number"] for e in report["experiments"]] == [1, 2, 3, 4, 5, 6, 7]
     for e in report["experiments"]:
         test = e["metrics"]["test"]
@@ -57,6 +61,7 @@ def test_cli_writes_report_with_metrics_and_study_numbers(smoke_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     out, _, _ = smoke_run
     version_dir = find_model(out, "pneumonia")
@@ -83,6 +88,7 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     assert (version_dir / "test_predictions.csv").read_text().count("\n") == 17
 
 
+@pytest.mark.slow
 def test_cli_second_export_goes_to_version_2_and_leaves_version_1_untouched(smoke_run,
                                                                             tmp_path):
     out, _, data = smoke_run

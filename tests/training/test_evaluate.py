@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from training.evaluate import binary_metrics
-from training.train import balanced_class_weights
 
 
 def test_binary_metrics_on_known_counts():
@@ -29,7 +28,3 @@ def test_binary_metrics_threshold_is_inclusive():
 def test_binary_metrics_single_class_has_no_auc():
     assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)["roc_auc"] is None
 
-
-def test_balanced_class_weights_match_study_formula():
-    labels = np.array([0] * 25 + [1] * 75)
-    assert balanced_class_weights(labels) == pytest.approx({0: 2.0, 1: 100 / 150})

@@ -6,6 +6,7 @@ from training.experiments import (
     EXPORTED_EXPERIMENT,
     NEW_NUMBERS,
     STUDY_NUMBERS,
+    build_compact,
     parse_selection,
 )
 
@@ -98,3 +99,22 @@ def test_new_experiments_are_chosen_apart_from_the_study():
         parse_selection("8")  # the full protocol runs the study's seven
     with pytest.raises(ValueError, match="unknown"):
         parse_selection("5", NEW_NUMBERS)
+
+
+def test_compact_builder_has_equalization_conv_bn_stages_and_global_pooling():
+    model = build_compact(INPUT)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:2] == ["InputLayer", "HistogramEqualization"]
+    assert kinds.count("Conv2D") == 8 and kinds.count("BatchNormalization") == 8
+    assert kinds.count("MaxPooling2D") == 4 and "GlobalAveragePooling2D" in kinds
+    assert "Flatten" not in kinds
+    assert model.layers[-1].activation.__name__ == "sigmoid" and model.output_shape == (None, 1)
+    assert 250_000 < model.count_params() < 350_000
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] \
+        == [16, 16, 32, 32, 64, 64, 128, 128]
+
+
+def test_model_8_recipe_selects_on_validation_with_xray_augmentation():
+    e = EXPERIMENTS[8]
+    assert e.build is build_compact and e.optimizer == "adamw" and e.class_weights
+    assert e.augmentation == "xray" and e.early_stopping is not None

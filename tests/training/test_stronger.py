@@ -1,157 +1,18 @@
-"""Model 8 (beyond the study): its layers, augmentation, selection on validation ROC AUC, and
-the stronger protocol's report and export."""
+"""The stronger protocol (models beyond the study, over seeds): its report and its export."""
 
 import json
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from app.contract.card import read_card
+from app.contract.report import read_report
 from app.services.saved_model import ServedModel, find_model
 from tests.helpers import make_dataset_tree
-from training.augment import random_xray
-from training.experiments import EXPERIMENTS, EarlyStopping, Experiment, build_compact
-from training.layers import HistogramEqualization
-from training.train import Arrays, Selection, train_experiment, validation_auc
 
-INPUT = (64, 64, 3)
-
-
-def equalized_reference(image: np.ndarray) -> np.ndarray:
-    """(H, W, C) 0-255 -> (H, W): each pixel's share of the film at or below its grey level."""
-    gray = np.clip(np.round(image.astype(np.float64).mean(axis=-1)), 0, 255).astype(int)
-    return np.array([[np.mean(gray <= v) for v in row] for row in gray])
-
-
-def test_histogram_equalization_is_each_films_own_cumulative_histogram():
-    rng = np.random.default_rng(0)
-    films = rng.integers(0, 256, (3, 12, 10, 3)).astype(np.float32)
-    films[1] = np.repeat(rng.integers(0, 4, (12, 10, 1)), 3, axis=2)  # many ties
-    films[2] = 7.0  # a flat film: every pixel is at or below its own level
-    out = np.asarray(HistogramEqualization()(films))
-    assert out.shape == (3, 12, 10, 1)
-    for film, got in zip(films, out):
-        np.testing.assert_allclose(got[..., 0], equalized_reference(film), atol=1e-6)
-
-
-def test_histogram_equalization_ignores_exposure_and_contrast():
-    """The point of the layer: a film taken brighter or with more contrast (a monotone change
-    of its grey levels) gives the network the same input."""
-    rng = np.random.default_rng(1)
-    film = rng.integers(0, 120, (1, 16, 16, 1)).astype(np.float32)
-    brighter = film * 2 + 10  # 0-119 -> 10-248, order kept
-    layer = HistogramEqualization()
-    np.testing.assert_allclose(np.asarray(layer(film)), np.asarray(layer(brighter)), atol=1e-6)
-
-
-def test_compact_builder_has_equalization_conv_bn_stages_and_global_pooling():
-    model = build_compact(INPUT)
-    kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds[:2] == ["InputLayer", "HistogramEqualization"]
-    assert kinds.count("Conv2D") == 8 and kinds.count("BatchNormalization") == 8
-    assert kinds.count("MaxPooling2D") == 4 and "GlobalAveragePooling2D" in kinds
-    assert "Flatten" not in kinds
-    assert model.layers[-1].activation.__name__ == "sigmoid" and model.output_shape == (None, 1)
-    assert 250_000 < model.count_params() < 350_000
-    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] \
-        == [16, 16, 32, 32, 64, 64, 128, 128]
-
-
-def test_model_8_recipe_selects_on_validation_with_xray_augmentation():
-    e = EXPERIMENTS[8]
-    assert e.build is build_compact and e.optimizer == "adamw" and e.class_weights
-    assert e.augmentation == "xray" and e.early_stopping is not None
-
-
-def test_xray_augmentation_keeps_shape_and_range_and_never_mirrors():
-    rng = np.random.default_rng(0)
-    films = rng.integers(0, 256, (5, 32, 32, 1)).astype(np.uint8)
-    out = random_xray(films, rng)
-    assert out.shape == films.shape and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 255
-    assert not np.allclose(out, films)
-    same = random_xray(films, rng, rotation_degrees=0, zoom=0, shift=0, intensity=0)
-    np.testing.assert_allclose(same, films, atol=1e-3)  # no hidden flip or transform
-    # A left-bright film stays left-bright under the largest rotation and shift drawn.
-    half = np.zeros((50, 32, 32, 1), np.uint8)
-    half[:, :, :16] = 200
-    moved = random_xray(half, rng)
-    assert np.all(moved[:, :, :8].mean(axis=(1, 2, 3)) > moved[:, :, -8:].mean(axis=(1, 2, 3)))
-
-
-class _Rate:
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def assign(self, value: float) -> None:
-        self.value = value
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self.value, dtype=dtype)
-
-
-class _Model:
-    """Just what the selection touches: weights and the optimizer's learning rate."""
-
-    def __init__(self) -> None:
-        self.weights = [np.zeros(2)]
-        self.optimizer = type("Optimizer", (), {"learning_rate": _Rate(1e-3)})()
-
-    def get_weights(self):
-        return [w.copy() for w in self.weights]
-
-
-def test_selection_keeps_the_best_epoch_cuts_the_rate_and_stops_on_validation_auc():
-    rules = EarlyStopping(patience=4, lr_patience=2, lr_factor=0.5)
-    experiment = Experiment(99, "x", "x", build_compact, "adamw", 8, 30, True,
-                            early_stopping=rules)
-    model = _Model()
-    selection = Selection(experiment, model)
-    aucs = [0.80, 0.90, float("nan"), 0.85, 0.90, 0.89]  # best at epoch 2; a tie is no best
-    rates, stops = [], []
-    for epoch, auc in enumerate(aucs, start=1):
-        model.weights = [np.full(2, epoch)]
-        selection.record(auc)
-        rates.append(selection.learning_rate)
-        stops.append(selection.should_stop)
-    assert selection.best_epoch == 2 and selection.best_auc == 0.90
-    np.testing.assert_array_equal(selection.best_weights[0], [2, 2])  # epoch 2's weights
-    assert rates == [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]  # cut after 2 and 4 epochs
-    assert stops == [False] * 5 + [True]  # 4 epochs without a better AUC
-
-
-def test_validation_auc_is_nan_where_undefined():
-    assert np.isnan(validation_auc(np.array([1, 1, 1]), np.array([0.2, 0.4, 0.9])))
-    assert np.isnan(validation_auc(np.array([0, 1]), np.array([np.nan, 0.5])))
-    assert validation_auc(np.array([0, 1]), np.array([0.1, 0.9])) == 1.0
-
-
-def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    films = rng.integers(0, 256, (n, 16, 16, 3)).astype(np.uint8)
-    films[labels == 1, 4:12, 4:12] = 255  # a bright patch: learnable in a few epochs
-    return films, labels
-
-
-def test_training_restores_the_weights_of_the_best_validation_epoch():
-    x_fit, y_fit = _separable(64, 0)
-    x_val, y_val = _separable(32, 1)
-    experiment = Experiment(99, "tiny", "tiny compact", build_compact, "adamw", batch_size=16,
-                            epochs=6, class_weights=True, augmentation="xray",
-                            learning_rate=5e-3, early_stopping=EarlyStopping(patience=2,
-                                                                             lr_patience=1))
-    data = Arrays(x_fit, y_fit, x_val, y_val, x_val, y_val)
-    trained = train_experiment(experiment, data, seed=3, log=lambda line: None)
-    aucs = trained.history["val_auc"]
-    assert trained.best_epoch == int(np.nanargmax(aucs)) + 1  # the first best
-    kept = roc_auc_score(y_val, np.asarray(trained.model.predict(x_val, verbose=0)).ravel())
-    assert kept == pytest.approx(max(aucs), abs=1e-6)  # the best epoch's weights, restored
-    assert len(trained.history["learning_rate"]) == len(aucs) == trained.epochs
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +38,7 @@ def test_stronger_protocol_reports_every_seed_and_their_spread(stronger_run):
     out, stdout = stronger_run
     assert "=== experiment 8, seed 42 (1/2)" in stdout and "seed 43 (2/2)" in stdout
     report = json.loads((out / "report.json").read_text())
+    assert read_report(out).stronger_models.seeds == [42, 43]  # valid against the schema
     assert [e["number"] for e in report["experiments"]] == [5]  # the full run's, kept
     section = report["stronger_models"]
     assert section["seeds"] == [42, 43]
