@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.contract.report import REPORT_FILE, Report, read_report, write_report_sections
-from tests.conftest import REPO
+from tests.servers import REPO
 
 COMMITTED = REPO / "models" / REPORT_FILE
 
