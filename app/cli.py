@@ -1,6 +1,8 @@
 """The console command: `pneumonia-triage SUBCOMMAND` (also `python -m app SUBCOMMAND`).
 
 - `serve` (the default): the web app on the host and port from the settings.
+- `db upgrade`: migrate the worklist's database (PNEUMONIA_DATABASE_URL) to this version's
+  schema; the embedded SQLite is migrated by `serve` itself.
 - `score FOLDER --out worklist.csv`: triage a folder without the server. Every file under
   FOLDER (JPEG, PNG, MPO, DICOM with or without an extension; anything else gets its error in
   its row) goes through the server's pipeline, decoded by its worker pool on every core,
@@ -98,6 +100,17 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.store import database_url, schema_problem, upgrade
+
+    settings = get_settings()
+    url = database_url(settings.database_url, settings.state_dir)
+    upgrade(url)
+    problem = schema_problem(url)
+    print("worklist database at the code's schema" if problem is None else problem)
+    return 0 if problem is None else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pneumonia-triage",
@@ -115,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="decoding processes (default: PNEUMONIA_DECODE_WORKERS)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(run=_score)
+    db = commands.add_parser("db", help="the worklist database")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    db_commands.add_parser(
+        "upgrade", help="migrate PNEUMONIA_DATABASE_URL (or the embedded SQLite) to this "
+                        "version's schema; run once per release before the replicas start"
+    ).set_defaults(run=_db_upgrade)
     return parser
 
 

@@ -7,11 +7,13 @@ the worker threads, which may all be busy decoding: readiness must answer under 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.dicom.ingest import Ingest, NotStoredError
@@ -22,6 +24,7 @@ from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel
+from app.store import WorklistStore
 from app.upload import read_file_field, read_files
 
 
@@ -46,6 +49,31 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
 
 
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+
+
+def store_of(request: Request) -> WorklistStore:
+    return request.app.state.store
+
+
+async def get_store(request: Request) -> WorklistStore:
+    return store_of(request)
+
+
+StoreDep = Annotated[WorklistStore, Depends(get_store)]
+
+_SCHEMA_CHECK_SECONDS = 5.0  # /readyz asks the database at most this often
+
+
+async def store_problem(request: Request) -> str | None:
+    """Why the worklist's database is not ready (None: it is), asked of the database in a
+    worker thread at most every few seconds, so that readiness answers at once under load
+    and whatever the database does."""
+    state = request.app.state
+    checked_at, problem = getattr(state, "store_checked", (float("-inf"), None))
+    if time.monotonic() - checked_at > _SCHEMA_CHECK_SECONDS:
+        problem = await run_in_threadpool(store_of(request).schema_problem)
+        state.store_checked = (time.monotonic(), problem)
+    return problem
 
 
 def ingest_of(request: Request) -> Ingest | None:

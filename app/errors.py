@@ -39,6 +39,20 @@ class ModelNotReadyError(AppError):
         return "The model is still loading. Try again in a moment."
 
 
+class StoreNotReadyError(AppError):
+    """The worklist's database is unreachable, or its schema is not the code's."""
+
+    code = "store_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return f"The worklist database is not ready: {self.reason}."
+
+
 class UnauthorizedError(AppError):
     code = "unauthorized"
     message = "This server needs an access token: send 'Authorization: Bearer <token>'."

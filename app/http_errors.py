@@ -38,6 +38,7 @@ from app.errors import (
     MissingFileError,
     ModelNotReadyError,
     ServerBusyError,
+    StoreNotReadyError,
     TooManyFilesError,
     TooManyLoginsError,
     UnauthorizedError,
@@ -55,6 +56,7 @@ RETRY_AFTER_SECONDS = 5  # while the model loads; loading takes a few seconds
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ModelNotReadyError, 503),
     (ServerBusyError, 503),
+    (StoreNotReadyError, 503),
     (NotStoredError, 503),
     (UnsupportedMediaTypeError, 415),
     (UnknownModelError, 404),

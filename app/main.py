@@ -18,11 +18,27 @@ from app.routes import dicomweb, docs, health, pages, predict
 from app.security import RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
+from app.store import RetentionThread, WorklistStore, database_url, upgrade
+
+
+def open_store(settings: Settings) -> WorklistStore:
+    """The worklist store the settings name. The embedded SQLite is migrated here (`make
+    run` needs no set-up); another database is migrated by `pneumonia-triage db upgrade`,
+    and until it is, /readyz says so."""
+    url = database_url(settings.database_url, settings.state_dir)
+    if settings.database_url is None:
+        upgrade(url)
+    return WorklistStore(url)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    store = open_store(settings)
+    app.state.store = store
+    retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
+                                audit_retention_days=settings.audit_retention_days)
+    retention.start()
     # Not awaited: the server accepts connections (and answers /healthz) while it loads.
     if app.state.catalog.loading:
         app.state.catalog.start(settings)
@@ -34,8 +50,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        retention.stop()
         app.state.decoder.close()
         app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
+        store.close()
 
 
 def create_app(settings: Settings | None = None,

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,10 +28,15 @@ CATALOG_SETTINGS = {"model_dir", "model_name", "model_version", "offered_models"
                     "batch_wait_ms"}
 
 
+# The worklist's embedded database of this test session: never the checkout's var/.
+STATE_DIR = Path(tempfile.mkdtemp(prefix="triage-tests-state-"))
+
+
 def settings_for_tests(**overrides) -> Settings:
-    """Settings on the committed model, whatever the working directory."""
+    """Settings on the committed model, whatever the working directory, with this session's
+    own state folder."""
     values = {"model_dir": REPO / "models", "templates_dir": REPO / "templates",
-              "static_dir": REPO / "static", **overrides}
+              "static_dir": REPO / "static", "state_dir": STATE_DIR, **overrides}
     return Settings(**values)
 
 
@@ -97,6 +103,7 @@ def running_server(log_path: Path, **settings: str) -> Iterator[str]:
            "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
            "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
            "PNEUMONIA_STATIC_DIR": str(REPO / "static"),
+           "PNEUMONIA_STATE_DIR": str(log_path.parent / "state"),
            **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,

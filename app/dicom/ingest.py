@@ -23,16 +23,16 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pydicom.valuerep import DA, TM
 
 from app.contract.errors import DicomNotScoredError, ImageError
+from app.contract.identifiers import InstanceFacts
 from app.dicom.results import MANUFACTURER, png_image
 from app.errors import AppError, ModelNotReadyError
 from app.services.catalog import ModelCatalog
@@ -48,59 +48,6 @@ class NotStoredError(AppError):
 
     code = "not_stored"
     message = "The result could not be stored. Try again in a moment."
-
-
-class InvalidInstanceError(AppError):
-    """The data set lacks an element every instance must have: it cannot even be listed."""
-
-    code = "invalid_instance"
-
-    def __init__(self, missing: str) -> None:
-        super().__init__(missing)
-        self.missing = missing
-
-    @property
-    def message(self) -> str:  # type: ignore[override]
-        return f"The data set has no {self.missing}."
-
-
-@dataclass(frozen=True)
-class InstanceFacts:
-    """What the worklist keeps of an instance's header (named as its FilmRecord fields):
-    never the patient's name, ID or birth date."""
-
-    study_instance_uid: str
-    series_instance_uid: str | None
-    sop_instance_uid: str
-    sop_class_uid: str
-    accession_number: str | None = None
-    patient_age: str | None = None  # DICOM AS, e.g. "004Y"
-    patient_sex: str | None = None
-    modality: str | None = None
-    view_position: str | None = None
-    body_part: str | None = None
-    study_date: date | None = None
-    study_time: time | None = None
-
-    @classmethod
-    def of(cls, ds: Dataset) -> InstanceFacts:
-        """The facts of `ds`; InvalidInstanceError without its SOP Class, SOP Instance or
-        Study Instance UID."""
-        uids = {}
-        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-            value = _text(ds, keyword)
-            if value is None:
-                raise InvalidInstanceError(keyword)
-            uids[keyword] = value
-        return cls(
-            study_instance_uid=uids["StudyInstanceUID"],
-            series_instance_uid=_text(ds, "SeriesInstanceUID"),
-            sop_instance_uid=uids["SOPInstanceUID"], sop_class_uid=uids["SOPClassUID"],
-            accession_number=_text(ds, "AccessionNumber"), patient_age=_text(ds, "PatientAge"),
-            patient_sex=_text(ds, "PatientSex"), modality=_text(ds, "Modality"),
-            view_position=_text(ds, "ViewPosition"), body_part=_text(ds, "BodyPartExamined"),
-            study_date=_parsed(DA, _text(ds, "StudyDate")),
-            study_time=_parsed(TM, _text(ds, "StudyTime")))
 
 
 @dataclass(frozen=True)
@@ -242,17 +189,3 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     text = str(value).strip() if value is not None else ""
     return text or None
-
-
-def _parsed(kind: type[DA] | type[TM], value: str | None):
-    """A DA or TM value as a plain date or time; None when absent or malformed."""
-    if value is None:
-        return None
-    try:
-        parsed = kind(value)
-    except ValueError:
-        return None
-    if isinstance(parsed, date):
-        return date(parsed.year, parsed.month, parsed.day)
-    return None if parsed is None else time(parsed.hour, parsed.minute, parsed.second,
-                                            parsed.microsecond)

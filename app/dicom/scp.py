@@ -43,7 +43,8 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from app.config import Settings
-from app.dicom.ingest import Ingest, InvalidInstanceError
+from app.contract.identifiers import InvalidInstanceError
+from app.dicom.ingest import Ingest
 from app.dicom.statuses import CANNOT_UNDERSTAND, error_status, result_status
 from app.errors import AppError
 

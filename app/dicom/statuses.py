@@ -30,7 +30,8 @@ title not recognised), and one over the association limit is rejected as transie
 from __future__ import annotations
 
 from app.contract.errors import DicomNotScoredError, ImageError
-from app.dicom.ingest import IngestResult, InvalidInstanceError, NotStoredError
+from app.contract.identifiers import InvalidInstanceError
+from app.dicom.ingest import IngestResult, NotStoredError
 from app.errors import ModelNotReadyError, ServerBusyError
 
 SUCCESS = 0x0000

@@ -1,6 +1,9 @@
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.deps import CatalogDep, DefaultModelDep
+from fastapi import APIRouter, Depends
+
+from app.deps import CatalogDep, DefaultModelDep, store_problem
+from app.errors import StoreNotReadyError
 from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse, OfferedModel
 
 router = APIRouter(tags=["health"])
@@ -15,9 +18,12 @@ async def healthz() -> HealthResponse:
 @router.api_route("/readyz", methods=["GET", "HEAD"], response_model=HealthResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
-async def readyz(model: DefaultModelDep) -> HealthResponse:
-    """The default model (and any other offered) is loaded and warmed up: traffic can be
-    sent."""
+async def readyz(model: DefaultModelDep,
+                 problem: Annotated[str | None, Depends(store_problem)]) -> HealthResponse:
+    """The default model (and any other offered) is loaded and warmed up, and the worklist's
+    database is reachable at the code's schema: traffic can be sent."""
+    if problem is not None:
+        raise StoreNotReadyError(problem)
     return HealthResponse(status="ready",
                           model=ModelInfo(name=model.card.name, version=model.card.version))
 

@@ -50,6 +50,8 @@ class Prediction:
     thumbnail: str | None = None  # data: URI of a small PNG, when asked for
     guard_warnings: tuple[str, ...] = ()
     heatmap: Heatmap | None = None
+    assessable: bool = True  # False: the model cannot judge this film (`reasons` say why)
+    reasons: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> tuple[str, ...]:

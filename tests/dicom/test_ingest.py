@@ -10,7 +10,8 @@ import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from app.dicom.ingest import InstanceFacts, InvalidInstanceError, part10_bytes
+from app.contract.identifiers import InstanceFacts, InvalidInstanceError
+from app.dicom.ingest import part10_bytes
 from app.dicom.results import ResultBuilder
 from tests.dicom.nodes import scoring_ingest
 from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, file_bytes, study_film

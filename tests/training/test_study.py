@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.contract.report import read_report
-from tests.servers import REPO
 from tests.helpers import make_dataset_tree
+from tests.servers import REPO
 from training import train as train_module
 from training.data import Arrays, Split, list_split
 from training.experiments import STUDY_EXPERIMENTS

@@ -1,0 +1,83 @@
+"""Scored films onto the worklist: what every storing door (an upload to /worklist/films, the
+DICOM node's C-STORE and STOW-RS) turns a pipeline outcome into, one FilmRecord per film.
+
+Only what the worklist keeps (issue 18's list) is copied: UIDs, the non-identifying study
+facts of InstanceFacts, and the result. Never the patient's name, ID or birth date, the file
+name, or the film (a thumbnail only when Settings.worklist_thumbnails is on).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from app.contract.errors import ImageError
+from app.contract.identifiers import InstanceFacts, instance_facts
+from app.errors import ServerBusyError
+from app.services.pipeline import FileResult, Prediction
+from app.store import FilmRecord
+
+UPLOAD = "upload"
+
+
+def film_record(facts: InstanceFacts, source: str, received_at: datetime,
+                scored_at: datetime | None, prediction: Prediction | None,
+                error: ImageError | None, thumbnail: bool = False) -> FilmRecord:
+    """One film's FilmRecord: scored (`prediction`) or listed with why not (`error`)."""
+    p = prediction
+    return FilmRecord(
+        study_instance_uid=facts.study_instance_uid, sop_instance_uid=facts.sop_instance_uid,
+        series_instance_uid=facts.series_instance_uid, received_at=received_at,
+        source=source, accession_number=facts.accession_number,
+        patient_age=facts.patient_age, patient_sex=facts.patient_sex,
+        modality=facts.modality, view_position=facts.view_position,
+        body_part=facts.body_part, study_date=facts.study_date, study_time=facts.study_time,
+        scored_at=scored_at if p is not None else None,
+        model_name=p.model_name if p else None,
+        model_version=str(p.model_version) if p else None,
+        probability=p.probability if p and p.assessable else None,
+        threshold=p.threshold if p else None,
+        flagged=p.flagged if p and p.assessable else None,
+        assessable=bool(p and p.assessable), reasons=tuple(p.reasons) if p else (),
+        warnings=tuple(p.warnings) if p else (),
+        error_code=error.code if error is not None else None,
+        error_detail=error.message if error is not None else None,
+        thumbnail=_png(p.thumbnail) if p and thumbnail and p.thumbnail else None)
+
+
+def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileResult],
+                   received_at: datetime, scored_at: datetime,
+                   thumbnails: bool = False) -> list[FilmRecord]:
+    """FilmRecords of uploaded files, in upload order. A DICOM file keeps its own UIDs and
+    study facts; any other file is its own study under UIDs derived from its bytes, so the
+    same file uploaded twice is one film. A file refused as busy is not recorded: it was not
+    looked at, and its sender is told to try again."""
+    records = []
+    for (_, data), result in zip(files, results, strict=True):
+        if isinstance(result.error, ServerBusyError):
+            continue
+        facts = instance_facts(data) or _upload_facts(data)
+        records.append(film_record(facts, UPLOAD, received_at, scored_at, result.prediction,
+                                   result.error, thumbnails))
+    return records
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _upload_facts(data: bytes) -> InstanceFacts:
+    """UIDs under the UUID-derived root 2.25 (PS3.5 B.2), from the file's SHA-256: the same
+    bytes always get the same study and instance."""
+    return InstanceFacts(study_instance_uid=_uid(b"study", data), series_instance_uid=None,
+                         sop_instance_uid=_uid(b"instance", data), sop_class_uid="")
+
+
+def _uid(kind: bytes, data: bytes) -> str:
+    return f"2.25.{int.from_bytes(hashlib.sha256(kind + data).digest()[:16], 'big')}"
+
+
+def _png(uri: str) -> bytes:
+    return base64.b64decode(uri.partition(",")[2])
