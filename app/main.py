@@ -11,6 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.dicom.node import DicomNode
+from app.dicom.worklist import StoreCommit, StoreJobSource
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
@@ -47,9 +49,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                        timeout=settings.decode_timeout_seconds,
                                        memory_mb=settings.decode_memory_mb,
                                        admitted=settings.max_concurrent_decodes)
+    node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
+                                   StoreCommit(store, settings.worklist_thumbnails),
+                                   StoreJobSource(store)).start()
+    app.state.dicom_ingest = node.ingest
     try:
         yield
     finally:
+        app.state.dicom_ingest = None
+        node.stop()
         retention.stop()
         app.state.decoder.close()
         app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)

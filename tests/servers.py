@@ -36,7 +36,9 @@ def settings_for_tests(**overrides) -> Settings:
     """Settings on the committed model, whatever the working directory, with this session's
     own state folder."""
     values = {"model_dir": REPO / "models", "templates_dir": REPO / "templates",
-              "static_dir": REPO / "static", "state_dir": STATE_DIR, **overrides}
+              "static_dir": REPO / "static", "state_dir": STATE_DIR,
+              "dicom_port": 0,  # the DICOM node's listener only where a test asks for it
+              **overrides}
     return Settings(**values)
 
 
@@ -104,6 +106,7 @@ def running_server(log_path: Path, **settings: str) -> Iterator[str]:
            "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
            "PNEUMONIA_STATIC_DIR": str(REPO / "static"),
            "PNEUMONIA_STATE_DIR": str(log_path.parent / "state"),
+           "PNEUMONIA_DICOM_PORT": "0",
            **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO,

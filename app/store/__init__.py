@@ -3,6 +3,7 @@
 Free of any web framework; the routes, the DICOM node and the console call WorklistStore.
 """
 
+from app.store.deliveries import PendingDelivery, Undelivered
 from app.store.engine import database_url, make_engine
 from app.store.records import (
     AuditAction,
@@ -22,6 +23,7 @@ from app.store.service import WorklistStore
 
 __all__ = [
     "AuditAction", "AuditRecord", "EntryNotFound", "FilmRecord", "FilmResult", "InvalidCursor",
-    "Page", "PurgeCounts", "RetentionThread", "Status", "StudyEntry", "WorklistStore",
+    "Page", "PendingDelivery", "PurgeCounts", "RetentionThread", "Status", "StudyEntry",
+    "Undelivered", "WorklistStore",
     "database_url", "head", "make_engine", "schema_problem", "upgrade",
 ]

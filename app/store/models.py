@@ -171,3 +171,23 @@ class AuditLog(Base):
     entry_id: Mapped[int | None] = mapped_column(BigId, index=True)
     study_instance_uid: Mapped[str | None] = mapped_column(String(UID_LENGTH))
     detail: Mapped[dict[str, Any] | None]
+
+
+class Delivery(Base):
+    """A film's results (its SR and secondary capture, as DICOM Part 10 bytes) that have not
+    reached the PACS yet. They carry the study's own identifiers, which go back to the PACS
+    and nowhere else; the row is deleted once delivered, and with its study by retention."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # One job per film: a film the PACS sends twice is delivered once.
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

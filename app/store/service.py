@@ -6,16 +6,16 @@ committed before it returns: what it says it stored is stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.store import queries, writes
+from app.store import deliveries, queries, writes
 from app.store.engine import for_writing, make_engine
 from app.store.models import ACTOR_LENGTH, AuditLog, Film
 from app.store.records import (
@@ -60,10 +60,13 @@ class WorklistStore:
         """None when the database is reachable and at the code's head, else a short reason."""
         return schema_problem(self.engine)
 
-    def add_films(self, records: Sequence[FilmRecord]) -> list[StudyEntry]:
+    def add_films(self, records: Sequence[FilmRecord],
+                  results: Mapping[str, Sequence[bytes]] | None = None) -> list[StudyEntry]:
         """Store films' results; their studies' entries (each with all its films so far), one
         per study, in order of first appearance. A film whose SOP Instance UID is stored
-        already is left as it was (idempotent, also across processes). Committed on return.
+        already is left as it was (idempotent, also across processes). `results` (SOP
+        Instance UID -> DICOM Part 10 instances for the PACS) are queued for delivery in the
+        same transaction. Committed on return.
         """
         if not records:
             return []
@@ -71,6 +74,8 @@ class WorklistStore:
             try:
                 with self._write() as session:
                     ids = writes.add_films(session, records)
+                    deliveries.queue(session, writes.insert_for(session), results or {},
+                                     self._clock())
                     return queries.by_ids(session.connection(), ids)
             except OperationalError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)
@@ -156,6 +161,28 @@ class WorklistStore:
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return counts
+
+    def due_deliveries(self, now: datetime, lease_seconds: float = 120.0,
+                       limit: int = 20) -> list[deliveries.PendingDelivery]:
+        """Results due for delivery at `now` (aware), leased for `lease_seconds`."""
+        with self._write() as session:
+            return deliveries.lease_due(session, now, timedelta(seconds=lease_seconds), limit)
+
+    def delivery_done(self, delivery_id: int) -> None:
+        """Delivered: the results leave the database."""
+        with self._write() as session:
+            deliveries.done(session, delivery_id)
+
+    def delivery_failed(self, delivery_id: int, next_attempt: datetime, detail: str) -> None:
+        """One more failed attempt; due again at `next_attempt`, `detail` saying why."""
+        with self._write() as session:
+            deliveries.failed(session, delivery_id, next_attempt, detail)
+
+    def undelivered(self, study_ids: Sequence[int] | None = None
+                    ) -> dict[int, deliveries.Undelivered]:
+        """Entry id -> its results not yet delivered (for the page, metrics, alerts)."""
+        with Session(self.engine) as session:
+            return deliveries.undelivered(session, study_ids)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

@@ -55,7 +55,7 @@ def add_films(session: Session, records: Sequence[FilmRecord]) -> list[int]:
 
 def _add_study(session: Session, records: list[FilmRecord]) -> None:
     uid = records[0].study_instance_uid
-    insert = _insert_for(session)
+    insert = insert_for(session)
     first = min(records, key=lambda record: record.received_at)
     study_id = None
     while study_id is None:  # a retention pass may delete the row between the two statements
@@ -104,7 +104,7 @@ def _cut(record: FilmRecord) -> FilmRecord:
     return replace(record, **values) if values else record
 
 
-def _insert_for(session: Session) -> Any:
+def insert_for(session: Session) -> Any:
     """The dialect's INSERT, which has ON CONFLICT DO NOTHING."""
     name = session.get_bind().dialect.name
     return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[name]

@@ -27,8 +27,8 @@ def _client(with_ingest: bool = True, **settings) -> Iterator[tuple[TestClient, 
     app = create_app(settings_for_tests(decode_workers=0, **settings), catalog=catalog)
     ingest, recorder = scoring_ingest()
     with TestClient(app) as client:
-        if with_ingest:
-            app.state.dicom_ingest = ingest
+        # The stand-in ingest, or none: the moment before the lifespan has made the node's.
+        app.state.dicom_ingest = ingest if with_ingest else None
         yield client, recorder.committed
 
 

@@ -1,0 +1,61 @@
+"""app/store/deliveries.py through WorklistStore: results queued with their film in one
+transaction, leased, retried, removed once delivered, gone with their study; both engines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from app.store import WorklistStore
+from app.store.deliveries import pack, unpack
+from tests.store.factories import T0, film
+
+
+def test_payloads_pack_and_unpack_any_instances():
+    items = (b"", b"\x00" * 5, b"DICM" * 1000)
+    assert unpack(pack(items)) == items and unpack(b"") == ()
+
+
+def test_results_are_queued_with_their_film_and_leased_once(store: WorklistStore):
+    (entry,) = store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr", b"sc"]})
+    (job,) = store.due_deliveries(T0, lease_seconds=60)
+    assert job.instances == (b"sr", b"sc") and job.study_id == entry.id and job.attempts == 0
+    assert store.due_deliveries(T0) == []  # leased: another worker does not take it
+    assert store.due_deliveries(T0 + timedelta(seconds=61))[0].id == job.id  # lease ran out
+    assert store.undelivered() == {entry.id: store.undelivered()[entry.id]}
+    assert store.undelivered()[entry.id].count == 1
+
+
+def test_a_film_sent_twice_is_delivered_once(store: WorklistStore):
+    store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr"]})
+    store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr again"]})
+    assert [job.instances for job in store.due_deliveries(T0)] == [(b"sr",)]
+
+
+def test_failed_then_delivered(store: WorklistStore):
+    (entry,) = store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr"]})
+    (job,) = store.due_deliveries(T0)
+    store.delivery_failed(job.id, T0 + timedelta(minutes=5), "association rejected")
+    assert store.due_deliveries(T0 + timedelta(minutes=4)) == []
+    assert store.undelivered()[entry.id].last_error == "association rejected"
+    (again,) = store.due_deliveries(T0 + timedelta(minutes=5))
+    assert again.attempts == 1
+    store.delivery_done(again.id)
+    assert store.undelivered() == {} and store.due_deliveries(T0 + timedelta(days=1)) == []
+
+
+def test_results_survive_a_new_store_on_the_same_database(url: str):
+    first = WorklistStore(url)
+    first.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr"]})
+    first.close()  # as a restart would
+    second = WorklistStore(url)
+    try:
+        due = datetime.now(UTC) + timedelta(seconds=1)  # queued on the real clock
+        assert [job.instances for job in second.due_deliveries(due)] == [(b"sr",)]
+    finally:
+        second.close()
+
+
+def test_retention_takes_undelivered_results_with_their_entry(store: WorklistStore):
+    store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr"]})
+    store.purge(T0 + timedelta(days=31), retention_days=30, audit_retention_days=365)
+    assert store.undelivered() == {} and store.due_deliveries(T0 + timedelta(days=31)) == []
