@@ -100,13 +100,14 @@ def configuration(root: Path, http_port: int, dicom_port: int, ae_title: str,
 
 @contextmanager
 def running_orthanc(root: Path, modalities: dict[str, tuple[str, str, int]],
-                    ae_title: str = "ORTHANC") -> Iterator[Orthanc]:
-    """Orthanc started on free loopback ports with its state under `root`; stopped (and its
-    log shown on failure to start) on exit."""
+                    ae_title: str = "ORTHANC", dicom_port: int | None = None
+                    ) -> Iterator[Orthanc]:
+    """Orthanc started on free loopback ports (its DICOM port `dicom_port` when given) with
+    its state under `root`; stopped (and its log shown on failure to start) on exit."""
     if not Path(ORTHANC).exists():
         pytest.fail(f"{ORTHANC} is missing: `make system-packages` installs Debian's orthanc")
     root.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
+    http_port, dicom_port = free_port(), dicom_port or free_port()
     config = root / "orthanc.json"
     config.write_text(json.dumps(configuration(root, http_port, dicom_port, ae_title,
                                                modalities), indent=2))
