@@ -12,5 +12,8 @@ import warnings
 def silence_decoder_chatter() -> None:
     for name in ("python_multipart", "pydicom"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # pynetdicom logs every association and request at INFO (three lines a film); its
+    # warnings and errors (a rejected association, an aborted one) stay.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     for module in ("PIL", "pydicom"):
         warnings.filterwarnings("ignore", module=module)
