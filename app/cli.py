@@ -93,8 +93,10 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     settings = get_settings()
+    from app.server import guarded_protocol
+
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                limit_concurrency=settings.max_connections,
+                http=guarded_protocol(settings.request_head_seconds, settings.max_connections),
                 timeout_keep_alive=settings.keep_alive_seconds,
                 h11_max_incomplete_event_size=settings.max_header_bytes)
     return 0

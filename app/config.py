@@ -36,15 +36,18 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(default=100, gt=0)
     max_batch_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
 
-    # Bounds under load. Decodes in flight across all scoring requests: one more is answered
-    # 503 with Retry-After at once, never queued. Connections beyond max_connections get 503
-    # from uvicorn; an upload must keep sending (a pause longer than upload_idle_seconds) and
-    # finish within upload_total_seconds, or it gets 408.
+    # Bounds under load. Films admitted for decoding across all scoring requests (taken once
+    # a request's bytes are all in): one more is answered 503 with Retry-After at once, never
+    # queued. Requests beyond max_connections in flight get 503 (health routes excepted).
+    # An upload must keep sending (a pause longer than upload_idle_seconds) and finish
+    # within upload_total_seconds, or it gets 408; the bytes of all uploads in flight share
+    # max_upload_memory_bytes (over it: 503 at once).
     # 8 per core: a 224 px film decodes in 2 ms, so a lower cap (2 per core was tried) turned
     # 8 clients' small uploads into a storm of 503s and cut throughput fivefold, while the
     # memory of the worst case (16 films of 50 megapixels in flight on 2 cores) is bounded.
     max_concurrent_decodes: int = Field(default=8 * (os.cpu_count() or 1), gt=0)
-    # Decoding runs in worker processes (app/services/decoders.py): this many (0 = in the
+    max_upload_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Decoding runs in worker processes (app/services/decode_pool.py): this many (0 = in the
     # request's thread, no processes), each job stopped after decode_timeout_seconds, each
     # worker's address space capped at decode_memory_mb (None = no cap).
     # The default counts the cores this process may run on (its CPU affinity, which a
@@ -58,7 +61,12 @@ class Settings(BaseSettings):
     # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, off on
     # a CPU (where it only adds latency); 0 = off.
     batch_wait_ms: float | None = Field(default=None, ge=0)
+    # Connections held open; past it, a new one closes the oldest that has not sent its
+    # request head (app/server.py). Requests in flight have the same cap, health routes
+    # never counted.
     max_connections: int = Field(default=256, gt=0)
+    # A connection must complete each request head within this many seconds.
+    request_head_seconds: float = Field(default=5.0, gt=0)
     # The request line and headers together; over it: 431.
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     keep_alive_seconds: int = Field(default=5, gt=0)

@@ -145,20 +145,31 @@ def _timeouts(settings: Settings) -> tuple[float, float, float]:
             settings.upload_min_bytes_per_second)
 
 
-async def read_upload(request: Request, settings: SettingsDep) -> bytes:
-    """The bytes of the multipart field `file`, read in memory within the byte limit."""
-    return await read_file_field(request, settings.max_upload_bytes,
-                                 timeouts=_timeouts(settings))
+async def read_upload(request: Request, settings: SettingsDep) -> AsyncIterator[bytes]:
+    """The bytes of the multipart field `file`, read in memory within the byte limit and the
+    server's budget for bodies in flight; then a place in the decoder's admission, taken
+    only once the bytes are all in (a slow upload never holds decode capacity). Both held
+    until the answer is sent; 503 at once when either is full."""
+    with request.app.state.body_budget.reservation() as take:
+        data = await read_file_field(request, settings.max_upload_bytes,
+                                     timeouts=_timeouts(settings), take=take)
+        with decoder_of(request).admit():
+            yield data
 
 
 UploadDep = Annotated[bytes, Depends(read_upload)]
 
 
-async def read_batch(request: Request, settings: SettingsDep) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every multipart field `files`, within the worklist limits."""
-    return await read_files(request, "files", settings.max_batch_files,
-                            settings.max_upload_bytes, settings.max_batch_bytes,
-                            timeouts=_timeouts(settings))
+async def read_batch(request: Request,
+                     settings: SettingsDep) -> AsyncIterator[list[tuple[str, bytes]]]:
+    """(file name, bytes) of every multipart field `files`, within the worklist limits,
+    admitted as `read_upload` is (one place for the request: its films decode in turn)."""
+    with request.app.state.body_budget.reservation() as take:
+        files = await read_files(request, "files", settings.max_batch_files,
+                                 settings.max_upload_bytes, settings.max_batch_bytes,
+                                 timeouts=_timeouts(settings), take=take)
+        with decoder_of(request).admit():
+            yield files
 
 
 BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]

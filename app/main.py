@@ -17,10 +17,11 @@ from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
 from app.routes import dicomweb, docs, health, pages, predict
-from app.security import RequestGuard
+from app.security import InFlightLimit, RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
+from app.upload import BodyBudget
 
 
 def open_store(settings: Settings) -> WorklistStore:
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None,
     # The DICOM node's ingest (app/dicom/ingest.py), set once the store is open; until then
     # STOW-RS answers 503.
     app.state.dicom_ingest = None
+    app.state.body_budget = BodyBudget(settings.max_upload_memory_bytes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(InFlightLimit, limit=settings.max_connections)
     # Outermost: headers and a JSON 500 for every response, the head's size limit.
     app.add_middleware(RequestGuard, max_header_bytes=settings.max_header_bytes)
     return app

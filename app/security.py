@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import settings_of
-from app.errors import UnauthorizedError
+from app.errors import ServerBusyError, UnauthorizedError
 
 log = logging.getLogger("app.requests")
 
@@ -134,3 +134,33 @@ async def require_token(request: Request) -> None:
     if not token_matches(request, settings.api_token.get_secret_value(),
                          settings.session_hours):
         raise UnauthorizedError()
+
+
+# Kubernetes' probes: answered whatever else is in flight (they cost microseconds).
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class InFlightLimit:
+    """At most `limit` HTTP requests in flight; one more is answered 503 at once, except the
+    health routes, which are never counted nor refused (a probe that fails under load
+    would get the pod restarted, which only adds load)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            response = JSONResponse({"error": "busy", "detail": ServerBusyError.message},
+                                    status_code=503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

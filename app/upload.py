@@ -15,7 +15,8 @@ MalformedUploadError, and a client that goes away becomes ClientDisconnectedErro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -26,6 +27,7 @@ from app.errors import (
     ClientDisconnectedError,
     MalformedUploadError,
     MissingFileError,
+    ServerBusyError,
     TooManyFilesError,
     UploadError,
     UploadTimeoutError,
@@ -41,17 +43,49 @@ _EXTRA_PARTS = 15
 
 
 _NO_TIMEOUTS = (3600.0, 3600.0, 0.0)
+
+
+def _unbounded(n: int) -> None:
+    """No budget: tools and tests that read one body."""
 # Seconds an upload may take before its average rate is held to the minimum.
 _RATE_GRACE_SECONDS = 2.0
 # Bytes of body handed to the parser's thread at once: one thread hop per piece.
 _PARSE_PIECE = 1 << 20
 
 
+class BodyBudget:
+    """The bytes of every request body in flight, together, within `limit`: one more chunk
+    that would pass it is refused at once (ServerBusyError, 503), so many slow or large
+    uploads cannot take the server's memory. Used on the event loop only: no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @contextmanager
+    def reservation(self) -> Iterator[Callable[[int], None]]:
+        """A `take(n)` for one request's bytes; all of them given back when it ends."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            if self.held + n > self.limit:
+                raise ServerBusyError()
+            self.held += n
+            taken += n
+
+        try:
+            yield take
+        finally:
+            self.held -= taken
+
+
 async def read_file_field(request: Request, max_bytes: int, field: str = "file",
-                          timeouts: tuple[float, float, float] = _NO_TIMEOUTS) -> bytes:
+                          timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                          take: Callable[[int], None] = _unbounded) -> bytes:
     """The bytes of the one file part named `field`; raises UploadError subclasses."""
     files = await read_files(request, field, max_files=1, max_file_bytes=max_bytes,
-                             max_total_bytes=max_bytes, timeouts=timeouts)
+                             max_total_bytes=max_bytes, timeouts=timeouts, take=take)
     return files[0][1]
 
 
@@ -96,8 +130,10 @@ async def body_chunks(request: Request,
 async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
                      max_total_bytes: int,
                      timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                     take: Callable[[int], None] = _unbounded,
                      ) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every part named `field`, in upload order, within the limits."""
+    """(file name, bytes) of every part named `field`, in upload order, within the limits;
+    each chunk's bytes counted by `take` (a BodyBudget reservation) before it is kept."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -120,12 +156,13 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
             received += len(chunk)
             if received > max_total_bytes + envelope:
                 raise UploadTooLargeError(max_total_bytes)
+            take(len(chunk))
             pending.append(chunk)
             if sum(map(len, pending)) >= _PARSE_PIECE:
                 await run_in_threadpool(_feed, parser, pending)
                 pending = []
         await run_in_threadpool(_feed, parser, pending, True)
-    except UploadError:
+    except (UploadError, ServerBusyError):
         raise
     except ClientDisconnect as exc:
         raise ClientDisconnectedError() from exc

@@ -13,7 +13,6 @@ from app.deps import (
     ModelDep,
     ScorerDep,
     SettingsDep,
-    admitted,
     templates_of,
 )
 from app.errors import MalformedUploadError, TooManyLoginsError
@@ -46,7 +45,7 @@ def index(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLRespons
 
 
 @router.post("/", response_class=HTMLResponse,
-             dependencies=[Depends(require_token), Depends(admitted)])
+             dependencies=[Depends(require_token)])
 def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
                  files: BatchDep) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many

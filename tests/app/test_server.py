@@ -1,0 +1,123 @@
+"""app/server.py and the request limits, against the real server (`python -m app`): idle and
+trickling connections are closed and never crowd out probes or films; a slow upload holds
+no decode capacity; the bodies in flight share one memory budget."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import httpx
+import pytest
+
+from tests.corpus import BOUNDARY, multipart, part
+from tests.helpers import jpeg_bytes
+from tests.servers import poll, running_server
+
+pytestmark = pytest.mark.slow
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log, max_connections="64", request_head_seconds="2",
+                        max_concurrent_decodes="2") as url:
+        yield url
+
+
+def test_idle_and_trickling_connections_never_crowd_out_probes_or_films(server):
+    """1,000 sockets that send nothing and 100 that send a header byte every 2 s, against a
+    server that holds 64 connections: health and readiness still answer, films are still
+    scored, and every idle socket is closed by the server."""
+    address = _address(server)
+    idle = [socket.create_connection(address) for _ in range(1000)]
+    trickle = [socket.create_connection(address) for _ in range(100)]
+    stop = threading.Event()
+
+    def drip() -> None:  # one byte of a request head every 2 s on each trickling socket
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for position in range(len(head)):
+            for sock in trickle:
+                with contextlib.suppress(OSError):
+                    sock.send(head[position:position + 1])
+            if stop.wait(2):
+                return
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        with httpx.Client(base_url=server, timeout=30) as client:
+            for _ in range(5):
+                assert client.get("/healthz").status_code == 200
+                assert client.get("/readyz").status_code == 200
+                answer = client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())})
+                assert answer.status_code == 200, answer.text
+        poll(lambda: all(_closed_by_server(s) for s in idle + trickle), 60,
+             "the server to close every idle and trickling socket")
+    finally:
+        stop.set()
+        for sock in idle + trickle:
+            sock.close()
+
+
+def test_a_slow_upload_holds_no_decode_capacity(server):
+    """Two uploads trickling their bodies (the server admits two films at once) do not keep
+    a normal film from being scored: admission is taken once a body is all in."""
+    body = multipart(part(jpeg_bytes(400, 400)))
+    head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            f"boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    slow = []
+    for _ in range(2):
+        sock = socket.create_connection(_address(server))
+        sock.sendall(head + body[:1000])  # the head, and the start of the body
+        slow.append(sock)
+    try:
+        with httpx.Client(base_url=server, timeout=30) as client:
+            for _ in range(3):
+                answer = client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())})
+                assert answer.status_code == 200, answer.text
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_bodies_in_flight_share_one_memory_budget(tmp_path):
+    """With a 1 MiB budget for every body in flight, a third concurrent 400 KiB upload is
+    refused at once with 503, and the budget is whole again afterwards."""
+    log = tmp_path / "server.log"
+    film = jpeg_bytes(64, 64)
+    padding = b"x" * (400 * 1024)
+    with running_server(log, max_upload_memory_bytes=str(1 << 20)) as url:
+        body = multipart(part(film + padding))
+        head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                f"boundary={BOUNDARY}\r\nContent-Length: {len(body) + 10}\r\n\r\n").encode()
+        held = []
+        for _ in range(2):  # two uploads that keep most of their bytes in flight
+            sock = socket.create_connection(_address(url))
+            sock.sendall(head + body)
+            held.append(sock)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            refused = poll(lambda: (r := client.post(
+                "/predict", files={"file": ("x.jpeg", film + padding)})).status_code == 503
+                and r, 30, "a third upload to be refused")
+            assert refused.json()["error"] == "busy" and refused.headers["retry-after"]
+            for sock in held:
+                sock.close()
+            assert poll(lambda: client.post("/predict", files={"file": ("x.jpeg", film)}
+                                            ).status_code == 200, 30, "the budget back")
