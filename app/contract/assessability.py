@@ -51,8 +51,8 @@ REASONS: dict[str, str] = {
     "no_contrast": "The film shows (almost) no grey levels: it is blank, or a window clipped "
                    "it to black and white.",
 }
-NOT_ASSESSABLE = ("The model cannot judge this film, so it gives no label: it needs a human "
-                  "look.")
+LOOK = "needs a human look"  # the group and label of films that are not assessable
+NOT_ASSESSABLE = "the model cannot judge these films, so it gives them no label."
 
 # (quarter turns counter-clockwise, inverted) of every copy the film is compared with; the
 # first is the film as it is.
