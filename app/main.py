@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.http_errors import install_error_handlers
 from app.quiet import silence_decoder_chatter
 from app.routes import docs, health, pages, predict
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
     app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
+    # The texts of films that are not assessable: one home (app/contract/assessability.py).
+    app.state.templates.env.globals.update(look_text=LOOK, not_assessable=NOT_ASSESSABLE)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     figures = settings.model_dir / "figures"
