@@ -128,22 +128,28 @@ def png16_twelve_bit(gray: np.ndarray, sbit: int | None) -> bytes:
 
 # --- bare datasets and colour containers ----------------------------------------------------
 
+def _without_file_meta(data: bytes) -> Dataset:
+    bare = Dataset()
+    bare.update(pydicom.dcmread(io.BytesIO(data)))
+    return bare
+
+
 def bare_dataset(gray: np.ndarray) -> bytes:
     """A dataset without preamble and file meta, implicit VR little endian (legal for older
     systems)."""
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(gray)))
-    del ds.file_meta
-    ds.file_meta = None
-    return _save(ds, file_format=False, implicit=True)
+    buffer = io.BytesIO()
+    _without_file_meta(dicom_bytes(gray)).save_as(buffer, enforce_file_format=False,
+                                                  implicit_vr=True, little_endian=True)
+    return buffer.getvalue()
 
 
 def bare_compressed_dataset(gray: np.ndarray) -> bytes:
-    """A bare dataset whose pixel data is an encapsulated JPEG: its codec is unknown."""
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(gray, syntax="jpeg-baseline")))
-    ds.file_meta = None
-    buffer = io.BytesIO()
-    # Written as explicit VR (encapsulated data needs an undefined length): no file meta.
-    pydicom.filewriter.write_dataset(pydicom.filebase.DicomFileLike(buffer), ds)
+    """A bare dataset (explicit VR) whose pixel data is an encapsulated JPEG: without file
+    meta, which codec wrote it is unknown."""
+    buffer = pydicom.filebase.DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    pydicom.filewriter.write_dataset(buffer, _without_file_meta(dicom_bytes(
+        gray, syntax="jpeg-baseline")))
     return buffer.getvalue()
 
 

@@ -11,8 +11,9 @@ So it runs outside the server process, in `workers` processes (default: one per 
   fails with MemoryError inside the worker (TooManyPixelsError, 413) instead of pushing the
   server out of memory; a worker that dies anyway is replaced the same way;
 - a worker that reached its cap (a MemoryError anywhere in the film's error), or whose
-  address space stays above `retire_mb` (default: half the cap) after a film, as a decoder
-  that does not give back what it took leaves it, is replaced, never reused: the next film
+  address space stays high after a film (above `retire_mb`; by default more than half of
+  the room between its size at rest and the cap), as a decoder that does not give back what
+  it took leaves it, is replaced, never reused: the next film
   must not fail for the last one's sake (two such uploads once left every worker unable to
   decode ordinary films while /readyz said 200);
 - a request that finds no free worker within `wait` seconds (default: `timeout`) is
@@ -57,7 +58,7 @@ from app.services.film import FilmJob, PreparedFilm, prepare_film
 log = logging.getLogger("app.decoders")
 
 _START_SECONDS = 60  # a worker that has not started by then is dead
-RETIRE_FRACTION = 0.5  # of the memory cap: a worker above it after a film is replaced
+RETIRE_FRACTION = 0.5  # of the room between a worker at rest and its cap; above: replaced
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MODULES_PROBE = "modules?"  # a worker answers it with the names in its sys.modules
 
@@ -118,6 +119,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.started = False  # True once the worker said it is ready
+        self.at_rest: int | None = None  # bytes of address space once ready
 
     def wait_started(self, timeout: float) -> None:
         """Wait for the worker's hello (it imports NumPy and Pillow first, about a second),
@@ -127,6 +129,7 @@ class _Worker:
                 raise EOFError("the decode worker did not start")
             self.conn.recv()
             self.started = True
+            self.at_rest = address_space(self.process.pid)
 
     def stop(self) -> None:
         self.process.kill()
@@ -146,8 +149,6 @@ class DecodePool:
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
-        if retire_mb is None and memory_mb:
-            retire_mb = memory_mb * RETIRE_FRACTION
         self.retire_bytes = None if retire_mb is None else int(retire_mb * 2 ** 20)
         self._context = multiprocessing.get_context("spawn")
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
@@ -211,16 +212,14 @@ class DecodePool:
         return value
 
     def _holds_too_much(self, worker: _Worker) -> bool:
-        """Whether the worker's address space is over `retire_bytes`, read by the server from
-        /proc (a worker is not asked about itself); False where /proc is not there."""
-        if self.retire_bytes is None:
-            return False
-        try:
-            with open(f"/proc/{worker.process.pid}/statm") as statm:
-                pages = int(statm.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return False
-        return pages * _PAGE_BYTES > self.retire_bytes
+        """Whether the worker's address space stays high after a film, read by the server
+        from /proc (a worker is not asked about itself); False where /proc is not there."""
+        limit = self.retire_bytes
+        if limit is None and self.memory_mb and worker.at_rest is not None:
+            cap = self.memory_mb * 2 ** 20
+            limit = int(worker.at_rest + RETIRE_FRACTION * max(cap - worker.at_rest, 0))
+        size = address_space(worker.process.pid)
+        return limit is not None and size is not None and size > limit
 
     def close(self) -> None:
         self._closed = True
@@ -244,6 +243,15 @@ class DecodePool:
     def pids(self) -> list[int]:
         with self._lock:
             return [w.process.pid for w in self._all]
+
+
+def address_space(pid: int) -> int | None:
+    """A process's address space in bytes (/proc/PID/statm), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[0]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _serve(conn: Connection, memory_mb: int | None) -> None:
