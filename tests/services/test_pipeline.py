@@ -75,6 +75,8 @@ def cases(gray: np.ndarray) -> list[Case]:
              "match", "ignored"),
         Case("window-nan", fb.with_raw_tag(window, 0x00281050, "DS", b"NaN "), "match",
              "ignored"),
+        Case("window-width-1-binary-film", fb.with_raw_tag(window, 0x00281051, "DS", b"1 "),
+             "look", "no_contrast"),
         Case("constant-voi-lut", fb.voi_lut(gray, np.full(256, 200), 8), "match", "constant"),
         Case("jpeg-extended", extended, "match"),
         Case("jpeg-extended-cut", fb.with_frame(extended, fb.cut(fb.frame_of(extended))),
