@@ -9,9 +9,33 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import film_builders as fb
-from tests.app.test_browser import browser, server  # noqa: F401 - the same fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server(live_server):
+    return live_server[0]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("Chromium not found: install Debian's 'chromium' package (make test does)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
 
 
 def _negative(data_dir: Path, tmp_path: Path) -> Path:
@@ -20,8 +44,7 @@ def _negative(data_dir: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_a_negative_film_needs_a_human_look_on_the_page(server, browser, data_dir,  # noqa: F811
-                                                         tmp_path):
+def test_a_negative_film_needs_a_human_look_on_the_page(server, browser, data_dir, tmp_path):
     page = browser.new_page()
     page.goto(server + "/")
     page.set_input_files("#file", str(_negative(data_dir, tmp_path)))
@@ -32,8 +55,8 @@ def test_a_negative_film_needs_a_human_look_on_the_page(server, browser, data_di
     page.close()
 
 
-def test_the_worklist_puts_them_in_their_group_in_the_csvs_order(server, browser,  # noqa: F811
-                                                                 data_dir, tmp_path):
+def test_the_worklist_puts_them_in_their_group_in_the_csvs_order(server, browser, data_dir,
+                                                                 tmp_path):
     films = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:2] + \
         sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:2]
     sideways = tmp_path / "sideways.jpeg"
