@@ -7,7 +7,7 @@
   FOLDER (JPEG, PNG, MPO, DICOM with or without an extension; anything else gets its error in
   its row) goes through the server's pipeline, decoded by its worker pool on every core,
   with a progress bar on stderr. The CSV is the one the API and the page write: highest
-  probability first.
+  probability first, then the films that need a human look (not assessable), then errors.
 """
 
 from __future__ import annotations
@@ -80,10 +80,12 @@ def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     results, card = score_folder(args.folder, workers, progress=not args.quiet,
                                  model_name=args.model, settings=settings)
     args.out.write_text(worklist_csv(results))
-    scored = [r.prediction for r in results if r.prediction is not None]
+    read = [r.prediction for r in results if r.prediction is not None]
+    scored = [p for p in read if p.assessable]
     flagged = sum(p.flagged for p in scored)
     print(f"{len(results)} files: {len(scored)} scored, {flagged} flagged, "
-          f"{len(results) - len(scored)} not scored; worklist written to {args.out} "
+          f"{len(read) - len(scored)} need a human look (not assessable), "
+          f"{len(results) - len(read)} not scored; worklist written to {args.out} "
           f"(model {card.name} v{card.version}). {card.disclaimer}")
     return 0
 

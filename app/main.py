@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.dicom.node import DicomNode
 from app.dicom.worklist import StoreCommit, StoreJobSource
 from app.http_errors import install_error_handlers
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None,
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
+    # The texts of films that are not assessable: one home (app/contract/assessability.py).
+    app.state.templates.env.globals.update(look_text=LOOK, not_assessable=NOT_ASSESSABLE)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     app.mount(docs.ASSETS, docs.assets, name="docs-assets")

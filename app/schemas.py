@@ -15,13 +15,14 @@ class DicomSummary(BaseModel):
     """The DICOM tags that drove the decision to score the file. No patient identity."""
 
     modality: str = Field(description="Modality (0008,0060): CR, DX or DR are scored")
-    view_position: str | None = Field(description="View Position (0018,5101); lateral refused")
+    view_position: str | None = Field(description="View Position (0018,5101): AP/PA scored, "
+                                                  "lateral refused, others not assessable")
     body_part: str | None = Field(description="Body Part Examined (0018,0015)")
     study_date: str | None = Field(description="Study Date (0008,0020), YYYYMMDD")
     photometric: str = Field(description="MONOCHROME1 is inverted before scoring")
     transfer_syntax: str
     bits_stored: int
-    window: str = Field(description="VOI LUT, the window applied, or the full stored range")
+    window: str = Field(description="VOI LUT, the window applied, or the data's own range")
 
 
 class ImageInfo(BaseModel):
@@ -63,6 +64,9 @@ class PredictionResponse(BaseModel):
         "probability": 0.9731,
         "probability_text": "97.3%",
         "label": "PNEUMONIA",
+        "assessable": True,
+        "reasons": [],
+        "unvalidated_probability": None,
         "threshold": 0.5,
         "model": {"name": "pneumonia", "version": 1},
         "image": {"width": 1336, "height": 840, "format": "JPEG", "mode": "L", "dicom": None},
@@ -73,17 +77,26 @@ class PredictionResponse(BaseModel):
         "note": "Prioritisation aid, not a diagnosis.",
     }]})
 
-    probability: float = Field(ge=0, le=1, description="Model probability of pneumonia")
-    probability_text: str = Field(description="The probability as people are shown it: "
-                                              "one decimal, never 100.0% or 0.0%")
-    label: str = Field(description="PNEUMONIA when probability >= threshold, else NORMAL")
+    probability: float | None = Field(ge=0, le=1, description="Model probability of "
+                                      "pneumonia; null when the film is not assessable")
+    probability_text: str | None = Field(description="The probability as people are shown "
+                                                     "it: one decimal, never 100.0% or 0.0%")
+    label: str | None = Field(description="PNEUMONIA when probability >= threshold, else "
+                                          "NORMAL; null when the film is not assessable")
+    assessable: bool = Field(description="false: the model cannot judge this film (see "
+                                         "reasons); it has no label and needs a human look")
+    reasons: list[str] = Field(description="Why it is not assessable: inverted, rotated, "
+                                           "not_chest, not_frontal, unlike_training, too_small, "
+                                           "no_contrast")
+    unvalidated_probability: float | None = Field(
+        default=None, ge=0, le=1, description="Only for a film that is not assessable: the "
+        "model's raw output on it, which means nothing clinically; for audit, never a result")
     threshold: float = Field(ge=0, le=1, description="Decision threshold applied")
     model: ModelInfo
     image: ImageInfo
-    warnings: list[str] = Field(description="Reasons to look twice: the input guard (not "
-                                            "like a chest film, coloured, tiny, odd shape) or "
-                                            "a DICOM without a view position. The "
-                                            "probability is still given")
+    warnings: list[str] = Field(description="Reasons to look twice, for a person: the input "
+                                            "guard, the detector, the DICOM tags and how the "
+                                            "file was read")
     calibrated: bool = Field(description="The probability is calibrated (the model card "
                                          "says how)")
     heatmap: HeatmapInfo | None = Field(default=None, description="With ?explain=true")
@@ -92,10 +105,14 @@ class PredictionResponse(BaseModel):
 
     @classmethod
     def from_prediction(cls, p: Prediction, card: ModelCard) -> PredictionResponse:
+        judged = p.assessable
         return cls(
-            probability=p.probability,
-            probability_text=percent(p.probability),
+            probability=p.probability if judged else None,
+            probability_text=percent(p.probability) if judged else None,
             label=p.label,
+            assessable=judged,
+            reasons=list(p.reasons),
+            unvalidated_probability=None if judged else p.probability,
             threshold=p.threshold,
             model=ModelInfo(name=p.model_name, version=p.model_version),
             image=ImageInfo.of(p.image),
@@ -131,6 +148,11 @@ class BatchEntry(BaseModel):
     probability_text: str | None = None
     label: str | None = None
     flagged: bool = Field(default=False, description="label is the positive class")
+    assessable: bool | None = Field(default=None, description="false: needs a human look, "
+                                                              "no label; null: not scored")
+    reasons: list[str] = []
+    unvalidated_probability: float | None = Field(default=None, ge=0, le=1, description=(
+        "Only when not assessable: the model's raw output, never a result"))
     image: ImageInfo | None = None
     warnings: list[str] = []
     thumbnail: str | None = Field(default=None, description="data: URI of a small PNG, "
@@ -144,18 +166,24 @@ class BatchEntry(BaseModel):
             status, code, message = describe(result.error)
             return cls(index=result.index, filename=result.filename,
                        error=FileError(error=code, detail=message, status=status))
-        return cls(index=result.index, filename=result.filename, probability=p.probability,
-                   probability_text=percent(p.probability), label=p.label,
-                   flagged=p.flagged, image=ImageInfo.of(p.image),
-                   warnings=list(p.warnings), thumbnail=p.thumbnail)
+        judged = p.assessable
+        return cls(index=result.index, filename=result.filename,
+                   probability=p.probability if judged else None,
+                   probability_text=percent(p.probability) if judged else None,
+                   label=p.label, flagged=p.flagged, assessable=judged,
+                   reasons=list(p.reasons),
+                   unvalidated_probability=None if judged else p.probability,
+                   image=ImageInfo.of(p.image), warnings=list(p.warnings),
+                   thumbnail=p.thumbnail)
 
 
 class BatchResponse(BaseModel):
     model: ModelInfo
     threshold: float
     count: int
-    scored: int
+    scored: int = Field(description="Films the model judged (assessable)")
     flagged: int
+    needs_human_look: int = Field(description="Films read but not assessable: no label")
     results: list[BatchEntry] = Field(description="One entry per file, in upload order")
     elapsed_ms: float
     note: str

@@ -66,13 +66,19 @@
   }
 
   // The API's own text and label: display rules live in one place, on the server.
+  // A film the model cannot judge (assessable false) has no label and no probability: the
+  // page says it needs a human look, with the reasons, and shows no bar.
   function showResult(data) {
     worklist.hidden = true;
-    document.getElementById("probability").textContent = data.probability_text;
+    const look = data.assessable === false;
+    document.getElementById("scored").hidden = look;
+    document.getElementById("look-note").hidden = !look;
+    document.getElementById("reasons").textContent = (data.reasons || []).join(", ");
+    document.getElementById("probability").textContent = data.probability_text || "";
     const label = document.getElementById("label");
-    label.textContent = data.label;
-    label.className = "label " + (data.label === form.dataset.positiveClass ? "positive" : "negative");
-    document.getElementById("bar-fill").setAttribute("width", (data.probability * 100).toFixed(1));
+    label.textContent = look ? form.dataset.lookText.toUpperCase() : data.label;
+    label.className = "label " + (look ? "look" : data.label === form.dataset.positiveClass ? "positive" : "negative");
+    document.getElementById("bar-fill").setAttribute("width", ((data.probability || 0) * 100).toFixed(1));
     document.getElementById("bar-threshold").setAttribute("x", (data.threshold * 100).toFixed(1));
     document.getElementById("threshold").textContent = (data.threshold * 100).toFixed(0) + "%";
     document.getElementById("image-info").textContent =
@@ -106,12 +112,19 @@
     return data;
   }
 
-  // Highest probability first, upload order breaking ties, files not scored last: the same
-  // rule as the server's worklist and CSV (app/services/worklist.py).
+  // The server's rule (app/services/worklist.py): judged films by highest probability,
+  // upload order breaking ties; then films that need a human look (not assessable), then
+  // files not scored, each in upload order.
+  function groupOf(e) {
+    if (e.error) return "error";
+    return e.assessable === false ? "look" : "scored";
+  }
+
   function worklistOrder(entries) {
-    const scored = entries.filter((e) => e.probability !== null)
+    const scored = entries.filter((e) => groupOf(e) === "scored")
       .sort((a, b) => b.probability - a.probability || a.index - b.index);
-    return scored.concat(entries.filter((e) => e.probability === null));
+    return scored.concat(entries.filter((e) => groupOf(e) === "look"),
+      entries.filter((e) => groupOf(e) === "error"));
   }
 
   // The server's rule (app/services/worklist.py csv_cell, OWASP CSV injection): a cell or
@@ -124,12 +137,16 @@
   }
 
   function worklistCsv(rows) {
-    const lines = [["rank", "file", "probability", "shown", "label", "flagged", "warnings", "error"].join(",")];
+    const groups = { scored: "scored", look: form.dataset.lookText, error: "not scored" };
+    const lines = [["rank", "file", "probability", "shown", "label", "flagged", "warnings", "error",
+      "group", "reasons"].join(",")];
     rows.forEach((e, i) => {
-      const scored = e.probability !== null;
+      const group = groupOf(e);
+      const scored = group === "scored";
       lines.push([scored ? i + 1 : "", e.filename, scored ? e.probability.toFixed(6) : "",
-        e.probability_text || "", e.label || "", scored ? (e.flagged ? "yes" : "no") : "",
-        e.warnings.join("; "), e.error ? e.error.detail : ""].map(csvCell).join(","));
+        e.probability_text || "", e.label || "", group === "error" ? "" : (e.flagged ? "yes" : "no"),
+        e.warnings.join("; "), e.error ? e.error.detail : "", groups[group],
+        (e.reasons || []).join(" ")].map(csvCell).join(","));
     });
     return lines.join("\n") + "\n";
   }
@@ -149,10 +166,22 @@
     const rows = worklistOrder(entries);
     tbody.replaceChildren();
     rows.forEach((e, i) => {
+      const look = groupOf(e) === "look";
+      if (look && (i === 0 || groupOf(rows[i - 1]) !== "look")) {
+        const header = document.createElement("tr");
+        header.className = "group";
+        const th = document.createElement("th");
+        th.colSpan = 6;
+        const text = form.dataset.lookText;
+        th.textContent = `${text.charAt(0).toUpperCase()}${text.slice(1)}: ${form.dataset.notAssessable}`;
+        header.appendChild(th);
+        tbody.appendChild(header);
+      }
       const tr = document.createElement("tr");
       if (e.flagged) tr.className = "flagged";
       if (e.error) tr.className = "failed";
-      cell(tr, e.probability !== null ? String(i + 1) : "");
+      if (look) tr.className = "look";
+      cell(tr, groupOf(e) === "scored" ? String(i + 1) : "");
       const film = cell(tr, "");
       if (e.thumbnail) {
         const img = document.createElement("img");
@@ -163,7 +192,7 @@
       }
       cell(tr, e.filename, "name");
       cell(tr, e.probability_text || "–", "probability");
-      cell(tr, e.label || "not scored", e.flagged ? "label-cell positive" : "label-cell");
+      cell(tr, e.label || (look ? form.dataset.lookText : "not scored"), e.flagged ? "label-cell positive" : "label-cell");
       cell(tr, e.error ? e.error.detail : e.warnings.join(" "), e.error ? "error" : "note");
       tbody.appendChild(tr);
     });
@@ -190,7 +219,9 @@
     }
     const flagged = entries.filter((e) => e.flagged).length;
     const failed = entries.filter((e) => e.error).length;
+    const looks = entries.filter((e) => groupOf(e) === "look").length;
     progressText.textContent = `${entries.length} files scored: ${flagged} flagged` +
+      (looks ? `, ${looks} ${form.dataset.lookText}` : "") +
       (failed ? `, ${failed} not scored` : "") + ".";
     showWorklist(entries);
   }

@@ -67,3 +67,10 @@ def make_dataset_tree(root: Path, per_class: dict[str, dict[str, int]], size: in
                     name = f"IM-{i // 2:04d}-{i % 2 + 1:04d}.jpeg"
                 (folder / name).write_bytes(encode(Image.fromarray(pixels), "JPEG"))
     return root
+
+
+def model_output(body: dict) -> float:
+    """A response's (or batch entry's) model output, whether or not the film is assessable:
+    generated blobs are small and unlike chest films, so they are not, and their output is
+    `unvalidated_probability` (checking decoding, not clinical meaning)."""
+    return body["probability"] if body["assessable"] else body["unvalidated_probability"]

@@ -119,6 +119,19 @@ class GuardInfo(_Strict):
     checks: list[str]
 
 
+class AssessabilityInfo(_Strict):
+    """The polarity/rotation detector beside the model (app/contract/assessability.py)."""
+
+    method: str
+    file: str
+    fitted_on: str = Field(description="the films it was fitted on")
+    measured_on: str = Field(description="the films its rates were measured on")
+    films: int = Field(ge=0, description="upright films measured (each also rotated and "
+                                         "inverted)")
+    upright_pass_rate: float = Field(ge=0, le=1)
+    caught: dict[str, float] = Field(description="copy -> share of them caught")
+
+
 class TrainingInfo(_Strict):
     protocol: str = Field(description="which training protocol produced the model")
     experiment: int
@@ -173,6 +186,7 @@ class ModelCard(_Strict):
     calibration: Calibration | None = None
     explanation: Explanation | None = None
     input_guard: GuardInfo | None = None
+    assessability: AssessabilityInfo | None = None
 
     @model_validator(mode="after")
     def _positive_class_is_a_class(self) -> ModelCard:

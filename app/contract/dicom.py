@@ -1,13 +1,20 @@
 """DICOM bytes -> an upright 8-bit grayscale array, the way a radiology viewer shows the film.
 
-Steps, in the standard's order: stored values -> modality LUT (rescale slope/intercept) ->
-VOI LUT or window (centre/width) when the file has one, else the full stored range ->
-MONOCHROME1 inverted so that bone is bright -> 8 bits. Compressed transfer syntaxes (JPEG
-baseline/lossless, JPEG-LS, JPEG 2000, RLE) are decoded by pydicom's pylibjpeg plugins.
+Reading: a Part 10 file, or a bare dataset without preamble and file meta (legal for older
+systems), read as the transfer syntax pydicom finds its elements in (the standard's default,
+implicit VR little endian, or explicit VR); when such a file's pixels are compressed, which
+codec wrote them is unknown, and the answer says the file meta is missing.
+
+Pixels: every compressed frame gets the checks of a plain file of its codec and its own
+header's size checked before any decode (dicom_frames.py); grayscale films go through the
+standard's display pipeline (dicom_display.py); RGB and YBR colour containers whose channels
+are equal are grey films and are read as such, truly coloured ones are refused.
 
 Only single-frame projection radiographs are scored. What drove each decision is returned
-(`DicomInfo.tags`) so a person can see why a file was taken or refused. Patient identity
-(name, ID, birth date, accession number, ...) is never read into anything returned.
+(`DicomInfo`) so a person can see why a file was taken, refused or marked not assessable:
+View Position (only AP and PA are frontal; lateral is refused; oblique, decubitus and several
+views are `not_frontal`) and Body Part Examined (`not_chest`). Patient identity (name, ID,
+birth date, accession number, ...) is never read into anything returned.
 """
 
 from __future__ import annotations
@@ -17,17 +24,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from app.contract.errors import DamagedImageError, DicomNotScoredError, TooManyPixelsError
-from app.contract.integrity import check_jpeg
+from app.contract.dicom_display import display
+from app.contract.dicom_frames import check_frame
+from app.contract.errors import (
+    DamagedImageError,
+    DicomNotScoredError,
+    ImageError,
+    MissingFileMetaError,
+    TooManyPixelsError,
+)
 
 ACCEPTED_MODALITIES = ("CR", "DX", "DR")  # computed and digital radiography
 SECONDARY_CAPTURE_MODALITIES = ("OT", "SC", "")  # scanned films: taken with a warning
 _SECONDARY_CAPTURE_SOP = "1.2.840.10008.5.1.4.1.1.7"
-LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
+# View Position (0018,5101), PS3.3 C.8.11.5 and C.8.1.1 (DX, CR): the defined terms AP, PA,
+# LL, RL, RLD, LLD, RLO, LLO, and spellings archives write. Only AP and PA are frontal.
+FRONTAL_VIEWS = ("AP", "PA")
+LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LEFT LATERAL", "RIGHT LATERAL")  # refused
+NOT_FRONTAL_VIEWS = ("RLD", "LLD", "RLO", "LLO", "LATERAL DECUBITUS", "DECUBITUS",
+                     "LEFT LATERAL DECUBITUS", "RIGHT LATERAL DECUBITUS", "OBLIQUE", "LAO",
+                     "RAO", "LPO", "RPO", "LEFT OBLIQUE", "RIGHT OBLIQUE")
+_CHEST_WORDS = ("CHEST", "THORAX", "LUNG")  # CHEST, CHESTABDOMEN, "PORTABLE CHEST", ...
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+GREY_TOLERANCE = 2.0  # mean channel difference (0-255) under which a colour film is grey
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 
 
@@ -42,8 +65,9 @@ class DicomInfo:
     photometric: str
     transfer_syntax: str
     bits_stored: int
-    window: str  # "VOI LUT", "window 40/400", or "full stored range"
+    window: str  # "VOI LUT", "window 40/400", "data range 300 to 3000", "as stored (colour)"
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    reasons: tuple[str, ...] = field(default_factory=tuple)  # not assessable: why
 
 
 def looks_like_dicom(data: bytes) -> bool:
@@ -63,6 +87,7 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     """(H, W) uint8 and what the tags said; raises DicomNotScoredError for films not to score,
     and lets pydicom's own errors through for the caller's boundary to map."""
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    bare = _give_bare_dataset_a_syntax(ds)
     if "PixelData" not in ds:
         if _PIXEL_DATA_TAG in data:  # the element starts but the file ends inside it
             raise DamagedImageError("the DICOM pixel data is cut short")
@@ -74,43 +99,114 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
                                 "(Number of Frames, 0028,0008); upload a single radiograph.")
     modality = str(ds.get("Modality", "") or "").upper()
     warnings = _check_modality(ds, modality)
-    view = _text(ds, "ViewPosition")
-    if view is not None and view.upper() in LATERAL_VIEWS:
-        raise DicomNotScoredError("lateral_view", f"View Position (0018,5101) is {view}: the "
-                                "model was trained on frontal (AP/PA) chest films only.")
-    if view is None:
-        warnings.append("View Position (0018,5101) is absent: check that this is a frontal "
-                        "(AP/PA) film.")
+    view, reasons = _view(ds, warnings)
     body_part = _text(ds, "BodyPartExamined")
-    if body_part is not None and body_part.upper() not in ("CHEST", "THORAX"):
-        warnings.append(f"Body Part Examined (0018,0015) is {body_part}, not CHEST.")
+    if body_part is not None and not any(w in body_part.upper() for w in _CHEST_WORDS):
+        reasons.append("not_chest")
+        warnings.append(f"Body Part Examined (0018,0015) is {body_part}: not the chest.")
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if max_pixels is not None and rows * columns > max_pixels:
         raise TooManyPixelsError(rows * columns, max_pixels)
-    _check_encapsulated_jpeg(ds)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    syntax = ds.file_meta.TransferSyntaxUID
+    if bare and ds["PixelData"].is_undefined_length:  # encapsulated: by which codec?
+        raise MissingFileMetaError()
+    if syntax.is_compressed:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        check_frame(frame, syntax, rows, columns, int(ds.get("SamplesPerPixel", 1) or 1),
+                    int(ds.get("BitsAllocated", 8) or 8), max_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    stored = _stored(ds, bare)
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        if stored.ndim != 2:
+            raise DicomNotScoredError("not_grayscale", "The DICOM image is not a single "
+                                    "grayscale plane.")
+        shown = display(ds, stored, photometric)
+        pixels, window = shown.pixels, shown.window
+        warnings.extend(shown.warnings)
+    elif photometric in _COLOUR:
+        pixels, window = _grey_of_colour(ds, stored, photometric), "as stored (grey in colour)"
+        warnings.append(f"Photometric Interpretation (0028,0004) is {photometric}: a grey "
+                        "film in a colour container, read as grey.")
+    else:
         raise DicomNotScoredError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
                                 f"{photometric}: only grayscale radiographs are scored.")
-    pixels, window = _display(ds, photometric)
     info = DicomInfo(
         modality=modality or "(absent)", view_position=view, body_part=body_part,
         study_date=_text(ds, "StudyDate"), photometric=photometric,
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID.name)
-        if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else "implicit little endian",
+        transfer_syntax=str(syntax.name) + (" (no file meta)" if bare else ""),
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))), window=window,
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), reasons=tuple(dict.fromkeys(reasons)))
     return pixels, info
 
 
-def _check_encapsulated_jpeg(ds: pydicom.Dataset) -> None:
-    """A JPEG inside a DICOM gets the damage checks of a JPEG file (8-bit baseline: what
-    libjpeg-turbo decodes; other codecs rely on their decoders' own errors)."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax != JPEGBaseline8Bit:
-        return
-    for frame in generate_frames(ds.PixelData, number_of_frames=1):
-        check_jpeg(frame)
+def _give_bare_dataset_a_syntax(ds: pydicom.Dataset) -> bool:
+    """A dataset without file meta gets the transfer syntax pydicom read it in (PS3.5 A.1:
+    implicit VR little endian is the default); True when it had none."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return False
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    syntax = ImplicitVRLittleEndian if implicit is not False else (
+        ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
+    return True
+
+
+def _stored(ds: pydicom.Dataset, bare: bool) -> np.ndarray:
+    """The stored values; for a bare dataset, any failure means the syntax was a guess."""
+    try:
+        return ds.pixel_array
+    except ImageError:
+        raise
+    except Exception:
+        if bare:
+            raise MissingFileMetaError() from None
+        raise
+
+
+def _view(ds: pydicom.Dataset, warnings: list[str]) -> tuple[str | None, list[str]]:
+    """(View Position as written, reasons); raises for a lateral view."""
+    value = ds.get("ViewPosition")
+    views = [str(v).strip().upper() for v in (value if _multi(value) else [value])
+             if v is not None and str(v).strip()]
+    if not views:
+        warnings.append("View Position (0018,5101) is absent: check that this is a frontal "
+                        "(AP/PA) film.")
+        return None, []
+    shown = "\\".join(views)
+    if len(views) == 1 and views[0] in LATERAL_VIEWS:
+        raise DicomNotScoredError("lateral_view", f"View Position (0018,5101) is {shown}: the "
+                                "model was trained on frontal (AP/PA) chest films only.")
+    if all(v in FRONTAL_VIEWS for v in views):
+        return shown, []
+    known = FRONTAL_VIEWS + LATERAL_VIEWS + NOT_FRONTAL_VIEWS
+    if len(views) == 1 and views[0] not in known:
+        warnings.append(f"View Position (0018,5101) is {shown}, not a defined term: check "
+                        "that this is a frontal (AP/PA) film.")
+        return shown, []
+    what = "several views" if len(views) > 1 else "not a frontal (AP/PA) view"
+    warnings.append(f"View Position (0018,5101) is {shown}: {what}.")
+    return shown, ["not_frontal"]
+
+
+def _grey_of_colour(ds: pydicom.Dataset, rgb: np.ndarray, photometric: str) -> np.ndarray:
+    """(H, W) uint8 of an RGB film whose channels are equal (pydicom has converted YBR to
+    RGB); DicomNotScoredError when they are not."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DicomNotScoredError("not_grayscale", "The DICOM colour image is not three "
+                                "channels.")
+    bits = int(ds.get("BitsStored", 8) or 8)
+    scale = 255.0 / (2 ** bits - 1)
+    channels = rgb.astype(np.float32) * np.float32(scale)
+    spread = float(np.mean(np.abs(channels[..., 0] - channels[..., 1]) +
+                           np.abs(channels[..., 1] - channels[..., 2])) / 2)
+    if spread > GREY_TOLERANCE:
+        raise DicomNotScoredError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
+                                f"{photometric} and the image is coloured: only grayscale "
+                                "radiographs are scored.")
+    return np.round(channels.mean(axis=2)).astype(np.uint8)
 
 
 def _check_modality(ds: pydicom.Dataset, modality: str) -> list[str]:
@@ -125,58 +221,8 @@ def _check_modality(ds: pydicom.Dataset, modality: str) -> list[str]:
                             "scored.")
 
 
-def _display(ds: pydicom.Dataset, photometric: str) -> tuple[np.ndarray, str]:
-    """Stored values -> what a viewer shows, as (H, W) uint8 (0 = black)."""
-    stored = ds.pixel_array
-    if stored.ndim != 2:
-        raise DicomNotScoredError("not_grayscale", "The DICOM image is not a single grayscale "
-                                "plane.")
-    values = apply_modality_lut(stored, ds).astype(np.float64)
-    if "VOILUTSequence" in ds:
-        lut = ds.VOILUTSequence[0]
-        bits = int(lut.LUTDescriptor[2])
-        # The VOI LUT's input is the modality LUT's output (PS3.3 C.11.2), as integers.
-        rescaled = np.round(values).astype(np.int64)
-        shown = np.asarray(apply_voi_lut(rescaled, ds, index=0), dtype=np.float64)
-        scaled, window = shown / float(2 ** bits - 1), "VOI LUT"
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
-        scaled = _window(values, center, width, function)
-        window = f"window {center:g}/{width:g}" + ("" if function == "LINEAR" else
-                                                   f" ({function.lower()})")
-    else:
-        low, high = _stored_range(ds)
-        scaled, window = (values - low) / max(high - low, 1e-6), "full stored range"
-    scaled = np.clip(scaled, 0.0, 1.0)
-    if photometric == "MONOCHROME1":  # low values are white on this kind of film
-        scaled = 1.0 - scaled
-    return np.round(scaled * 255.0).astype(np.uint8), window
-
-
-def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """The DICOM VOI window (PS3.3 C.11.2.1.2) onto 0-1."""
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-6)))
-    if function == "LINEAR_EXACT":
-        return (values - center) / max(width, 1e-6) + 0.5
-    width = max(width, 1.0)
-    return (values - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5
-
-
-def _stored_range(ds: pydicom.Dataset) -> tuple[float, float]:
-    """The range the stored bits can hold, through the modality LUT (rescale slope/intercept)."""
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    ends = sorted((lo * slope + intercept, hi * slope + intercept))
-    return ends[0], ends[1]
-
-
-def _first(value) -> float:
-    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)
+def _multi(value) -> bool:
+    return isinstance(value, pydicom.multival.MultiValue)
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str | None:

@@ -143,3 +143,35 @@ class WorkerLostError(ImageError):
     @property
     def message(self) -> str:
         return "The image needed more memory to decode than the server allows per film."
+
+
+class DicomRescaleError(ImageError):
+    """Rescale Slope or Intercept (the modality LUT) that no film can be computed from: 0,
+    NaN, infinite, or so large that the film's values overflow."""
+
+    code = "dicom_unusable_rescale"
+
+    def __init__(self, tag: str, value: str) -> None:
+        super().__init__(tag, value)
+        self.tag = tag
+        self.value = value
+
+    @property
+    def message(self) -> str:
+        return (f"{self.tag} is {self.value}: the stored pixel values cannot be turned into "
+                "the film's values, so it was not scored. Export the film again from the "
+                "modality or the archive.")
+
+
+class MissingFileMetaError(ImageError):
+    """A bare DICOM dataset (no preamble, no file meta) whose pixels the standard's default
+    transfer syntax does not decode: which codec wrote them is unknown."""
+
+    code = "dicom_no_file_meta"
+
+    @property
+    def message(self) -> str:
+        return ("The DICOM file has no file meta information (no Transfer Syntax UID, "
+                "0002,0010), and its pixel data cannot be read as the standard's default "
+                "(implicit VR little endian, uncompressed). Export it again as a DICOM Part 10 "
+                "file.")

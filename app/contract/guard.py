@@ -1,6 +1,7 @@
 """Is this likely a frontal chest radiograph? A guard that warns before a score is trusted.
 
-Four checks, each a warning (the probability is still given, clearly marked):
+Four checks, each a warning and a reason the film is not assessable (`too_small` for the
+size check, `unlike_training` for the others; app/contract/assessability.py):
 - colour: an X-ray is grey; a strongly coloured image is a photo or a screenshot;
 - shape: a chest film is roughly square; an extreme aspect ratio is something else;
 - size: a tiny image carries too little of a film to read;
@@ -57,21 +58,29 @@ class InputGuard:
     def warnings(self, model_input: np.ndarray, pixels: np.ndarray, width: int,
                  height: int) -> list[str]:
         """Reasons to doubt that an image is a chest film; empty when none."""
+        return [text for _, text in self.findings(model_input, pixels, width, height)]
+
+    def findings(self, model_input: np.ndarray, pixels: np.ndarray, width: int,
+                 height: int) -> list[tuple[str, str]]:
+        """(reason code, text) of each doubt: `too_small` for a tiny image, else
+        `unlike_training` (app/contract/assessability.py has the codes)."""
         found = []
         if pixels.ndim == 3:
             channels = pixels.astype(np.int16)
             colour = float(np.mean(np.abs(channels[..., 0] - channels[..., 1]) +
                                    np.abs(channels[..., 1] - channels[..., 2])) / 2)
             if colour > MAX_COLOUR:
-                found.append("The image is strongly coloured; X-rays are grey. Is this a "
-                             "photo or a screenshot?")
+                found.append(("unlike_training", "The image is strongly coloured; X-rays are "
+                              "grey. Is this a photo or a screenshot?"))
         if max(width, height) / max(min(width, height), 1) > MAX_ASPECT:
-            found.append(f"The image is {width}x{height}: far from a chest film's shape.")
+            found.append(("unlike_training",
+                          f"The image is {width}x{height}: far from a chest film's shape."))
         if min(width, height) < MIN_SIDE:
-            found.append(f"The image is only {width}x{height} pixels: too small to read.")
+            found.append(("too_small",
+                          f"The image is only {width}x{height} pixels: too small to read."))
         if float(self.distances(guard_features(model_input))[0]) > self.threshold:
-            found.append("The image looks unlike the chest films the model was trained on; "
-                         "its score may mean nothing.")
+            found.append(("unlike_training", "The image looks unlike the chest films the model "
+                          "was trained on; its score may mean nothing."))
         return found
 
     def to_json(self) -> dict:

@@ -39,12 +39,15 @@ _CRITICAL_PNG = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 # with thousands, at full cost each.
 MAX_JPEG_SCANS = 100
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
+LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
+SOF_LS = 0xF7  # JPEG-LS
 
 
 def check_jpeg(data: bytes) -> None:
     """Raise DamagedImageError when a JPEG does not code its whole image, or when libjpeg
-    reports damage in a JPEG that it can decode."""
+    reports damage in a JPEG that it can decode. Lossless and JPEG-LS files never reach
+    libjpeg-turbo here (dicom_frames.py checks those frames): its lossless decoding corrupted
+    the process's memory on a valid 8-bit lossless file (simplejpeg 1.9)."""
     check_jpeg_scans(data)
     strict_jpeg_decode(data, min_height=1, min_width=1)
 
@@ -54,6 +57,8 @@ def strict_jpeg_decode(data: bytes, min_height: int, min_width: int):
     `min_height` x `min_width` pixels, in strict mode: (H, W, C) uint8 with C = 1 (grey), 3
     (RGB) or 4 (CMYK, as stored). Any libjpeg warning raises DamagedImageError. Call
     check_jpeg_scans first."""
+    if is_lossless_jpeg(data):
+        raise DamagedImageError("a lossless JPEG is not read as a plain file")
     try:
         colorspace = simplejpeg.decode_jpeg_header(data, strict=False)[2]
     except ValueError as error:
@@ -90,7 +95,7 @@ def check_jpeg_scans(data: bytes) -> None:
         if len(segment) != length - 2:
             raise DamagedImageError("a marker segment is cut short")
         if marker in _SOF and components is None:
-            lossless = marker in _LOSSLESS_SOF
+            lossless = marker in LOSSLESS_SOF
             components = [segment[6 + 3 * i] for i in range(segment[5])]
             coverage = {c: bytearray(64) for c in components}
         elif marker == 0xDA:
@@ -216,3 +221,36 @@ def _inflate_counting(inflater, chunk: bytes, room: int, final: bool = False) ->
     if count > room:
         raise DamagedImageError("more image data than the header declares")
     return count
+
+
+def jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(SOF marker, sample precision, height, width) from the first frame header."""
+    if not frame.startswith(b"\xff\xd8"):
+        raise DamagedImageError("the frame does not start as a JPEG")
+    position = 2
+    while position + 4 <= len(frame):
+        if frame[position] != 0xFF:
+            raise DamagedImageError("a marker was expected")
+        marker = frame[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        length = int.from_bytes(frame[position + 2:position + 4], "big")
+        if marker in _SOF or marker == SOF_LS:
+            if length < 8 or position + 2 + length > len(frame):
+                raise DamagedImageError("the frame header is cut short")
+            precision, height, width = struct.unpack(">BHH", frame[position + 4:position + 9])
+            return marker, precision, height, width
+        if marker in (0xDA, 0xD9):  # a scan or the end before any frame header
+            break
+        position += 2 + length
+    raise DamagedImageError("no JPEG frame header")
+
+
+def is_lossless_jpeg(data: bytes) -> bool:
+    """A lossless (SOF3, 7, 11, 15) or JPEG-LS file: never decoded as a plain file (see
+    check_jpeg); False for anything whose frame header cannot be read."""
+    try:
+        return jpeg_frame_header(data)[0] in LOSSLESS_SOF | {SOF_LS}
+    except DamagedImageError:
+        return False

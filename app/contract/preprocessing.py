@@ -37,6 +37,7 @@ from app.contract.integrity import (
     check_jpeg,
     check_jpeg_scans,
     check_png,
+    is_lossless_jpeg,
     strict_jpeg_decode,
 )
 
@@ -77,6 +78,7 @@ class DecodedImage:
     format: str  # "JPEG" | "PNG" | "MPO" | "DICOM"
     mode: str  # Pillow mode of the file ("L", "I;16", "RGB", "CMYK", "P", ...); DICOM: photometric
     dicom: DicomInfo | None = None  # what a DICOM file's tags said
+    warnings: tuple[str, ...] = ()  # how the file was read, where a person should know
 
 
 def decode(data: bytes, max_pixels: int | None = None,
@@ -98,9 +100,12 @@ def decode(data: bytes, max_pixels: int | None = None,
                                 format="DICOM", mode=info.photometric, dicom=info)
         img = _open(data, max_pixels)
         mode, image_format = img.mode, img.format
+        if image_format in ("JPEG", "MPO") and is_lossless_jpeg(data):
+            raise UnsupportedFormatError("Lossless JPEG")
         width, height = img.size
         orientation = _orientation(img)
         halve = _halve(width, height, target)
+        notes: tuple[str, ...] = ()
         if halve and image_format in ("JPEG", "MPO") and _plain_jpeg(img):
             # One strict libjpeg decode at half scale: the damage check and the pixels.
             check_jpeg_scans(data)
@@ -113,13 +118,16 @@ def decode(data: bytes, max_pixels: int | None = None,
             pixels = _transpose(pixels, orientation)
         else:
             _check_whole(img, data)
+            significant = png_significant_bits(data) if mode.startswith("I;16") else None
             img.load()
             img = _reduce(img) if halve and image_format == "PNG" else img
-            pixels = _transpose(_to_8bit_array(img), orientation)
+            full, note = _16bit_range(img, significant)
+            notes = (note,) if note else ()
+            pixels = _transpose(_to_8bit_array(img, full), orientation)
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return DecodedImage(pixels=pixels, width=width, height=height, format=image_format,
-                        mode=mode)
+                        mode=mode, warnings=notes)
 
 
 def _halve(width: int, height: int, target: tuple[int, int] | None) -> bool:
@@ -242,17 +250,60 @@ def _transpose(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _to_8bit_array(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W) uint8 for single-channel images, (H, W, 3) uint8 otherwise."""
+# A 16-bit grey PNG without sBIT whose largest value fits in this many bits uses at most a
+# quarter of its range: 12- or 14-bit detector data written unscaled, which over 0-65535
+# would be a near-black film (a 12-bit one scored 0.995).
+SMALL_RANGE_BITS = 14
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """The grey sample's significant bits from a PNG's sBIT chunk (before IDAT), or None."""
+    position = len(b"\x89PNG\r\n\x1a\n")
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind == b"sBIT" and length >= 1:
+            bits = data[position + 8]
+            return bits if 1 <= bits <= 16 else None
+        position += 12 + length
+    return None
+
+
+def _16bit_range(img: Image.Image, significant: int | None) -> tuple[int, str | None]:
+    """The value that is white in a 16-bit grey image, and a note when it is not 65535.
+
+    PNG says samples are scaled to the full 16 bits and sBIT tells how many were
+    significant; archives also write 12-bit values unscaled with sBIT 12. Both read right:
+    with sBIT n, values under 2^n are unscaled n-bit data, larger ones scaled. Without sBIT,
+    a film using at most SMALL_RANGE_BITS bits is taken as that many bits of data, and the
+    answer says so."""
+    if not img.mode.startswith("I;16"):
+        return 65535, None
+    top = int(img.getextrema()[1])
+    if significant is not None:
+        return (2 ** significant - 1, None) if top < 2 ** significant else (65535, None)
+    used = max(top.bit_length(), 8)
+    if used > SMALL_RANGE_BITS:
+        return 65535, None
+    return 2 ** used - 1, (f"The 16-bit PNG uses only {used} of its 16 bits and has no sBIT "
+                           f"chunk: read as {used}-bit data (0 to {2 ** used - 1}).")
+
+
+def _to_8bit_array(img: Image.Image, full: int = 65535) -> np.ndarray:
+    """Any Pillow mode -> (H, W) uint8 for single-channel images, (H, W, 3) uint8 otherwise;
+    `full` is the 16-bit grey value shown white (_16bit_range)."""
     if img.mode.startswith("I;16"):
-        # 16-bit grayscale: scale the whole range to 0-255 (Pillow's own convert("L") clips at
-        # 255, which turns almost every 16-bit X-ray white). Integer arithmetic in place, one
+        # 16-bit grayscale: scale 0..full to 0-255 (Pillow's own convert("L") clips at 255,
+        # which turns almost every 16-bit X-ray white). Integer arithmetic in place, one
         # uint32 array: a 49-megapixel film never becomes float64 copies. (x * 255 + 32767)
         # // 65535 equals round(x * 255 / 65535) for every 16-bit x, as no x lands on .5.
         arr = np.asarray(img).astype(np.uint32)
+        np.minimum(arr, full, out=arr)
         arr *= 255
-        arr += 32767
-        arr //= 65535
+        arr += full // 2
+        arr //= full
         return arr.astype(np.uint8)
     if img.mode == "I":
         # 32-bit integer grayscale: scale its range (or 0-65535 when it fits) to 0-255.

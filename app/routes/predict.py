@@ -27,7 +27,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     404: "?model= names a model this server does not offer (GET /models lists them)",
     413: "File over the byte limit, or image over the pixel limit",
     415: "Not an image, a format other than JPEG/PNG/DICOM, or an animation",
-    422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, ...)",
+    422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, an "
+         "unusable rescale, compressed pixels without file meta, ...)",
     408: "The upload was sent too slowly",
     503: "The model is not ready yet, or every decode slot is busy (see Retry-After)",
 }.items()}
@@ -57,8 +58,10 @@ def predict_batch(scorer: ScorerDep, files: BatchDep, thumbnails: bool = False,
     """A worklist: every file in the multipart field `files` (repeated), scored in one call.
 
     One entry per file in upload order; a file that cannot be scored carries its error and
-    never fails the others. `format=csv` returns the worklist as CSV, highest probability
-    first, exactly as the page's table and download show it.
+    never fails the others; a film the model cannot judge has `assessable: false`, its
+    reasons and no label. `format=csv` returns the worklist as CSV: judged films highest
+    probability first, then those that need a human look, then the errors, exactly as the
+    page's table and download show it.
     """
     results = list(score_films(scorer, files, thumbnails=thumbnails))
     if format == "csv":
@@ -66,9 +69,11 @@ def predict_batch(scorer: ScorerDep, files: BatchDep, thumbnails: bool = False,
                                  headers={"Content-Disposition":
                                           'attachment; filename="worklist.csv"'})
     card = scorer.model.card
-    scored = [r.prediction for r in results if r.prediction is not None]
+    read = [r.prediction for r in results if r.prediction is not None]
+    judged = [p for p in read if p.assessable]
     return BatchResponse(
         model=ModelInfo(name=card.name, version=card.version), threshold=scorer.threshold,
-        count=len(results), scored=len(scored), flagged=sum(p.flagged for p in scored),
+        count=len(results), scored=len(judged), flagged=sum(p.flagged for p in judged),
+        needs_human_look=len(read) - len(judged),
         results=[BatchEntry.of(result) for result in results],
-        elapsed_ms=round(sum(p.elapsed_ms for p in scored), 2), note=card.disclaimer)
+        elapsed_ms=round(sum(p.elapsed_ms for p in read), 2), note=card.disclaimer)

@@ -10,6 +10,12 @@ So it runs outside the server process, in `workers` processes (default: one per 
 - each worker's address space is capped (`memory_mb`), so a decode that would need more
   fails with MemoryError inside the worker (TooManyPixelsError, 413) instead of pushing the
   server out of memory; a worker that dies anyway is replaced the same way;
+- a worker that reached its cap (a MemoryError anywhere in the film's error), or whose
+  address space stays high after a film (above `retire_mb`; by default more than half of
+  the room between its size at rest and the cap), as a decoder that does not give back what
+  it took leaves it, is replaced, never reused: the next film
+  must not fail for the last one's sake (two such uploads once left every worker unable to
+  decode ordinary films while /readyz said 200);
 - a request that finds no free worker within `wait` seconds (default: `timeout`) is
   answered 503 (busy).
 
@@ -40,13 +46,20 @@ from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from app.contract.errors import DecodeBudgetError, ImageError, WorkerLostError
+from app.contract.errors import (
+    DecodeBudgetError,
+    ImageError,
+    TooManyPixelsError,
+    WorkerLostError,
+)
 from app.errors import ServerBusyError
 from app.services.film import FilmJob, PreparedFilm, prepare_film
 
 log = logging.getLogger("app.decoders")
 
 _START_SECONDS = 60  # a worker that has not started by then is dead
+RETIRE_FRACTION = 0.5  # of the room between a worker at rest and its cap; above: replaced
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MODULES_PROBE = "modules?"  # a worker answers it with the names in its sys.modules
 
 
@@ -106,6 +119,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.started = False  # True once the worker said it is ready
+        self.at_rest: int | None = None  # bytes of address space once ready
 
     def wait_started(self, timeout: float) -> None:
         """Wait for the worker's hello (it imports NumPy and Pillow first, about a second),
@@ -115,6 +129,7 @@ class _Worker:
                 raise EOFError("the decode worker did not start")
             self.conn.recv()
             self.started = True
+            self.at_rest = address_space(self.process.pid)
 
     def stop(self) -> None:
         self.process.kill()
@@ -126,13 +141,15 @@ class DecodePool:
     """`workers` decoding processes; `prepare` blocks its caller until the film is ready."""
 
     def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
-                 wait: float | None = None, admitted: int | None = None) -> None:
+                 wait: float | None = None, admitted: int | None = None,
+                 retire_mb: float | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self._admission = Admission(admitted)
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
+        self.retire_bytes = None if retire_mb is None else int(retire_mb * 2 ** 20)
         self._context = multiprocessing.get_context("spawn")
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: set[_Worker] = set()
@@ -175,7 +192,11 @@ class DecodePool:
                             "replaced", self.timeout, worker.process.pid)
                 worker = self._replace(worker)
                 raise DecodeBudgetError(self.timeout)
-            ok, value = _loads(worker.conn.recv_bytes())
+            ok, value, spent = _loads(worker.conn.recv_bytes())
+            if spent or self._holds_too_much(worker):
+                log.info("decode worker %d %s: replaced", worker.process.pid,
+                         "reached its memory cap" if spent else "kept its memory after a film")
+                worker = self._replace(worker)
         except (EOFError, OSError) as exc:
             lost, worker = worker, self._replace(worker)  # stopped and reaped: its exit code
             log.warning("a decode worker %s (exit code %s): replaced",
@@ -189,6 +210,16 @@ class DecodePool:
         if not ok:
             raise value
         return value
+
+    def _holds_too_much(self, worker: _Worker) -> bool:
+        """Whether the worker's address space stays high after a film, read by the server
+        from /proc (a worker is not asked about itself); False where /proc is not there."""
+        limit = self.retire_bytes
+        if limit is None and self.memory_mb and worker.at_rest is not None:
+            cap = self.memory_mb * 2 ** 20
+            limit = int(worker.at_rest + RETIRE_FRACTION * max(cap - worker.at_rest, 0))
+        size = address_space(worker.process.pid)
+        return limit is not None and size is not None and size > limit
 
     def close(self) -> None:
         self._closed = True
@@ -212,6 +243,15 @@ class DecodePool:
     def pids(self) -> list[int]:
         with self._lock:
             return [w.process.pid for w in self._all]
+
+
+def address_space(pid: int) -> int | None:
+    """A process's address space in bytes (/proc/PID/statm), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[0]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _serve(conn: Connection, memory_mb: int | None) -> None:
@@ -238,26 +278,50 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             conn.send_bytes(pickle.dumps(sorted(sys.modules)))
             continue
         payload, ok = _answer(job)
-        conn.send_bytes(payload)
-        del job, payload
+        del job
         if not ok:
             # Nothing of a failed film may outlive its answer: the frames of its decode hold
             # its arrays (in reference cycles), and kept until the next job they made that
-            # job run out of memory.
+            # job run out of memory. Collected before answering, so that the server's look
+            # at this worker's memory (DecodePool._holds_too_much) sees what stays.
             gc.collect()
+        conn.send_bytes(payload)
+        del payload
 
 
 def _answer(job: FilmJob) -> tuple[bytes, bool]:
+    """(pickled (ok, PreparedFilm or error, spent), ok); `spent`: the film ran this worker
+    out of memory, so the server replaces it."""
+    spent = False
     try:
-        result = (True, prepare_film(job))
+        result: tuple = (True, prepare_film(job), False)
+    except MemoryError:
+        result = (False, TooManyPixelsError(None, None), True)
     except ImageError as exc:
-        result = (False, _bare(exc))
+        spent = _out_of_memory(exc)
+        result = (False, _bare(exc), spent)
     except Exception as exc:  # noqa: BLE001 - reported to the server, worker kept
-        result = (False, RuntimeError(f"decode worker: {type(exc).__name__}: {exc}"))
+        spent = _out_of_memory(exc)
+        result = (False, RuntimeError(f"decode worker: {type(exc).__name__}: {exc}"), spent)
     try:
         return pickle.dumps(result), result[0]
     except Exception as exc:  # noqa: BLE001 - an unpicklable error must not kill us
-        return pickle.dumps((False, RuntimeError(f"decode worker: {exc}"))), False
+        return pickle.dumps((False, RuntimeError(f"decode worker: {exc}"), spent)), False
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError anywhere in the error's chain, or a decoder's words for one (pydicom
+    wraps its plugins' errors in a RuntimeError that quotes them)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError) or any(
+                word in str(current) for word in ("MemoryError", "bad_alloc",
+                                                  "out of memory", "Out of memory")):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _bare(exc: BaseException) -> BaseException:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from app.contract.assessability import REASONS, OrientationDetector, contrast_reasons
 from app.contract.dicom import DicomInfo
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import DecodedImage, decode, to_model_input
@@ -32,6 +33,7 @@ class FilmJob:
     max_pixels: int
     keep_pixels: bool = False  # the film at HEATMAP_SIZE, for a heatmap
     thumbnail: bool = False
+    detector: OrientationDetector | None = None  # polarity and rotation
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,16 @@ class ImageFacts:
     format: str
     mode: str
     dicom: DicomInfo | None
+    decode_warnings: tuple[str, ...] = ()  # how a plain file was read (16-bit range, ...)
 
     @classmethod
     def of(cls, decoded: DecodedImage) -> ImageFacts:
-        return cls(decoded.width, decoded.height, decoded.format, decoded.mode, decoded.dicom)
+        return cls(decoded.width, decoded.height, decoded.format, decoded.mode, decoded.dicom,
+                   decoded.warnings)
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.dicom.warnings if self.dicom else ()
+        return (self.dicom.warnings if self.dicom else ()) + self.decode_warnings
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,48 @@ class PreparedFilm:
 
     model_input: np.ndarray  # (H, W, C) uint8
     facts: ImageFacts
-    guard_warnings: tuple[str, ...]
+    guard_warnings: tuple[str, ...]  # the guard's and the detector's, for a person
     thumbnail: str | None  # data: URI of a PNG, THUMBNAIL_SIZE on its longest side
     pixels: np.ndarray | None  # at most HEATMAP_SIZE on its longest side
+    reasons: tuple[str, ...] = ()  # why the model cannot judge it; empty: assessable
+
+    @property
+    def assessable(self) -> bool:
+        return not self.reasons
 
 
 def prepare_film(job: FilmJob) -> PreparedFilm:
-    """Bytes -> model input, image facts and guard warnings; raises ImageError subclasses
-    (app/contract/errors.py) only."""
+    """Bytes -> model input, image facts, warnings and assessability; raises ImageError
+    subclasses (app/contract/errors.py) only."""
     decoded = decode(job.data, max_pixels=job.max_pixels, target=job.size)
     model_input = to_model_input(decoded.pixels, job.size, job.channels)
-    warnings = () if job.guard is None else tuple(
-        job.guard.warnings(model_input, decoded.pixels, decoded.width, decoded.height))
+    reasons, warnings = assess(job, decoded, model_input)
     return PreparedFilm(model_input, ImageFacts.of(decoded), warnings,
                         _thumbnail(decoded.pixels) if job.thumbnail else None,
-                        display_size(decoded.pixels) if job.keep_pixels else None)
+                        display_size(decoded.pixels) if job.keep_pixels else None,
+                        reasons)
+
+
+def assess(job: FilmJob, decoded: DecodedImage,
+           model_input: np.ndarray) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reason codes, warnings) from the DICOM tags' reasons (their warnings are the tags')
+    and cheap statistics of the decoded film: contrast, the input guard and the
+    polarity/rotation detector, each with its sentence for a person."""
+    reasons = list(decoded.dicom.reasons if decoded.dicom else ())
+    warnings: list[str] = []
+    for code in contrast_reasons(decoded.pixels):
+        reasons.append(code)
+        warnings.append(REASONS[code])
+    if job.guard is not None:
+        for code, text in job.guard.findings(model_input, decoded.pixels, decoded.width,
+                                             decoded.height):
+            reasons.append(code)
+            warnings.append(text)
+    if job.detector is not None and "no_contrast" not in reasons:
+        for code in job.detector.judge(decoded.pixels).reasons:
+            reasons.append(code)
+            warnings.append(REASONS[code])
+    return tuple(dict.fromkeys(reasons)), tuple(warnings)
 
 
 def display_size(pixels: np.ndarray) -> np.ndarray:

@@ -39,8 +39,12 @@ class Heatmap:
 
 @dataclass(frozen=True)
 class Prediction:
+    """The model's answer for one film. A film that is not assessable (`reasons`) has no
+    label and is never flagged: `probability` is then the model's raw, unvalidated output,
+    kept for audit and never shown as a result (app/schemas.py names it so)."""
+
     probability: float
-    label: str
+    label: str | None  # None when not assessable
     flagged: bool  # label is the card's positive class: a priority read
     threshold: float
     model_name: str
@@ -50,8 +54,11 @@ class Prediction:
     thumbnail: str | None = None  # data: URI of a small PNG, when asked for
     guard_warnings: tuple[str, ...] = ()
     heatmap: Heatmap | None = None
-    assessable: bool = True  # False: the model cannot judge this film (`reasons` say why)
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # app/contract/assessability.py's codes
+
+    @property
+    def assessable(self) -> bool:
+        return not self.reasons
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -80,17 +87,19 @@ class Scorer:
     def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
         card = self.model.card
         return FilmJob(data, card.input_size, card.channels, self.model.guard,
-                       self.max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail)
+                       self.max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail,
+                       detector=self.model.detector)
 
     def prediction(self, film: PreparedFilm, probability: float, seconds: float,
                    heatmap: Heatmap | None = None) -> Prediction:
+        """The one rule: a label (and a flag) only for a film the model can judge."""
         card = self.model.card
-        label = card.label_for(probability, self.threshold)
+        label = card.label_for(probability, self.threshold) if film.assessable else None
         return Prediction(
             probability=probability, label=label, flagged=label == card.positive_class,
             threshold=self.threshold, model_name=card.name, model_version=card.version,
             image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
-            guard_warnings=film.guard_warnings, heatmap=heatmap)
+            guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons)
 
 
 def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction:
@@ -101,7 +110,7 @@ def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction
     film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
     model = scorer.model
     heatmap = None
-    if explain and model.can_explain:
+    if explain and model.can_explain and film.assessable:  # no map of an unvalidated score
         probabilities, maps = model.explain(film.model_input[None])
         heatmap = draw_heatmap(film.pixels, maps[0])
     else:

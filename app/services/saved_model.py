@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.contract.assessability import OrientationDetector
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.guard import InputGuard
 from app.services.batcher import MicroBatcher
@@ -59,6 +60,9 @@ class ServedModel:
         self.guard = InputGuard.read(self.path)
         if self.card.input_guard is not None and self.guard is None:
             raise CardError("input_guard.file", f"{self.card.input_guard.file} is missing")
+        self.detector = OrientationDetector.read(self.path)
+        if self.card.assessability is not None and self.detector is None:
+            raise CardError("assessability.file", f"{self.card.assessability.file} is missing")
         signatures = tf.saved_model.load(str(self.path)).signatures
         self._serve = signatures[signature.name]
         self._explain = signatures[signature.explain] if signature.explain else None

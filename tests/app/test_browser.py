@@ -119,7 +119,7 @@ def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
 
 
 def test_browser_shows_heatmap_overlay_with_slider_and_a_guard_warning(server, browser,
-                                                                       tmp_path):
+                                                                       tmp_path, samples_dir):
     import skimage.data
     from PIL import Image
 
@@ -132,7 +132,10 @@ def test_browser_shows_heatmap_overlay_with_slider_and_a_guard_warning(server, b
     expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
     expect(page.locator("#warnings")).to_be_visible()
     expect(page.locator("#warnings")).to_contain_text("unlike the chest films")
-    expect(page.locator("#heatmap")).to_be_visible()
+    expect(page.locator("#heatmap")).to_be_hidden()  # not assessable: no map of its score
+    page.set_input_files("#file", str(_sample(samples_dir)))
+    page.click("#submit")
+    expect(page.locator("#heatmap")).to_be_visible(timeout=20_000)
     expect(page.locator("#heat-overlay")).to_have_attribute("src", re.compile("^data:image/png"))
     page.locator("#opacity").fill("20")
     expect(page.locator("#heat-overlay")).to_have_css("opacity", "0.2")

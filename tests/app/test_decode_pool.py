@@ -216,8 +216,8 @@ def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
     worker.start()
     assert server_end.recv() == "ready"
     server_end.send(_job(b"x"))
-    ok, error = decoders._loads(server_end.recv_bytes())
-    assert not ok and isinstance(error, CorruptImageError)
+    ok, error, spent = decoders._loads(server_end.recv_bytes())
+    assert not ok and isinstance(error, CorruptImageError) and not spent
     _until(lambda: refs[0]() is None, seconds=5)  # freed before any next job arrives
     server_end.close()
     worker.join(timeout=5)

@@ -1,13 +1,61 @@
-"""app/services/worklist.py: the one worklist order and CSV."""
-
-from __future__ import annotations
+"""The one worklist order and CSV (app/services/worklist.py): judged films by probability,
+then those that need a human look in upload order, then files not scored; and the page
+script's copy of the rule (static/upload.js) is the same rule."""
 
 import csv
 import io
+import re
 
 import pytest
 
-from app.services.worklist import csv_cell
+from app.contract.errors import CorruptImageError
+from app.services.film import ImageFacts
+from app.services.pipeline import FileResult, Prediction
+from app.services.worklist import csv_cell, worklist_csv, worklist_order
+from tests.servers import REPO
+
+FACTS = ImageFacts(224, 224, "JPEG", "L", None)
+
+
+def _result(index: int, probability: float | None, reasons: tuple[str, ...] = ()):
+    if probability is None:
+        return FileResult(index, f"f{index}", None, CorruptImageError("x"))
+    label = None if reasons else ("PNEUMONIA" if probability >= 0.5 else "NORMAL")
+    prediction = Prediction(probability, label, label == "PNEUMONIA", 0.5, "m", 1, FACTS, 1.0,
+                            reasons=reasons)
+    return FileResult(index, f"f{index}", prediction, None)
+
+
+RESULTS = [_result(0, 0.2), _result(1, 0.999, ("inverted",)), _result(2, None),
+           _result(3, 0.7), _result(4, 0.01, ("not_frontal",)), _result(5, 0.7)]
+
+
+def test_films_that_need_a_human_look_come_after_the_judged_never_ranked():
+    order = [r.index for r in worklist_order(RESULTS)]
+    assert order == [3, 5, 0, 1, 4, 2]
+
+
+def test_the_csv_gives_them_no_rank_probability_or_label():
+    rows = list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))))
+    assert [r["file"] for r in rows] == ["f3", "f5", "f0", "f1", "f4", "f2"]
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "", "", ""]
+    look = rows[3]
+    assert look["group"] == "needs a human look" and look["reasons"] == "inverted"
+    assert look["probability"] == look["label"] == look["shown"] == "" and look["flagged"] == "no"
+    assert rows[5]["group"] == "not scored" and rows[5]["error"]
+
+
+def test_a_film_that_is_not_assessable_is_never_flagged():
+    assert not RESULTS[1].prediction.flagged and RESULTS[1].prediction.label is None
+
+
+def test_the_page_script_keeps_the_same_groups_and_columns():
+    script = (REPO / "static" / "upload.js").read_text()
+    columns = re.search(r'\["rank", "file".*?\]', script, re.S).group(0)
+    assert [c.strip().strip('"') for c in columns.strip("[]").replace("\n", "").split(",")] \
+        == list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))).fieldnames)
+    order = re.search(r"function worklistOrder\(entries\) \{(.*?)\n  \}", script, re.S).group(1)
+    assert order.index('"scored"') < order.index('"look"') < order.index('"error"')
 
 
 @pytest.mark.parametrize(("text", "cell"), [

@@ -1,0 +1,75 @@
+"""Compressed DICOM frames (app/contract/dicom_frames.py): every codec's frame refused when cut
+or when its own header disagrees with Rows/Columns, before any decode; whole ones read as
+their plain pixels. Built from a dataset film."""
+
+import numpy as np
+import pytest
+
+from app.contract.errors import CorruptImageError, DamagedImageError, TooManyPixelsError
+from app.contract.preprocessing import decode
+from tests import film_builders as fb
+from tests.corpus import progressive_cut_at_scan
+from tests.dicom_helpers import dicom_bytes
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def gray(data_dir) -> np.ndarray:
+    return fb.gray_of(data_dir / "test/NORMAL/IM-0001-0001.jpeg")
+
+
+def _frames(gray: np.ndarray) -> dict[str, bytes]:
+    wide = gray.astype(np.uint16) * 16
+    return {
+        "jpeg-extended": fb.encapsulated(gray, fb.extended_jpeg(gray), fb.SYNTAXES[
+            "jpeg-extended"]),
+        "jpeg-lossless-8": fb.encapsulated(gray, fb.lossless_jpeg(gray), fb.SYNTAXES[
+            "jpeg-lossless"]),
+        "jpeg-lossless-sv1-12": fb.encapsulated(wide, fb.lossless_jpeg(wide, 12), fb.SYNTAXES[
+            "jpeg-lossless-sv1"], bits=12),
+        "jpeg-lossless-16-predictor-7": fb.encapsulated(
+            wide, fb.lossless_jpeg(wide, 16, predictor=7), fb.SYNTAXES["jpeg-lossless"],
+            bits=16),
+        "jpeg-2000": dicom_bytes(gray, syntax="jpeg2000"),
+        "rle": dicom_bytes(gray, syntax="rle"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["jpeg-extended", "jpeg-lossless-8", "jpeg-lossless-sv1-12",
+                                  "jpeg-lossless-16-predictor-7", "jpeg-2000", "rle"])
+def test_a_whole_frame_reads_and_a_cut_one_is_refused(gray, kind):
+    data = _frames(gray)[kind]
+    shown = decode(data).pixels
+    assert np.corrcoef(shown.ravel(), gray.ravel())[0, 1] > 0.99
+    frame = fb.frame_of(data)
+    for keep in (0.35, 0.9):
+        with pytest.raises(CorruptImageError):
+            decode(fb.with_frame(data, fb.cut(frame, keep)))
+
+
+def test_a_progressive_frame_cut_at_a_scan_is_refused(gray):
+    frame = fb.extended_jpeg(gray, progressive=True)
+    data = fb.encapsulated(gray, frame, fb.SYNTAXES["jpeg-extended"])
+    decode(data)
+    with pytest.raises(DamagedImageError):
+        decode(fb.with_frame(data, progressive_cut_at_scan(frame)))
+
+
+def test_a_frame_header_over_the_pixel_limit_is_refused_before_decoding(gray):
+    with pytest.raises(TooManyPixelsError) as raised:
+        decode(fb.poisoning_jpeg_extended(gray), max_pixels=50_000_000)
+    assert raised.value.pixels == 30000 * 30000
+
+
+def test_a_frame_header_that_disagrees_with_rows_and_columns_is_refused(gray):
+    with pytest.raises(DamagedImageError, match="Rows/Columns"):
+        decode(fb.poisoning_jpeg_extended(gray, claimed=1024), max_pixels=50_000_000)
+
+
+def test_an_rle_header_listing_the_wrong_segments_is_refused(gray):
+    data = dicom_bytes(gray, syntax="rle")
+    frame = bytearray(fb.frame_of(data))
+    frame[0] = 3  # three segments for one 8-bit sample
+    with pytest.raises(DamagedImageError, match="segments"):
+        decode(fb.with_frame(data, bytes(frame)))
