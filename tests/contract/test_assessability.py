@@ -12,7 +12,7 @@ from app.contract.assessability import (
     thumbnail,
 )
 from tests import film_builders as fb
-from tests.conftest import REPO
+from tests.servers import REPO
 
 DETECTOR_DIR = REPO / "models" / "pneumonia" / "2"
 

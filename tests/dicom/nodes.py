@@ -33,6 +33,7 @@ class StandInModel:
     def __init__(self, probability: float = 0.9, can_explain: bool = True) -> None:
         self.card = read_card(MODEL_DIR)
         self.guard = None
+        self.detector = None  # no polarity/rotation check: generated films are judged
         self.probability = probability
         self.can_explain = can_explain
 

@@ -209,7 +209,9 @@ def test_store_logs_no_patient_name_or_id(tmp_path, caplog):
     lateral = study_film(xray_like(96, 80), view="LL")
     good.save_as(tmp_path / "cr.dcm", enforce_file_format=True)
     ingest, recorder = scoring_ingest()
-    with caplog.at_level(logging.DEBUG), running_node(ingest) as node:
+    # pynetdicom's own level too: the app quiets it to WARNING (app/quiet.py).
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="pynetdicom"), \
+            running_node(ingest) as node:
         statuses = store(node.port, [good, damaged, lateral])
         run = _storescu(node.port, tmp_path / "cr.dcm")
         _storescu(node.port, tmp_path / "cr.dcm", ae_title="ELSEWHERE")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tests import film_builders as fb
-from tests.conftest import REPO
 from tests.dicom_helpers import dicom_bytes
+from tests.servers import REPO
 
 pytestmark = pytest.mark.realdata
 

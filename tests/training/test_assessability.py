@@ -8,7 +8,7 @@ import pytest
 
 from app.contract.assessability import DETECTOR_FILE, OrientationDetector
 from app.contract.card import read_card
-from tests.conftest import REPO
+from tests.servers import REPO
 from training.assessability import export, fit, measure, thumbnails
 from training.data import list_split
 
