@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # memory of the worst case (16 films of 50 megapixels in flight on 2 cores) is bounded.
     max_concurrent_decodes: int = Field(default=8 * (os.cpu_count() or 1), gt=0)
     max_upload_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Heatmaps (?explain=true) computed at once: one per core; one more is 503 at once.
+    max_concurrent_explanations: int = Field(default=len(os.sched_getaffinity(0)) or 1, gt=0)
     # Decoding runs in worker processes (app/services/decode_pool.py): this many (0 = in the
     # request's thread, no processes), each job stopped after decode_timeout_seconds, each
     # worker's address space capped at decode_memory_mb (None = no cap).

@@ -126,7 +126,7 @@ async def get_scorer(request: Request, model: ModelDep, catalog: CatalogDep,
     """The pipeline's scorer for the model asked for, at the threshold the catalog's rule
     gives it, decoding in the app's worker pool."""
     return Scorer(model, catalog.threshold(model), decoder_of(request),
-                  settings.max_image_pixels)
+                  settings.max_image_pixels, explanations=request.app.state.explanations)
 
 
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]

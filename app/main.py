@@ -20,7 +20,7 @@ from app.quiet import silence_decoder_chatter
 from app.routes import dicomweb, docs, health, pages, predict
 from app.security import InFlightLimit, RequestGuard
 from app.services.catalog import ModelCatalog
-from app.services.decode_pool import DecodePool, InlineDecoder
+from app.services.decode_pool import Admission, DecodePool, InlineDecoder
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
 from app.upload import BodyBudget
 
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None,
     # STOW-RS answers 503.
     app.state.dicom_ingest = None
     app.state.body_budget = BodyBudget(settings.max_upload_memory_bytes)
+    app.state.explanations = Admission(settings.max_concurrent_explanations)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)

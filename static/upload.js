@@ -102,14 +102,30 @@
   // The model the page was opened for (?model=NAME); empty: the server's default.
   function withModel(url) {
     const model = form.dataset.model;
-    return model ? `${url}&model=${encodeURIComponent(model)}` : url;
+    return model ? `${url}${url.includes("?") ? "&" : "?"}model=${encodeURIComponent(model)}` : url;
   }
 
   async function post(url, body) {
     const response = await fetch(withModel(url), { method: "POST", body, headers: { Accept: "application/json" } });
     const data = await response.json();
-    if (!response.ok) throw new Error(data.detail || "The upload failed.");
+    if (!response.ok) {
+      const error = new Error(data.detail || "The upload failed.");
+      error.code = data.error;
+      throw error;
+    }
     return data;
+  }
+
+  // The heatmap has its own small budget on the server: when it is full, the film is
+  // scored without one rather than not at all.
+  async function scoreOne(file) {
+    const body = () => { const form = new FormData(); form.append("file", file); return form; };
+    try {
+      return await post("/predict?explain=true", body());
+    } catch (err) {
+      if (err.code !== "busy") throw err;
+      return await post("/predict", body());
+    }
   }
 
   // The server's rule (app/services/worklist.py): judged films by highest probability,
@@ -234,9 +250,7 @@
     button.textContent = "Estimating…";
     try {
       if (files.length === 1) {
-        const body = new FormData();
-        body.append("file", files[0]);
-        showResult(await post("/predict?explain=true", body));
+        showResult(await scoreOne(files[0]));
       } else {
         await scoreMany(files);
       }

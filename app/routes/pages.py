@@ -47,13 +47,13 @@ def index(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLRespons
 @router.post("/", response_class=HTMLResponse,
              dependencies=[Depends(require_token)])
 def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
-                 files: BatchDep) -> HTMLResponse:
+                 files: BatchDep, explain: bool = False) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
     model = scorer.model
     if len(files) == 1:
-        prediction = score_film(scorer, files[0][1], explain=True)
+        prediction = score_film(scorer, files[0][1], explain=explain)
         return _page(request, catalog, model,
                      result=PredictionResponse.from_prediction(prediction, model.card))
     results = list(score_films(scorer, files, thumbnails=True))

@@ -20,7 +20,7 @@ from PIL import Image
 
 from app.contract.errors import ImageError
 from app.errors import ServerBusyError
-from app.services.decode_pool import Decoder, InlineDecoder
+from app.services.decode_pool import Admission, Decoder, InlineDecoder
 from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
 from app.services.saved_model import ServedModel
 
@@ -83,6 +83,9 @@ class Scorer:
     threshold: float  # from ModelCatalog.threshold, the one rule
     decoder: Decoder
     max_pixels: int
+    # Explanations' own budget: an occlusion map costs 20 to 60 model calls, so a few
+    # clients asking for one each time must not take the model from everyone else.
+    explanations: Admission | None = None
 
     def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
         card = self.model.card
@@ -105,16 +108,19 @@ class Scorer:
 def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction:
     """One film: its prediction, with its occlusion heatmap when `explain` (and the model
     can). Raises ImageError subclasses (app/contract/errors.py), or ServerBusyError when no
-    decode worker is free."""
-    started = time.perf_counter()
-    film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
-    model = scorer.model
-    heatmap = None
-    if explain and model.can_explain and film.assessable:  # no map of an unvalidated score
-        probabilities, maps = model.explain(film.model_input[None])
-        heatmap = draw_heatmap(film.pixels, maps[0])
-    else:
-        probabilities = model.predict_shared(film.model_input[None])
+    decode worker is free, or when `explain` finds the explanations' budget full."""
+    explain = explain and scorer.model.can_explain
+    budget = scorer.explanations if explain and scorer.explanations else Admission(None)
+    with budget.admit():  # ServerBusyError at once, before any decoding, when it is full
+        started = time.perf_counter()
+        film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
+        model = scorer.model
+        heatmap = None
+        if explain and film.assessable:  # no map of an unvalidated score
+            probabilities, maps = model.explain(film.model_input[None])
+            heatmap = draw_heatmap(film.pixels, maps[0])
+        else:
+            probabilities = model.predict_shared(film.model_input[None])
     return scorer.prediction(film, float(probabilities[0]), time.perf_counter() - started,
                              heatmap=heatmap)
 
