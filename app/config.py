@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # A worklist request (/predict/batch, the page): files and bytes in one request.
     max_batch_files: int = Field(default=100, gt=0)
     max_batch_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    # Worklist requests scored at once (one more: 503), and each one's time: files whose
+    # turn comes after it are answered 'request_too_slow', unread.
+    max_concurrent_batches: int = Field(default=2, gt=0)
+    batch_budget_seconds: float = Field(default=60.0, gt=0)
 
     # Bounds under load. Films admitted for decoding across all scoring requests (taken once
     # a request's bytes are all in): one more is answered 503 with Retry-After at once, never

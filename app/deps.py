@@ -20,6 +20,7 @@ from app.dicom.ingest import Ingest, NotStoredError
 from app.dicom.stow import boundary_of
 from app.errors import ModelNotReadyError, UnknownModelError
 from app.login_throttle import LoginThrottle
+from app.memory import give_back_memory
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
@@ -163,13 +164,19 @@ UploadDep = Annotated[bytes, Depends(read_upload)]
 async def read_batch(request: Request,
                      settings: SettingsDep) -> AsyncIterator[list[tuple[str, bytes]]]:
     """(file name, bytes) of every multipart field `files`, within the worklist limits,
-    admitted as `read_upload` is (one place for the request: its films decode in turn)."""
-    with request.app.state.body_budget.reservation() as take:
-        files = await read_files(request, "files", settings.max_batch_files,
-                                 settings.max_upload_bytes, settings.max_batch_bytes,
-                                 timeouts=_timeouts(settings), take=take)
-        with decoder_of(request).admit():
-            yield files
+    admitted as `read_upload` is (one place for the request: its films decode in turn), and
+    within the limit of worklist requests at once. The memory the request grew is given
+    back to the system once it is answered."""
+    try:
+        with request.app.state.body_budget.reservation() as take:
+            files = await read_files(request, "files", settings.max_batch_files,
+                                     settings.max_upload_bytes, settings.max_batch_bytes,
+                                     timeouts=_timeouts(settings), take=take)
+            with request.app.state.batches.admit(), decoder_of(request).admit():
+                yield files
+                del files
+    finally:
+        give_back_memory()
 
 
 BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]

@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None,
     app.state.dicom_ingest = None
     app.state.body_budget = BodyBudget(settings.max_upload_memory_bytes)
     app.state.explanations = Admission(settings.max_concurrent_explanations)
+    app.state.batches = Admission(settings.max_concurrent_batches)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)

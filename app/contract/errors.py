@@ -175,3 +175,19 @@ class MissingFileMetaError(ImageError):
                 "0002,0010), and its pixel data cannot be read as the standard's default "
                 "(implicit VR little endian, uncompressed). Export it again as a DICOM Part 10 "
                 "file.")
+
+
+class RequestBudgetError(ImageError):
+    """The film's request ran out of its time budget before the film's turn: not scored,
+    not damaged either; send it again."""
+
+    code = "request_too_slow"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    @property
+    def message(self) -> str:
+        return (f"Not scored: the request's {self.seconds:g} s budget ran out before this "
+                "file's turn. Send it again, or send fewer files at once.")

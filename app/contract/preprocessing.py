@@ -362,3 +362,25 @@ def load_model_input(
 ) -> np.ndarray:
     """Bytes straight to model input; what training uses for every file on disk."""
     return to_model_input(decode(data, max_pixels, target=size).pixels, size, channels)
+
+
+# Other formats, by their first bytes: refused without a decode (precheck).
+_OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"),
+                  (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"\x00\x00\x01\x00", "ICO"))
+
+
+def precheck(data: bytes) -> None:
+    """The refusals that need no decoder, for the server to make before a file reaches a
+    decode worker: an empty file (EmptyImageError), a format we do not read recognised by
+    its first bytes (UnsupportedFormatError), or text (NotAnImageError). The same answers
+    `decode` gives these files; anything else passes to it."""
+    if not data:
+        raise EmptyImageError()
+    if data.startswith(_SIGNATURES) or looks_like_dicom(data):
+        return
+    for signature, name in _OTHER_FORMATS:
+        if data.startswith(signature):
+            raise UnsupportedFormatError(name)
+    head = data[:512]
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        raise NotAnImageError()

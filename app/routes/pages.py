@@ -47,7 +47,8 @@ def index(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLRespons
 @router.post("/", response_class=HTMLResponse,
              dependencies=[Depends(require_token)])
 def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
-                 files: BatchDep, explain: bool = False) -> HTMLResponse:
+                 files: BatchDep, settings: SettingsDep,
+                 explain: bool = False) -> HTMLResponse:
     """The no-JavaScript path: a plain form post of one film (rendered as a result) or many
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
@@ -56,7 +57,8 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
         prediction = score_film(scorer, files[0][1], explain=explain)
         return _page(request, catalog, model,
                      result=PredictionResponse.from_prediction(prediction, model.card))
-    results = list(score_films(scorer, files, thumbnails=True))
+    results = list(score_films(scorer, files, thumbnails=True,
+                               budget_seconds=settings.batch_budget_seconds))
     return _page(request, catalog, model,
                  worklist=[BatchEntry.of(r) for r in worklist_order(results)],
                  worklist_csv=worklist_csv(results))

@@ -3,7 +3,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import BatchDep, ScorerDep, UploadDep
+from app.deps import BatchDep, ScorerDep, SettingsDep, UploadDep
 from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
 from app.security import require_token
 from app.services.pipeline import score_film, score_films
@@ -53,8 +53,8 @@ def predict(scorer: ScorerDep, upload: UploadDep, explain: bool = False) -> Pred
                                          "JSON in upload order, or the CSV worklist"}},
              openapi_extra={"requestBody": _body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
-def predict_batch(scorer: ScorerDep, files: BatchDep, thumbnails: bool = False,
-                  format: Literal["json", "csv"] = "json"):
+def predict_batch(scorer: ScorerDep, files: BatchDep, settings: SettingsDep,
+                  thumbnails: bool = False, format: Literal["json", "csv"] = "json"):
     """A worklist: every file in the multipart field `files` (repeated), scored in one call.
 
     One entry per file in upload order; a file that cannot be scored carries its error and
@@ -63,7 +63,8 @@ def predict_batch(scorer: ScorerDep, files: BatchDep, thumbnails: bool = False,
     probability first, then those that need a human look, then the errors, exactly as the
     page's table and download show it.
     """
-    results = list(score_films(scorer, files, thumbnails=thumbnails))
+    results = list(score_films(scorer, files, thumbnails=thumbnails,
+                               budget_seconds=settings.batch_budget_seconds))
     if format == "csv":
         return PlainTextResponse(worklist_csv(results), media_type="text/csv",
                                  headers={"Content-Disposition":

@@ -18,7 +18,8 @@ from itertools import islice
 import numpy as np
 from PIL import Image
 
-from app.contract.errors import ImageError
+from app.contract.errors import ImageError, RequestBudgetError
+from app.contract.preprocessing import precheck
 from app.errors import ServerBusyError
 from app.services.decode_pool import Admission, Decoder, InlineDecoder
 from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
@@ -111,6 +112,7 @@ def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction
     decode worker is free, or when `explain` finds the explanations' budget full."""
     explain = explain and scorer.model.can_explain
     budget = scorer.explanations if explain and scorer.explanations else Admission(None)
+    precheck(data)  # refusals that need no decoder, made before one is taken
     with budget.admit():  # ServerBusyError at once, before any decoding, when it is full
         started = time.perf_counter()
         film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
@@ -127,19 +129,25 @@ def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction
 
 def score_films(scorer: Scorer, files: Iterable[tuple[str, bytes | Callable[[], bytes]]],
                 thumbnails: bool = False, parallel: int = 1,
-                chunk: int = CHUNK) -> Iterator[FileResult]:
+                chunk: int = CHUNK, budget_seconds: float | None = None
+                ) -> Iterator[FileResult]:
     """Many films, in the order given: one FileResult each, yielded as each chunk of
     `chunk` films is scored in one model call. A file that cannot be scored carries its
     error and never fails the others. `files` holds (name, bytes or a function that reads
     them), read lazily; `parallel` films are decoded at once (the folder command uses every
     worker; a request uses one, leaving the pool to other requests). Each film's pixels
-    are dropped as soon as its model input, guard warnings and thumbnail are made."""
+    are dropped as soon as its model input, guard warnings and thumbnail are made. Past
+    `budget_seconds` from the start, the files left get RequestBudgetError, unread."""
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
 
     def prepare(item: tuple[int, tuple[str, bytes | Callable[[], bytes]]]):
         index, (name, source) = item
         started = time.perf_counter()
         try:
+            if deadline is not None and time.monotonic() > deadline:
+                raise RequestBudgetError(budget_seconds)
             data = source() if callable(source) else source
+            precheck(data)
             film = scorer.decoder.prepare(scorer.job(data, thumbnail=thumbnails))
             return index, name, film, None, time.perf_counter() - started
         except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'

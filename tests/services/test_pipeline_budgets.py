@@ -29,3 +29,48 @@ def test_the_page_without_javascript_explains_only_when_asked(client, samples_di
     overlay = 'alt="Heatmap: the regions that raised the score" src="data:'
     assert overlay not in plain.text and overlay in asked.text
     assert 'formaction="/?explain=true"' in plain.text
+
+
+def test_worklist_requests_beyond_their_limit_are_503(client_factory):
+    with client_factory(max_concurrent_batches=1) as client:
+        with client.app.state.batches.admit():  # a worklist request in progress
+            busy = client.post("/predict/batch", files={"files": ("x.jpeg", jpeg_bytes())})
+            assert busy.status_code == 503 and busy.json()["error"] == "busy"
+            single = client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())})
+            assert single.status_code == 200  # one film is not a worklist
+        assert client.post("/predict/batch", files={"files": ("x.jpeg", jpeg_bytes())}
+                           ).status_code == 200
+
+
+def test_files_past_a_worklist_requests_time_budget_are_not_scored_nor_read():
+    from app.services.pipeline import score_films
+    from tests.dicom.nodes import stand_in_scorer
+
+    read = []
+
+    def source(i: int):
+        def data() -> bytes:
+            read.append(i)
+            return jpeg_bytes(seed=i)
+        return data
+
+    results = list(score_films(stand_in_scorer(), [(f"{i}.jpeg", source(i)) for i in range(3)],
+                               budget_seconds=0.0))
+    assert [r.error.code for r in results] == ["request_too_slow"] * 3 and read == []
+    assert all(r.error.message.startswith("Not scored") for r in results)
+
+
+def test_refused_files_never_reach_a_decode_worker(client):
+    decoder = client.app.state.decoder
+    calls = []
+    real = decoder.prepare
+    decoder.prepare = lambda job: calls.append(job) or real(job)
+    try:
+        files = [("files", (f"{i}.txt", b"not an image\n")) for i in range(5)] + [
+            ("files", ("empty.jpeg", b"")), ("files", ("x.gif", b"GIF89a" + b"\0" * 20))]
+        answer = client.post("/predict/batch", files=files).json()
+    finally:
+        decoder.prepare = real
+    assert [e["error"]["error"] for e in answer["results"]] == \
+        ["not_an_image"] * 5 + ["empty_file", "unsupported_format"]
+    assert calls == []
