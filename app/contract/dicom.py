@@ -52,6 +52,8 @@ _CHEST_WORDS = ("CHEST", "THORAX", "LUNG")  # CHEST, CHESTABDOMEN, "PORTABLE CHE
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 GREY_TOLERANCE = 2.0  # mean channel difference (0-255) under which a colour film is grey
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+# Elements of the Image Pixel module (PS3.3 C.7.6.3) that only an image's header holds.
+_IMAGE_PIXEL_MODULE = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     if "PixelData" not in ds:
         if _PIXEL_DATA_TAG in data:  # the element starts but the file ends inside it
             raise DamagedImageError("the DICOM pixel data is cut short")
+        if any(keyword in ds for keyword in _IMAGE_PIXEL_MODULE):
+            # An image's header without its pixels: a file cut before them, not a report.
+            raise DamagedImageError("the DICOM file ends before its Pixel Data")
         raise DicomNotScoredError("no_pixel_data", "The DICOM file holds no image (no Pixel "
                                 "Data element): it may be a report or a structured document.")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -115,6 +120,8 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
         check_frame(frame, syntax, rows, columns, int(ds.get("SamplesPerPixel", 1) or 1),
                     int(ds.get("BitsAllocated", 8) or 8), max_pixels)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if not syntax.is_compressed:
+        _check_native_length(ds, rows, columns, frames)
     stored = _stored(ds, bare)
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if stored.ndim != 2:
@@ -229,3 +236,22 @@ def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     text = str(value).strip() if value is not None else ""
     return text or None
+
+
+def _check_native_length(ds: pydicom.Dataset, rows: int, columns: int, frames: int) -> None:
+    """Uncompressed Pixel Data must hold what Rows, Columns, Samples per Pixel, Bits
+    Allocated and Number of Frames declare (PS3.5 8.1.1, padded to an even length): more is
+    frames the header does not count (which one is the film?), less is a cut file."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "YBR_FULL_422":
+        samples = 2  # two luma samples share one Cb and one Cr (PS3.3 C.7.6.3.1.2)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    expected = -(-rows * columns * samples * frames * bits // 8)
+    held = len(ds.PixelData)
+    if held < expected:
+        raise DamagedImageError("the DICOM pixel data is cut short")
+    if held > expected + (expected % 2) + 1:
+        raise DicomNotScoredError(
+            "frame_count_mismatch", f"The DICOM Pixel Data holds {held} bytes where Rows, "
+            f"Columns and Number of Frames (0028,0008 = {frames}) declare {expected}: it "
+            "holds more frames than the header counts. Export the film again.")
