@@ -15,6 +15,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.contract.errors import (
@@ -35,13 +36,17 @@ from app.dicom.stow import UnsupportedMediaTypeError
 from app.errors import (
     AppError,
     ClientDisconnectedError,
+    CrossSiteFormError,
+    InvalidCursorError,
     MissingFileError,
     ModelNotReadyError,
+    NoThumbnailError,
     ServerBusyError,
     StoreNotReadyError,
     TooManyFilesError,
     TooManyLoginsError,
     UnauthorizedError,
+    UnknownEntryError,
     UnknownModelError,
     UploadError,
     UploadTimeoutError,
@@ -60,6 +65,10 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotStoredError, 503),
     (UnsupportedMediaTypeError, 415),
     (UnknownModelError, 404),
+    (UnknownEntryError, 404),
+    (NoThumbnailError, 404),
+    (InvalidCursorError, 400),
+    (CrossSiteFormError, 403),
     (UploadTimeoutError, 408),
     (UnauthorizedError, 401),
     (TooManyLoginsError, 429),
@@ -143,7 +152,14 @@ def install_error_handlers(app: FastAPI) -> None:
                              "detail": "The request's parameters are not valid."},
                             status_code=422)
 
+    async def handle_database(request: Request, exc: OperationalError) -> Response:
+        # The database went away or is locked: the worklist is not ready, as /readyz says.
+        # The error's type only: its text may quote the database's host.
+        log.warning("worklist database error: %s", type(exc.orig or exc).__name__)
+        return error_response(request, StoreNotReadyError("the database did not answer"))
+
     app.add_exception_handler(AppError, handle)
+    app.add_exception_handler(OperationalError, handle_database)
     app.add_exception_handler(ImageError, handle)
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.add_exception_handler(RequestValidationError, handle_validation)

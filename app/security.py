@@ -14,15 +14,17 @@ import hmac
 import logging
 import secrets
 import time
+import unicodedata
 import uuid
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import settings_of
-from app.errors import UnauthorizedError
+from app.errors import CrossSiteFormError, UnauthorizedError
 
 log = logging.getLogger("app.requests")
 
@@ -134,3 +136,51 @@ async def require_token(request: Request) -> None:
     if not token_matches(request, settings.api_token.get_secret_value(),
                          settings.session_hours):
         raise UnauthorizedError()
+
+
+TOKEN_HOLDER = "token holder"
+ANONYMOUS = "anonymous"
+_MAX_USER_NAME = 128
+
+
+def acting_user(request: Request) -> str:
+    """Who the worklist's audit trail names for this request.
+
+    - PNEUMONIA_TRUSTED_USER_HEADER set (a reverse proxy that authenticates users and sets
+      that header, e.g. X-Forwarded-User): the header's value, its control characters
+      dropped and cut to 128 characters. Only safe when clients cannot reach the app except
+      through that proxy: anyone who can, can claim any name.
+    - otherwise, or when that header is missing or empty: "token holder" when an access
+      token is configured (every holder of the one token is the same to the app), else
+      "anonymous" (an open server cannot tell its users apart).
+    """
+    settings = settings_of(request)
+    if settings.trusted_user_header:
+        given = request.headers.get(settings.trusted_user_header, "")
+        name = "".join(c for c in given if unicodedata.category(c)[0] != "C").strip()
+        if name:
+            return name[:_MAX_USER_NAME]
+    return TOKEN_HOLDER if settings.api_token is not None else ANONYMOUS
+
+
+async def get_acting_user(request: Request) -> str:
+    return acting_user(request)
+
+
+ActorDep = Annotated[str, Depends(get_acting_user)]
+
+
+async def same_site_form(request: Request) -> None:
+    """Dependency of the page's form posts that change state: a post that another site's
+    page made the browser send is refused (403). The session cookie is SameSite=Strict, so
+    with a token such a post already lacks it; this also covers a server without a token.
+    Browsers say where a request comes from in Sec-Fetch-Site; clients that send neither it
+    nor Origin (curl, tests) are not browsers driven by another site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise CrossSiteFormError()
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise CrossSiteFormError()

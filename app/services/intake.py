@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.contract.errors import ImageError
 from app.contract.identifiers import InstanceFacts, instance_facts
 from app.errors import ServerBusyError
-from app.services.pipeline import FileResult, Prediction
-from app.store import FilmRecord
+from app.services.pipeline import FileResult, Prediction, Scorer, score_films
+from app.store import FilmRecord, StudyEntry, WorklistStore
 
 UPLOAD = "upload"
 
@@ -66,6 +67,45 @@ def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileRes
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One uploaded file's outcome: where it is on the worklist (`entry_id`, `film_id`; None
+    when it was refused as busy and not stored), and why it was not scored (`error`)."""
+
+    result: FileResult
+    entry_id: int | None
+    film_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    entries: list[StudyEntry]  # the studies the files belong to, each with all its films
+    files: list[StoredFile]  # in upload order
+
+
+def store_uploads(store: WorklistStore, scorer: Scorer, files: Sequence[tuple[str, bytes]],
+                  thumbnails: bool = False,
+                  clock: Callable[[], datetime] = now) -> StoredUpload:
+    """Score uploaded files through the pipeline and put them on the worklist, committed on
+    return. Raises ServerBusyError when every file was refused as busy (nothing stored)."""
+    received_at = clock()
+    results = list(score_films(scorer, files, thumbnails=thumbnails))
+    records = upload_records(files, results, received_at, clock(), thumbnails)
+    if results and not records:
+        raise ServerBusyError()
+    entries = store.add_films(records)
+    where = {film.sop_instance_uid: (entry.id, film.id)
+             for entry in entries for film in entry.films}
+    stored, pending = [], iter(records)
+    for result in results:
+        if isinstance(result.error, ServerBusyError):  # upload_records left it out
+            stored.append(StoredFile(result, None, None))
+        else:
+            entry_id, film_id = where[next(pending).sop_instance_uid]
+            stored.append(StoredFile(result, entry_id, film_id))
+    return StoredUpload(entries=entries, files=stored)
 
 
 def _upload_facts(data: bytes) -> InstanceFacts:
