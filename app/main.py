@@ -11,10 +11,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.display import when
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
-from app.routes import dicomweb, docs, health, pages, predict
+from app.routes import dicomweb, docs, health, pages, predict, worklist
 from app.security import RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None,
     # STOW-RS answers 503.
     app.state.dicom_ingest = None
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
+    app.state.templates.env.filters["when"] = when
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
     install_error_handlers(app)
@@ -89,13 +91,14 @@ def create_app(settings: Settings | None = None,
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
     app.include_router(predict.router)
+    app.include_router(worklist.router)
     app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"],
+                           allow_methods=["GET", "POST", "PATCH"],
                            allow_headers=["Authorization", "Content-Type"])
     # Outermost: headers and a JSON 500 for every response, the head's size limit.
     app.add_middleware(RequestGuard, max_header_bytes=settings.max_header_bytes)
