@@ -15,7 +15,7 @@ from app.display import when
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
-from app.routes import dicomweb, docs, health, pages, predict, worklist
+from app.routes import dicomweb, docs, health, pages, predict, worklist, worklist_pages
 from app.security import RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import DecodePool, InlineDecoder
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None,
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
     app.include_router(predict.router)
     app.include_router(worklist.router)
+    app.include_router(worklist_pages.router)
     app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.include_router(health.router)
