@@ -19,6 +19,7 @@ from app.contract.identifiers import InstanceFacts, instance_facts
 from app.errors import ServerBusyError
 from app.services.pipeline import FileResult, Prediction, Scorer, score_films
 from app.store import FilmRecord, StudyEntry, WorklistStore
+from app.store.models import UID_LENGTH
 
 UPLOAD = "upload"
 
@@ -59,7 +60,9 @@ def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileRes
     for (_, data), result in zip(files, results, strict=True):
         if isinstance(result.error, ServerBusyError):
             continue
-        facts = instance_facts(data) or _upload_facts(data)
+        facts = instance_facts(data)
+        if facts is None or not _fits(facts):
+            facts = _upload_facts(data)
         records.append(film_record(facts, UPLOAD, received_at, scored_at, result.prediction,
                                    result.error, thumbnails))
     return records
@@ -106,6 +109,13 @@ def store_uploads(store: WorklistStore, scorer: Scorer, files: Sequence[tuple[st
             entry_id, film_id = where[next(pending).sop_instance_uid]
             stored.append(StoredFile(result, entry_id, film_id))
     return StoredUpload(entries=entries, files=stored)
+
+
+def _fits(facts: InstanceFacts) -> bool:
+    """Its UIDs fit the worklist's columns (DICOM caps a UID at 64 characters; a file that
+    breaks the rule is listed as its own study rather than refused)."""
+    uids = (facts.study_instance_uid, facts.sop_instance_uid, facts.series_instance_uid or "")
+    return all(len(uid) <= UID_LENGTH for uid in uids)
 
 
 def _upload_facts(data: bytes) -> InstanceFacts:
