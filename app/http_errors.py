@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.contract.errors import (
     CorruptImageError,
@@ -137,6 +138,18 @@ def error_response(request: Request, exc: AppError | ImageError) -> Response:
                         headers=_headers(exc))
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the path answers. Starlette's own 405 names those of the first route
+    whose path matches, not of all of them (GET and PATCH /worklist/entries/{id} are two)."""
+    routes = request.app.router.routes
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                   for route in routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)  # type: ignore[arg-type]
@@ -144,8 +157,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
         # 404, 405 and friends in the same JSON shape as every other error.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return JSONResponse({"error": code, "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=headers)
 
     async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
         return JSONResponse({"error": "invalid_request",

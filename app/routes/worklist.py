@@ -112,7 +112,8 @@ def get_entry(entry_id: EntryId, store: StoreDep, settings: SettingsDep,
 
 
 @router.patch("/entries/{entry_id}", response_model=WorklistEntry,
-              responses=_errors({404: "No entry has this id",
+              responses=_errors({400: "A body that is not JSON",
+                                 404: "No entry has this id",
                                  422: "Not {\"status\": one of new, opened, reported, "
                                       "dismissed}", 503: _STORE_DOWN}))
 def set_status(entry_id: EntryId, change: StatusChange, store: StoreDep,

@@ -331,6 +331,13 @@ def test_the_token_or_the_page_login_opens_the_worklist(token_client):
     token_client.cookies.clear()
 
 
+def test_a_method_not_allowed_names_every_method_of_the_path(client):
+    response = client.put("/worklist/entries/1")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, PATCH"
+    assert client.put("/predict").headers["allow"] == "POST"
+
+
 def test_a_database_that_does_not_answer_is_503(client, monkeypatch):
     def down(*args, **kwargs):
         raise OperationalError("SELECT", {}, Exception("connection refused"))
