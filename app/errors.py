@@ -186,8 +186,8 @@ class InvalidCursorError(AppError):
 
 
 class CrossSiteFormError(AppError):
-    """A form post that another site's page made the browser send (cross-site request
-    forgery): refused, whatever cookie it carries."""
+    """A post that another site's page made the browser send (cross-site request forgery):
+    refused, whatever cookie it carries."""
 
-    code = "cross_site_form"
-    message = "This form can only be sent from this server's own pages."
+    code = "cross_site_request"
+    message = "This can only be sent from this server's own pages."

@@ -170,17 +170,21 @@ async def get_acting_user(request: Request) -> str:
 ActorDep = Annotated[str, Depends(get_acting_user)]
 
 
-async def same_site_form(request: Request) -> None:
-    """Dependency of the page's form posts that change state: a post that another site's
-    page made the browser send is refused (403). The session cookie is SameSite=Strict, so
-    with a token such a post already lacks it; this also covers a server without a token.
-    Browsers say where a request comes from in Sec-Fetch-Site; clients that send neither it
-    nor Origin (curl, tests) are not browsers driven by another site."""
+async def refuse_cross_site(request: Request) -> None:
+    """Dependency of the POSTs that store or change something: a request that another site's
+    page made the browser send (a form, or a fetch without CORS, which no preflight stops)
+    is refused with 403, whatever cookie it carries. With a token, the SameSite=Strict
+    session cookie already keeps it out; this also covers a server without one. Browsers
+    say where a request comes from in Sec-Fetch-Site and Origin; an origin allowed in
+    PNEUMONIA_CORS_ORIGINS may post; clients that send neither header (curl, scripts) are
+    not a browser driven by another site."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin in settings_of(request).cors_origins:
+        return
     site = request.headers.get("sec-fetch-site")
     if site is not None:
         if site not in ("same-origin", "none"):
             raise CrossSiteFormError()
         return
-    origin = request.headers.get("origin")
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise CrossSiteFormError()

@@ -31,7 +31,7 @@ from app.schemas import (
     WorklistUpload,
     multipart_body,
 )
-from app.security import ActorDep, require_token
+from app.security import ActorDep, refuse_cross_site, require_token
 from app.services import stored_worklist as worklist
 from app.services.intake import store_uploads
 from app.store.service import MAX_PAGE
@@ -51,9 +51,11 @@ _BAD_QUERY = "A parameter out of its range, or a date that is not ISO 8601"
 _STORE_DOWN = "The worklist's database did not answer"
 
 
-@router.post("/films", response_model=WorklistUpload, dependencies=[Depends(admitted)],
+@router.post("/films", response_model=WorklistUpload,
+             dependencies=[Depends(refuse_cross_site), Depends(admitted)],
              responses=_errors({
                  400: "Malformed multipart body", 404: "?model= names no model offered",
+                 403: "Sent by another site's page (cross-site request forgery)",
                  408: "The upload was sent too slowly", 413: "Too many files or bytes",
                  422: "No 'files' field in the form",
                  503: "The model is not ready, every decode slot is busy, or the database "

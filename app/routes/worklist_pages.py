@@ -24,7 +24,7 @@ from app.deps import (
 )
 from app.errors import MalformedUploadError
 from app.schemas import AuditEntry, WorklistEntry
-from app.security import ActorDep, require_token, same_site_form
+from app.security import ActorDep, refuse_cross_site, require_token
 from app.services import stored_worklist as worklist
 from app.services.catalog import ModelCatalog
 from app.services.intake import store_uploads
@@ -87,7 +87,7 @@ def worklist_rows(request: Request, store: StoreDep, catalog: CatalogDep,
                    **_list_context(store, catalog, settings, filters, cursor, limit))
 
 
-@router.post("", dependencies=[Depends(same_site_form), Depends(admitted)])
+@router.post("", dependencies=[Depends(refuse_cross_site), Depends(admitted)])
 def add_films_form(scorer: ScorerDep, files: BatchDep, store: StoreDep,
                    settings: SettingsDep) -> Response:
     """The upload page's "Add to worklist" without JavaScript: the films scored and stored,
@@ -104,7 +104,7 @@ async def status_field(request: Request) -> Status:
     return Status(status)
 
 
-@router.post("/entries/{entry_id}/status", dependencies=[Depends(same_site_form)])
+@router.post("/entries/{entry_id}/status", dependencies=[Depends(refuse_cross_site)])
 def status_form(entry_id: EntryId, status: Annotated[Status, Depends(status_field)],
                 store: StoreDep, actor: ActorDep, filters: FiltersDep,
                 cursor: Cursor = None) -> Response:

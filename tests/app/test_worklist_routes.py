@@ -121,6 +121,27 @@ def test_add_films_asks_the_model_named(client):
     assert upload(client, jpeg_bytes(), model="nope").status_code == 404
 
 
+def test_another_sites_page_cannot_store_films_but_an_allowed_origin_can(client_factory,
+                                                                       tmp_path):
+    """A cross-site form or no-cors fetch is sent without a preflight: refused by where it
+    comes from, with or without a token."""
+    origin = "https://pacs.example"
+    with client_factory(state_dir=tmp_path, decode_workers=0, cors_origins=[origin]) as client:
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+            response = client.post("/worklist/films", headers=headers, files=[
+                ("files", ("a.jpeg", jpeg_bytes(seed=12), "image/jpeg"))])
+            assert response.status_code == 403, headers
+            assert response.json()["error"] == "cross_site_request"
+        assert store_of(client).entries().total == 0
+        allowed = client.post("/worklist/films", headers={
+            "Origin": origin, "Sec-Fetch-Site": "cross-site"}, files=[
+            ("files", ("a.jpeg", jpeg_bytes(seed=12), "image/jpeg"))])
+        assert allowed.status_code == 200
+        same = client.post("/worklist/films", headers={"Sec-Fetch-Site": "same-origin"},
+                           files=[("files", ("a.jpeg", jpeg_bytes(seed=13), "image/jpeg"))])
+        assert same.status_code == 200
+
+
 def test_thumbnails_are_served_only_when_kept(client_factory, tmp_path, client):
     with client_factory(state_dir=tmp_path / "thumbs", decode_workers=0,
                         worklist_thumbnails=True) as keeping:
