@@ -166,6 +166,16 @@ class Settings(BaseSettings):
     trusted_user_header: str | None = None
     # --- end of the worklist's settings --------------------------------------------------
 
+    @field_validator("viewer_url")
+    @classmethod
+    def _viewer_url_is_a_web_address(cls, template: str | None) -> str | None:
+        # The page puts it in a link: nothing but a web address, never javascript: or data:.
+        if template is not None and (not template.startswith(("https://", "http://"))
+                                     or "{study_uid}" not in template):
+            raise ValueError("PNEUMONIA_VIEWER_URL must be an http(s) address containing "
+                             "{study_uid}")
+        return template
+
 
 @lru_cache
 def get_settings() -> Settings:

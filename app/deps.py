@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.templating import Jinja2Templates
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
@@ -25,7 +27,8 @@ from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel
-from app.store import WorklistStore
+from app.services.stored_worklist import MAX_ID, ListFilters
+from app.store import Status, WorklistStore
 from app.upload import read_file_field, read_files
 
 
@@ -133,14 +136,6 @@ async def get_scorer(request: Request, model: ModelDep, catalog: CatalogDep,
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 
 
-async def admitted(request: Request) -> AsyncIterator[None]:
-    """Route dependency of the scoring routes: a place in the decoder's admission for the
-    whole request, or 503 at once. Taken before the body is read, so a refused request
-    costs no memory."""
-    with decoder_of(request).admit():
-        yield
-
-
 def _timeouts(settings: Settings) -> tuple[float, float, float]:
     return (settings.upload_idle_seconds, settings.upload_total_seconds,
             settings.upload_min_bytes_per_second)
@@ -205,3 +200,44 @@ IngestDep = Annotated[Ingest, Depends(get_ingest)]
 
 def body_timeouts(settings: Settings) -> tuple[float, float, float]:
     return _timeouts(settings)
+
+
+def _blank_is_none(value: Any) -> Any:
+    """A form's empty field ("any status", no date) is no filter."""
+    return None if value == "" else value
+
+
+def _day_or_moment(value: Any) -> Any:
+    """YYYY-MM-DD is a day; anything else must be an ISO 8601 datetime. Parsed here rather
+    than by pydantic's lax rules, which read a string of digits as a Unix time."""
+    if not isinstance(value, str) or value == "":
+        return _blank_is_none(value)
+    return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+
+
+Moment = Annotated[datetime | date | None, BeforeValidator(_day_or_moment)]
+
+
+async def list_filters(
+    status: Annotated[Status | None, BeforeValidator(_blank_is_none), Query(
+        description="Only entries with this status")] = None,
+    received_from: Annotated[Moment, Query(
+        description="Only studies whose first film arrived at or after this moment; a date "
+                    "(YYYY-MM-DD) from its start, in UTC; a datetime without offset is UTC")
+    ] = None,
+    received_to: Annotated[Moment, Query(
+        description="Only studies whose first film arrived before this moment; a date "
+                    "includes that whole day (UTC)")] = None,
+) -> ListFilters:
+    """The worklist's filters, shared by the API and the page (whose form sends empty
+    fields for "any")."""
+    return ListFilters(status=status, received_from=received_from, received_to=received_to)
+
+
+FiltersDep = Annotated[ListFilters, Depends(list_filters)]
+
+# Row ids in paths and queries: 64-bit in the database, so a larger one is refused (422)
+# before it reaches it.
+EntryId = Annotated[int, Path(ge=1, le=MAX_ID, description="The entry's id")]
+FilmId = Annotated[int, Path(ge=1, le=MAX_ID, description="The film's id")]
+RowId = Annotated[int | None, Query(ge=1, le=MAX_ID)]

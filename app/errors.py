@@ -156,3 +156,38 @@ class UploadTooLargeError(UploadError):
     @property
     def message(self) -> str:  # type: ignore[override]
         return f"The file is larger than the {size_text(self.limit)} upload limit."
+
+
+class UnknownEntryError(AppError):
+    """No worklist entry has this id: never stored, or deleted by retention."""
+
+    code = "unknown_entry"
+
+    def __init__(self, entry_id: int) -> None:
+        super().__init__(entry_id)
+        self.entry_id = entry_id
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return (f"No worklist entry has the id {self.entry_id}: it was never stored, or "
+                "retention has deleted it.")
+
+
+class NoThumbnailError(AppError):
+    code = "no_thumbnail"
+    message = ("No thumbnail is stored for this film (thumbnails are kept only when "
+               "PNEUMONIA_WORKLIST_THUMBNAILS is on).")
+
+
+class InvalidCursorError(AppError):
+    code = "invalid_cursor"
+    message = ("The paging cursor is not one this server wrote. Start again from the first "
+               "page.")
+
+
+class CrossSiteFormError(AppError):
+    """A post that another site's page made the browser send (cross-site request forgery):
+    refused, whatever cookie it carries."""
+
+    code = "cross_site_request"
+    message = "This can only be sent from this server's own pages."

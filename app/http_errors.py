@@ -15,7 +15,9 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.contract.errors import (
     CorruptImageError,
@@ -38,13 +40,17 @@ from app.dicom.stow import UnsupportedMediaTypeError
 from app.errors import (
     AppError,
     ClientDisconnectedError,
+    CrossSiteFormError,
+    InvalidCursorError,
     MissingFileError,
     ModelNotReadyError,
+    NoThumbnailError,
     ServerBusyError,
     StoreNotReadyError,
     TooManyFilesError,
     TooManyLoginsError,
     UnauthorizedError,
+    UnknownEntryError,
     UnknownModelError,
     UploadError,
     UploadTimeoutError,
@@ -63,6 +69,10 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (NotStoredError, 503),
     (UnsupportedMediaTypeError, 415),
     (UnknownModelError, 404),
+    (UnknownEntryError, 404),
+    (NoThumbnailError, 404),
+    (InvalidCursorError, 400),
+    (CrossSiteFormError, 403),
     (UploadTimeoutError, 408),
     (UnauthorizedError, 401),
     (TooManyLoginsError, 429),
@@ -134,6 +144,18 @@ def error_response(request: Request, exc: AppError | ImageError) -> Response:
                         headers=_headers(exc))
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the path answers. Starlette's own 405 names those of the first route
+    whose path matches, not of all of them (GET and PATCH /worklist/entries/{id} are two)."""
+    routes = request.app.router.routes
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                   for route in routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)  # type: ignore[arg-type]
@@ -141,15 +163,25 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
         # 404, 405 and friends in the same JSON shape as every other error.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return JSONResponse({"error": code, "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=headers)
 
     async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
         return JSONResponse({"error": "invalid_request",
                              "detail": "The request's parameters are not valid."},
                             status_code=422)
 
+    async def handle_database(request: Request, exc: OperationalError) -> Response:
+        # The database went away or is locked: the worklist is not ready, as /readyz says.
+        # The error's type only: its text may quote the database's host.
+        log.warning("worklist database error: %s", type(exc.orig or exc).__name__)
+        return error_response(request, StoreNotReadyError("the database did not answer"))
+
     app.add_exception_handler(AppError, handle)
+    app.add_exception_handler(OperationalError, handle_database)
     app.add_exception_handler(ImageError, handle)
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.add_exception_handler(RequestValidationError, handle_validation)

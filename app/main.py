@@ -14,10 +14,11 @@ from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.dicom.node import DicomNode
 from app.dicom.worklist import StoreCommit, StoreJobSource
+from app.display import when
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.quiet import silence_decoder_chatter
-from app.routes import dicomweb, docs, health, pages, predict
+from app.routes import dicomweb, docs, health, pages, predict, worklist, worklist_pages
 from app.security import InFlightLimit, RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None,
     app.state.explanations = Admission(settings.max_concurrent_explanations)
     app.state.batches = Admission(settings.max_concurrent_batches)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
+    app.state.templates.env.filters["when"] = when
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
     # The texts of films that are not assessable: one home (app/contract/assessability.py).
@@ -104,13 +106,15 @@ def create_app(settings: Settings | None = None,
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
     app.include_router(predict.router)
+    app.include_router(worklist.router)
+    app.include_router(worklist_pages.router)
     app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"],
+                           allow_methods=["GET", "POST", "PATCH"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(InFlightLimit, limit=settings.max_connections)
     # Outermost: headers and a JSON 500 for every response, the head's size limit.

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
 from app.display import percent
 from app.http_errors import describe
 from app.services.film import ImageFacts
+from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
+from app.services.stored_worklist import viewer_link
+from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry
 
 
 class DicomSummary(BaseModel):
@@ -213,3 +219,234 @@ class OfferedModel(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[OfferedModel]
+
+
+def multipart_body(field: str, description: str, many: bool) -> dict:
+    """The OpenAPI request body of a multipart upload in `field` (the routes read the body
+    themselves, so FastAPI cannot describe it)."""
+    item = {"type": "string", "format": "binary", "description": description}
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [field],
+        "properties": {field: {"type": "array", "items": item} if many else item},
+    }}}}
+
+
+# --- The stored worklist (/worklist/...) -------------------------------------------------
+
+_UID = "1.2.826.0.1.3680043.8.498.10217311520390215393"
+_FILM_EXAMPLE = {
+    "id": 7, "sop_instance_uid": _UID + ".1.1", "series_instance_uid": _UID + ".1",
+    "modality": "DX", "view_position": "PA", "body_part": "CHEST", "source": "upload",
+    "received_at": "2025-03-01T08:00:00Z", "scored_at": "2025-03-01T08:00:01Z",
+    "model_name": "pneumonia", "model_version": "2", "probability": 0.9731,
+    "probability_text": "97.3%", "threshold": 0.5, "flagged": True, "assessable": True,
+    "reasons": [], "warnings": [], "error": None, "thumbnail": None,
+}
+_ENTRY_EXAMPLE = {
+    "id": 3, "study_instance_uid": _UID, "accession_number": "A1001", "patient_age": "004Y",
+    "patient_sex": "F", "study_date": "2025-03-01", "study_time": "07:55:00",
+    "source": "upload", "received_at": "2025-03-01T08:00:00Z",
+    "last_received_at": "2025-03-01T08:00:00Z", "status": "new", "status_by": None,
+    "status_at": None, "priority": 0.9731, "priority_text": "97.3%", "flagged": True,
+    "group": "flagged", "viewer_url": "https://pacs.example/viewer?StudyInstanceUIDs=" + _UID,
+    "films": [_FILM_EXAMPLE],
+}
+
+
+class FilmProblem(BaseModel):
+    """Why a stored film was not scored (a CT, a lateral view, a damaged file)."""
+
+    error: str = Field(description="Short machine-readable code")
+    detail: str = Field(description="What was wrong, for a person")
+
+
+class WorklistFilm(BaseModel):
+    """One film of a worklist entry and its result."""
+
+    id: int = Field(description="The film's id (its thumbnail: /worklist/films/{id}/thumbnail)")
+    sop_instance_uid: str
+    series_instance_uid: str | None
+    modality: str | None
+    view_position: str | None = Field(description="AP, PA, LL, ...; none for an image file")
+    body_part: str | None
+    source: str = Field(description="'upload', or 'dicom:<calling AE title>'")
+    received_at: datetime
+    scored_at: datetime | None
+    model_name: str | None
+    model_version: str | None
+    probability: float | None = Field(ge=0, le=1, description="None: not scored, or not "
+                                                              "assessable by the model")
+    probability_text: str | None
+    threshold: float | None = Field(description="The decision threshold it was scored at")
+    flagged: bool | None
+    assessable: bool = Field(description="The model can judge this film; false puts the "
+                                         "study in the 'needs a human look' group")
+    reasons: list[str] = Field(description="Why not assessable (rotated, not_frontal, ...)")
+    warnings: list[str]
+    error: FilmProblem | None = None
+    thumbnail: str | None = Field(default=None, description="Path of its thumbnail PNG, when "
+                                                            "one is stored")
+
+    @classmethod
+    def of(cls, film: FilmResult) -> WorklistFilm:
+        p = film.probability
+        return cls(
+            id=film.id, sop_instance_uid=film.sop_instance_uid,
+            series_instance_uid=film.series_instance_uid, modality=film.modality,
+            view_position=film.view_position, body_part=film.body_part, source=film.source,
+            received_at=film.received_at, scored_at=film.scored_at,
+            model_name=film.model_name, model_version=film.model_version, probability=p,
+            probability_text=None if p is None else percent(p), threshold=film.threshold,
+            flagged=film.flagged, assessable=film.assessable, reasons=list(film.reasons),
+            warnings=list(film.warnings),
+            error=None if film.error_code is None else FilmProblem(
+                error=film.error_code, detail=film.error_detail or ""),
+            thumbnail=f"/worklist/films/{film.id}/thumbnail" if film.has_thumbnail else None)
+
+
+class WorklistEntry(BaseModel):
+    """One study on the worklist. No patient name, ID or birth date: the worklist never
+    keeps them."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_ENTRY_EXAMPLE]})
+
+    id: int
+    study_instance_uid: str = Field(description="Generated from the file's bytes for an "
+                                                "image that is not DICOM")
+    accession_number: str | None
+    patient_age: str | None = Field(description="DICOM age string, e.g. 004Y")
+    patient_sex: str | None
+    study_date: date | None
+    study_time: time | None
+    source: str
+    received_at: datetime = Field(description="When its first film arrived")
+    last_received_at: datetime = Field(description="When its last film arrived (retention "
+                                                   "counts from here)")
+    status: Status
+    status_by: str | None = Field(description="Who set the status (see the audit trail)")
+    status_at: datetime | None
+    priority: float | None = Field(ge=0, le=1, description="Highest probability among its "
+                                                          "assessable frontal films")
+    priority_text: str | None
+    flagged: bool = Field(description="A film is at or above its threshold: a priority read")
+    group: Literal["flagged", "routine", "needs_review"] = Field(
+        description="Flagged for a priority read; not flagged; or needs a human look (a film "
+                    "not assessable or not scored)")
+    viewer_url: str | None = Field(description="The study in the PACS viewer, when "
+                                               "PNEUMONIA_VIEWER_URL is set")
+    films: list[WorklistFilm] = Field(description="Oldest first")
+
+    @classmethod
+    def of(cls, entry: StudyEntry, viewer_url: str | None) -> WorklistEntry:
+        p = entry.priority
+        return cls(
+            id=entry.id, study_instance_uid=entry.study_instance_uid,
+            accession_number=entry.accession_number, patient_age=entry.patient_age,
+            patient_sex=entry.patient_sex, study_date=entry.study_date,
+            study_time=entry.study_time, source=entry.source, received_at=entry.received_at,
+            last_received_at=entry.last_received_at, status=entry.status,
+            status_by=entry.status_by, status_at=entry.status_at, priority=p,
+            priority_text=None if p is None else percent(p), flagged=entry.flagged,
+            group=entry.group,  # type: ignore[arg-type]
+            viewer_url=viewer_link(viewer_url, entry.study_instance_uid),
+            films=[WorklistFilm.of(film) for film in entry.films])
+
+
+class WorklistPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "entries": [_ENTRY_EXAMPLE], "total": 1, "next_cursor": None}]})
+
+    entries: list[WorklistEntry] = Field(description="Flagged studies first, most probable "
+                                                     "first; then the rest; then those that "
+                                                     "need a human look")
+    total: int = Field(description="Entries the filters match, on every page")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; None on "
+                                                "the last")
+
+    @classmethod
+    def of(cls, page: Page, viewer_url: str | None) -> WorklistPage:
+        return cls(entries=[WorklistEntry.of(e, viewer_url) for e in page.entries],
+                   total=page.total, next_cursor=page.next_cursor)
+
+
+class StoredFileOutcome(BaseModel):
+    index: int = Field(description="Position of the file in the upload, from 0")
+    stored: bool = Field(description="On the worklist (false: refused as busy; send it again)")
+    entry_id: int | None
+    film_id: int | None
+    error: FileError | None = Field(default=None, description="Why it was not scored")
+
+    @classmethod
+    def of(cls, outcome: StoredFile) -> StoredFileOutcome:
+        error = outcome.result.error
+        status, code, message = describe(error) if error is not None else (0, "", "")
+        return cls(index=outcome.result.index, stored=outcome.entry_id is not None,
+                   entry_id=outcome.entry_id, film_id=outcome.film_id,
+                   error=None if error is None else FileError(error=code, detail=message,
+                                                              status=status))
+
+
+class WorklistUpload(BaseModel):
+    """Films scored and stored: committed before this answer was sent."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": {"name": "pneumonia", "version": 2}, "threshold": 0.5, "count": 1,
+        "stored": 1, "files": [{"index": 0, "stored": True, "entry_id": 3, "film_id": 7,
+                                "error": None}],
+        "entries": [_ENTRY_EXAMPLE], "note": "Prioritisation aid, not a diagnosis."}]})
+
+    model: ModelInfo
+    threshold: float
+    count: int = Field(description="Files in the upload")
+    stored: int = Field(description="Files now on the worklist (scored or listed with why not)")
+    files: list[StoredFileOutcome] = Field(description="One per file, in upload order")
+    entries: list[WorklistEntry] = Field(description="The studies they belong to, each with "
+                                                     "all its films so far")
+    note: str
+
+    @classmethod
+    def of(cls, upload: StoredUpload, model: ModelCard, threshold: float,
+           viewer_url: str | None) -> WorklistUpload:
+        files = [StoredFileOutcome.of(f) for f in upload.files]
+        return cls(model=ModelInfo(name=model.name, version=model.version),
+                   threshold=threshold, count=len(files),
+                   stored=sum(f.stored for f in files), files=files,
+                   entries=[WorklistEntry.of(e, viewer_url) for e in upload.entries],
+                   note=model.disclaimer)
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"status": "reported"}]})
+
+    status: Status = Field(description="new, opened, reported or dismissed")
+
+
+class AuditEntry(BaseModel):
+    """Who did what to which entry, and when."""
+
+    id: int
+    at: datetime
+    actor: str = Field(description="The trusted proxy's user, 'token holder' or 'anonymous'")
+    action: Literal["opened", "exported", "status_changed", "purged"]
+    entry_id: int | None = Field(description="None: the whole list (an export, a purge)")
+    study_instance_uid: str | None
+    detail: dict[str, Any] | None = Field(description="The new status, an export's filters, "
+                                                      "a purge's counts")
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AuditEntry:
+        return cls(id=record.id, at=record.at, actor=record.actor,
+                   action=record.action.value,  # type: ignore[arg-type]
+                   entry_id=record.entry_id, study_instance_uid=record.study_instance_uid,
+                   detail=record.detail)
+
+
+class AuditPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"records": [{
+        "id": 12, "at": "2025-03-01T08:03:00Z", "actor": "token holder",
+        "action": "status_changed", "entry_id": 3, "study_instance_uid": _UID,
+        "detail": {"from": "new", "to": "reported"}}], "next_before_id": None}]})
+
+    records: list[AuditEntry] = Field(description="Newest first")
+    next_before_id: int | None = Field(description="Pass as ?before_id= for older records")

@@ -14,15 +14,17 @@ import hmac
 import logging
 import secrets
 import time
+import unicodedata
 import uuid
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import settings_of
-from app.errors import ServerBusyError, UnauthorizedError
+from app.errors import CrossSiteFormError, ServerBusyError, UnauthorizedError
 
 log = logging.getLogger("app.requests")
 
@@ -164,3 +166,55 @@ class InFlightLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+TOKEN_HOLDER = "token holder"
+ANONYMOUS = "anonymous"
+_MAX_USER_NAME = 128
+
+
+def acting_user(request: Request) -> str:
+    """Who the worklist's audit trail names for this request.
+
+    - PNEUMONIA_TRUSTED_USER_HEADER set (a reverse proxy that authenticates users and sets
+      that header, e.g. X-Forwarded-User): the header's value, its control characters
+      dropped and cut to 128 characters. Only safe when clients cannot reach the app except
+      through that proxy: anyone who can, can claim any name.
+    - otherwise, or when that header is missing or empty: "token holder" when an access
+      token is configured (every holder of the one token is the same to the app), else
+      "anonymous" (an open server cannot tell its users apart).
+    """
+    settings = settings_of(request)
+    if settings.trusted_user_header:
+        given = request.headers.get(settings.trusted_user_header, "")
+        name = "".join(c for c in given if unicodedata.category(c)[0] != "C").strip()
+        if name:
+            return name[:_MAX_USER_NAME]
+    return TOKEN_HOLDER if settings.api_token is not None else ANONYMOUS
+
+
+async def get_acting_user(request: Request) -> str:
+    return acting_user(request)
+
+
+ActorDep = Annotated[str, Depends(get_acting_user)]
+
+
+async def refuse_cross_site(request: Request) -> None:
+    """Dependency of the POSTs that store or change something: a request that another site's
+    page made the browser send (a form, or a fetch without CORS, which no preflight stops)
+    is refused with 403, whatever cookie it carries. With a token, the SameSite=Strict
+    session cookie already keeps it out; this also covers a server without one. Browsers
+    say where a request comes from in Sec-Fetch-Site and Origin; an origin allowed in
+    PNEUMONIA_CORS_ORIGINS may post; clients that send neither header (curl, scripts) are
+    not a browser driven by another site."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin in settings_of(request).cors_origins:
+        return
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise CrossSiteFormError()
+        return
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise CrossSiteFormError()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qs
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -125,6 +126,23 @@ async def body_chunks(request: Request,
             yield chunk
     except ClientDisconnect as exc:
         raise ClientDisconnectedError() from exc
+
+
+SMALL_FORM_BYTES = 4096
+
+
+async def read_small_form(request: Request, max_bytes: int = SMALL_FORM_BYTES,
+                          timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                          ) -> dict[str, str]:
+    """The fields of a small url-encoded form (the login, a status button), each field's
+    first value; MalformedUploadError past `max_bytes`."""
+    body = b""
+    async for chunk in body_chunks(request, timeouts):
+        body += chunk
+        if len(body) > max_bytes:
+            raise MalformedUploadError("form too large")
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    return {name: values[0] for name, values in fields.items()}
 
 
 async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,

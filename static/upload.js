@@ -102,7 +102,8 @@
   // The model the page was opened for (?model=NAME); empty: the server's default.
   function withModel(url) {
     const model = form.dataset.model;
-    return model ? `${url}${url.includes("?") ? "&" : "?"}model=${encodeURIComponent(model)}` : url;
+    if (!model) return url;
+    return url + (url.includes("?") ? "&" : "?") + "model=" + encodeURIComponent(model);
   }
 
   async function post(url, body) {
@@ -242,10 +243,40 @@
     showWorklist(entries);
   }
 
+  // "Add to worklist": the files scored and stored (POST /worklist/films), a few at a time,
+  // then a link to the worklist, where they now are in priority order.
+  async function addToWorklist(files) {
+    const added = document.getElementById("added");
+    const adder = document.getElementById("add-to-worklist");
+    added.hidden = false;
+    adder.disabled = true;
+    let stored = 0;
+    try {
+      for (let start = 0; start < files.length; start += GROUP) {
+        added.textContent = `Adding ${Math.min(start + GROUP, files.length)} of ${files.length}…`;
+        const body = new FormData();
+        files.slice(start, start + GROUP).forEach((f) => body.append("files", f, f.webkitRelativePath || f.name));
+        stored += (await post("/worklist/films", body)).stored;
+      }
+      const link = document.createElement("a");
+      link.href = "/worklist";
+      link.textContent = "Open the worklist";
+      added.replaceChildren(`${stored} of ${files.length} ${files.length === 1 ? "film" : "films"} on the worklist. `, link);
+    } catch (err) {
+      added.textContent = err instanceof TypeError ? "The server could not be reached. Try again." : err.message;
+    } finally {
+      adder.disabled = false;
+    }
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const files = chosenFiles();
     if (!files.length) { showError("Choose an X-ray first."); return; }
+    if (event.submitter && event.submitter.id === "add-to-worklist") {
+      await addToWorklist(files);
+      return;
+    }
     button.disabled = true;
     button.textContent = "Estimating…";
     try {

@@ -98,14 +98,17 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def running_server(log_path: Path, **settings: str) -> Iterator[str]:
-    """`python -m app` (uvicorn) on a free port with PNEUMONIA_* `settings`; its base URL."""
+def server_process(log_path: Path, state_dir: Path | None = None,
+                   **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m app` (uvicorn) on a free port with PNEUMONIA_* `settings`, keeping its
+    state in `state_dir` (default: a `state` folder beside its log); its base URL and its
+    process, which a test may kill. Stopped (if it still runs) on exit."""
     port = free_port()
     env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
            "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
            "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
            "PNEUMONIA_STATIC_DIR": str(REPO / "static"),
-           "PNEUMONIA_STATE_DIR": str(log_path.parent / "state"),
+           "PNEUMONIA_STATE_DIR": str(state_dir or log_path.parent / "state"),
            "PNEUMONIA_DICOM_PORT": "0",
            **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}
     with log_path.open("wb") as log:
@@ -116,10 +119,18 @@ def running_server(log_path: Path, **settings: str) -> Iterator[str]:
         poll(lambda: process.poll() is not None or _ready(url), 90, "the server to start")
         if process.poll() is not None:
             pytest.fail("server exited: " + log_path.read_text()[-2000:])
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def running_server(log_path: Path, state_dir: Path | None = None,
+                   **settings: str) -> Iterator[str]:
+    """`python -m app` (uvicorn) on a free port with PNEUMONIA_* `settings`; its base URL."""
+    with server_process(log_path, state_dir, **settings) as (url, _):
+        yield url

@@ -1,7 +1,6 @@
 """HTML pages: the upload page (works with and without JavaScript), the report, the login."""
 
 import hmac
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -15,15 +14,14 @@ from app.deps import (
     SettingsDep,
     templates_of,
 )
-from app.errors import MalformedUploadError, TooManyLoginsError
+from app.errors import TooManyLoginsError
 from app.schemas import BatchEntry, OfferedModel, PredictionResponse
 from app.security import SESSION_COOKIE, new_session, require_token
 from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv, worklist_order
+from app.upload import read_small_form
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-_MAX_LOGIN_BODY = 4096
 
 
 def _render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -80,12 +78,7 @@ async def login(request: Request, settings: SettingsDep,
     client = request.client.host if request.client else "?"
     if wait := throttle.retry_after(client):
         raise TooManyLoginsError(wait)
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_LOGIN_BODY:
-            raise MalformedUploadError("login form too large")
-    given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
+    given = (await read_small_form(request)).get("token", "")
     token = settings.api_token.get_secret_value()
     if not hmac.compare_digest(given.encode(), token.encode()):
         throttle.failed(client)

@@ -4,21 +4,20 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
 from app.deps import BatchDep, ScorerDep, SettingsDep, UploadDep
-from app.schemas import BatchEntry, BatchResponse, ErrorResponse, ModelInfo, PredictionResponse
+from app.schemas import (
+    BatchEntry,
+    BatchResponse,
+    ErrorResponse,
+    ModelInfo,
+    PredictionResponse,
+    multipart_body,
+)
 from app.security import require_token
 from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv
 
 router = APIRouter(tags=["prediction"],
                    dependencies=[Depends(require_token)])
-
-
-def _body(field: str, description: str, many: bool) -> dict:
-    item = {"type": "string", "format": "binary", "description": description}
-    return {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": [field],
-        "properties": {field: {"type": "array", "items": item} if many else item},
-    }}}}
 
 
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in {
@@ -35,7 +34,7 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 
 
 @router.post("/predict", response_model=PredictionResponse, responses=_ERRORS,
-             openapi_extra={"requestBody": _body(
+             openapi_extra={"requestBody": multipart_body(
                  "file", "Chest X-ray: JPEG, PNG or DICOM, any size", many=False)})
 def predict(scorer: ScorerDep, upload: UploadDep, explain: bool = False) -> PredictionResponse:
     """Pneumonia probability for one chest X-ray uploaded as multipart field `file`.
@@ -51,7 +50,7 @@ def predict(scorer: ScorerDep, upload: UploadDep, explain: bool = False) -> Pred
 @router.post("/predict/batch", response_model=BatchResponse,
              responses={**_ERRORS, 200: {"content": {"text/csv": {}}, "description":
                                          "JSON in upload order, or the CSV worklist"}},
-             openapi_extra={"requestBody": _body(
+             openapi_extra={"requestBody": multipart_body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
 def predict_batch(scorer: ScorerDep, files: BatchDep, settings: SettingsDep,
                   thumbnails: bool = False, format: Literal["json", "csv"] = "json"):

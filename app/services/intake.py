@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.contract.errors import ImageError
+from app.contract.errors import ImageError, RequestBudgetError
 from app.contract.identifiers import InstanceFacts, instance_facts
 from app.errors import ServerBusyError
-from app.services.pipeline import FileResult, Prediction
-from app.store import FilmRecord
+from app.services.pipeline import FileResult, Prediction, Scorer, score_films
+from app.store import FilmRecord, StudyEntry, WorklistStore
+from app.store.models import UID_LENGTH
 
 UPLOAD = "upload"
 
@@ -56,9 +58,11 @@ def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileRes
     looked at, and its sender is told to try again."""
     records = []
     for (_, data), result in zip(files, results, strict=True):
-        if isinstance(result.error, ServerBusyError):
-            continue
-        facts = instance_facts(data) or _upload_facts(data)
+        if isinstance(result.error, ServerBusyError | RequestBudgetError):
+            continue  # not looked at: its sender sends it again
+        facts = instance_facts(data)
+        if facts is None or not _fits(facts):
+            facts = _upload_facts(data)
         records.append(film_record(facts, UPLOAD, received_at, scored_at, result.prediction,
                                    result.error, thumbnails))
     return records
@@ -66,6 +70,54 @@ def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileRes
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One uploaded file's outcome: where it is on the worklist (`entry_id`, `film_id`; None
+    when it was refused as busy and not stored), and why it was not scored (`error`)."""
+
+    result: FileResult
+    entry_id: int | None
+    film_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    entries: list[StudyEntry]  # the studies the files belong to, each with all its films
+    files: list[StoredFile]  # in upload order
+
+
+def store_uploads(store: WorklistStore, scorer: Scorer, files: Sequence[tuple[str, bytes]],
+                  thumbnails: bool = False,
+                  clock: Callable[[], datetime] = now,
+                  budget_seconds: float | None = None) -> StoredUpload:
+    """Score uploaded files through the pipeline and put them on the worklist, committed on
+    return. Raises ServerBusyError when every file was refused as busy (nothing stored)."""
+    received_at = clock()
+    results = list(score_films(scorer, files, thumbnails=thumbnails,
+                               budget_seconds=budget_seconds))
+    records = upload_records(files, results, received_at, clock(), thumbnails)
+    if results and not records:
+        raise ServerBusyError()
+    entries = store.add_films(records)
+    where = {film.sop_instance_uid: (entry.id, film.id)
+             for entry in entries for film in entry.films}
+    stored, pending = [], iter(records)
+    for result in results:
+        if isinstance(result.error, ServerBusyError):  # upload_records left it out
+            stored.append(StoredFile(result, None, None))
+        else:
+            entry_id, film_id = where[next(pending).sop_instance_uid]
+            stored.append(StoredFile(result, entry_id, film_id))
+    return StoredUpload(entries=entries, files=stored)
+
+
+def _fits(facts: InstanceFacts) -> bool:
+    """Its UIDs fit the worklist's columns (DICOM caps a UID at 64 characters; a file that
+    breaks the rule is listed as its own study rather than refused)."""
+    uids = (facts.study_instance_uid, facts.sop_instance_uid, facts.series_instance_uid or "")
+    return all(len(uid) <= UID_LENGTH for uid in uids)
 
 
 def _upload_facts(data: bytes) -> InstanceFacts:

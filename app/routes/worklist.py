@@ -1,0 +1,145 @@
+"""The stored worklist's API: films in (scored and stored), the list out (JSON or CSV), a
+study's status, the audit trail, thumbnails. Same token rule as /predict.
+
+Plain functions: FastAPI runs them in worker threads, off the event loop (the store and the
+pipeline are synchronous).
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response, StreamingResponse
+
+from app.deps import (
+    BatchDep,
+    EntryId,
+    FilmId,
+    FiltersDep,
+    RowId,
+    ScorerDep,
+    SettingsDep,
+    StoreDep,
+)
+from app.schemas import (
+    AuditEntry,
+    AuditPage,
+    ErrorResponse,
+    StatusChange,
+    WorklistEntry,
+    WorklistPage,
+    WorklistUpload,
+    multipart_body,
+)
+from app.security import ActorDep, refuse_cross_site, require_token
+from app.services import stored_worklist as worklist
+from app.services.intake import store_uploads
+from app.store.service import MAX_PAGE
+
+router = APIRouter(prefix="/worklist", tags=["worklist"],
+                   dependencies=[Depends(require_token)])
+
+
+def _errors(texts: dict[int, str]) -> dict:
+    """Documented error answers: 401 always, and these."""
+    texts = {401: "An access token is configured and the request did not carry it", **texts}
+    return {status: {"model": ErrorResponse, "description": text}
+            for status, text in texts.items()}
+
+
+_BAD_QUERY = "A parameter out of its range, or a date that is not ISO 8601"
+_STORE_DOWN = "The worklist's database did not answer"
+
+
+@router.post("/films", response_model=WorklistUpload,
+             dependencies=[Depends(refuse_cross_site)],
+             responses=_errors({
+                 400: "Malformed multipart body", 404: "?model= names no model offered",
+                 403: "Sent by another site's page (cross-site request forgery)",
+                 408: "The upload was sent too slowly", 413: "Too many files or bytes",
+                 422: "No 'files' field in the form",
+                 503: "The model is not ready, every decode slot is busy, or the database "
+                      "did not answer: nothing was stored"}),
+             openapi_extra={"requestBody": multipart_body(
+                 "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
+def add_films(scorer: ScorerDep, files: BatchDep, store: StoreDep,
+              settings: SettingsDep) -> WorklistUpload:
+    """Score every file of the multipart field `files` (repeated) and put it on the worklist.
+
+    A DICOM file joins its study (by Study Instance UID); any other file is its own study.
+    The same film sent again is the same film (idempotent). A file that cannot be scored is
+    stored with its reason, in the "needs a human look" group. Everything in the answer was
+    committed before it was sent.
+    """
+    upload = store_uploads(store, scorer, files, thumbnails=settings.worklist_thumbnails,
+                           budget_seconds=settings.batch_budget_seconds)
+    return WorklistUpload.of(upload, scorer.model.card, scorer.threshold, settings.viewer_url)
+
+
+@router.get("/entries", response_model=WorklistPage,
+            responses={**_errors({400: "A paging cursor this server did not write",
+                                  422: _BAD_QUERY, 503: _STORE_DOWN}),
+                       200: {"content": {"text/csv": {}},
+                             "description": "A page of the list as JSON, or with "
+                                            "format=csv the whole filtered list as CSV"}})
+def list_entries(
+    store: StoreDep, filters: FiltersDep, settings: SettingsDep, actor: ActorDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000,
+                                 description="Entries to skip (or page with cursor)")] = 0,
+    cursor: Annotated[str | None, Query(max_length=512, description=(
+        "The previous page's next_cursor: the page after it, stable while entries "
+        "arrive"))] = None,
+    format: Literal["json", "csv"] = "json",
+):
+    """The worklist in priority order: flagged studies first, most probable first; then
+    the rest; then the studies that need a human look. Filters by status and by when the
+    study arrived. `format=csv` returns every entry the filters match (the paging
+    parameters apply to JSON), each cell safe from spreadsheet formulas, and is recorded
+    in the audit trail as an export."""
+    if format == "csv":
+        return StreamingResponse(
+            worklist.export_csv(store, filters, actor), media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="worklist.csv"'})
+    page = worklist.list_page(store, filters, limit=limit, offset=offset, cursor=cursor)
+    return WorklistPage.of(page, settings.viewer_url)
+
+
+@router.get("/entries/{entry_id}", response_model=WorklistEntry,
+            responses=_errors({404: "No entry has this id", 422: _BAD_QUERY,
+                               503: _STORE_DOWN}))
+def get_entry(entry_id: EntryId, store: StoreDep, settings: SettingsDep,
+              actor: ActorDep) -> WorklistEntry:
+    """One entry with all its films; recorded in the audit trail as opened."""
+    return WorklistEntry.of(worklist.open_entry(store, entry_id, actor), settings.viewer_url)
+
+
+@router.patch("/entries/{entry_id}", response_model=WorklistEntry,
+              responses=_errors({400: "A body that is not JSON",
+                                 404: "No entry has this id",
+                                 422: "Not {\"status\": one of new, opened, reported, "
+                                      "dismissed}", 503: _STORE_DOWN}))
+def set_status(entry_id: EntryId, change: StatusChange, store: StoreDep,
+               settings: SettingsDep, actor: ActorDep) -> WorklistEntry:
+    """Set an entry's status; who and when are kept on the entry and in the audit trail."""
+    entry = worklist.change_status(store, entry_id, change.status, actor)
+    return WorklistEntry.of(entry, settings.viewer_url)
+
+
+@router.get("/audit", response_model=AuditPage,
+            responses=_errors({422: _BAD_QUERY, 503: _STORE_DOWN}))
+def audit(store: StoreDep, entry_id: RowId = None, before_id: RowId = None,
+          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> AuditPage:
+    """The audit trail, newest first: who opened, changed or exported which entry, and
+    when, and what retention deleted; all of it, or one entry's."""
+    records, older = worklist.audit_trail(store, entry_id=entry_id, limit=limit,
+                                          before_id=before_id)
+    return AuditPage(records=[AuditEntry.of(r) for r in records], next_before_id=older)
+
+
+@router.get("/films/{film_id}/thumbnail", response_class=Response,
+            responses={**_errors({404: "No thumbnail stored for this film",
+                                  422: _BAD_QUERY, 503: _STORE_DOWN}),
+                       200: {"content": {"image/png": {}}, "description": "A small PNG"}})
+def film_thumbnail(film_id: FilmId, store: StoreDep) -> Response:
+    """A film's thumbnail, kept only while PNEUMONIA_WORKLIST_THUMBNAILS is on."""
+    return Response(worklist.thumbnail(store, film_id), media_type="image/png")

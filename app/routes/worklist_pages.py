@@ -1,0 +1,130 @@
+"""The worklist's pages: the list (server-rendered, so it works without JavaScript; the
+script re-fetches its rows fragment every second), the status buttons' form post, and the
+audit trail. Same token rule as the API; the page's login cookie counts as the token.
+"""
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.config import Settings
+from app.deps import (
+    BatchDep,
+    CatalogDep,
+    EntryId,
+    FiltersDep,
+    RowId,
+    ScorerDep,
+    SettingsDep,
+    StoreDep,
+    templates_of,
+)
+from app.errors import MalformedUploadError
+from app.schemas import AuditEntry, WorklistEntry
+from app.security import ActorDep, refuse_cross_site, require_token
+from app.services import stored_worklist as worklist
+from app.services.catalog import ModelCatalog
+from app.services.intake import store_uploads
+from app.services.stored_worklist import ListFilters
+from app.store import Status
+from app.store.service import MAX_PAGE
+from app.upload import read_small_form
+
+router = APIRouter(prefix="/worklist", tags=["pages"], include_in_schema=False,
+                   dependencies=[Depends(require_token)])
+
+PAGE_SIZE = 100  # entries on one page of the list
+Cursor = Annotated[str | None, Query(max_length=512)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+
+
+def _render(request: Request, name: str, **context) -> HTMLResponse:
+    return templates_of(request).TemplateResponse(request, name, context)
+
+
+def _list_context(store, catalog: ModelCatalog, settings: Settings, filters: ListFilters,
+                  cursor: str | None, limit: int) -> dict:
+    """What the page and its rows fragment show: one page of the list, in its groups."""
+    page = worklist.list_page(store, filters, limit=limit, cursor=cursor)
+    entries = [WorklistEntry.of(e, settings.viewer_url) for e in page.entries]
+    here = {**filters.query(), **({"cursor": cursor} if cursor else {}),
+            **({"limit": str(limit)} if limit != PAGE_SIZE else {})}
+    model = catalog.default
+    return {
+        "card": model.card if model else None,
+        "threshold": catalog.threshold(model) if model else None,
+        "groups": [(key, label, [e for e in entries if e.group == key])
+                   for key, label in worklist.GROUP_LABELS.items()],
+        "shown": len(entries), "total": page.total, "filters": filters,
+        "statuses": list(Status), "actions": worklist.STATUS_ACTIONS,
+        "here": urlencode(here),
+        "next_page": None if page.next_cursor is None else urlencode(
+            {**filters.query(), "cursor": page.next_cursor}),
+        "first_page": urlencode(filters.query()) if cursor else None,
+        "csv": urlencode({**filters.query(), "format": "csv"}),
+    }
+
+
+@router.get("", response_class=HTMLResponse)
+def worklist_page(request: Request, store: StoreDep, catalog: CatalogDep,
+                  settings: SettingsDep, filters: FiltersDep, cursor: Cursor = None,
+                  limit: Limit = PAGE_SIZE) -> HTMLResponse:
+    """The list in priority order with its filters and status buttons."""
+    return _render(request, "worklist.html",
+                   **_list_context(store, catalog, settings, filters, cursor, limit))
+
+
+@router.get("/rows", response_class=HTMLResponse)
+def worklist_rows(request: Request, store: StoreDep, catalog: CatalogDep,
+                  settings: SettingsDep, filters: FiltersDep, cursor: Cursor = None,
+                  limit: Limit = PAGE_SIZE) -> HTMLResponse:
+    """The page's list alone, as the page renders it: what its script polls, so that the
+    rows have one template whether JavaScript runs or not."""
+    return _render(request, "worklist_rows.html",
+                   **_list_context(store, catalog, settings, filters, cursor, limit))
+
+
+@router.post("", dependencies=[Depends(refuse_cross_site)])
+def add_films_form(scorer: ScorerDep, files: BatchDep, store: StoreDep,
+                   settings: SettingsDep) -> Response:
+    """The upload page's "Add to worklist" without JavaScript: the films scored and stored,
+    then the worklist."""
+    store_uploads(store, scorer, files, thumbnails=settings.worklist_thumbnails,
+                           budget_seconds=settings.batch_budget_seconds)
+    return RedirectResponse("/worklist", status_code=303)
+
+
+async def status_field(request: Request) -> Status:
+    """The status a button posted (its form's `status` field); 400 for anything else."""
+    status = (await read_small_form(request)).get("status", "")
+    if status not in set(Status):
+        raise MalformedUploadError("unknown status")
+    return Status(status)
+
+
+@router.post("/entries/{entry_id}/status", dependencies=[Depends(refuse_cross_site)])
+def status_form(entry_id: EntryId, status: Annotated[Status, Depends(status_field)],
+                store: StoreDep, actor: ActorDep, filters: FiltersDep,
+                cursor: Cursor = None) -> Response:
+    """A status button without JavaScript: set it, then back to the same view of the list
+    (its filters re-encoded from their parsed values, never echoed)."""
+    worklist.change_status(store, entry_id, status, actor)
+    back = {**filters.query(), **({"cursor": cursor} if cursor else {})}
+    return RedirectResponse("/worklist" + (f"?{urlencode(back)}" if back else ""),
+                            status_code=303)
+
+
+@router.get("/audit-trail", response_class=HTMLResponse)
+def audit_trail_page(request: Request, store: StoreDep, catalog: CatalogDep,
+                     entry_id: RowId = None, before_id: RowId = None) -> HTMLResponse:
+    """The audit trail, newest first; one entry's with ?entry_id=."""
+    records, older = worklist.audit_trail(store, entry_id=entry_id, limit=PAGE_SIZE,
+                                          before_id=before_id)
+    older_query = None if older is None else urlencode(
+        {**({"entry_id": entry_id} if entry_id else {}), "before_id": older})
+    model = catalog.default
+    return _render(request, "audit.html", card=model.card if model else None,
+                   records=[AuditEntry.of(r) for r in records], entry_id=entry_id,
+                   older=older_query)
