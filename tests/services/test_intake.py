@@ -29,7 +29,7 @@ def store(tmp_path):
 def _outcomes(monkeypatch, *errors):
     """score_films answers each file with the error given (None: not scored either, which
     is enough here: the film is listed, unscored)."""
-    def score_films(scorer, files, thumbnails=False):
+    def score_films(scorer, files, thumbnails=False, budget_seconds=None):
         return [FileResult(n, name, None, errors[n]) for n, (name, _) in enumerate(files)]
 
     monkeypatch.setattr(intake, "score_films", score_films)
