@@ -14,7 +14,7 @@ from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
 from app.services.stored_worklist import viewer_link
-from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry
+from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry, Undelivered
 
 
 class DicomSummary(BaseModel):
@@ -335,9 +335,15 @@ class WorklistEntry(BaseModel):
     viewer_url: str | None = Field(description="The study in the PACS viewer, when "
                                                "PNEUMONIA_VIEWER_URL is set")
     films: list[WorklistFilm] = Field(description="Oldest first")
+    undelivered_results: int = Field(
+        default=0, description="Films whose results (SR and secondary capture) have not "
+                               "reached the PACS yet; retried until they do")
+    delivery_error: str | None = Field(default=None,
+                                       description="Why the last delivery attempt failed")
 
     @classmethod
-    def of(cls, entry: StudyEntry, viewer_url: str | None) -> WorklistEntry:
+    def of(cls, entry: StudyEntry, viewer_url: str | None,
+           undelivered: Undelivered | None = None) -> WorklistEntry:
         p = entry.priority
         return cls(
             id=entry.id, study_instance_uid=entry.study_instance_uid,
@@ -349,7 +355,9 @@ class WorklistEntry(BaseModel):
             priority_text=None if p is None else percent(p), flagged=entry.flagged,
             group=entry.group,  # type: ignore[arg-type]
             viewer_url=viewer_link(viewer_url, entry.study_instance_uid),
-            films=[WorklistFilm.of(film) for film in entry.films])
+            films=[WorklistFilm.of(film) for film in entry.films],
+            undelivered_results=undelivered.count if undelivered else 0,
+            delivery_error=undelivered.last_error if undelivered else None)
 
 
 class WorklistPage(BaseModel):
@@ -364,8 +372,11 @@ class WorklistPage(BaseModel):
                                                 "the last")
 
     @classmethod
-    def of(cls, page: Page, viewer_url: str | None) -> WorklistPage:
-        return cls(entries=[WorklistEntry.of(e, viewer_url) for e in page.entries],
+    def of(cls, page: Page, viewer_url: str | None,
+           undelivered: dict[int, Undelivered] | None = None) -> WorklistPage:
+        undelivered = undelivered or {}
+        return cls(entries=[WorklistEntry.of(e, viewer_url, undelivered.get(e.id))
+                            for e in page.entries],
                    total=page.total, next_cursor=page.next_cursor)
 
 

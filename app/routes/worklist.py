@@ -101,7 +101,8 @@ def list_entries(
             worklist.export_csv(store, filters, actor), media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="worklist.csv"'})
     page = worklist.list_page(store, filters, limit=limit, offset=offset, cursor=cursor)
-    return WorklistPage.of(page, settings.viewer_url)
+    return WorklistPage.of(page, settings.viewer_url,
+                           store.undelivered([e.id for e in page.entries]))
 
 
 @router.get("/entries/{entry_id}", response_model=WorklistEntry,

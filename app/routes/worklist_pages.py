@@ -48,7 +48,9 @@ def _list_context(store, catalog: ModelCatalog, settings: Settings, filters: Lis
                   cursor: str | None, limit: int) -> dict:
     """What the page and its rows fragment show: one page of the list, in its groups."""
     page = worklist.list_page(store, filters, limit=limit, cursor=cursor)
-    entries = [WorklistEntry.of(e, settings.viewer_url) for e in page.entries]
+    undelivered = store.undelivered([e.id for e in page.entries])
+    entries = [WorklistEntry.of(e, settings.viewer_url, undelivered.get(e.id))
+               for e in page.entries]
     here = {**filters.query(), **({"cursor": cursor} if cursor else {}),
             **({"limit": str(limit)} if limit != PAGE_SIZE else {})}
     model = catalog.default

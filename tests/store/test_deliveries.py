@@ -59,3 +59,21 @@ def test_retention_takes_undelivered_results_with_their_entry(store: WorklistSto
     store.add_films([film("1.2.3")], results={"1.2.3.1": [b"sr"]})
     store.purge(T0 + timedelta(days=31), retention_days=30, audit_retention_days=365)
     assert store.undelivered() == {} and store.due_deliveries(T0 + timedelta(days=31)) == []
+
+
+def test_the_worklist_shows_a_result_not_yet_delivered(client, tmp_path):
+    """The API's entry and the page's row say so, with the last failure, until delivered."""
+    worklist = client.app.state.store
+    uid = f"1.2.826.0.1.{datetime.now(UTC).timestamp():.0f}"
+    (entry,) = worklist.add_films([film(uid, minutes=60 * 24 * 365)],
+                                  results={f"{uid}.1": [b"sr"]})
+    (job,) = [j for j in worklist.due_deliveries(datetime.now(UTC)) if j.study_id == entry.id]
+    worklist.delivery_failed(job.id, datetime.now(UTC) + timedelta(hours=1), "PACS refused")
+    listed = client.get("/worklist/entries", params={"limit": 500}).json()["entries"]
+    (mine,) = [e for e in listed if e["id"] == entry.id]
+    assert mine["undelivered_results"] == 1 and mine["delivery_error"] == "PACS refused"
+    page = client.get("/worklist/rows", params={"limit": 500}).text
+    assert "Result not yet in the PACS (1 film): PACS refused" in page
+    worklist.delivery_done(job.id)
+    listed = client.get("/worklist/entries", params={"limit": 500}).json()["entries"]
+    assert [e["undelivered_results"] for e in listed if e["id"] == entry.id] == [0]
