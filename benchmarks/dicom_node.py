@@ -154,7 +154,8 @@ class Phase:
     scheduled: dict[str, float] = field(default_factory=dict)
     answered: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
+    refused: int = 0  # associations refused (the node's limit), each retried
+    busy: int = 0  # Out of Resources answers, each retried
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -173,7 +174,10 @@ def open_loop(node: Node, watcher: SrWatcher, films: list[pydicom.Dataset], rate
             if status not in (None, OUT_OF_RESOURCES) or time.perf_counter() > give_up[0]:
                 break
             with phase.lock:
-                phase.retries += 1
+                if status is None:
+                    phase.refused += 1
+                else:
+                    phase.busy += 1
             time.sleep(RETRY_SECONDS)
         with phase.lock:
             phase.answered[uid] = time.perf_counter() - scheduled
@@ -294,7 +298,8 @@ def main() -> None:
                 rows.append((rate, phase, latencies, answers, others, before))
                 print(f"  {rate:g} studies/s: {len(latencies)}/{len(phase.scheduled)} SRs, "
                       f"p50 {statistics.median(latencies or [float('nan')]):.2f} s, "
-                      f"p95 {percentile(latencies, 95):.2f} s, {phase.retries} retries, "
+                      f"p95 {percentile(latencies, 95):.2f} s, {phase.refused} associations "
+                      f"refused, {phase.busy} Out of Resources, "
                       f"load {before}", flush=True)
             before_saturation = load()
             full = saturation(node, watcher, films, args.clients, args.seconds)
@@ -318,8 +323,8 @@ def main() -> None:
               f"{len(phase.scheduled)} | {before} |")
         print(f"| {rate:g} studies/s: C-STORE answered, p50 / p95 | "
               f"{statistics.median(answers or [float('nan')]):.2f} / "
-              f"{percentile(answers, 95):.2f} s | {others} not Success, {phase.retries} "
-              f"retries | |")
+              f"{percentile(answers, 95):.2f} s | {others} not Success; retried: "
+              f"{phase.refused} refused associations, {phase.busy} Out of Resources | |")
     ratio = full["answered_per_s"] / plain["rps"]
     print(f"| node at saturation, {args.clients} associations: films/s answered Success | "
           f"{full['answered_per_s']:.1f} | {full['stored']} | {before_saturation} |")
