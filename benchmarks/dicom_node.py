@@ -18,6 +18,8 @@ and builds CR films (8-bit, uncompressed, tests/dicom_helpers.py) from test-spli
 - Saturation: `--clients` associations, each storing studies of 4 films back to back for
   `--seconds`; films/s answered Success, and films/s until the last of their SRs is in
   Orthanc (delivery runs behind the answers).
+- The same saturation with the app restarted with PNEUMONIA_RESULTS_SECONDARY_CAPTURE=false
+  (an SR only: no heatmap to draw, one object to send), unless `--skip-sr-only`.
 - `/predict` at `--clients` keep-alive clients on the same films as the test split's JPEG
   files (benchmarks/load.py's `drive`), plain and with `?explain=true`: the node makes the
   heatmap for its secondary capture, so the second is the same model work per film.
@@ -256,6 +258,16 @@ def load() -> str:
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
 
+def app_server(pacs: Orthanc, state: Path, node_port: int, http_port: int,
+               **settings: str) -> Server:
+    """The app as a user runs it (`python -m app`), ready, its results going to `pacs`."""
+    env = {"PNEUMONIA_HOST": "127.0.0.1", "PNEUMONIA_PORT": str(http_port),
+           "PNEUMONIA_DICOM_PORT": str(node_port), "PNEUMONIA_DICOM_AE_TITLE": NODE_AE,
+           "PNEUMONIA_RESULTS_DESTINATION": f"{pacs.ae_title}@127.0.0.1:{pacs.dicom_port}",
+           "PNEUMONIA_STATE_DIR": str(state), **settings}
+    return Server([sys.executable, "-m", "app"], env, http_port, cwd=REPO)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -265,6 +277,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="per phase")
     parser.add_argument("--clients", type=int, default=8,
                         help="associations at saturation, and /predict's clients")
+    parser.add_argument("--skip-sr-only", action="store_true",
+                        help="skip the saturation of a node sending its SR only")
     args = parser.parse_args()
 
     films, jpegs = films_from(args.data_dir, args.films)
@@ -272,11 +286,7 @@ def main() -> None:
     node_port, http_port = free_port(), free_port()
     with running_orthanc(work / "orthanc", {"triage": (NODE_AE, "127.0.0.1", node_port)}
                          ) as pacs:
-        env = {"PNEUMONIA_HOST": "127.0.0.1", "PNEUMONIA_PORT": str(http_port),
-               "PNEUMONIA_DICOM_PORT": str(node_port), "PNEUMONIA_DICOM_AE_TITLE": NODE_AE,
-               "PNEUMONIA_RESULTS_DESTINATION": f"{pacs.ae_title}@127.0.0.1:{pacs.dicom_port}",
-               "PNEUMONIA_STATE_DIR": str(work / "state")}
-        server = Server([sys.executable, "-m", "app"], env, http_port, cwd=REPO)
+        server = app_server(pacs, work / "state", node_port, http_port)
         watcher = SrWatcher(pacs)
         node = Node(node_port)
         try:
@@ -312,8 +322,22 @@ def main() -> None:
                   f"?explain=true: {explained['rps']:.1f} req/s {explained['statuses']}, "
                   f"load {before_predict}", flush=True)
         finally:
-            watcher.stop()
             server.stop()
+        sr_only = None
+        if not args.skip_sr_only:
+            # The same node without its secondary capture: no heatmap, one object to send.
+            node_port, http_port = free_port(), free_port()
+            server = app_server(pacs, work / "state-sr-only", node_port, http_port,
+                                PNEUMONIA_RESULTS_SECONDARY_CAPTURE="false")
+            node = Node(node_port)
+            try:
+                open_loop(node, watcher, films, 2.0, 2.0)
+                before_sr_only = load()
+                sr_only = saturation(node, watcher, films, args.clients, args.seconds)
+                print(f"  saturation, SR only: {sr_only}, load {before_sr_only}", flush=True)
+            finally:
+                server.stop()
+        watcher.stop()
 
     print("\n| measure | figure | n | load avg 1/5/15 min |\n|---|---:|---:|---|")
     for rate, phase, latencies, answers, others, before in rows:
@@ -330,6 +354,11 @@ def main() -> None:
           f"{full['answered_per_s']:.1f} | {full['stored']} | {before_saturation} |")
     print(f"| node at saturation: films/s until their last SR was in Orthanc | "
           f"{full['delivered_per_s']:.1f} | {full['delivered']} | |")
+    if sr_only is not None:
+        print(f"| node at saturation, SR only (no secondary capture): films/s answered "
+              f"Success / until their last SR was in Orthanc | "
+              f"{sr_only['answered_per_s']:.1f} / {sr_only['delivered_per_s']:.1f} | "
+              f"{sr_only['stored']} | {before_sr_only} |")
     print(f"| `/predict`, {args.clients} clients, same films as JPEG: req/s | "
           f"{plain['rps']:.1f} | {plain['ok']} | {before_predict} |")
     print(f"| `/predict?explain=true`, {args.clients} clients: req/s | "
@@ -337,6 +366,9 @@ def main() -> None:
     print(f"| node / `/predict` | {ratio:.0%} | | |")
     print(f"| node / `/predict?explain=true` | "
           f"{full['answered_per_s'] / explained['rps']:.0%} | | |")
+    if sr_only is not None:
+        print(f"| node, SR only / `/predict` | "
+              f"{sr_only['answered_per_s'] / plain['rps']:.0%} | | |")
     two = next((latencies for rate, _, latencies, *_ in rows if rate == 2.0), None)
     if two:
         p95 = percentile(two, 95)
