@@ -136,8 +136,10 @@ def _body(data: bytes) -> tuple[bytes, str]:
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
-def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict:
-    """`clients` threads, each with its own keep-alive connection, posting for `seconds`."""
+def drive(port: int, uploads: list[bytes], clients: int, seconds: float,
+          path: str = "/predict") -> dict:
+    """`clients` threads, each with its own keep-alive connection, posting to `path` for
+    `seconds`."""
     bodies = [_body(u) for u in uploads]
     latencies: list[float] = []
     server_ms: list[float] = []
@@ -154,7 +156,7 @@ def drive(port: int, uploads: list[bytes], clients: int, seconds: float) -> dict
             i += 1
             started = time.perf_counter()
             try:
-                connection.request("POST", "/predict", body, {
+                connection.request("POST", path, body, {
                     "Content-Type": f"multipart/form-data; boundary={boundary}"})
                 response = connection.getresponse()
                 payload = response.read()

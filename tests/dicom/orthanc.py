@@ -104,18 +104,27 @@ def running_orthanc(root: Path, modalities: dict[str, tuple[str, str, int]],
                     ) -> Iterator[Orthanc]:
     """Orthanc started on free loopback ports (its DICOM port `dicom_port` when given) with
     its state under `root`; stopped (and its log shown on failure to start) on exit."""
+    root.mkdir(parents=True, exist_ok=True)
+    with orthanc_on(root, configuration(root, free_port(), dicom_port or free_port(),
+                                        ae_title, modalities)) as pacs:
+        yield pacs
+
+
+@contextmanager
+def orthanc_on(root: Path, config: dict) -> Iterator[Orthanc]:
+    """Orthanc started on `config` (written to root/orthanc.json, so that relative paths in
+    it, such as LuaScripts, are root's); its storage removed on exit."""
     if not Path(ORTHANC).exists():
         pytest.fail(f"{ORTHANC} is missing: `make system-packages` installs Debian's orthanc")
     root.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), dicom_port or free_port()
-    config = root / "orthanc.json"
-    config.write_text(json.dumps(configuration(root, http_port, dicom_port, ae_title,
-                                               modalities), indent=2))
+    config_path = root / "orthanc.json"
+    config_path.write_text(json.dumps(config, indent=2))
     log_path = root / "orthanc.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([ORTHANC, str(config)], stdout=log,
+        process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log,
                                    stderr=subprocess.STDOUT, cwd=root)
-    pacs = Orthanc(f"http://127.0.0.1:{http_port}", dicom_port, ae_title, log_path)
+    pacs = Orthanc(f"http://127.0.0.1:{config['HttpPort']}", config["DicomPort"],
+                   config["DicomAet"], log_path)
     try:
         poll(lambda: process.poll() is not None or _answers(pacs), START_SECONDS,
              "Orthanc to start")
@@ -129,7 +138,7 @@ def running_orthanc(root: Path, modalities: dict[str, tuple[str, str, int]],
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        shutil.rmtree(root / "storage", ignore_errors=True)
+        shutil.rmtree(Path(config["StorageDirectory"]), ignore_errors=True)
 
 
 def _answers(pacs: Orthanc) -> bool:
