@@ -1,5 +1,6 @@
 """A trained experiment -> a served model version: MODEL_DIR/<name>/<version>/ with the
-SavedModel (calibration inside), its card, its input guard and its per-file test predictions.
+SavedModel (calibration inside), its card, its input guard, its drift reference and its
+per-file test predictions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from app.contract.card import CLASS_NAMES
+from app.contract.drift import DriftReference
 from training import figures
 from training.config import RunConfig
 from training.data import Arrays, Split
@@ -45,6 +47,9 @@ def export_experiment(config: RunConfig, trained: TrainedModel, entry: dict, arr
                                      force=config.force, calibration=trust.platt)
     card.write(version_dir)
     trust.guard.write(version_dir)
+    # What the app's drift gauges compare recent films with (app/contract/drift.py).
+    DriftReference.of(trust.calibrated["validation"], arrays.x_val, trust.guard).write(
+        version_dir)
     write_predictions(version_dir / PREDICTIONS_FILE, parts["test"], trust.calibrated["test"],
                       trust.raw["test"])
     suffix = "" if entry["number"] == EXPORTED_EXPERIMENT else f"_{entry['number']}"

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from app.contract.card import read_card
+from app.contract.drift import DriftReference
 from app.contract.report import read_report
 from app.services.saved_model import find_model
 from tests.helpers import make_dataset_tree
@@ -74,6 +75,8 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     assert "test split played no part" in card.threshold_method
     assert card.calibration.method == "temperature" and card.calibration.inside_model
     assert card.explanation.patch == 16 and (version_dir / "input_guard.json").is_file()
+    drift = DriftReference.read(version_dir)  # what the app's drift gauges compare with
+    assert drift is not None and drift.films == sum(card.data.counts["validation"].values())
     assert {"validation", "test"} <= card.metrics.keys()
     assert "not a diagnosis" in card.intended_use.lower() and card.disclaimer
     assert card.limitations and card.code_version
