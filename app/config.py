@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.contract.drift import PSI_THRESHOLD
 
 MIN_TOKEN_LENGTH = 16
 
@@ -175,6 +178,17 @@ class Settings(BaseSettings):
             raise ValueError("PNEUMONIA_VIEWER_URL must be an http(s) address containing "
                              "{study_uid}")
         return template
+
+    # --- Operations (app/metrics.py, app/logs.py; README "Operations") ---------------------
+    # Log lines as text for a terminal, or "json": one object per line for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
+    # Drift: each model's last drift_window films against its validation films; a statistic
+    # whose population stability index passes drift_psi_threshold shows a banner on the
+    # pages and fires the PneumoniaTriageDrift alert. A window under drift_min_films is not
+    # judged: chance alone gives about 9/n (0.09 at 100 films, 0.018 at 500).
+    drift_window: int = Field(default=500, ge=10)
+    drift_min_films: int = Field(default=100, ge=1)
+    drift_psi_threshold: float = Field(default=PSI_THRESHOLD, gt=0)
 
 
 @lru_cache

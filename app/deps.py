@@ -23,6 +23,7 @@ from app.dicom.stow import boundary_of
 from app.errors import ModelNotReadyError, UnknownModelError
 from app.login_throttle import LoginThrottle
 from app.memory import give_back_memory
+from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
@@ -46,6 +47,17 @@ def templates_of(request: Request) -> Jinja2Templates:
 
 def decoder_of(request: Request) -> Decoder:
     return request.app.state.decoder
+
+
+def metrics_of(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return metrics_of(request)
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def get_login_throttle(request: Request) -> LoginThrottle:
@@ -128,9 +140,10 @@ ModelDep = Annotated[ServedModel, Depends(get_model)]
 async def get_scorer(request: Request, model: ModelDep, catalog: CatalogDep,
                      settings: SettingsDep) -> Scorer:
     """The pipeline's scorer for the model asked for, at the threshold the catalog's rule
-    gives it, decoding in the app's worker pool."""
+    gives it, decoding in the app's worker pool, reporting to the app's metrics."""
     return Scorer(model, catalog.threshold(model), decoder_of(request),
-                  settings.max_image_pixels, explanations=request.app.state.explanations)
+                  settings.max_image_pixels, explanations=request.app.state.explanations,
+                  metrics=metrics_of(request))
 
 
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]

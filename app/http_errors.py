@@ -56,6 +56,7 @@ from app.errors import (
     UploadTimeoutError,
     UploadTooLargeError,
 )
+from app.logs import note_outcome
 
 log = logging.getLogger("app.requests")
 
@@ -131,6 +132,7 @@ def wants_html(request: Request) -> bool:
 
 def error_response(request: Request, exc: AppError | ImageError) -> Response:
     status, code, message = describe(exc)
+    note_outcome(code)  # the access line's outcome (app/access.py)
     if isinstance(exc, ClientDisconnectedError):
         log.info("client disconnected during upload")
     if wants_html(request):

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from app.access import AccessLog
 from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.dicom.node import DicomNode
@@ -17,8 +18,18 @@ from app.dicom.worklist import StoreCommit, StoreJobSource
 from app.display import when
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
+from app.metrics import Metrics
 from app.quiet import silence_decoder_chatter
-from app.routes import dicomweb, docs, health, pages, predict, worklist, worklist_pages
+from app.routes import (
+    dicomweb,
+    docs,
+    health,
+    operations,
+    pages,
+    predict,
+    worklist,
+    worklist_pages,
+)
 from app.security import InFlightLimit, RequestGuard
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
@@ -52,9 +63,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                        timeout=settings.decode_timeout_seconds,
                                        memory_mb=settings.decode_memory_mb,
                                        admitted=settings.max_concurrent_decodes)
+    catalog, metrics = app.state.catalog, app.state.metrics
+    metrics.watch(store, app.state.decoder,
+                  ready=lambda: catalog.default is not None and store.schema_problem() is None)
     node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
                                    StoreCommit(store, settings.worklist_thumbnails),
-                                   StoreJobSource(store)).start()
+                                   StoreJobSource(store), metrics=metrics).start()
     app.state.dicom_ingest = node.ingest
     try:
         yield
@@ -99,6 +113,10 @@ def create_app(settings: Settings | None = None,
                                              settings.login_window_seconds)
     # The texts of films that are not assessable: one home (app/contract/assessability.py).
     app.state.templates.env.globals.update(look_text=LOOK, not_assessable=NOT_ASSESSABLE)
+    # GET /metrics' families and the drift monitor, this app's own (tests run several).
+    app.state.metrics = Metrics.from_settings(settings)
+    # Every page's drift banner (templates/drift_banner.html) asks it when rendered.
+    app.state.templates.env.globals.update(drift_state=app.state.metrics.drift.state)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
     app.mount(docs.ASSETS, docs.assets, name="docs-assets")
@@ -112,11 +130,14 @@ def create_app(settings: Settings | None = None,
     app.include_router(pages.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(operations.router)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "PATCH"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(InFlightLimit, limit=settings.max_connections)
-    # Outermost: headers and a JSON 500 for every response, the head's size limit.
+    # Headers and a JSON 500 for every response, the head's size limit.
     app.add_middleware(RequestGuard, max_header_bytes=settings.max_header_bytes)
+    # Outermost: every response timed and logged by its route template, with its request id.
+    app.add_middleware(AccessLog, metrics=app.state.metrics)
     return app

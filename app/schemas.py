@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.contract.card import ModelCard
 from app.display import percent
 from app.http_errors import describe
+from app.services.drift import DriftState
 from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
@@ -198,6 +199,35 @@ class BatchResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model: ModelInfo | None = Field(default=None, description="The model served, once ready")
+
+
+class ModelDriftInfo(BaseModel):
+    model: str
+    version: int
+    films: int = Field(description="Films in the model's window now")
+    judged: bool = Field(description="The window holds enough films for a PSI to mean "
+                                     "something; until then `psi` is empty")
+    psi: dict[str, float] = Field(description="Population stability index against the "
+                                              "validation films, by statistic: score, "
+                                              "guard_distance, brightness, contrast")
+    drifted: list[str] = Field(description="The statistics whose PSI is over the threshold")
+
+
+class DriftResponse(BaseModel):
+    drifted: bool = Field(description="Some model's recent films have drifted: the pages "
+                                      "show a banner")
+    threshold: float
+    window: int = Field(description="Films per model compared with the validation films")
+    min_films: int
+    models: list[ModelDriftInfo]
+
+    @classmethod
+    def of(cls, state: DriftState) -> DriftResponse:
+        return cls(drifted=state.drifted, threshold=state.threshold, window=state.window,
+                   min_films=state.min_films, models=[
+                       ModelDriftInfo(model=m.model, version=m.version, films=m.films,
+                                      judged=m.films >= state.min_films, psi=m.psi,
+                                      drifted=list(m.drifted)) for m in state.models])
 
 
 class OfferedModel(BaseModel):

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 WEB = ("fastapi", "starlette", "uvicorn", "python_multipart")
 # The web layer: the only modules that may import the framework, the schemas or the routes.
 WEB_LAYER = ("app.main", "app.deps", "app.http_errors", "app.security", "app.upload",
-             "app.server", "app.schemas", "app.routes")
+             "app.server", "app.schemas", "app.routes", "app.access")
 
 
 def _module_name(path: Path) -> str:

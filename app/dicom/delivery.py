@@ -32,6 +32,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from app.dicom.stow import FAILED_SOP_SEQUENCE, multipart_body
+from app.metrics import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom.delivery")
 
@@ -180,6 +181,7 @@ class Job:
     id: int | str
     instances: tuple[bytes, ...] = field(repr=False)
     attempts: int = 0
+    received_at: datetime | None = None  # the film's arrival (aware): time to notification
 
 
 class JobSource(Protocol):
@@ -225,8 +227,10 @@ class DeliveryWorker:
 
     def __init__(self, source: JobSource, send: Sender, backoff: Backoff = Backoff(),
                  poll_seconds: float = 1.0,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow,
+                 metrics: Observer = NO_METRICS) -> None:
         self._source = source
+        self._metrics = metrics
         self._send = send
         self._backoff = backoff
         self._poll = poll_seconds
@@ -266,6 +270,8 @@ class DeliveryWorker:
             if outcome.delivered:
                 self._source.done(job)
                 delivered += 1
+                if job.received_at is not None:
+                    self._metrics.notified((self._clock() - job.received_at).total_seconds())
                 log.info("results of job %s delivered: %s", job.id, outcome.detail)
             else:
                 delay = self._backoff.delay(job.attempts + 1)

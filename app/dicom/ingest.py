@@ -35,6 +35,7 @@ from app.contract.errors import DicomNotScoredError, ImageError
 from app.contract.identifiers import InstanceFacts
 from app.dicom.results import MANUFACTURER, png_image
 from app.errors import AppError, ModelNotReadyError
+from app.metrics import NO_METRICS, Observer
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Prediction, Scorer, score_film
@@ -86,16 +87,17 @@ class ResultsBuilder(Protocol):
                  film: np.ndarray | None) -> tuple[Dataset, ...]: ...
 
 
-def catalog_scorer(catalog: ModelCatalog, decoder: Decoder,
-                   max_pixels: int) -> Callable[[], Scorer]:
-    """The default model's scorer at the catalog's threshold, decoding in `decoder`, as
-    it is when called; ModelNotReadyError until the model is ready."""
+def catalog_scorer(catalog: ModelCatalog, decoder: Decoder, max_pixels: int,
+                   metrics: Observer = NO_METRICS) -> Callable[[], Scorer]:
+    """The default model's scorer at the catalog's threshold, decoding in `decoder`,
+    reporting to `metrics`, as it is when called; ModelNotReadyError until the model is
+    ready."""
 
     def scorer() -> Scorer:
         model = catalog.default
         if model is None:
             raise ModelNotReadyError(failed=catalog.failure is not None)
-        return Scorer(model, catalog.threshold(model), decoder, max_pixels)
+        return Scorer(model, catalog.threshold(model), decoder, max_pixels, metrics=metrics)
 
     return scorer
 
@@ -117,7 +119,9 @@ class ScoringIngest:
         facts = InstanceFacts.of(dataset)
         scorer = self._scorer()  # ModelNotReadyError before any work
         prediction, error, results, results_error = None, _own_result(dataset), (), None
-        if error is None:
+        if error is not None:
+            scorer.metrics.refused(error.code)
+        else:
             with scorer.decoder.admit():  # ServerBusyError: every decode slot is taken
                 prediction, error, film = self._score(scorer, dataset)
             if prediction is not None and self._results is not None:

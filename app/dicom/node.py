@@ -21,6 +21,7 @@ from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_s
 from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
 from app.dicom.results import ResultBuilder
 from app.dicom.scp import StorageSCP
+from app.metrics import NO_METRICS, Observer
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 
@@ -38,12 +39,14 @@ class DicomNode:
     @classmethod
     def from_settings(cls, settings: Settings, catalog: ModelCatalog, decoder: Decoder,
                       commit: Commit, jobs: JobSource | None = None,
-                      sender: Sender | None = None) -> DicomNode:
+                      sender: Sender | None = None,
+                      metrics: Observer = NO_METRICS) -> DicomNode:
         """The node the settings describe. Results are made only when they have somewhere
         to go (results_destination or results_dicomweb_url, and a job source to queue
-        them in); the SCP only when dicom_port is set; STOW-RS uses `ingest` either way."""
+        them in); the SCP only when dicom_port is set; STOW-RS uses `ingest` either way.
+        Films, associations and deliveries are reported to `metrics`."""
         sender = sender or senders_from_settings(settings)
-        worker = DeliveryWorker(jobs, sender) \
+        worker = DeliveryWorker(jobs, sender, metrics=metrics) \
             if sender is not None and jobs is not None else None
         results = ResultBuilder(settings.results_secondary_capture) if worker else None
 
@@ -52,9 +55,10 @@ class DicomNode:
             if worker is not None and result.results:
                 worker.wake()
 
-        ingest = ScoringIngest(catalog_scorer(catalog, decoder, settings.max_image_pixels),
-                               commit_then_wake, results)
-        return cls(ingest, StorageSCP.from_settings(settings, ingest), worker, results)
+        ingest = ScoringIngest(catalog_scorer(catalog, decoder, settings.max_image_pixels,
+                                              metrics), commit_then_wake, results)
+        return cls(ingest, StorageSCP.from_settings(settings, ingest, metrics), worker,
+                   results)
 
     def start(self) -> DicomNode:
         """Bind the SCP (OSError when its port is taken) and start delivering; the

@@ -12,6 +12,8 @@ negotiation, before a byte of it is sent. Received data sets stay in memory
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 
 from pydicom import Dataset
@@ -47,6 +49,7 @@ from app.contract.identifiers import InvalidInstanceError
 from app.dicom.ingest import Ingest
 from app.dicom.statuses import CANNOT_UNDERSTAND, error_status, result_status
 from app.errors import AppError
+from app.metrics import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom")
 
@@ -99,13 +102,18 @@ class StorageSCP:
     threads); `stop()` closes the port and the open associations. Usable as a context
     manager: `with StorageSCP(options, ingest): ...`."""
 
-    def __init__(self, options: ScpOptions, ingest: Ingest) -> None:
+    def __init__(self, options: ScpOptions, ingest: Ingest,
+                 metrics: Observer = NO_METRICS) -> None:
         self.options = options
         self._ingest = ingest
+        self._metrics = metrics
+        self._ended: weakref.WeakSet = weakref.WeakSet()  # associations counted already
+        self._ended_lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, ingest: Ingest) -> StorageSCP | None:
+    def from_settings(cls, settings: Settings, ingest: Ingest,
+                      metrics: Observer = NO_METRICS) -> StorageSCP | None:
         """The node the settings describe, not started; None when dicom_port is 0."""
         if not settings.dicom_port:
             return None
@@ -114,7 +122,7 @@ class StorageSCP:
             allowed_aes=tuple(settings.dicom_allowed_aes),
             max_associations=settings.dicom_max_associations,
             max_pdu_bytes=settings.dicom_max_pdu_bytes,
-            idle_seconds=settings.dicom_idle_seconds), ingest)
+            idle_seconds=settings.dicom_idle_seconds), ingest, metrics)
 
     @property
     def port(self) -> int:
@@ -139,7 +147,9 @@ class StorageSCP:
         self._server = ae.start_server(
             (options.host, options.port), block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._on_store),
-                          (evt.EVT_REJECTED, _on_rejected)])
+                          (evt.EVT_REJECTED, self._on_rejected),
+                          (evt.EVT_RELEASED, self._on_released),
+                          (evt.EVT_ABORTED, self._on_aborted)])
         log.info("DICOM node %s listening on %s:%d (%s)", options.ae_title, options.host,
                  self.port, "callers: " + ", ".join(options.allowed_aes)
                  if options.allowed_aes else "any caller")
@@ -182,6 +192,28 @@ class StorageSCP:
         return _status(*result_status(result))
 
 
+    def _on_rejected(self, event: Event) -> None:
+        # AE titles are the PACS's, never the patient's: safe to log.
+        log.warning("DICOM association from %s rejected",
+                    event.assoc.requestor.ae_title.strip())
+        self._end(event, "rejected")
+
+    def _on_released(self, event: Event) -> None:
+        self._end(event, "released")
+
+    def _on_aborted(self, event: Event) -> None:
+        self._end(event, "aborted")
+
+    def _end(self, event: Event, result: str) -> None:
+        """Count an association once, by how it ended (pynetdicom may report an abort
+        both where it is sent and where its reactor stops)."""
+        with self._ended_lock:
+            if event.assoc in self._ended:
+                return
+            self._ended.add(event.assoc)
+        self._metrics.association(result)
+
+
 def _check_sop_class(dataset: Dataset, negotiated: str) -> None:
     """The data set's own SOP Class must be the one its presentation context was accepted
     for, or a CT could travel under a CR context."""
@@ -198,8 +230,3 @@ def _status(status: int, comment: str | None) -> Dataset:
     if comment:
         answer.ErrorComment = comment
     return answer
-
-
-def _on_rejected(event: Event) -> None:
-    # AE titles are the PACS's, never the patient's: safe to log.
-    log.warning("DICOM association from %s rejected", event.assoc.requestor.ae_title.strip())

@@ -49,7 +49,7 @@ class StoreJobSource:
         self._lease = lease_seconds
 
     def pending(self, now: datetime) -> Sequence[Job]:
-        return [Job(d.id, d.instances, d.attempts)
+        return [Job(d.id, d.instances, d.attempts, d.received_at)
                 for d in self._store.due_deliveries(now, self._lease)]
 
     def done(self, job: Job) -> None:

@@ -67,7 +67,10 @@ class Admission:
     """At most `limit` films in flight; taking a place never waits."""
 
     def __init__(self, limit: int | None) -> None:
+        self.limit = limit
         self._free = threading.BoundedSemaphore(limit) if limit else None
+        self.busy = 0  # places taken now, for GET /metrics (counted only under a limit)
+        self._busy_lock = threading.Lock()
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -78,13 +81,19 @@ class Admission:
             return
         if not self._free.acquire(blocking=False):
             raise ServerBusyError()
+        with self._busy_lock:
+            self.busy += 1
         try:
             yield
         finally:
+            with self._busy_lock:
+                self.busy -= 1
             self._free.release()
 
 
 class Decoder(Protocol):
+    admission: Admission
+
     def prepare(self, job: FilmJob) -> PreparedFilm: ...  # raises ImageError subclasses
 
     def admit(self) -> AbstractContextManager[None]: ...
@@ -96,10 +105,10 @@ class InlineDecoder:
     """Decode in the calling thread."""
 
     def __init__(self, admitted: int | None = None) -> None:
-        self._admission = Admission(admitted)
+        self.admission = Admission(admitted)
 
     def admit(self):
-        return self._admission.admit()
+        return self.admission.admit()
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         return prepare_film(job)
@@ -145,7 +154,7 @@ class DecodePool:
                  retire_mb: float | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
-        self._admission = Admission(admitted)
+        self.admission = Admission(admitted)
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
@@ -173,7 +182,7 @@ class DecodePool:
         return self._start()
 
     def admit(self):
-        return self._admission.admit()
+        return self.admission.admit()
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         if self._closed:

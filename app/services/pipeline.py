@@ -21,6 +21,7 @@ from PIL import Image
 from app.contract.errors import ImageError, RequestBudgetError
 from app.contract.preprocessing import precheck
 from app.errors import ServerBusyError
+from app.metrics import NO_METRICS, Observer
 from app.services.decode_pool import Admission, Decoder, InlineDecoder
 from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
 from app.services.saved_model import ServedModel
@@ -87,6 +88,7 @@ class Scorer:
     # Explanations' own budget: an occlusion map costs 20 to 60 model calls, so a few
     # clients asking for one each time must not take the model from everyone else.
     explanations: Admission | None = None
+    metrics: Observer = NO_METRICS  # the app's counts and drift (app/metrics.py)
 
     def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
         card = self.model.card
@@ -99,30 +101,43 @@ class Scorer:
         """The one rule: a label (and a flag) only for a film the model can judge."""
         card = self.model.card
         label = card.label_for(probability, self.threshold) if film.assessable else None
-        return Prediction(
+        prediction = Prediction(
             probability=probability, label=label, flagged=label == card.positive_class,
             threshold=self.threshold, model_name=card.name, model_version=card.version,
             image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
             guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons)
+        self.metrics.scored(self.model, film.model_input, prediction)
+        return prediction
 
 
 def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction:
     """One film: its prediction, with its occlusion heatmap when `explain` (and the model
     can). Raises ImageError subclasses (app/contract/errors.py), or ServerBusyError when no
     decode worker is free, or when `explain` finds the explanations' budget full."""
+    try:
+        return _score_film(scorer, data, explain)
+    except ImageError as exc:
+        scorer.metrics.refused(exc.code)
+        raise
+
+
+def _score_film(scorer: Scorer, data: bytes, explain: bool) -> Prediction:
     explain = explain and scorer.model.can_explain
     budget = scorer.explanations if explain and scorer.explanations else Admission(None)
     precheck(data)  # refusals that need no decoder, made before one is taken
     with budget.admit():  # ServerBusyError at once, before any decoding, when it is full
         started = time.perf_counter()
-        film = scorer.decoder.prepare(scorer.job(data, keep_pixels=explain))
+        film = _decode(scorer, scorer.job(data, keep_pixels=explain))
         model = scorer.model
         heatmap = None
+        called = time.perf_counter()
         if explain and film.assessable:  # no map of an unvalidated score
             probabilities, maps = model.explain(film.model_input[None])
+            scorer.metrics.inferred(time.perf_counter() - called)
             heatmap = draw_heatmap(film.pixels, maps[0])
         else:
             probabilities = model.predict_shared(film.model_input[None])
+            scorer.metrics.inferred(time.perf_counter() - called)
     return scorer.prediction(film, float(probabilities[0]), time.perf_counter() - started,
                              heatmap=heatmap)
 
@@ -148,9 +163,11 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, bytes | Callable[[], 
                 raise RequestBudgetError(budget_seconds)
             data = source() if callable(source) else source
             precheck(data)
-            film = scorer.decoder.prepare(scorer.job(data, thumbnail=thumbnails))
+            film = _decode(scorer, scorer.job(data, thumbnail=thumbnails))
             return index, name, film, None, time.perf_counter() - started
         except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'
+            if isinstance(exc, ImageError):
+                scorer.metrics.refused(exc.code)
             return index, name, None, exc, time.perf_counter() - started
 
     items = enumerate(files)
@@ -162,12 +179,26 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, bytes | Callable[[], 
             probabilities = {}
             if ready:
                 out = scorer.model.predict(np.stack([p[2].model_input for p in ready]))
+                scorer.metrics.inferred(time.perf_counter() - started)
                 probabilities = {p[0]: float(q) for p, q in zip(ready, out)}
             model_seconds = (time.perf_counter() - started) / max(len(ready), 1)
             for index, name, film, error, seconds in prepared:
                 prediction = None if film is None else scorer.prediction(
                     film, probabilities[index], seconds + model_seconds)
                 yield FileResult(index, name, prediction, error)
+
+
+def _decode(scorer: Scorer, job: FilmJob) -> PreparedFilm:
+    """The decoder's film (in a worker process or inline), timed here in the serving
+    process, a refused film's decode included; a busy pool is not counted."""
+    started = time.perf_counter()
+    try:
+        film = scorer.decoder.prepare(job)
+    except ImageError:
+        scorer.metrics.decoded(time.perf_counter() - started)
+        raise
+    scorer.metrics.decoded(time.perf_counter() - started)
+    return film
 
 
 def inline_scorer(model: ServedModel, threshold: float, max_pixels: int) -> Scorer:

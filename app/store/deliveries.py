@@ -30,6 +30,7 @@ class PendingDelivery:
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
+    received_at: datetime  # the film's arrival
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,20 @@ def lease_due(session: Session, now: datetime, lease: timedelta,
     PostgreSQL, the write lock on SQLite."""
     query = (select(Delivery.id, Delivery.study_id, Delivery.sop_instance_uid,
                     Delivery.payload, Delivery.attempts, Delivery.next_attempt_at,
-                    Delivery.last_error)
+                    Delivery.last_error, Film.received_at)
+             .join(Film, Film.sop_instance_uid == Delivery.sop_instance_uid)
              .where(Delivery.next_attempt_at <= now).order_by(Delivery.next_attempt_at,
                                                               Delivery.id).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(of=Delivery, skip_locked=True)
     rows = session.execute(query).all()
     if rows:
         session.execute(update(Delivery).where(Delivery.id.in_([r.id for r in rows]))
                         .values(next_attempt_at=now + lease))
     return [PendingDelivery(id=r.id, study_id=r.study_id, sop_instance_uid=r.sop_instance_uid,
                             instances=unpack(r.payload), attempts=r.attempts,
-                            next_attempt_at=r.next_attempt_at, last_error=r.last_error)
+                            next_attempt_at=r.next_attempt_at, last_error=r.last_error,
+                            received_at=r.received_at)
             for r in rows]
 
 
@@ -99,6 +102,11 @@ def done(session: Session, delivery_id: int) -> None:
 def failed(session: Session, delivery_id: int, next_attempt: datetime, detail: str) -> None:
     session.execute(update(Delivery).where(Delivery.id == delivery_id).values(
         attempts=Delivery.attempts + 1, next_attempt_at=next_attempt, last_error=detail[:500]))
+
+
+def pending_count(session: Session) -> int:
+    """Films whose results have not reached the PACS yet."""
+    return session.scalar(select(func.count()).select_from(Delivery)) or 0
 
 
 def undelivered(session: Session, study_ids: Sequence[int] | None = None

@@ -48,6 +48,13 @@ def page_query(filters: list[ColumnElement[bool]], cursor: str | None) -> Select
     return query if cursor is None else query.where(_after(decode_cursor(cursor)))
 
 
+def status_counts(connection: Connection) -> dict[Status, int]:
+    """Entries per status, every status named (0 when none): one grouped count."""
+    counted = dict(connection.execute(
+        select(Study.status, func.count()).group_by(Study.status)).all())
+    return {status: int(counted.get(status.value, 0)) for status in Status}
+
+
 def by_ids(connection: Connection, ids: Sequence[int]) -> list[StudyEntry]:
     """The entries with these ids, in the order given (missing ones left out)."""
     rows = {row.id: row for row in connection.execute(

@@ -178,6 +178,16 @@ class WorklistStore:
         with self._write() as session:
             deliveries.failed(session, delivery_id, next_attempt, detail)
 
+    def status_counts(self) -> dict[Status, int]:
+        """Entries per status (every status, 0 when none): for GET /metrics."""
+        with self.engine.connect() as connection:
+            return queries.status_counts(connection)
+
+    def pending_results(self) -> int:
+        """Films whose results have not reached the PACS yet: for GET /metrics."""
+        with Session(self.engine) as session:
+            return deliveries.pending_count(session)
+
     def undelivered(self, study_ids: Sequence[int] | None = None
                     ) -> dict[int, deliveries.Undelivered]:
         """Entry id -> its results not yet delivered (for the page, metrics, alerts)."""

@@ -1,0 +1,74 @@
+"""The access line and the HTTP latency histogram: a plain ASGI middleware, outermost, so it
+times every response (the 431s, 503s and JSON 500s of the guards inside it included) and
+reads the request id RequestGuard put on it.
+
+Requests are labelled by their route's template (`/worklist/entries/{entry_id}`), never by
+the path: a path can carry identifiers, and a label per path would grow without bound. A
+request no route matched is `unmatched`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.logs import CURRENT_REQUEST, RequestFacts
+from app.metrics import Metrics
+
+log = logging.getLogger("app.access")
+UNMATCHED = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (a mount's prefix), or UNMATCHED."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        facts = RequestFacts(method=scope["method"])
+        token = CURRENT_REQUEST.set(facts)
+        status, request_id = 500, None  # what a client sees when nothing is sent
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status, request_id
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                request_id = dict(message.get("headers", [])).get(b"x-request-id", b"").decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            CURRENT_REQUEST.reset(token)
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            self.metrics.requests.labels(route, facts.method, f"{status // 100}xx").observe(
+                seconds)
+            _log(facts, route, status, request_id or None, seconds)
+
+
+def _log(facts: RequestFacts, route: str, status: int, request_id: str | None,
+         seconds: float) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    extra = {"request_id": request_id, "route": route, "method": facts.method,
+             "status": status, "duration_ms": round(seconds * 1000, 2), "model": facts.model,
+             "outcome": facts.outcome or ("ok" if status < 400 else "error"),
+             "films": facts.films if facts.outcome == "batch" else None}
+    shown = " ".join(f"{name}={value}" for name in ("model", "outcome", "request_id")
+                     if (value := extra[name]) is not None)
+    log.info("%s %s %d %.1f ms %s", facts.method, route, status, seconds * 1000, shown,
+             extra=extra)

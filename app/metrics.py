@@ -1,0 +1,249 @@
+"""What the app counts for GET /metrics (Prometheus text format), in a registry of its own
+per app (tests run several apps in one process; nothing goes to prometheus-client's global
+registry).
+
+The film pipeline, the DICOM node and the HTTP layer report to an `Observer`; this module's
+`Metrics` is the app's, and the base `Observer` (NO_METRICS) ignores everything, for the
+folder command and tools. No web framework here: the pipeline and the DICOM node import it.
+
+Families (names and labels are a contract: deploy/ alerts and the dashboard use them):
+
+    http_request_duration_seconds{route,method,status_class}   app/access.py
+    pneumonia_films_scored_total{model,flagged}                pipeline (Scorer.prediction)
+    pneumonia_films_refused_total{error}                       pipeline decode; DICOM ingest
+    pneumonia_guard_warnings_total{reason}                     pipeline, per reason code
+    pneumonia_score{model}                                     pipeline, the served probability
+    pneumonia_decode_seconds                                   pipeline, around decoder.prepare
+    pneumonia_inference_seconds                                pipeline, per model call
+    pneumonia_dicom_associations_total{result}                 DICOM SCP, at each one's end
+    pneumonia_time_to_notification_seconds                     delivery worker
+    pneumonia_decode_slots_busy, pneumonia_decode_slots        scrape time: the admission
+    pneumonia_results_pending                                  scrape time: the store
+    pneumonia_worklist_entries{status}                         scrape time: the store
+    pneumonia_ready                                            scrape time: model and store
+    pneumonia_drift_psi{model,statistic}                       scrape time: the drift monitor
+    pneumonia_drift_window_films{model}, pneumonia_drift_psi_threshold
+
+Decode time is measured in the serving process around the decoder's `prepare`, so films
+decoded in worker processes count without prometheus-client's multiprocess mode: a worker
+only decodes; everything counted happens in the process that serves /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from app.contract.drift import PSI_THRESHOLD
+from app.logs import note_film
+from app.services.drift import DriftMonitor
+
+log = logging.getLogger("app.metrics")
+
+# No `_created` series beside every counter and histogram: nothing here reads them.
+disable_created_metrics()
+
+ASSOCIATION_RESULTS = ("released", "aborted", "rejected")
+# Seconds: a request or a decode from a few milliseconds (a 64 px film) to the 10 s budget.
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+_DECODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# From a film's arrival to the PACS taking its results: seconds normally, hours in an outage.
+_NOTIFY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+_SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
+
+
+class Observer:
+    """What the pipeline and the DICOM node report as they go; this base ignores it."""
+
+    def decoded(self, seconds: float) -> None:
+        """A decoder's `prepare` returned or refused the film after `seconds`."""
+
+    def refused(self, code: str) -> None:
+        """A film was not scored: its error code (app/contract/errors.py)."""
+
+    def inferred(self, seconds: float) -> None:
+        """One model call (one film, or a chunk of a batch) took `seconds`."""
+
+    def scored(self, model: Any, model_input: np.ndarray, prediction: Any) -> None:
+        """`model` (a ServedModel) scored a film: its (H, W, C) uint8 model input and its
+        Prediction (app/services/pipeline.py)."""
+
+    def association(self, result: str) -> None:
+        """A DICOM association ended: released, aborted or rejected."""
+
+    def notified(self, seconds: float) -> None:
+        """A film's results reached the PACS `seconds` after the film arrived."""
+
+
+NO_METRICS = Observer()
+
+
+class Metrics(Observer):
+    """The app's families and its drift monitor; `watch` adds what is read at scrape time."""
+
+    def __init__(self, drift_window: int = 500, drift_min_films: int = 100,
+                 drift_threshold: float = PSI_THRESHOLD) -> None:
+        registry = self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "http_request_duration_seconds", "HTTP requests by route template (never the "
+            "path), method and status class (2xx, 4xx, ...)",
+            ["route", "method", "status_class"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.films_scored = Counter(
+            "pneumonia_films_scored_total", "Films the model scored, by model and whether it "
+            "flagged them (a film that is not assessable is never flagged)",
+            ["model", "flagged"], registry=registry)
+        self.films_refused = Counter(
+            "pneumonia_films_refused_total", "Films not scored, by error code",
+            ["error"], registry=registry)
+        self.guard_warnings = Counter(
+            "pneumonia_guard_warnings_total", "Reasons the input guard and the assessability "
+            "checks gave for scored films, by reason code (one film may give several)",
+            ["reason"], registry=registry)
+        self.score = Histogram(
+            "pneumonia_score", "Probabilities the model served, by model", ["model"],
+            buckets=_SCORE_BUCKETS, registry=registry)
+        self.decode_seconds = Histogram(
+            "pneumonia_decode_seconds", "Decoding one film, in a worker process or inline, "
+            "as the serving process waits for it (a refused film included)",
+            buckets=_DECODE_BUCKETS, registry=registry)
+        self.inference_seconds = Histogram(
+            "pneumonia_inference_seconds", "One model call: a film, or a chunk of a batch",
+            buckets=_INFERENCE_BUCKETS, registry=registry)
+        self.associations = Counter(
+            "pneumonia_dicom_associations_total", "DICOM associations by how they ended",
+            ["result"], registry=registry)
+        for result in ASSOCIATION_RESULTS:
+            self.associations.labels(result)
+        self.notification_seconds = Histogram(
+            "pneumonia_time_to_notification_seconds", "From a film's arrival to the PACS "
+            "taking its results", buckets=_NOTIFY_BUCKETS, registry=registry)
+        self.drift = DriftMonitor(drift_window, drift_min_films, drift_threshold)
+        self._scrape = _ScrapeTime(self.drift)
+        registry.register(self._scrape)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Metrics:
+        return cls(settings.drift_window, settings.drift_min_films,
+                   settings.drift_psi_threshold)
+
+    def watch(self, store: Any, decoder: Any, ready: Callable[[], bool]) -> None:
+        """Read at every scrape from now on: the worklist store, the decoder's admission,
+        and whether the app is ready."""
+        self._scrape.store, self._scrape.decoder, self._scrape.ready = store, decoder, ready
+
+    def text(self) -> bytes:
+        """The registry in the Prometheus text format (the store's gauges are read now:
+        call it from a worker thread)."""
+        return generate_latest(self.registry)
+
+    # --- Observer ---------------------------------------------------------------------
+
+    def decoded(self, seconds: float) -> None:
+        self.decode_seconds.observe(seconds)
+
+    def refused(self, code: str) -> None:
+        self.films_refused.labels(code).inc()
+        note_film(None, code)
+
+    def inferred(self, seconds: float) -> None:
+        self.inference_seconds.observe(seconds)
+
+    def scored(self, model: Any, model_input: np.ndarray, prediction: Any) -> None:
+        name = prediction.model_name
+        self.films_scored.labels(name, "true" if prediction.flagged else "false").inc()
+        self.score.labels(name).observe(prediction.probability)
+        for reason in prediction.reasons:
+            self.guard_warnings.labels(reason).inc()
+        self.drift.observe(model, model_input, prediction.probability)
+        note_film(name, "not_assessable" if not prediction.assessable
+                  else "flagged" if prediction.flagged else "not_flagged")
+
+    def association(self, result: str) -> None:
+        self.associations.labels(result).inc()
+
+    def notified(self, seconds: float) -> None:
+        self.notification_seconds.observe(max(seconds, 0.0))
+
+
+class _ScrapeTime:
+    """The gauges computed when scraped: cheap reads of the store (one grouped count and
+    one count), the admission's counter, readiness and the drift monitor's PSI."""
+
+    def __init__(self, drift: DriftMonitor) -> None:
+        self.drift = drift
+        self.store: Any = None
+        self.decoder: Any = None
+        self.ready: Callable[[], bool] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._decode_slots()
+        yield from self._store()
+        yield from self._drift()
+
+    def _decode_slots(self) -> Iterable[Metric]:
+        busy = GaugeMetricFamily("pneumonia_decode_slots_busy", "Films admitted for decoding "
+                                 "now (waiting for a worker or decoding)")
+        limit = GaugeMetricFamily("pneumonia_decode_slots", "Films that may be admitted at "
+                                  "once (PNEUMONIA_MAX_CONCURRENT_DECODES)")
+        if self.decoder is not None:
+            admission = self.decoder.admission
+            busy.add_metric([], admission.busy)
+            if admission.limit is not None:
+                limit.add_metric([], admission.limit)
+        yield busy
+        yield limit
+
+    def _store(self) -> Iterable[Metric]:
+        pending = GaugeMetricFamily("pneumonia_results_pending", "Results (SR and secondary "
+                                    "capture, per film) not yet taken by the PACS; the store "
+                                    "is shared, so every replica reports the same number")
+        entries = GaugeMetricFamily("pneumonia_worklist_entries", "Worklist entries (studies) "
+                                    "by status, shared by every replica", labels=["status"])
+        ready = GaugeMetricFamily("pneumonia_ready", "1 when /readyz would answer 200: the "
+                                  "default model loaded and the database at the code's schema")
+        if self.store is not None and self.ready is not None:
+            is_ready = self.ready()
+            try:
+                counts = self.store.status_counts()
+                pending.add_metric([], self.store.pending_results())
+            except Exception as exc:  # noqa: BLE001 - the database down: the rest still shown
+                log.warning("worklist gauges not read: %s", type(exc).__name__)
+                is_ready = False
+            else:
+                for status, count in counts.items():
+                    entries.add_metric([str(status)], count)
+            ready.add_metric([], 1.0 if is_ready else 0.0)
+        yield pending
+        yield entries
+        yield ready
+
+    def _drift(self) -> Iterable[Metric]:
+        state = self.drift.state()
+        psi = GaugeMetricFamily("pneumonia_drift_psi", "Population stability index of each "
+                                "statistic over the model's last films against its validation "
+                                "films; absent until the window holds enough films",
+                                labels=["model", "statistic"])
+        films = GaugeMetricFamily("pneumonia_drift_window_films", "Films in the model's drift "
+                                  "window", labels=["model"])
+        threshold = GaugeMetricFamily("pneumonia_drift_psi_threshold", "PSI over which a "
+                                      "statistic counts as drifted (PNEUMONIA_DRIFT_PSI_THRESHOLD)")
+        threshold.add_metric([], state.threshold)
+        for model in state.models:
+            films.add_metric([model.model], model.films)
+            for statistic, value in model.psi.items():
+                psi.add_metric([model.model, statistic], value)
+        yield psi
+        yield films
+        yield threshold

@@ -1,0 +1,116 @@
+"""Each model's recent films against its validation films (app/contract/drift.py), kept by
+the app for GET /metrics, GET /operations/drift and the pages' banner.
+
+Every film the model scores adds its statistics to the model's rolling window (the last
+`window` films); the PSI of each statistic is computed when asked, never per film. A window
+with fewer than `min_films` films is not judged: two samples of one distribution differ by
+chance (about 9/n with 10 bins), so a handful of films would raise false alarms. A model
+without a reference beside it (`drift_reference.json`) is not watched; that is logged once.
+
+Each replica watches the films it scored itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.contract.drift import DriftReference, film_statistics
+
+log = logging.getLogger("app.drift")
+
+
+@dataclass(frozen=True)
+class ModelDrift:
+    model: str
+    version: int
+    films: int  # in the window now
+    psi: dict[str, float]  # statistic -> PSI; empty until the window holds min_films
+    drifted: tuple[str, ...]  # the statistics over the threshold
+
+
+@dataclass(frozen=True)
+class DriftState:
+    threshold: float
+    window: int
+    min_films: int
+    models: tuple[ModelDrift, ...]
+
+    @property
+    def drifted(self) -> bool:
+        return any(model.drifted for model in self.models)
+
+
+class _Window:
+    def __init__(self, reference: DriftReference, statistics: list[str], size: int) -> None:
+        self.reference = reference
+        self.values = {name: deque[float](maxlen=size) for name in statistics}
+
+
+class DriftMonitor:
+    """Thread-safe: every request thread and DICOM association reports to it."""
+
+    def __init__(self, window: int, min_films: int, threshold: float) -> None:
+        self.window = window
+        self.min_films = min(min_films, window)
+        self.threshold = threshold
+        self._windows: dict[tuple[str, int], _Window | None] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, model: Any, model_input: np.ndarray, probability: float) -> None:
+        """One scored film of `model` (a ServedModel: its card, folder and guard): its
+        (H, W, C) uint8 model input and the probability served."""
+        window = self._window_of(model)
+        if window is None:
+            return
+        values = film_statistics(model_input, model.guard)
+        values["score"] = probability
+        with self._lock:
+            for name, kept in window.values.items():
+                kept.append(values[name])
+
+    def state(self) -> DriftState:
+        with self._lock:
+            windows = {key: {name: np.array(kept) for name, kept in w.values.items()}
+                       for key, w in self._windows.items() if w is not None}
+            references = {key: w.reference for key, w in self._windows.items()
+                          if w is not None}
+        models = []
+        for (name, version), values in sorted(windows.items()):
+            films = min((len(kept) for kept in values.values()), default=0)
+            psi = {} if films < self.min_films else {
+                statistic: references[(name, version)].statistics[statistic].psi(kept)
+                for statistic, kept in values.items()}
+            drifted = tuple(s for s, value in psi.items() if value > self.threshold)
+            models.append(ModelDrift(name, version, films, psi, drifted))
+        return DriftState(self.threshold, self.window, self.min_films, tuple(models))
+
+    def _window_of(self, model: Any) -> _Window | None:
+        key = (model.card.name, model.card.version)
+        with self._lock:
+            if key in self._windows:
+                return self._windows[key]
+        window = self._open(model)
+        with self._lock:
+            return self._windows.setdefault(key, window)
+
+    def _open(self, model: Any) -> _Window | None:
+        folder = getattr(model, "path", None)
+        try:
+            reference = DriftReference.read(folder) if folder is not None else None
+        except ValueError as exc:
+            log.warning("model %s v%s: drift reference not read (%s); drift not watched",
+                        model.card.name, model.card.version, type(exc).__name__)
+            return None
+        if reference is None:
+            log.warning("model %s v%s has no drift reference; drift not watched",
+                        model.card.name, model.card.version)
+            return None
+        statistics = [name for name in reference.statistics
+                      if name != "guard_distance" or model.guard is not None]
+        return _Window(reference, statistics, self.window)
