@@ -19,6 +19,8 @@ from app.metrics import Metrics
 
 log = logging.getLogger("app.access")
 UNMATCHED = "unmatched"
+# Probes and scrapes come every few seconds: their lines are DEBUG, the rest INFO.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def route_template(scope: Scope) -> str:
@@ -62,7 +64,8 @@ class AccessLog:
 
 def _log(facts: RequestFacts, route: str, status: int, request_id: str | None,
          seconds: float) -> None:
-    if not log.isEnabledFor(logging.INFO):
+    level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
+    if not log.isEnabledFor(level):
         return
     extra = {"request_id": request_id, "route": route, "method": facts.method,
              "status": status, "duration_ms": round(seconds * 1000, 2), "model": facts.model,
@@ -70,5 +73,5 @@ def _log(facts: RequestFacts, route: str, status: int, request_id: str | None,
              "films": facts.films if facts.outcome == "batch" else None}
     shown = " ".join(f"{name}={value}" for name in ("model", "outcome", "request_id")
                      if (value := extra[name]) is not None)
-    log.info("%s %s %d %.1f ms %s", facts.method, route, status, seconds * 1000, shown,
-             extra=extra)
+    log.log(level, "%s %s %d %.1f ms %s", facts.method, route, status, seconds * 1000, shown,
+            extra=extra)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -91,16 +90,24 @@ def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app import logs
+
+    settings = get_settings()
+    # Before TensorFlow is imported (the model loads in the app's lifespan): its native
+    # lines go through the filter, no CUDA line on a machine without a GPU, and every line
+    # in PNEUMONIA_LOG_FORMAT (app/logs.py).
+    logs.configure(settings.log_format, logs.route_native_stderr())
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    settings = get_settings()
     from app.server import guarded_protocol
 
+    # log_config=None: uvicorn's loggers go to the handler above; the access line is the
+    # app's own (app/access.py: the route's template, never the path and its query).
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
                 http=guarded_protocol(settings.request_head_seconds, settings.max_connections),
                 timeout_keep_alive=settings.keep_alive_seconds,
-                h11_max_incomplete_event_size=settings.max_header_bytes)
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+                log_config=None, access_log=False)
     return 0
 
 

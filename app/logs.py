@@ -94,6 +94,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _Chatter(logging.Filter):
+    """Alembic's two lines at every connection it inspects (each /readyz check and each
+    scrape asks whether the schema is at head): nothing an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "alembic.runtime.migration" and record.getMessage()
+                    .startswith(("Context impl ", "Will assume ")))
+
+
 def configure(log_format: str, stream: IO[str] | None = None,
               level: int = logging.INFO) -> None:
     """The root logger's one handler, in `log_format` ("text" or "json"), on `stream`
@@ -101,6 +110,8 @@ def configure(log_format: str, stream: IO[str] | None = None,
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(_Chatter())
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
