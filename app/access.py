@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.logs import CURRENT_REQUEST, RequestFacts
@@ -23,11 +24,17 @@ UNMATCHED = "unmatched"
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (a mount's prefix), or UNMATCHED."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED
+def route_template(scope: Scope, path: str) -> str:
+    """The matched route's path template, else the prefix of the app's mount that `path`
+    (as asked) falls under (the router sets no route for a mount), else UNMATCHED."""
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str) and template:
+        return template
+    for mount in getattr(scope.get("app"), "routes", ()):
+        if isinstance(mount, Mount) and mount.path and (
+                path == mount.path or path.startswith(mount.path + "/")):
+            return mount.path
+    return UNMATCHED
 
 
 class AccessLog:
@@ -39,7 +46,7 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started, path = time.perf_counter(), scope["path"]
         facts = RequestFacts(method=scope["method"])
         token = CURRENT_REQUEST.set(facts)
         status, request_id = 500, None  # what a client sees when nothing is sent
@@ -56,7 +63,7 @@ class AccessLog:
         finally:
             CURRENT_REQUEST.reset(token)
             seconds = time.perf_counter() - started
-            route = route_template(scope)
+            route = route_template(scope, path)
             self.metrics.requests.labels(route, facts.method, f"{status // 100}xx").observe(
                 seconds)
             _log(facts, route, status, request_id or None, seconds)
