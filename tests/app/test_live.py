@@ -62,9 +62,10 @@ def test_client_that_disconnects_mid_upload_is_one_info_line(live_server):
     _raw(url, head, body[:2000], close_after_send=True)
     _wait_for_log(log, "client disconnected during upload")
     # Anything that follows the line (a traceback) is logged before the next request's
-    # access line.
-    assert _ready(url)
-    _wait_for_log(log, '"GET /readyz HTTP/1.1" 200', start=seen)
+    # access line (app/access.py; probes are logged at DEBUG, so another route).
+    with urllib.request.urlopen(url + "/models", timeout=5) as response:
+        assert response.status == 200
+    _wait_for_log(log, "app.access: GET /models 200", start=seen)
     new = log.read_text()[seen:]
     assert new.count("client disconnected during upload") == 1
     assert "Traceback" not in new and "ERROR" not in new
