@@ -77,3 +77,15 @@ def test_the_worklist_shows_a_result_not_yet_delivered(client, tmp_path):
     worklist.delivery_done(job.id)
     listed = client.get("/worklist/entries", params={"limit": 500}).json()["entries"]
     assert [e["undelivered_results"] for e in listed if e["id"] == entry.id] == [0]
+
+
+def test_a_leased_job_carries_its_film_s_arrival_and_pending_counts_the_films(
+        store: WorklistStore):
+    assert store.pending_results() == 0
+    store.add_films([film("1.2.3", minutes=7), film("1.2.4")],
+                    results={"1.2.3.1": [b"sr", b"sc"], "1.2.4.1": [b"sr"]})
+    assert store.pending_results() == 2  # films whose results wait, not instances
+    arrivals = {job.sop_instance_uid: job.received_at for job in store.due_deliveries(T0)}
+    assert arrivals == {"1.2.3.1": T0 + timedelta(minutes=7), "1.2.4.1": T0}
+    store.delivery_done(store.due_deliveries(T0 + timedelta(hours=1))[0].id)
+    assert store.pending_results() == 1

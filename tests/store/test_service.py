@@ -256,3 +256,11 @@ def test_add_films_from_many_threads_of_one_store(store: WorklistStore) -> None:
     page = store.entries(limit=100)
     assert page.total == 18
     assert sum(len(entry.films) for entry in page.entries) == 60
+
+
+def test_status_counts_names_every_status(store: WorklistStore) -> None:
+    assert store.status_counts() == dict.fromkeys(Status, 0)
+    entries = store.add_films([film("1"), film("2"), film("3")])
+    store.set_status(entries[0].id, Status.REPORTED, "dr. a")
+    assert store.status_counts() == {Status.NEW: 2, Status.OPENED: 0, Status.REPORTED: 1,
+                                     Status.DISMISSED: 0}
