@@ -105,10 +105,14 @@ class InlineDecoder:
     """Decode in the calling thread."""
 
     def __init__(self, admitted: int | None = None) -> None:
-        self.admission = Admission(admitted)
+        self._admission = Admission(admitted)
+
+    @property
+    def admission(self) -> Admission:  # its counts, for GET /metrics
+        return self._admission
 
     def admit(self):
-        return self.admission.admit()
+        return self._admission.admit()
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         return prepare_film(job)
@@ -154,7 +158,7 @@ class DecodePool:
                  retire_mb: float | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
-        self.admission = Admission(admitted)
+        self._admission = Admission(admitted)
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
@@ -181,8 +185,12 @@ class DecodePool:
             return worker
         return self._start()
 
+    @property
+    def admission(self) -> Admission:  # its counts, for GET /metrics
+        return self._admission
+
     def admit(self):
-        return self.admission.admit()
+        return self._admission.admit()
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         if self._closed:
