@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PNEUMONIA_HOST=0.0.0.0 \
-    PNEUMONIA_PORT=8000
+    PNEUMONIA_PORT=8000 \
+    PNEUMONIA_STATE_DIR=/var/lib/triage
 
 WORKDIR /srv/triage
 
@@ -31,10 +32,15 @@ COPY templates/ templates/
 COPY static/ static/
 COPY models/ models/
 
-RUN useradd --create-home --uid 10001 triage
+# The embedded worklist database lives in the state folder: mount a volume there to keep it
+# (or set PNEUMONIA_DATABASE_URL to a PostgreSQL for several replicas).
+RUN useradd --create-home --uid 10001 triage \
+    && mkdir -p /var/lib/triage && chown 10001 /var/lib/triage
+VOLUME /var/lib/triage
 USER 10001
 
-EXPOSE 8000
+# 8000: the web app and API; 11112: the DICOM node (Storage SCP, C-ECHO).
+EXPOSE 8000 11112
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 CMD ["python3", "-m", "app"]
