@@ -9,13 +9,16 @@ from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
+# HEAD answers as GET does (probes and load balancers use either), documented once.
+@router.head("/healthz", include_in_schema=False)
+@router.get("/healthz", response_model=HealthResponse)
 async def healthz() -> HealthResponse:
     """The process is up. Answered on the event loop, never behind the worker threads."""
     return HealthResponse(status="ok")
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=HealthResponse,
+@router.head("/readyz", include_in_schema=False)
+@router.get("/readyz", response_model=HealthResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
 async def readyz(model: DefaultModelDep,
