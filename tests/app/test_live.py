@@ -5,9 +5,13 @@ import socket
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.corpus import BOUNDARY, multipart, part
 from tests.helpers import jpeg_bytes
 from tests.servers import poll
+
+pytestmark = pytest.mark.slow  # one real server for the module
 
 
 def _address(url: str) -> tuple[str, int]:

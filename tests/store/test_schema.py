@@ -83,6 +83,7 @@ def _upgrade_in_child(url: str) -> None:
     upgrade(url)
 
 
+@pytest.mark.slow
 def test_upgrade_from_two_processes_at_once(empty_url: str) -> None:
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_upgrade_in_child, args=(empty_url,))

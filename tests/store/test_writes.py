@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ def _racer(url: str, name: str, barrier: multiprocessing.synchronize.Barrier,
         store.close()
 
 
+@pytest.mark.slow
 def test_add_films_two_processes_racing_on_one_sop(url: str) -> None:
     context = multiprocessing.get_context("spawn")
     barrier, errors = context.Barrier(2), context.Queue()
@@ -113,6 +115,7 @@ def _kill_writer_at_random(url: str, prefix: str, rng: random.Random) -> list[st
     return list(lines)
 
 
+@pytest.mark.slow
 def test_add_films_survives_kill_9(url: str) -> None:
     rng = random.Random()
     for attempt in range(3):

@@ -7,6 +7,7 @@ from training.experiments import EXPERIMENTS
 from training.export import VersionExistsError, export_saved_model
 
 
+@pytest.mark.slow
 def test_saved_model_serving_default_matches_keras_model(tmp_path):
     model = EXPERIMENTS[5].build((64, 64, 3))
     # Train one step so the weights are not just the initialiser's.

@@ -49,6 +49,7 @@ def _arrays(n: int = 24) -> Arrays:
     return Arrays(x, y, x[:0], y[:0], x[:4], y[:4])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", [STUDY_RECIPE, FULL_RECIPE],
                          ids=["study-draws-once", "full-draws-every-epoch"])
 def test_augmentation_is_drawn_once_under_the_study_recipe(monkeypatch, recipe):
@@ -69,6 +70,7 @@ def test_augmentation_is_drawn_once_under_the_study_recipe(monkeypatch, recipe):
         assert calls == [24] and trained.augmented_once.shape == (24, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_study_recipe_uses_raw_pixels_and_hand_written_class_weights():
     model = train_experiment(STUDY_EXPERIMENTS[5], _arrays(), seed=1, epochs=1,
                              log=lambda _: None, recipe=STUDY_RECIPE).model

@@ -45,6 +45,7 @@ def test_temperature_scaling_repairs_an_over_confident_score():
     assert reliability(labels, calibrated)["ece"] < reliability(labels, raw)["ece"]
 
 
+@pytest.mark.slow
 def test_exported_model_is_calibrated_and_explains_at_input_resolution(tmp_path):
     model = EXPERIMENTS[5].build((64, 64, 3))
     model.compile(optimizer="adam", loss="binary_crossentropy")
