@@ -101,11 +101,10 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
-class InlineDecoder:
-    """Decode in the calling thread."""
+class _Admitting:
+    """The admission rule both decoders own."""
 
-    def __init__(self, admitted: int | None = None) -> None:
-        self._admission = Admission(admitted)
+    _admission: Admission
 
     @property
     def admission(self) -> Admission:  # its counts, for GET /metrics
@@ -113,6 +112,13 @@ class InlineDecoder:
 
     def admit(self):
         return self._admission.admit()
+
+
+class InlineDecoder(_Admitting):
+    """Decode in the calling thread."""
+
+    def __init__(self, admitted: int | None = None) -> None:
+        self._admission = Admission(admitted)
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         return prepare_film(job)
@@ -150,7 +156,7 @@ class _Worker:
         self.conn.close()
 
 
-class DecodePool:
+class DecodePool(_Admitting):
     """`workers` decoding processes; `prepare` blocks its caller until the film is ready."""
 
     def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
@@ -184,13 +190,6 @@ class DecodePool:
         if self._closed:  # shutting down: nothing new to start, or to stop later
             return worker
         return self._start()
-
-    @property
-    def admission(self) -> Admission:  # its counts, for GET /metrics
-        return self._admission
-
-    def admit(self):
-        return self._admission.admit()
 
     def prepare(self, job: FilmJob) -> PreparedFilm:
         if self._closed:

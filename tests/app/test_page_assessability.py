@@ -12,30 +12,9 @@ from tests import film_builders as fb
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
 def server(live_server):
     return live_server[0]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail("Chromium not found: install Debian's 'chromium' package (make test does)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, headless=True,
-                                              args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
 
 
 def _negative(data_dir: Path, tmp_path: Path) -> Path:
