@@ -121,11 +121,17 @@ def server_process(log_path: Path, state_dir: Path | None = None,
             pytest.fail("server exited: " + log_path.read_text()[-2000:])
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Ask a server to stop (SIGTERM); kill it if it is still there 20 s later."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager

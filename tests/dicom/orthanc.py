@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, poll
+from tests.servers import free_port, poll, stop_process
 
 ORTHANC = "/usr/sbin/Orthanc"
 START_SECONDS = 60
@@ -132,12 +132,7 @@ def orthanc_on(root: Path, config: dict) -> Iterator[Orthanc]:
             pytest.fail("Orthanc exited: " + log_path.read_text()[-3000:])
         yield pacs
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         shutil.rmtree(Path(config["StorageDirectory"]), ignore_errors=True)
 
 

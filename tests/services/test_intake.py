@@ -12,18 +12,8 @@ from app.contract.errors import NotAnImageError
 from app.errors import ServerBusyError
 from app.services import intake
 from app.services.pipeline import FileResult
-from app.store import WorklistStore, upgrade
 from tests.dicom_helpers import dicom_bytes
 from tests.helpers import jpeg_bytes, xray_like
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'worklist.db'}"
-    upgrade(url)
-    store = WorklistStore(url)
-    yield store
-    store.close()
 
 
 def _outcomes(monkeypatch, *errors):

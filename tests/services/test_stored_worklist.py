@@ -10,17 +10,8 @@ import pytest
 from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
 from app.services import stored_worklist as worklist
 from app.services.stored_worklist import ListFilters
-from app.store import Status, WorklistStore, upgrade
+from app.store import Status
 from tests.store.factories import film, refused
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'worklist.db'}"
-    upgrade(url)
-    store = WorklistStore(url)
-    yield store
-    store.close()
 
 
 @pytest.mark.parametrize(("received_from", "received_to", "window"), [
