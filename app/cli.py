@@ -72,20 +72,16 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
 def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    from app.services.worklist import worklist_csv
+    from app.services.worklist import worklist_csv, worklist_summary
 
     settings = get_settings()
     workers = args.workers or settings.decode_workers or 1
     results, card = score_folder(args.folder, workers, progress=not args.quiet,
                                  model_name=args.model, settings=settings)
     args.out.write_text(worklist_csv(results))
-    read = [r.prediction for r in results if r.prediction is not None]
-    scored = [p for p in read if p.assessable]
-    flagged = sum(p.flagged for p in scored)
-    print(f"{len(results)} files: {len(scored)} scored, {flagged} flagged, "
-          f"{len(read) - len(scored)} need a human look (not assessable), "
-          f"{len(results) - len(read)} not scored; worklist written to {args.out} "
-          f"(model {card.name} v{card.version}). {card.disclaimer}")
+    print(f"{worklist_summary(results)} Worklist written to {args.out} "
+          f"(model {card.name} v{card.version}; flagged for priority read at a triage score "
+          f"of 50 and above). {card.disclaimer}")
     return 0
 
 

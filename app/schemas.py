@@ -14,7 +14,8 @@ from app.services.drift import DriftState
 from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
-from app.services.stored_worklist import viewer_link
+from app.services.stored_worklist import GROUP_DECISIONS, entry_triage_score, viewer_link
+from app.services.triage import Decision, decision, probability_note, score_text, triage_score
 from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry, Undelivered
 
 
@@ -66,10 +67,31 @@ class ModelInfo(BaseModel):
     version: int
 
 
+_TRIAGE_SCORE = ("The probability rescaled so that the model's operating point is 0.5 for "
+                 "every model (torchxrayvision's op_norm): flagged exactly when >= 0.5; null "
+                 "when the film is not assessable")
+
+
+def _triage(probability: float | None, threshold: float | None
+            ) -> tuple[float | None, str | None]:
+    if probability is None or threshold is None:
+        return None, None
+    score = triage_score(probability, threshold)
+    return round(score, 6), score_text(score)
+
+
 class PredictionResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
+        "flagged": True,
+        "decision": "flagged",
+        "decision_text": "flagged for priority read",
+        "triage_score": 0.9673,
+        "triage_score_text": "96",
         "probability": 0.9731,
         "probability_text": "97.3%",
+        "probability_note": "Calibrated (temperature scaling) on the validation films, 74% "
+                            "of them with pneumonia: a chance among films like those, not for "
+                            "a patient in another population.",
         "label": "PNEUMONIA",
         "assessable": True,
         "reasons": [],
@@ -84,10 +106,21 @@ class PredictionResponse(BaseModel):
         "note": "Prioritisation aid, not a diagnosis.",
     }]})
 
+    flagged: bool = Field(description="At or above the model's operating point: a priority "
+                                      "read; never for a film that is not assessable")
+    decision: Decision = Field(description="The triage outcome: flagged (a priority read), "
+                                           "not_flagged, or needs_human_look (not assessable)")
+    decision_text: str = Field(description="The decision as people read it: 'flagged for "
+                                           "priority read', 'not flagged', 'needs a human "
+                                           "look'")
+    triage_score: float | None = Field(ge=0, le=1, description=_TRIAGE_SCORE)
+    triage_score_text: str | None = Field(description="The triage score out of 100 as the page "
+                                                      "shows it (cut, so 49 is never flagged)")
     probability: float | None = Field(ge=0, le=1, description="Model probability of "
                                       "pneumonia; null when the film is not assessable")
     probability_text: str | None = Field(description="The probability as people are shown "
                                                      "it: one decimal, never 100.0% or 0.0%")
+    probability_note: str = Field(description="What the probability is calibrated to")
     label: str | None = Field(description="PNEUMONIA when probability >= threshold, else "
                                           "NORMAL; null when the film is not assessable")
     assessable: bool = Field(description="false: the model cannot judge this film (see "
@@ -113,9 +146,14 @@ class PredictionResponse(BaseModel):
     @classmethod
     def from_prediction(cls, p: Prediction, card: ModelCard) -> PredictionResponse:
         judged = p.assessable
+        outcome = decision(judged, p.flagged)
+        score, score_shown = _triage(p.probability if judged else None, p.threshold)
         return cls(
+            flagged=p.flagged, decision=outcome, decision_text=outcome.text,
+            triage_score=score, triage_score_text=score_shown,
             probability=p.probability if judged else None,
             probability_text=percent(p.probability) if judged else None,
+            probability_note=probability_note(card),
             label=p.label,
             assessable=judged,
             reasons=list(p.reasons),
@@ -151,6 +189,11 @@ class FileError(ErrorResponse):
 class BatchEntry(BaseModel):
     index: int = Field(description="Position of the file in the upload, from 0")
     filename: str = Field(description="The name the client sent (never logged or stored)")
+    decision: Decision | None = Field(default=None, description="flagged, not_flagged or "
+                                      "needs_human_look; null: not scored (see error)")
+    decision_text: str | None = None
+    triage_score: float | None = Field(default=None, ge=0, le=1, description=_TRIAGE_SCORE)
+    triage_score_text: str | None = None
     probability: float | None = Field(default=None, ge=0, le=1)
     probability_text: str | None = None
     label: str | None = None
@@ -174,7 +217,11 @@ class BatchEntry(BaseModel):
             return cls(index=result.index, filename=result.filename,
                        error=FileError(error=code, detail=message, status=status))
         judged = p.assessable
+        outcome = decision(judged, p.flagged)
+        score, score_shown = _triage(p.probability if judged else None, p.threshold)
         return cls(index=result.index, filename=result.filename,
+                   decision=outcome, decision_text=outcome.text, triage_score=score,
+                   triage_score_text=score_shown,
                    probability=p.probability if judged else None,
                    probability_text=percent(p.probability) if judged else None,
                    label=p.label, flagged=p.flagged, assessable=judged,
@@ -192,6 +239,9 @@ class BatchResponse(BaseModel):
     flagged: int
     needs_human_look: int = Field(description="Films read but not assessable: no label")
     results: list[BatchEntry] = Field(description="One entry per file, in upload order")
+    not_scored: int = Field(description="Files refused or not read (see their errors)")
+    summary: str = Field(description="The counts as the page says them, e.g. '5 files: 2 "
+                                     "scored, 1 flagged; 3 not scored'")
     elapsed_ms: float
     note: str
 
@@ -307,6 +357,8 @@ class WorklistFilm(BaseModel):
     probability: float | None = Field(ge=0, le=1, description="None: not scored, or not "
                                                               "assessable by the model")
     probability_text: str | None
+    triage_score: float | None = Field(ge=0, le=1, description=_TRIAGE_SCORE)
+    triage_score_text: str | None
     threshold: float | None = Field(description="The decision threshold it was scored at")
     flagged: bool | None
     assessable: bool = Field(description="The model can judge this film; false puts the "
@@ -320,13 +372,15 @@ class WorklistFilm(BaseModel):
     @classmethod
     def of(cls, film: FilmResult) -> WorklistFilm:
         p = film.probability
+        score, score_shown = _triage(p, film.threshold)
         return cls(
             id=film.id, sop_instance_uid=film.sop_instance_uid,
             series_instance_uid=film.series_instance_uid, modality=film.modality,
             view_position=film.view_position, body_part=film.body_part, source=film.source,
             received_at=film.received_at, scored_at=film.scored_at,
             model_name=film.model_name, model_version=film.model_version, probability=p,
-            probability_text=None if p is None else percent(p), threshold=film.threshold,
+            probability_text=None if p is None else percent(p), triage_score=score,
+            triage_score_text=score_shown, threshold=film.threshold,
             flagged=film.flagged, assessable=film.assessable, reasons=list(film.reasons),
             warnings=list(film.warnings),
             error=None if film.error_code is None else FilmProblem(
@@ -358,6 +412,13 @@ class WorklistEntry(BaseModel):
     priority: float | None = Field(ge=0, le=1, description="Highest probability among its "
                                                           "assessable frontal films")
     priority_text: str | None
+    triage_score: float | None = Field(ge=0, le=1, description="The highest triage score "
+                                       "among the films that set the priority (each at the "
+                                       "operating point it was scored at; 0.5 = flagged)")
+    triage_score_text: str | None
+    decision: Decision = Field(description="flagged, not_flagged or needs_human_look: the "
+                                           "study's group in triage words")
+    decision_text: str
     flagged: bool = Field(description="A film is at or above its threshold: a priority read")
     group: Literal["flagged", "routine", "needs_review"] = Field(
         description="Flagged for a priority read; not flagged; or needs a human look (a film "
@@ -375,6 +436,8 @@ class WorklistEntry(BaseModel):
     def of(cls, entry: StudyEntry, viewer_url: str | None,
            undelivered: Undelivered | None = None) -> WorklistEntry:
         p = entry.priority
+        score, score_shown = entry_triage_score(entry)
+        outcome = GROUP_DECISIONS[entry.group]
         return cls(
             id=entry.id, study_instance_uid=entry.study_instance_uid,
             accession_number=entry.accession_number, patient_age=entry.patient_age,
@@ -382,7 +445,9 @@ class WorklistEntry(BaseModel):
             study_time=entry.study_time, source=entry.source, received_at=entry.received_at,
             last_received_at=entry.last_received_at, status=entry.status,
             status_by=entry.status_by, status_at=entry.status_at, priority=p,
-            priority_text=None if p is None else percent(p), flagged=entry.flagged,
+            priority_text=None if p is None else percent(p), triage_score=score,
+            triage_score_text=score_shown, decision=outcome, decision_text=outcome.text,
+            flagged=entry.flagged,
             group=entry.group,  # type: ignore[arg-type]
             viewer_url=viewer_link(viewer_url, entry.study_instance_uid),
             films=[WorklistFilm.of(film) for film in entry.films],

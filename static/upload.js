@@ -65,22 +65,31 @@
     error.textContent = message;
   }
 
-  // The API's own text and label: display rules live in one place, on the server.
-  // A film the model cannot judge (assessable false) has no label and no probability: the
-  // page says it needs a human look, with the reasons, and shows no bar.
-  function showResult(data) {
+  // The API's own words and numbers: display rules live in one place, on the server
+  // (app/services/triage.py). The decision colours the badge, the score and the bar; the
+  // bar's mark is the operating point, 50 for every model. A film the model cannot judge
+  // (needs_human_look) has no score and no probability: the page shows the reasons instead.
+  function showResult(data, filename) {
     worklist.hidden = true;
-    const look = data.assessable === false;
+    const look = data.decision === "needs_human_look";
+    document.getElementById("file-name").textContent = filename || "";
     document.getElementById("scored").hidden = look;
     document.getElementById("look-note").hidden = !look;
     document.getElementById("reasons").textContent = (data.reasons || []).join(", ");
+    const decision = document.getElementById("decision");
+    decision.textContent = data.decision_text;
+    decision.className = "decision " + data.decision;
+    const score = document.getElementById("triage-score");
+    score.textContent = data.triage_score_text || "";
+    score.className = data.decision;
+    const fill = document.getElementById("bar-fill");
+    fill.setAttribute("width", ((data.triage_score || 0) * 100).toFixed(1));
+    fill.setAttribute("class", "bar-fill " + data.decision);
     document.getElementById("probability").textContent = data.probability_text || "";
-    const label = document.getElementById("label");
-    label.textContent = look ? form.dataset.lookText.toUpperCase() : data.label;
-    label.className = "label " + (look ? "look" : data.label === form.dataset.positiveClass ? "positive" : "negative");
-    document.getElementById("bar-fill").setAttribute("width", ((data.probability || 0) * 100).toFixed(1));
-    document.getElementById("bar-threshold").setAttribute("x", (data.threshold * 100).toFixed(1));
-    document.getElementById("threshold").textContent = (data.threshold * 100).toFixed(0) + "%";
+    document.getElementById("threshold").textContent = (data.threshold * 100).toFixed(1) + "%";
+    document.getElementById("probability-note").textContent = data.probability_note +
+      ` The triage score is this probability rescaled so that the model's operating point ` +
+      `(${(data.threshold * 100).toFixed(1)}%) sits at 50, the same for every model.`;
     document.getElementById("image-info").textContent =
       `${data.image.width}×${data.image.height} ${data.image.format} (${data.image.mode})`;
     document.getElementById("elapsed").textContent = Math.round(data.elapsed_ms) + " ms";
@@ -155,21 +164,36 @@
 
   function worklistCsv(rows) {
     const groups = { scored: "scored", look: form.dataset.lookText, error: "not scored" };
-    const lines = [["rank", "file", "probability", "shown", "label", "flagged", "warnings", "error",
-      "group", "reasons"].join(",")];
+    const lines = [["rank", "file", "decision", "triage_score", "probability", "flagged",
+      "warnings", "error", "group", "reasons"].join(",")];
     rows.forEach((e, i) => {
       const group = groupOf(e);
       const scored = group === "scored";
-      lines.push([scored ? i + 1 : "", e.filename, scored ? e.probability.toFixed(6) : "",
-        e.probability_text || "", e.label || "", group === "error" ? "" : (e.flagged ? "yes" : "no"),
+      lines.push([scored ? i + 1 : "", e.filename, e.decision_text || "not scored",
+        e.triage_score_text || "", scored ? e.probability.toFixed(6) : "",
+        group === "error" ? "" : (e.flagged ? "yes" : "no"),
         e.warnings.join("; "), e.error ? e.error.detail : "", groups[group],
         (e.reasons || []).join(" ")].map(csvCell).join(","));
     });
     return lines.join("\n") + "\n";
   }
 
-  // For tests/app/test_browser.py, which holds both rules to the server's output.
-  window.triageWorklist = { order: worklistOrder, csv: worklistCsv };
+  // The server's words (app/services/triage.py summary_text): "5 files: 2 scored, 1 flagged;
+  // 3 not scored."
+  function summaryText(entries) {
+    const count = (group) => entries.filter((e) => groupOf(e) === group).length;
+    const scored = count("scored");
+    const flagged = entries.filter((e) => groupOf(e) === "scored" && e.flagged).length;
+    const look = count("look");
+    const failed = count("error");
+    let text = `${entries.length} file${entries.length === 1 ? "" : "s"}: ${scored} scored, ${flagged} flagged`;
+    if (look) text += `; ${look} ${look === 1 ? "needs" : "need"} a human look`;
+    if (failed) text += `; ${failed} not scored`;
+    return text + ".";
+  }
+
+  // For tests/app/test_browser.py, which holds these rules to the server's output.
+  window.triageWorklist = { order: worklistOrder, csv: worklistCsv, summary: summaryText };
 
   function cell(row, text, className) {
     const td = document.createElement("td");
@@ -195,9 +219,8 @@
         tbody.appendChild(header);
       }
       const tr = document.createElement("tr");
-      if (e.flagged) tr.className = "flagged";
-      if (e.error) tr.className = "failed";
-      if (look) tr.className = "look";
+      const kind = e.decision || "not_scored";
+      tr.className = kind;
       cell(tr, groupOf(e) === "scored" ? String(i + 1) : "");
       const film = cell(tr, "");
       if (e.thumbnail) {
@@ -208,8 +231,9 @@
         film.appendChild(img);
       }
       cell(tr, e.filename, "name");
-      cell(tr, e.probability_text || "–", "probability");
-      cell(tr, e.label || (look ? form.dataset.lookText : "not scored"), e.flagged ? "label-cell positive" : "label-cell");
+      const score = cell(tr, e.triage_score_text || "–", "score");
+      if (e.probability_text) score.title = "calibrated probability " + e.probability_text;
+      cell(tr, e.decision_text || "not scored", "decision-cell " + kind);
       cell(tr, e.error ? e.error.detail : e.warnings.join(" "), e.error ? "error" : "note");
       tbody.appendChild(tr);
     });
@@ -234,12 +258,7 @@
       data.results.forEach((e) => entries.push({ ...e, index: e.index + start }));
       progress.value = entries.length;
     }
-    const flagged = entries.filter((e) => e.flagged).length;
-    const failed = entries.filter((e) => e.error).length;
-    const looks = entries.filter((e) => groupOf(e) === "look").length;
-    progressText.textContent = `${entries.length} files scored: ${flagged} flagged` +
-      (looks ? `, ${looks} ${form.dataset.lookText}` : "") +
-      (failed ? `, ${failed} not scored` : "") + ".";
+    progressText.textContent = summaryText(entries);
     showWorklist(entries);
   }
 
@@ -278,10 +297,10 @@
       return;
     }
     button.disabled = true;
-    button.textContent = "Estimating…";
+    button.textContent = "Scoring…";
     try {
       if (files.length === 1) {
-        showResult(await scoreOne(files[0]));
+        showResult(await scoreOne(files[0]), files[0].name);
       } else {
         await scoreMany(files);
       }
@@ -290,7 +309,7 @@
       showError(err instanceof TypeError ? "The server could not be reached. Try again." : err.message);
     } finally {
       button.disabled = false;
-      button.textContent = "Estimate probability";
+      button.textContent = "Score";
     }
   });
 })();

@@ -30,6 +30,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from app.display import percent
 from app.services.pipeline import Prediction
+from app.services.triage import Decision, decision, score_text, triage_score
 
 MANUFACTURER = "pneumonia-triage"  # also how the node knows its own results coming back
 SR_SERIES_NUMBER = 9901  # high numbers keep results after the acquired series in viewers
@@ -45,9 +46,9 @@ CHEST_IMAGING = hd.sr.CodedConcept("413815006", "SCT", "Chest imaging (procedure
 # The triage outcome has no standard code: a private scheme, as PS3.16 Section 8 allows
 # ("99" prefix), with the wording the worklist uses.
 TRIAGE_SCHEME = "99PNEUTRIAGE"
-FLAGGED = "flagged for priority read"
-NOT_FLAGGED = "not flagged"
-NEEDS_REVIEW = "needs a human look"
+FLAGGED = Decision.FLAGGED.text
+NOT_FLAGGED = Decision.NOT_FLAGGED.text
+NEEDS_REVIEW = Decision.NEEDS_HUMAN_LOOK.text
 TRIAGE_CODES = {
     FLAGGED: hd.sr.CodedConcept("FLAGGED", TRIAGE_SCHEME, FLAGGED),
     NOT_FLAGGED: hd.sr.CodedConcept("NOT_FLAGGED", TRIAGE_SCHEME, NOT_FLAGGED),
@@ -63,11 +64,13 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
 _ALSO_COPIED = ("IssuerOfPatientID", "StudyDescription", "PatientAge")
 
 
+def _judged(prediction: Prediction) -> bool:
+    return getattr(prediction, "assessable", True) is not False
+
+
 def triage_text(prediction: Prediction) -> str:
-    """The triage outcome in the worklist's words."""
-    if getattr(prediction, "assessable", True) is False:
-        return NEEDS_REVIEW
-    return FLAGGED if prediction.flagged else NOT_FLAGGED
+    """The triage outcome in the worklist's words (app/services/triage.py)."""
+    return decision(_judged(prediction), prediction.flagged).text
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,12 @@ def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.Comprehe
             uid=_uid(source, prediction, "tracking"), identifier="pneumonia triage"),
         finding_type=PNEUMONIA,
         algorithm_id=algorithm,
+        # A film the model cannot judge carries no probability: its raw output means
+        # nothing clinically and must not reach the viewer as a measurement.
         measurements=[
-            hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
-                              unit=PROBABILITY_UNIT, algorithm_id=algorithm),
+            *([hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
+                                 unit=PROBABILITY_UNIT, algorithm_id=algorithm)]
+              if _judged(prediction) else []),
             hd.sr.Measurement(name=OPERATING_POINT, value=prediction.threshold,
                               unit=PROBABILITY_UNIT)],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(
@@ -206,13 +212,19 @@ def _lines(prediction: Prediction) -> list[tuple[str, str]]:
     outcome = triage_text(prediction)
     colour = {FLAGGED: "#ffb000", NOT_FLAGGED: "white", NEEDS_REVIEW: "#7fd0ff"}[outcome]
     lines = [(f"AI triage for pneumonia: {outcome}", colour),
-             (f"probability {percent(prediction.probability)}, operating point "
-              f"{percent(prediction.threshold)}; model {prediction.model_name} "
-              f"v{prediction.model_version}", "white"),
+             *(_score_lines(prediction) if _judged(prediction) else []),
+             (f"model {prediction.model_name} v{prediction.model_version}", "white"),
              (DISCLAIMER, "white")]
     if prediction.heatmap is not None:
         lines.append(("Heatmap: the regions that moved the score most.", "white"))
     return lines
+
+
+def _score_lines(prediction: Prediction) -> list[tuple[str, str]]:
+    score = score_text(triage_score(prediction.probability, prediction.threshold))
+    return [(f"triage score {score}/100 (flagged at 50 and above)", "white"),
+            (f"calibrated probability {percent(prediction.probability)}, operating point "
+             f"{percent(prediction.threshold)}", "white")]
 
 
 def evidence_header(source: Dataset) -> Dataset:

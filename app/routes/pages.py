@@ -18,7 +18,7 @@ from app.errors import TooManyLoginsError
 from app.schemas import BatchEntry, OfferedModel, PredictionResponse
 from app.security import SESSION_COOKIE, new_session, require_token
 from app.services.pipeline import score_film, score_films
-from app.services.worklist import worklist_csv, worklist_order
+from app.services.worklist import worklist_csv, worklist_order, worklist_summary
 from app.upload import read_small_form
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -53,12 +53,13 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
     model = scorer.model
     if len(files) == 1:
         prediction = score_film(scorer, files[0][1], explain=explain)
-        return _page(request, catalog, model,
+        return _page(request, catalog, model, filename=files[0][0],
                      result=PredictionResponse.from_prediction(prediction, model.card))
     results = list(score_films(scorer, files, thumbnails=True,
                                budget_seconds=settings.batch_budget_seconds))
     return _page(request, catalog, model,
                  worklist=[BatchEntry.of(r) for r in worklist_order(results)],
+                 worklist_summary=worklist_summary(results),
                  worklist_csv=worklist_csv(results))
 
 

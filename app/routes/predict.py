@@ -14,7 +14,7 @@ from app.schemas import (
 )
 from app.security import require_token
 from app.services.pipeline import score_film, score_films
-from app.services.worklist import worklist_csv
+from app.services.worklist import worklist_csv, worklist_summary
 
 router = APIRouter(tags=["prediction"],
                    dependencies=[Depends(require_token)])
@@ -74,6 +74,7 @@ def predict_batch(scorer: ScorerDep, files: BatchDep, settings: SettingsDep,
     return BatchResponse(
         model=ModelInfo(name=card.name, version=card.version), threshold=scorer.threshold,
         count=len(results), scored=len(judged), flagged=sum(p.flagged for p in judged),
-        needs_human_look=len(read) - len(judged),
+        needs_human_look=len(read) - len(judged), not_scored=len(results) - len(read),
+        summary=worklist_summary(results),
         results=[BatchEntry.of(result) for result in results],
         elapsed_ms=round(sum(p.elapsed_ms for p in read), 2), note=card.disclaimer)

@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from app.display import percent
 from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
+from app.services.triage import Decision, score_text, triage_score
 from app.services.worklist import csv_cell
 from app.store import (
     AuditAction,
@@ -26,14 +26,13 @@ from app.store import (
     StudyEntry,
     WorklistStore,
 )
+from app.store.priority import counts
 
-# The list's groups, in the order shown, and what the page calls them: triage words, never
-# a finding.
-GROUP_LABELS = {
-    "flagged": "Flagged for a priority read",
-    "routine": "Not flagged",
-    "needs_review": "Needs a human look",
-}
+# The list's groups, in the order shown, as triage decisions (app/services/triage.py), and
+# what the page calls them: triage words, never a finding.
+GROUP_DECISIONS = {"flagged": Decision.FLAGGED, "routine": Decision.NOT_FLAGGED,
+                   "needs_review": Decision.NEEDS_HUMAN_LOOK}
+GROUP_LABELS = {group: d.text[:1].upper() + d.text[1:] for group, d in GROUP_DECISIONS.items()}
 # What a clinician can set from the page ("new" stays settable through the API).
 STATUS_ACTIONS = {Status.OPENED: "Opened", Status.REPORTED: "Reported",
                   Status.DISMISSED: "Dismissed"}
@@ -147,8 +146,8 @@ def viewer_link(template: str | None, study_uid: str) -> str | None:
 
 # --- CSV ---------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("rank", "group", "priority", "shown", "flagged", "status", "status_by",
-               "status_at", "study_instance_uid", "accession_number", "patient_age",
+CSV_COLUMNS = ("rank", "group", "decision", "triage_score", "priority", "flagged", "status",
+               "status_by", "status_at", "study_instance_uid", "accession_number", "patient_age",
                "patient_sex", "study_date", "received_at", "source", "films", "models",
                "notes")
 
@@ -173,13 +172,24 @@ def _csv_lines(store: WorklistStore, filters: ListFilters) -> Iterator[str]:
         cursor, first = page.next_cursor, False
 
 
+def entry_triage_score(entry: StudyEntry) -> tuple[float | None, str | None]:
+    """The study's triage score (0-1) and its text: the highest among the films that count
+    for its priority (app/store/priority.py), each at the operating point it was scored at,
+    so studies scored by different models compare on one scale. (None, None) without one."""
+    scores = [triage_score(f.probability, f.threshold) for f in entry.films
+              if counts(f) and f.threshold is not None]
+    if not scores:
+        return None, None
+    return round(max(scores), 6), score_text(max(scores))
+
+
 def entry_cells(rank: int, entry: StudyEntry) -> list[str]:
     """One entry's CSV cells, in CSV_COLUMNS order."""
     models = sorted({f"{f.model_name} v{f.model_version}" for f in entry.films
                      if f.model_name})
-    return [str(rank), entry.group,
+    _, score = entry_triage_score(entry)
+    return [str(rank), entry.group, GROUP_DECISIONS[entry.group].text, score or "",
             "" if entry.priority is None else f"{entry.priority:.6f}",
-            "" if entry.priority is None else percent(entry.priority),
             "yes" if entry.flagged else "no", entry.status.value, entry.status_by or "",
             _iso(entry.status_at) or "", entry.study_instance_uid,
             entry.accession_number or "", entry.patient_age or "", entry.patient_sex or "",

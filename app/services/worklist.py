@@ -12,11 +12,11 @@ import re
 from collections.abc import Sequence
 
 from app.contract.assessability import LOOK
-from app.display import percent
 from app.services.pipeline import FileResult
+from app.services.triage import Decision, decision, score_text, summary_text, triage_score
 
-CSV_COLUMNS = ("rank", "file", "probability", "shown", "label", "flagged", "warnings", "error",
-               "group", "reasons")
+CSV_COLUMNS = ("rank", "file", "decision", "triage_score", "probability", "flagged",
+               "warnings", "error", "group", "reasons")
 GROUPS = {"scored": "scored", "look": LOOK, "error": "not scored"}
 
 
@@ -36,6 +36,14 @@ def worklist_order(results: Sequence[FileResult]) -> list[FileResult]:
         [r for r in results if group_of(r) == "error"]
 
 
+def worklist_summary(results: Sequence[FileResult]) -> str:
+    """'5 files: 2 scored, 1 flagged; 3 not scored.' (app/services/triage.py summary_text)."""
+    groups = [group_of(r) for r in results]
+    flagged = sum(r.prediction.flagged for r, g in zip(results, groups) if g == "scored")
+    return summary_text(len(results), groups.count("scored"), flagged, groups.count("look"),
+                        groups.count("error"))
+
+
 def worklist_csv(results: Sequence[FileResult]) -> str:
     """The worklist as CSV (RFC 4180, comma-separated, "\n" line ends), in worklist order,
     one row per file; every text cell made safe by `csv_cell`."""
@@ -43,15 +51,18 @@ def worklist_csv(results: Sequence[FileResult]) -> str:
     for rank, result in enumerate(worklist_order(results), start=1):
         p, group = result.prediction, group_of(result)
         if p is None:
-            lines.append(_row(["", result.filename, "", "", "", "", "",
+            lines.append(_row(["", result.filename, "not scored", "", "", "", "",
                                result.error.message if result.error else "", GROUPS[group],
                                ""]))
-        elif group == "look":  # no rank, no probability, no label: a person reads it
-            lines.append(_row(["", result.filename, "", "", "", "no", "; ".join(p.warnings),
-                               "", GROUPS[group], " ".join(p.reasons)]))
+        elif group == "look":  # no rank, no score, no probability: a person reads it
+            lines.append(_row(["", result.filename, Decision.NEEDS_HUMAN_LOOK.text, "", "",
+                               "no", "; ".join(p.warnings), "", GROUPS[group],
+                               " ".join(p.reasons)]))
         else:
-            lines.append(_row([str(rank), result.filename, f"{p.probability:.6f}",
-                               percent(p.probability), p.label, "yes" if p.flagged else "no",
+            lines.append(_row([str(rank), result.filename,
+                               decision(True, p.flagged).text,
+                               score_text(triage_score(p.probability, p.threshold)),
+                               f"{p.probability:.6f}", "yes" if p.flagged else "no",
                                "; ".join(p.warnings), "", GROUPS[group], ""]))
     return "".join(lines)
 

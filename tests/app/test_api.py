@@ -149,7 +149,10 @@ def test_index_form_post_without_javascript_renders_result(client, samples_dir):
     assert page.status_code == 200
     api = post(client, film).json()
     assert f'<span id="probability">{html.escape(api["probability_text"])}</span>' in page.text
-    assert api["label"] in page.text
+    assert f'<span id="decision" class="decision {api["decision"]}">{api["decision_text"]}' \
+        in page.text
+    assert f'id="triage-score" class="{api["decision"]}">{api["triage_score_text"]}<' in page.text
+    assert 'id="file-name" class="file-name">x.jpeg<' in page.text
 
 
 @pytest.mark.parametrize(("probability", "shown"), [

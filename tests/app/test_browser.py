@@ -30,7 +30,9 @@ def test_browser_uploads_sample_sees_probability_and_opens_report(server, browse
     page.click("#submit")
     expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
     expect(page.locator("#probability")).to_have_text(re.compile(r"^(>99\.9|<0\.1|\d{1,2}\.\d)%$"))
-    expect(page.locator("#label")).to_have_text(re.compile("^(PNEUMONIA|NORMAL)$"))
+    expect(page.locator("#decision")).to_have_text(
+        re.compile("^(flagged for priority read|not flagged)$"))
+    expect(page.locator("#triage-score")).to_have_text(re.compile(r"^\d{1,2}$"))
     expect(page).to_have_url(server + "/")  # stayed on the page: the JavaScript path
     page.click("text=Model report")
     expect(page.locator("h1")).to_have_text("Evaluation report")
@@ -38,7 +40,7 @@ def test_browser_uploads_sample_sees_probability_and_opens_report(server, browse
     page.close()
 
 
-def test_browser_shows_the_api_text_and_label(server, browser, samples_dir):
+def test_browser_shows_the_api_text_and_decision(server, browser, samples_dir):
     """The script prints what the API returned, not its own rounding or threshold rule."""
     page = browser.new_page()
     page.goto(server + "/")
@@ -47,7 +49,8 @@ def test_browser_shows_the_api_text_and_label(server, browser, samples_dir):
         page.click("#submit")
     body = response_info.value.json()
     expect(page.locator("#probability")).to_have_text(body["probability_text"])
-    expect(page.locator("#label")).to_have_text(body["label"])
+    expect(page.locator("#decision")).to_have_text(body["decision_text"])
+    expect(page.locator("#triage-score")).to_have_text(body["triage_score_text"])
     page.close()
 
 
@@ -59,7 +62,8 @@ def test_browser_without_javascript_posts_the_form(server, browser, samples_dir)
     page.click("#submit")
     expect(page.locator("#outcome")).to_be_visible(timeout=20_000)
     expect(page.locator("#probability")).to_have_text(re.compile(r"%$"))
-    expect(page.locator("#label")).to_have_text(re.compile("^(PNEUMONIA|NORMAL)$"))
+    expect(page.locator("#decision")).to_have_text(
+        re.compile("^(flagged for priority read|not flagged)$"))
     context.close()
 
 
@@ -79,18 +83,19 @@ def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
     expect(page.locator("#chosen")).to_have_text("5 files chosen")
     page.click("#submit")
     expect(page.locator("#progress")).to_be_visible()
-    expect(page.locator("#progress-text")).to_contain_text("5 files scored", timeout=30_000)
+    expect(page.locator("#progress-text")).to_contain_text("5 files: 5 scored", timeout=30_000)
     rows = page.locator("#worklist-table tbody tr")
     expect(rows).to_have_count(5)
     expect(page.locator("#worklist-table img.thumb")).to_have_count(5)
-    shown = [float(t.rstrip("%").lstrip("<>")) for t in
-             page.locator("#worklist-table td.probability").all_inner_texts()]
+    shown = [int(t) for t in page.locator("#worklist-table td.score").all_inner_texts()]
     assert shown == sorted(shown, reverse=True)
     expect(page.locator("#worklist-table tr.flagged").first).to_be_visible()
+    expect(page.locator("#worklist-table tr.flagged td.decision-cell").first).to_have_text(
+        "flagged for priority read")
     with page.expect_download() as download_info:
         page.click("#csv")
     lines = Path(download_info.value.path()).read_text().strip().splitlines()
-    assert lines[0].startswith("rank,file,probability,shown,label")
+    assert lines[0].startswith("rank,file,decision,triage_score,probability")
     table_files = page.locator("#worklist-table td.name").all_inner_texts()
     assert [line.split(",")[1] for line in lines[1:]] == table_files
     if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
@@ -139,7 +144,7 @@ def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_d
     body = answer.value.json()
     assert body["model"]["name"] == "pneumonia_compact"
     expect(page.locator("#probability")).to_have_text(body["probability_text"])
-    expect(page.locator("#label")).to_have_text(body["label"])
+    expect(page.locator("#decision")).to_have_text(body["decision_text"])
     if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
         expect(page.locator("#heat-film")).to_be_visible()
         page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "chooser.png"),
@@ -162,15 +167,18 @@ def test_the_page_script_orders_and_writes_the_worklist_as_the_server_does(serve
         ('quote"d.png', png_bytes()), ("tie.jpeg", same), ("broken.jpeg", b"\xff\xd8\xff"),
         ("-minus.txt", b"not an image"), ("tiny.png", png_bytes(20, 20)))]
     with httpx.Client(base_url=server, timeout=60) as client:
-        entries = client.post("/predict/batch", files=files).json()["results"]
+        batch = client.post("/predict/batch", files=files).json()
+        entries = batch["results"]
         server_csv = client.post("/predict/batch?format=csv", files=files).text
     assert any(e["error"] for e in entries) and any(e["warnings"] for e in entries)
     page = browser.new_page()
     page.goto(server + "/")
     script_csv = page.evaluate(
         "entries => window.triageWorklist.csv(window.triageWorklist.order(entries))", entries)
+    script_summary = page.evaluate("entries => window.triageWorklist.summary(entries)", entries)
     page.close()
     assert script_csv == server_csv
+    assert script_summary == batch["summary"]
 
 
 def test_the_api_page_renders_its_operations_with_the_network_blocked(server, browser):

@@ -140,7 +140,8 @@ def test_worklist_of_50_films_a_corrupt_file_and_a_dicom_in_one_request(client, 
                for r in rows[judged:51])
     for row in rows[:judged]:
         assert abs(float(row["probability"]) - by_name[row["file"]]["probability"]) < 1e-6
-        assert row["label"] == by_name[row["file"]]["label"]
+        assert row["decision"] == by_name[row["file"]]["decision_text"]
+        assert row["triage_score"] == by_name[row["file"]]["triage_score_text"]
     assert rows[-1]["file"] == "broken.jpeg" and "damaged" in rows[-1]["error"]
 
 
@@ -165,8 +166,10 @@ def test_page_without_javascript_renders_a_sorted_worklist_with_csv(client, data
     text = page.text
     assert 'id="worklist-table"' in text and "not an image we can read" in text
     assert 'download="worklist.csv"' in text and "data:text/csv" in text
-    cells = [html.unescape(c.split("<")[0]) for c in text.split('<td class="probability">')[1:]]
-    shown = [float(c.rstrip("%").lstrip("<>")) for c in cells[:4]]
+    cells = [html.unescape(c.split(">", 1)[1].split("<")[0])
+             for c in text.split('<td class="score"')[1:]]
+    shown = [int(c) for c in cells[:4]]
+    assert "4 scored" in text and "1 not scored." in text
     assert cells[4] == "–"  # the text file: not scored, last
     assert shown == sorted(shown, reverse=True)
 
@@ -223,4 +226,5 @@ def test_folder_command_asks_the_model_it_is_told_to(client, data_dir, tmp_path)
                              files={"file": ("x", (folder / row["file"]).read_bytes())}).json()
         assert abs(float(row["probability"]) - answer["probability"]) < 1e-5
         # The default model's threshold override does not apply to another model.
-        assert (row["label"] == "PNEUMONIA") == (answer["probability"] >= compact_threshold)
+        assert (row["flagged"] == "yes") == (answer["probability"] >= compact_threshold)
+        assert row["decision"] == answer["decision_text"]

@@ -28,7 +28,8 @@ def test_a_negative_film_needs_a_human_look_on_the_page(server, browser, data_di
     page.goto(server + "/")
     page.set_input_files("#file", str(_negative(data_dir, tmp_path)))
     page.click("#submit")
-    expect(page.locator("#label")).to_have_text("NEEDS A HUMAN LOOK", timeout=20_000)
+    expect(page.locator("#decision")).to_have_text("needs a human look", timeout=20_000)
+    expect(page.locator("#decision")).to_have_css("text-transform", "uppercase")
     expect(page.locator("#scored")).to_be_hidden()
     expect(page.locator("#reasons")).to_contain_text("inverted")
     page.close()
@@ -45,10 +46,10 @@ def test_the_worklist_puts_them_in_their_group_in_the_csvs_order(server, browser
     page.goto(server + "/")
     page.set_input_files("#file", chosen)
     page.click("#submit")
-    expect(page.locator("#progress-text")).to_contain_text("2 needs a human look",
+    expect(page.locator("#progress-text")).to_contain_text("2 need a human look",
                                                            timeout=30_000)
     expect(page.locator("#worklist-table tr.group")).to_have_count(1)
-    expect(page.locator("#worklist-table tr.look")).to_have_count(2)
+    expect(page.locator("#worklist-table tr.needs_human_look")).to_have_count(2)
     names = page.locator("#worklist-table td.name").all_inner_texts()
     assert names[-2:] == ["negative.jpeg", "sideways.jpeg"]  # upload order, after the judged
     with page.expect_download() as download:

@@ -308,7 +308,8 @@ def test_the_csv_holds_every_filtered_entry_in_order_cells_made_safe_and_is_audi
     top = rows[1]
     assert top[column("accession_number")] == "'=SUM(A1:A9)"
     assert top[column("notes")] == "'a;-1+1"
-    assert (top[column("shown")], top[column("flagged")]) == ("99.0%", "yes")
+    assert (top[column("decision")], top[column("flagged")]) == ("flagged for priority read", "yes")
+    assert int(top[column("triage_score")]) >= 50
     (record,) = client.get("/worklist/audit").json()["records"]
     assert (record["action"], record["entry_id"], record["detail"]) == (
         "exported", None, {"format": "csv", "status": "new"})
@@ -376,7 +377,7 @@ def test_the_page_lists_groups_in_order_with_the_operating_point(client):
                                 film("9.3", probability=0.9)])
     page = client.get("/worklist").text
     # The groups in order, each entry in its group, and the triage words.
-    assert page.index("Flagged for a priority read") < page.index("9.3") < \
+    assert page.index("Flagged for priority read") < page.index("9.3") < \
         page.index("Not flagged") < page.index("9.1") < page.index("Needs a human look") < \
         page.index("9.2")
     assert f"model {card.name}" in page and f"version {card.version}" in page

@@ -20,9 +20,11 @@ from app.dicom.results import (
     SC_SERIES_NUMBER,
     SR_SERIES_NUMBER,
     ResultBuilder,
+    _lines,
     structured_report,
     triage_text,
 )
+from app.services.triage import score_text, triage_score
 from tests.dicom.nodes import scoring_ingest
 from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
 from tests.helpers import xray_like
@@ -155,3 +157,32 @@ def test_results_pass_dcmtk_and_dciodvfy(tmp_path):
 
 def test_warm_up_builds_without_a_film():
     ResultBuilder().warm_up()
+
+
+def test_a_film_the_model_cannot_judge_sends_no_probability_to_the_pacs():
+    """Its raw output means nothing clinically: the SR says 'needs a human look' and holds
+    the operating point only, and the secondary capture prints no score or probability."""
+    film, result = _results(0.93)
+    unjudged = dataclasses.replace(result.prediction, label=None, flagged=False,
+                                   reasons=("inverted",))
+    sr = structured_report(film, unjudged)
+    back = hd.sr.srread(io.BytesIO(file_bytes(sr)))
+    [group] = back.content.get_image_measurement_groups()
+    assert group.get_measurements(name=PROBABILITY) == []
+    [evaluation] = group.get_qualitative_evaluations()
+    assert evaluation.value.meaning == NEEDS_REVIEW
+    lines = [text for text, _ in _lines(unjudged)]
+    assert lines[0].endswith(NEEDS_REVIEW)
+    assert not any("%" in line or "triage score" in line for line in lines)
+
+
+def test_the_secondary_capture_says_the_triage_score_that_agrees_with_the_flag():
+    _, flagged = _results(0.9)
+    _, routine = _results(0.01)
+    for result, wording in ((flagged, FLAGGED), (routine, NOT_FLAGGED)):
+        p = result.prediction
+        lines = [text for text, _ in _lines(p)]
+        score = score_text(triage_score(p.probability, p.threshold))
+        assert lines[0].endswith(wording)
+        assert f"triage score {score}/100" in lines[1]
+        assert (int(score) >= 50) == p.flagged

@@ -165,7 +165,7 @@ def test_every_case_through_the_batch_and_its_worklist(client, data_dir, films, 
     judged = groups.count("scored")
     assert groups == ["scored"] * judged + ["needs a human look"] * looks + \
         ["not scored"] * (len(rows) - judged - looks)
-    assert all(row["probability"] == "" and row["rank"] == "" and row["label"] == ""
+    assert all(row["probability"] == "" and row["rank"] == "" and row["triage_score"] == ""
                for row in rows if row["group"] == "needs a human look")
 
 
@@ -206,7 +206,7 @@ def test_every_case_through_the_folder_command(client, data_dir, films, tmp_path
             assert row["group"] == "not scored" and row["error"], case.name
         elif case.outcome == "look":
             assert row["group"] == "needs a human look" and case.detail in row["reasons"]
-            assert row["probability"] == "" and row["label"] == "" and row["rank"] == ""
+            assert row["probability"] == "" and row["triage_score"] == "" and row["rank"] == ""
         else:
             assert row["group"] == "scored", (case.name, row)
             assert abs(float(row["probability"]) - reference) < TOLERANCE, case.name

@@ -58,8 +58,8 @@ def test_an_export_is_audited_before_its_first_line(store):
     (record,) = store.audit()
     assert (record.action, record.actor, record.detail) == (
         "exported", "dr.grey", {"format": "csv", "status": "new"})
-    assert next(lines).startswith("rank,group,priority,shown,flagged,status")
-    assert next(lines).startswith("1,routine,0.200000,20.0%,no,new,")
+    assert next(lines).startswith("rank,group,decision,triage_score,priority,flagged,status")
+    assert next(lines).startswith("1,routine,not flagged,20,0.200000,no,new,")
 
 
 def test_notes_say_why_to_look_twice_once_each(store):

@@ -11,7 +11,7 @@ import pytest
 from app.contract.errors import CorruptImageError
 from app.services.film import ImageFacts
 from app.services.pipeline import FileResult, Prediction
-from app.services.worklist import csv_cell, worklist_csv, worklist_order
+from app.services.worklist import csv_cell, worklist_csv, worklist_order, worklist_summary
 from tests.servers import REPO
 
 FACTS = ImageFacts(224, 224, "JPEG", "L", None)
@@ -41,8 +41,24 @@ def test_the_csv_gives_them_no_rank_probability_or_label():
     assert [r["rank"] for r in rows] == ["1", "2", "3", "", "", ""]
     look = rows[3]
     assert look["group"] == "needs a human look" and look["reasons"] == "inverted"
-    assert look["probability"] == look["label"] == look["shown"] == "" and look["flagged"] == "no"
+    assert look["probability"] == look["triage_score"] == "" and look["flagged"] == "no"
+    assert look["decision"] == "needs a human look"
     assert rows[5]["group"] == "not scored" and rows[5]["error"]
+    assert rows[5]["decision"] == "not scored"
+
+
+def test_the_csv_says_the_decision_in_triage_words_with_the_score_that_agrees():
+    rows = list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))))
+    assert [(r["decision"], r["triage_score"]) for r in rows[:3]] == [
+        ("flagged for priority read", "70"), ("flagged for priority read", "70"),
+        ("not flagged", "20")]
+    assert "label" not in rows[0] and "NORMAL" not in worklist_csv(RESULTS)
+
+
+def test_the_summary_counts_files_scored_flagged_and_not_scored():
+    assert worklist_summary(RESULTS) == ("6 files: 3 scored, 2 flagged; 2 need a human look; "
+                                         "1 not scored.")
+    assert worklist_summary(RESULTS[:1]) == "1 file: 1 scored, 0 flagged."
 
 
 def test_a_film_that_is_not_assessable_is_never_flagged():
