@@ -6,6 +6,7 @@ with and without JavaScript. Real Chromium against the real server; auto-waiting
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ def _films_around_the_operating_point(model_dir: Path) -> tuple[str, str, float]
     return below[0], above[0], card.threshold
 
 
+# The README's pictures of the result card: model 5 flags a film, model 8 does not.
+SCREENSHOTS = {("pneumonia", "above"): "screenshot.png",
+               ("pneumonia_compact", "below"): "chooser.png"}
 CASES = [(name, side) for name in MODELS for side in ("below", "above")]
 
 
@@ -67,7 +71,7 @@ def _agrees(page, body: dict, filename: str) -> None:
 @pytest.mark.parametrize(("model", "side"), CASES)
 def test_the_page_says_what_the_api_flag_says(server, browser, data_dir, model, side):
     film = _film(model, side, data_dir)
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{server}/?model={model}")
     with page.expect_response(lambda r: "/predict?explain=true" in r.url) as answer:
         page.set_input_files("#file", str(film))
@@ -75,6 +79,11 @@ def test_the_page_says_what_the_api_flag_says(server, browser, data_dir, model, 
     body = answer.value.json()
     assert body["flagged"] == (side == "above"), body
     _agrees(page, body, film.name)
+    shot = SCREENSHOTS.get((model, side))
+    if shot and os.environ.get("SCREENSHOT_DIR"):  # README: SCREENSHOT_DIR=docs make test
+        expect(page.locator("#heat-film")).to_be_visible()
+        page.locator("#probability-detail summary").click()
+        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / shot), full_page=True)
     page.close()
 
 
