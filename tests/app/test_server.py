@@ -121,3 +121,35 @@ def test_bodies_in_flight_share_one_memory_budget(tmp_path):
                 sock.close()
             assert poll(lambda: client.post("/predict", files={"file": ("x.jpeg", film)}
                                             ).status_code == 200, 30, "the budget back")
+
+
+def test_a_keep_alive_client_is_not_pushed_out_by_sockets_reopened_at_once(server):
+    """A client connected before the attack, sending requests on one keep-alive connection,
+    keeps it while 200 silent sockets (over the cap of 64) are opened, and those the server
+    closes are opened again at once: the server evicts the connection that has waited
+    longest for a request head, never one that is between two requests of its own."""
+    address = _address(server)
+    with httpx.Client(base_url=server, timeout=30,
+                      limits=httpx.Limits(max_connections=1)) as client:
+        assert client.get("/healthz").status_code == 200
+        ports = set()
+
+        def answered() -> bool:
+            response = client.get("/healthz", extensions={})
+            ports.add(response.extensions["network_stream"].get_extra_info(
+                "client_addr")[1])
+            return response.status_code == 200
+
+        assert answered()
+        idle = [socket.create_connection(address) for _ in range(200)]
+        try:
+            for _ in range(3):  # each reopened socket evicts another
+                for k, sock in enumerate(idle):
+                    if _closed_by_server(sock):
+                        sock.close()
+                        idle[k] = socket.create_connection(address)
+                assert answered()
+        finally:
+            for sock in idle:
+                sock.close()
+        assert len(ports) == 1, f"the client's connection was closed: ports {ports}"
