@@ -89,4 +89,11 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
         page.locator(f'#model-cards a[data-model="{name}"]').click()
         expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
         expect(page.locator("#card")).to_be_in_viewport()
+    # And from the models page (the navigation's "Models"), each row's card link.
+    page.click("header nav >> text=Models")
+    expect(page.locator("h1")).to_have_text("Models this server offers")
+    for name in names:
+        page.locator(f"#model-{name} >> text=Model card").click()
+        expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
+        page.go_back()
     page.close()
