@@ -78,6 +78,12 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
     assert len(tables) >= 8
     for table in tables:
         assert table["fits"] or (table["scrolls"] and table["head"]), table
+    # Every figure at its own aspect ratio (a flex row once stretched the short ones).
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    for src, ratio, shown in page.evaluate("""() => [...document.querySelectorAll('main img')]
+            .map(i => [i.src, i.naturalWidth / i.naturalHeight,
+                       i.getBoundingClientRect().width / i.getBoundingClientRect().height])"""):
+        assert shown == pytest.approx(ratio, rel=0.01), src
     # The study's columns of the first table are on screen, not behind a sideways scroll.
     last = page.locator("#experiments thead tr").nth(1).locator("th").last
     expect(last).to_be_in_viewport()
