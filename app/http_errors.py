@@ -3,21 +3,25 @@ handlers that answer them.
 
 Codes and messages live with the errors themselves (app/contract/errors.py,
 app/errors.py); only the status and headers are HTTP's. Clients that ask for HTML (a browser
-posting the upload form without JavaScript) get the message as a page; everybody else gets
-JSON `{"error": code, "detail": message}`.
+on any page, or posting the upload form without JavaScript) get the message as a page with
+the same status, whatever failed: a film, the request's parameters (FastAPI's validation), an
+address or method no route answers, the server itself; everybody else gets JSON
+`{"error": code, "detail": message}`.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Scope
 
 from app.contract.errors import (
     CorruptImageError,
@@ -127,7 +131,41 @@ def _headers(exc: Exception) -> dict[str, str]:
 
 
 def wants_html(request: Request) -> bool:
+    """The client asked for a page: a browser's Accept names text/html (its navigations and
+    form posts do); API clients send application/json or */* and get JSON."""
     return "text/html" in request.headers.get("accept", "")
+
+
+# The error page's heading, by what failed (the error's class, else the status); its
+# message says why.
+FILM_HEADING = "Could not score this file"
+UNKNOWN_MODEL_HEADING = "No such model"
+_HEADINGS = {404: "Not found", 405: "Not allowed here", 413: "Too large",
+             422: "Not a valid request", 429: "Too many attempts",
+             503: "Not available just now"}
+OTHER_HEADING = "Could not answer this request"
+# The texts of the errors FastAPI and Starlette raise themselves.
+NOT_FOUND_MESSAGE = "There is no page at this address."
+NOT_ALLOWED_MESSAGE = "This address does not answer {method} requests."
+INVALID_MESSAGE = "The request's parameters are not valid."
+
+
+def _answer(request: Request, status: int, code: str, message: str,
+            headers: dict[str, str] | None = None, *, heading: str | None = None,
+            login: bool = False) -> Response:
+    """JSON {"error": code, "detail": message}, or for a client that wants HTML the error
+    page (templates/error.html; the login page for a missing token) with the same status
+    and headers."""
+    if not wants_html(request):
+        return JSONResponse({"error": code, "detail": message}, status_code=status,
+                            headers=headers)
+    catalog = catalog_of(request)
+    card = catalog.default.card if catalog.default is not None else None
+    heading = heading or _HEADINGS.get(status, OTHER_HEADING)
+    return templates_of(request).TemplateResponse(
+        request, "login.html" if login else "error.html",
+        {"card": card, "message": message, "heading": heading, "status": status,
+         "code": code}, status_code=status, headers=headers)
 
 
 def error_response(request: Request, exc: AppError | ImageError) -> Response:
@@ -135,15 +173,32 @@ def error_response(request: Request, exc: AppError | ImageError) -> Response:
     note_outcome(code)  # the access line's outcome (app/access.py)
     if isinstance(exc, ClientDisconnectedError):
         log.info("client disconnected during upload")
-    if wants_html(request):
-        catalog = catalog_of(request)
-        card = catalog.default.card if catalog.default is not None else None
-        page = "login.html" if isinstance(exc, UnauthorizedError) else "error.html"
-        return templates_of(request).TemplateResponse(
-            request, page, {"card": card, "message": message},
-            status_code=status, headers=_headers(exc))
-    return JSONResponse({"error": code, "detail": message}, status_code=status,
-                        headers=_headers(exc))
+    heading = (FILM_HEADING if isinstance(exc, ImageError) else
+               UNKNOWN_MODEL_HEADING if isinstance(exc, UnknownModelError) else None)
+    return _answer(request, status, code, message, _headers(exc), heading=heading,
+                   login=isinstance(exc, UnauthorizedError))
+
+
+_PLAIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{heading} · Pneumonia triage</title>
+<link rel="stylesheet" href="/static/style.css"></head>
+<body><main><h1>{heading}</h1><p id="error" class="error">{message}</p>
+<p class="small aid">HTTP {status} · {code}</p><p><a href="/">Back to the upload page</a></p>
+</main></body></html>
+"""
+
+
+def plain_answer(scope: Scope, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None, **extra: str) -> Response:
+    """The middleware's own answers (server busy, head too large, the unexpected 500) as
+    `_answer` gives them, JSON with `extra` fields or a page, but without the templates:
+    the failure may be theirs, and these run outside the app's exception handlers."""
+    if wants_html(Request(scope)):
+        page = _PLAIN_PAGE.format(heading=html.escape(_HEADINGS.get(status, OTHER_HEADING)),
+                                  message=html.escape(message), status=status, code=code)
+        return HTMLResponse(page, status_code=status, headers=headers)
+    return JSONResponse({"error": code, **extra, "detail": message}, status_code=status,
+                        headers=headers)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -163,18 +218,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc)  # type: ignore[arg-type]
 
     async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
-        # 404, 405 and friends in the same JSON shape as every other error.
+        # 404, 405 and friends in the same shape as every other error. JSON keeps
+        # Starlette's detail ("Not Found"); a page says it in a sentence.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = exc.headers
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
-        return JSONResponse({"error": code, "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=headers)
+        message = str(exc.detail)
+        if wants_html(request):
+            message = {404: NOT_FOUND_MESSAGE,
+                       405: NOT_ALLOWED_MESSAGE.format(method=request.method)}.get(
+                exc.status_code, message)
+        return _answer(request, exc.status_code, code, message, headers)
 
     async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"error": "invalid_request",
-                             "detail": "The request's parameters are not valid."},
-                            status_code=422)
+        message = INVALID_MESSAGE
+        if wants_html(request):  # a person can fix what is named (the value is not echoed)
+            names = sorted({".".join(map(str, error["loc"][1:])) or str(error["loc"][0])
+                            for error in exc.errors() if error["loc"]})
+            message += f" Check: {', '.join(names)}." if names else ""
+        return _answer(request, 422, "invalid_request", message)
 
     async def handle_database(request: Request, exc: OperationalError) -> Response:
         # The database went away or is locked: the worklist is not ready, as /readyz says.

@@ -15,7 +15,7 @@ from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.dicom.node import DicomNode
 from app.dicom.worklist import StoreCommit, StoreJobSource
-from app.display import when
+from app.display import count, decimal, when
 from app.http_errors import install_error_handlers
 from app.login_throttle import LoginThrottle
 from app.metrics import Metrics
@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None,
     app.state.batches = Admission(settings.max_concurrent_batches)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.templates.env.filters["when"] = when
+    # The report's and the model pages' numbers: one rounding rule (app/display.py).
+    app.state.templates.env.filters.update(decimal=decimal, count=count)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
     # The texts of films that are not assessable: one home (app/contract/assessability.py).

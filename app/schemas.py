@@ -300,6 +300,12 @@ class OfferedModel(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[OfferedModel]
 
+    @classmethod
+    def of(cls, catalog) -> ModelsResponse:
+        """The models a loaded catalog offers, the default first (its insertion order)."""
+        return cls(models=[OfferedModel.of(m.card, default=m is catalog.default)
+                           for m in catalog.models.values()])
+
 
 def multipart_body(field: str, description: str, many: bool) -> dict:
     """The OpenAPI request body of a multipart upload in `field` (the routes read the body

@@ -1,10 +1,10 @@
-"""Security at the edge: response headers, a request id and a JSON 500 for the unexpected,
-and the optional access token.
+"""Security at the edge: response headers, a request id and a 500 for the unexpected (JSON,
+or a page for a browser), and the optional access token.
 
 `RequestGuard` is a plain ASGI middleware (not BaseHTTPMiddleware, which would buffer and
 re-raise): every response leaves with the headers below, and an exception nobody expected
-becomes a JSON 500 carrying a request id, logged once with that id and the traceback, never
-with the upload's name or bytes.
+becomes a 500 carrying a request id (JSON, or a page for a browser), logged once with that id
+and the traceback, never with the upload's name or bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import settings_of
 from app.errors import CrossSiteFormError, ServerBusyError, UnauthorizedError
+from app.http_errors import plain_answer
 
 log = logging.getLogger("app.requests")
 
@@ -46,8 +46,8 @@ SESSION_COOKIE = "triage_session"
 
 
 class RequestGuard:
-    """Security headers, a request id, a JSON 500, and the request head's size limit
-    (uvicorn's h11 limit binds only a head that arrives in several pieces)."""
+    """Security headers, a request id, a 500 for the unexpected, and the request head's size
+    limit (uvicorn's h11 limit binds only a head that arrives in several pieces)."""
 
     def __init__(self, app: ASGIApp, max_header_bytes: int = 16 * 1024) -> None:
         self.app = app
@@ -76,10 +76,10 @@ class RequestGuard:
             await send(message)
 
         if head > self.max_header_bytes:
-            response = JSONResponse(
-                {"error": "headers_too_large",
-                 "detail": f"The request's headers are larger than the {self.max_header_bytes}"
-                           "-byte limit."}, status_code=431)
+            response = plain_answer(
+                scope, 431, "headers_too_large",
+                f"The request's headers are larger than the {self.max_header_bytes}-byte "
+                "limit.")
             await response(scope, receive, send_with_headers)
             return
         try:
@@ -88,10 +88,10 @@ class RequestGuard:
             log.exception("request %s failed with an unexpected error", request_id)
             if started:  # the status line is gone; the server closes the connection
                 return
-            response = JSONResponse(
-                {"error": "internal_error", "request_id": request_id,
-                 "detail": f"Something went wrong on the server (request {request_id})."},
-                status_code=500)
+            response = plain_answer(
+                scope, 500, "internal_error",
+                f"Something went wrong on the server (request {request_id}).",
+                request_id=request_id)
             await response(scope, receive, send_with_headers)
 
 
@@ -158,8 +158,8 @@ class InFlightLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            response = JSONResponse({"error": "busy", "detail": ServerBusyError.message},
-                                    status_code=503, headers={"Retry-After": "1"})
+            response = plain_answer(scope, 503, "busy", ServerBusyError.message,
+                                    headers={"Retry-After": "1"})
             await response(scope, receive, send)
             return
         self.in_flight += 1  # one event loop: no lock needed

@@ -70,7 +70,8 @@ def _figures(results: list[dict], test_probabilities: dict[int, np.ndarray],
         n = result["number"]
         path = figures.confusion_matrix_figure(
             result["metrics"]["test"]["confusion_matrix"],
-            f"Model {n} ({result['name']}), test", fig_dir / f"confusion_matrix_{n}.png")
+            figures.full_confusion_title(n, result["name"]),
+            fig_dir / f"confusion_matrix_{n}.png")
         paths["confusion_matrices"][str(n)] = str(path.relative_to(out))
     curves = {f"Model {r['number']}": (y_test, test_probabilities[r["number"]],
                                        r["metrics"]["test"]["roc_auc"]) for r in results}

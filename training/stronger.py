@@ -56,7 +56,7 @@ def run_stronger(config: RunConfig, seeds: list[int],
             runs.append(entry)
             log(_one_line(f"=== experiment {number}, seed {seed}", [entry])
                 + f"; {trained.seconds:.0f}s")
-            if best is None or _auc(entry) > _auc(best[2]):
+            if best is None or best_run([best[2], entry]) is entry:
                 best = (trained, result, entry, trust)
         summary = _stats(runs)
         log(_one_line(f"=== experiment {number}, {len(seeds)} seeds", runs))
@@ -104,6 +104,12 @@ def run_stronger(config: RunConfig, seeds: list[int],
 def _auc(entry: dict) -> float:
     auc = entry["validation_roc_auc"]
     return float("-inf") if auc is None else auc
+
+
+def best_run(runs: list[dict]) -> dict:
+    """The seed's run (as in report.json) that is exported and drawn: the highest validation
+    ROC AUC, the earliest seed on a tie (none: lowest)."""
+    return max(runs, key=_auc)  # max keeps the first of equal keys
 
 
 def _seed_entry(result: dict, trust: Trust, arrays: Arrays) -> dict:
@@ -170,7 +176,7 @@ def _figures(number: int, best: tuple, arrays: Arrays, out: Path, baseline: dict
     fig_dir = out / "figures"
     matrix = figures.confusion_matrix_figure(
         entry["metrics"]["confusion_matrix"],
-        f"Model {number} (seed {entry['seed']}), test, threshold {entry['threshold']:.3f}",
+        figures.stronger_confusion_title(number, entry["seed"], entry["threshold"]),
         fig_dir / f"confusion_matrix_{number}.png")
     curves = {f"Model {number} (seed {entry['seed']})":
               (arrays.y_test, trust.calibrated["test"], entry["metrics"]["roc_auc"])}

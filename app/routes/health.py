@@ -1,10 +1,12 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
 
-from app.deps import CatalogDep, DefaultModelDep, store_problem
+from app.deps import CatalogDep, DefaultModelDep, store_problem, templates_of
 from app.errors import StoreNotReadyError
-from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse, OfferedModel
+from app.http_errors import wants_html
+from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
 
 router = APIRouter(tags=["health"])
 
@@ -32,9 +34,19 @@ async def readyz(model: DefaultModelDep,
 
 
 @router.get("/models", response_model=ModelsResponse,
-            responses={503: {"model": ErrorResponse, "description": "Not ready yet"}})
-async def models(catalog: CatalogDep,
-                 default: DefaultModelDep) -> ModelsResponse:
-    """The models this server offers, the default first; ask one with ?model=NAME."""
-    return ModelsResponse(models=[OfferedModel.of(m.card, default=m is default)
-                                  for m in catalog.models.values()])
+            responses={200: {"content": {"text/html": {"schema": {"type": "string"}}},
+                             "description": "JSON; a page when the client asks for "
+                                            "text/html (a browser)"},
+                       503: {"model": ErrorResponse, "description": "Not ready yet"}})
+async def models(request: Request, catalog: CatalogDep,
+                 default: DefaultModelDep) -> ModelsResponse | HTMLResponse:
+    """The models this server offers, the default first; ask one with ?model=NAME. A
+    browser (Accept: text/html) gets them as a page, with each one's threshold as this
+    server applies it and links to its card and to the upload page."""
+    offered = ModelsResponse.of(catalog)
+    if not wants_html(request):
+        return offered
+    applied = {m.card.name: catalog.threshold(m) for m in catalog.models.values()}
+    return templates_of(request).TemplateResponse(
+        request, "models.html", {"card": default.card, "models": offered.models,
+                                 "applied": applied})

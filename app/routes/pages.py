@@ -15,7 +15,7 @@ from app.deps import (
     templates_of,
 )
 from app.errors import TooManyLoginsError
-from app.schemas import BatchEntry, OfferedModel, PredictionResponse
+from app.schemas import BatchEntry, ModelsResponse, PredictionResponse
 from app.security import SESSION_COOKIE, new_session, require_token
 from app.services.pipeline import score_film, score_films
 from app.services.worklist import worklist_csv, worklist_order, worklist_summary
@@ -31,9 +31,8 @@ def _render(request: Request, name: str, status_code: int = 200, **context) -> H
 
 def _page(request: Request, catalog, model, **context) -> HTMLResponse:
     """The upload page for `model`, with the chooser of the models offered."""
-    offered = [OfferedModel.of(m.card, default=m is catalog.default)
-               for m in catalog.models.values()]
-    return _render(request, "index.html", card=model.card, models=offered,
+    return _render(request, "index.html", card=model.card,
+                   models=ModelsResponse.of(catalog).models,
                    chosen=model is not catalog.default, **context)
 
 
@@ -65,7 +64,10 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
 
 @router.get("/report", response_class=HTMLResponse)
 def report(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLResponse:
-    return _render(request, "report.html", card=model.card, report=catalog.report)
+    """The evaluation report, then the card of the model asked (?model=NAME, else the
+    default), with links to every offered model's card; 404 page for a model not offered."""
+    return _render(request, "report.html", card=model.card, report=catalog.report,
+                   models=ModelsResponse.of(catalog).models)
 
 
 @router.post("/login")

@@ -2,6 +2,7 @@
 (?model=NAME), on the API and on the upload page."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -41,6 +42,36 @@ def test_models_lists_the_default_first_and_the_others(client):
     models = client.get("/models").json()["models"]
     assert [(m["name"], m["default"]) for m in models] == [("pneumonia", True), ("second", False)]
     assert models[1]["threshold"] == SECOND_THRESHOLD and models[1]["input"] == "64x64, 3 channels"
+
+
+def test_models_is_a_page_for_a_browser_and_the_same_json_for_api_clients(client):
+    as_json = client.get("/models").json()
+    for accept in ("application/json", "*/*"):
+        answer = client.get("/models", headers={"Accept": accept})
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json() == as_json
+    page = client.get("/models", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert "<h1>Models this server offers</h1>" in text and 'href="/models"' in text  # the nav
+    default, second = as_json["models"]
+    card = json.loads((find_model(REPO / "models", "pneumonia") / "model_card.json").read_text())
+    # Each row: its card's operating point rounded, what this server applies where it differs
+    # (the settings' 0.25 overrides the default's), its card and its upload page.
+    assert f'<td class="threshold">{card["threshold"]:.3f}' in text
+    assert str(card["threshold"]) not in text
+    assert "this server applies 0.250" in text
+    assert f'<td class="threshold">{SECOND_THRESHOLD:.3f}</td>' in text
+    assert 'href="/report#card"' in text and 'href="/"' in text
+    assert 'href="/report?model=second#card"' in text and 'href="/?model=second"' in text
+    assert second["description"] in text and default["input"] in text
+
+
+def test_models_keeps_its_json_schema_in_the_openapi_document(client):
+    operation = client.get("/openapi.json").json()["paths"]["/models"]["get"]
+    content = operation["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ModelsResponse"}
+    assert "text/html" in content
 
 
 def test_a_request_asks_the_model_it_names_and_the_default_otherwise(client):
@@ -104,11 +135,12 @@ def test_the_report_page_compares_the_served_model_with_the_stronger_ones(client
     with client_factory() as committed:
         page = committed.get("/report").text
         assert 'id="model-comparison"' in page
+        text = " ".join(re.sub(r"<[^>]+>", " ", page).split())  # the sd sits in its own span
         for entry in section["experiments"]:
             summary = entry["summary"]
             for key in ("roc_auc", "accuracy", "recall", "specificity"):
                 stat = summary[key]
-                assert f"{stat['mean']:.3f} ± {stat['sd']:.3f}" in page
+                assert f"{stat['mean']:.3f} ± {stat['sd']:.3f}" in text
             assert len(entry["runs"]) >= 3
             for path in entry["figures"].values():
                 assert f"/report/{path}" in page

@@ -1,0 +1,105 @@
+"""The report page (/report, templates/report.html): numbers rounded for reading, every
+offered model's card one click away, and tables that fit a 1280 px page (real Chromium)."""
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from app.display import decimal
+from tests.servers import REPO
+
+REPORT = json.loads((REPO / "models" / "report.json").read_text())
+# A raw float as report.json and the cards hold it (0.17551017509667238): never on a page.
+LONG_DECIMAL = re.compile(r"(?<![\d.])0\.\d{4,}")
+
+
+@pytest.mark.parametrize(("value", "places", "shown"), [
+    (0.17551017509667238, 3, "0.176"), (0.9642189588105958, 3, "0.964"), (0.5, 3, "0.500"),
+    (1.0, 3, "1.000"), (0.0, 3, "0.000"), (None, 3, "–"), (float("nan"), 3, "–"),
+    (0.62, 2, "0.62"),
+])
+def test_decimal_rounds_for_reading(value, places, shown):
+    assert decimal(value, places) == shown
+
+
+def _text(page: str) -> str:
+    """The page's text, tags dropped and white space collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", page).split())
+
+
+def test_the_report_shows_rounded_numbers_and_keeps_the_raw_ones_in_report_json(client):
+    page = client.get("/report").text
+    assert LONG_DECIMAL.findall(page) == []
+    card = json.loads((REPO / "models" / "pneumonia" / "2" / "model_card.json").read_text())
+    assert len(str(card["threshold"])) > 6  # the raw value really is long
+    assert f'<span id="card-threshold">{card["threshold"]:.3f}</span>' in page
+    model_5 = next(e for e in REPORT["experiments"] if e["number"] == 5)
+    text = _text(page)
+    test = model_5["metrics"]["test"]
+    row = " ".join(f"{test[k]:.3f}" for k in ("accuracy", "precision", "recall",
+                                               "specificity", "f1", "roc_auc"))
+    published = " ".join(f"{model_5['study'][k]:.2f}" for k in ("test_accuracy", "precision",
+                                                                 "recall", "f1"))
+    assert f"5. {model_5['description']} (served) {row} {published}" in text
+    op = REPORT["trust"]["operating_point"]["test"]
+    lo, hi = op["sensitivity_ci"]
+    assert f"{op['sensitivity']:.3f} ({lo:.3f}–{hi:.3f})" in text
+
+
+def test_every_offered_model_has_its_card_linked_from_the_report(client):
+    models = client.get("/models").json()["models"]
+    assert len(models) >= 2
+    page = client.get("/report").text
+    for model in models:
+        link = "/report#card" if model["default"] else f"/report?model={model['name']}#card"
+        assert f'href="{link}"' in page
+        card = client.get(link.split("#")[0]).text
+        assert f"Model card: {model['name']} v{model['version']}" in card
+        assert f'<span id="card-threshold">{model["threshold"]:.3f}</span>' in card
+
+
+@pytest.mark.browser
+def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server, browser):
+    server = live_server[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server + "/report")
+    expect(page.locator("#experiments tbody tr")).to_have_count(len(REPORT["experiments"]))
+    assert page.evaluate("() => document.documentElement.scrollWidth"
+                         " <= document.documentElement.clientWidth")
+    # Each table fits its box, or the box scrolls by itself with the table's header in it.
+    tables = page.evaluate("""() => [...document.querySelectorAll('main table')].map(t => {
+        const box = t.parentElement, head = t.tHead || t.rows[0];
+        return {id: t.id, fits: t.getBoundingClientRect().width <= box.clientWidth,
+                scrolls: ['auto', 'scroll'].includes(getComputedStyle(box).overflowX),
+                head: head.getBoundingClientRect().top >= box.getBoundingClientRect().top};
+    })""")
+    assert len(tables) >= 8
+    for table in tables:
+        assert table["fits"] or (table["scrolls"] and table["head"]), table
+    # Every figure at its own aspect ratio (a flex row once stretched the short ones).
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    for src, ratio, shown in page.evaluate("""() => [...document.querySelectorAll('main img')]
+            .map(i => [i.src, i.naturalWidth / i.naturalHeight,
+                       i.getBoundingClientRect().width / i.getBoundingClientRect().height])"""):
+        assert shown == pytest.approx(ratio, rel=0.01), src
+    # The study's columns of the first table are on screen, not behind a sideways scroll.
+    last = page.locator("#experiments thead tr").nth(1).locator("th").last
+    expect(last).to_be_in_viewport()
+    assert last.bounding_box()["x"] + last.bounding_box()["width"] <= 1280
+    names = page.locator("#model-cards a[data-model]").evaluate_all(
+        "links => links.map(a => a.dataset.model)")
+    assert len(names) >= 2
+    for name in names:
+        page.locator(f'#model-cards a[data-model="{name}"]').click()
+        expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
+        expect(page.locator("#card")).to_be_in_viewport()
+    # And from the models page (the navigation's "Models"), each row's card link.
+    page.click("header nav >> text=Models")
+    expect(page.locator("h1")).to_have_text("Models this server offers")
+    for name in names:
+        page.locator(f"#model-{name} >> text=Model card").click()
+        expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
+        page.go_back()
+    page.close()
