@@ -109,7 +109,7 @@ def test_the_upload_page_offers_a_choice_and_posts_to_the_chosen_model(client):
     answer = client.post("/?model=second", files=[("files", ("x.jpeg", jpeg_bytes()))],
                          headers={"Accept": "text/html"})
     assert answer.status_code == 200 and "Model second v1" in answer.text
-    assert f"{SECOND_THRESHOLD * 100:.0f}%" in answer.text
+    assert f"{SECOND_THRESHOLD * 100:.1f}%" in answer.text
 
 
 def test_offered_models_can_be_limited_to_the_default(client_factory, model_dir):
