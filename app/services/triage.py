@@ -20,8 +20,10 @@ from enum import StrEnum
 from app.contract.assessability import LOOK
 from app.contract.card import ModelCard
 
-#: The triage score of every model's operating point.
-OPERATING_POINT_SCORE = 0.5
+# Defined once in the contract, so that the worklist's store orders by the same rule without
+# importing the service layer; re-exported here, where every display of a decision finds it.
+from app.contract.operating_point import OPERATING_POINT_SCORE as OPERATING_POINT_SCORE
+from app.contract.operating_point import triage_score as triage_score
 
 
 class Decision(StrEnum):
@@ -49,25 +51,6 @@ def decision(assessable: bool, flagged: bool) -> Decision:
     if not assessable:
         return Decision.NEEDS_HUMAN_LOOK
     return Decision.FLAGGED if flagged else Decision.NOT_FLAGGED
-
-
-def triage_score(probability: float, operating_point: float) -> float:
-    """`probability` (0-1) rescaled so that `operating_point` maps to 0.5: linear from 0 to
-    the operating point onto 0-0.5, and from it to 1 onto 0.5-1 (torchxrayvision `op_norm`).
-
-    Monotone in `probability`, so it orders films as the probability does for one model;
-    `triage_score(p, op) >= 0.5` exactly when `p >= op`, the flag's rule
-    (ModelCard.label_for). An operating point of 0 or 1 leaves one half empty: every film is
-    then on one side. Raises ValueError outside [0, 1].
-    """
-    if not (0.0 <= probability <= 1.0 and 0.0 <= operating_point <= 1.0):
-        raise ValueError(f"probability {probability} and operating point {operating_point} "
-                         "must be in [0, 1]")
-    if probability < operating_point:
-        return 0.5 * probability / operating_point
-    if operating_point >= 1.0:
-        return 1.0
-    return 1.0 - 0.5 * (1.0 - probability) / (1.0 - operating_point)
 
 
 def score_text(score: float) -> str:
