@@ -415,12 +415,15 @@ class WorklistEntry(BaseModel):
     status: Status
     status_by: str | None = Field(description="Who set the status (see the audit trail)")
     status_at: datetime | None
-    priority: float | None = Field(ge=0, le=1, description="Highest probability among its "
-                                                          "assessable frontal films")
+    priority: float | None = Field(ge=0, le=1, description="The calibrated probability of "
+                                   "the film that ranks the study (the one with the highest "
+                                   "triage_score); a detail: the list is ordered by "
+                                   "triage_score, which compares films of different models")
     priority_text: str | None
-    triage_score: float | None = Field(ge=0, le=1, description="The highest triage score "
-                                       "among the films that set the priority (each at the "
-                                       "operating point it was scored at; 0.5 = flagged)")
+    triage_score: float | None = Field(ge=0, le=1, description="What orders the list within "
+                                       "each group, highest first: the highest triage score "
+                                       "among its assessable frontal films, each at the "
+                                       "operating point it was scored at (0.5 = flagged)")
     triage_score_text: str | None
     decision: Decision = Field(description="flagged, not_flagged or needs_human_look: the "
                                            "study's group in triage words")

@@ -69,9 +69,9 @@ def _study_rows(rng: random.Random, study_id: int) -> tuple[dict[str, Any], list
              "study_date": received.date(), "study_time": received.time(),
              "source": films[0].source, "received_at": received,
              "last_received_at": films[-1].received_at, "status": rng.choice(_STATUSES),
-             "priority": summary.priority, "flagged": summary.flagged,
-             "film_count": summary.film_count, "sort_group": int(summary.group),
-             "sort_rank": summary.rank}
+             "priority": summary.priority, "triage_score": summary.triage_score,
+             "flagged": summary.flagged, "film_count": summary.film_count,
+             "sort_group": int(summary.group), "sort_rank": summary.rank}
     rows = []
     for record in films:
         row = asdict(record)

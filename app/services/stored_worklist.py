@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
-from app.services.triage import Decision, score_text, triage_score
+from app.services.triage import Decision, score_text
 from app.services.worklist import csv_cell
 from app.store import (
     AuditAction,
@@ -26,7 +26,6 @@ from app.store import (
     StudyEntry,
     WorklistStore,
 )
-from app.store.priority import counts
 
 # The list's groups, in the order shown, as triage decisions (app/services/triage.py), and
 # what the page calls them: triage words, never a finding.
@@ -89,7 +88,8 @@ def _bound(moment: Moment | None, end: bool) -> datetime | None:
 
 def list_page(store: WorklistStore, filters: ListFilters, *, limit: int, offset: int = 0,
               cursor: str | None = None) -> Page:
-    """One page of the list in priority order. Raises InvalidCursorError."""
+    """One page of the list in its order (group, then triage score: app/store/priority.py).
+    Raises InvalidCursorError."""
     received_from, received_to = filters.window()
     try:
         return store.entries(status=filters.status, received_from=received_from,
@@ -173,14 +173,13 @@ def _csv_lines(store: WorklistStore, filters: ListFilters) -> Iterator[str]:
 
 
 def entry_triage_score(entry: StudyEntry) -> tuple[float | None, str | None]:
-    """The study's triage score (0-1) and its text: the highest among the films that count
-    for its priority (app/store/priority.py), each at the operating point it was scored at,
-    so studies scored by different models compare on one scale. (None, None) without one."""
-    scores = [triage_score(f.probability, f.threshold) for f in entry.films
-              if counts(f) and f.threshold is not None]
-    if not scores:
+    """The study's triage score (0-1, to 6 decimals) and its text ('99'): the stored value
+    that ranks it in the list (app/store/priority.py: the highest among the films that
+    count, each at the operating point it was scored at), so the scores shown come in the
+    list's order whatever the models. (None, None) without one."""
+    if entry.triage_score is None:
         return None, None
-    return round(max(scores), 6), score_text(max(scores))
+    return round(entry.triage_score, 6), score_text(entry.triage_score)
 
 
 def entry_cells(rank: int, entry: StudyEntry) -> list[str]:

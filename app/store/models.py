@@ -111,11 +111,14 @@ class Study(Base):
     status_at: Mapped[datetime | None]
 
     # Denormalised from the films by app/store/priority.py, in the transaction that adds them.
-    priority: Mapped[float | None]  # highest probability of an assessable frontal film
+    # The leading film (highest triage score of an assessable frontal film): its probability
+    # and its triage score, which ranks the study.
+    priority: Mapped[float | None]
+    triage_score: Mapped[float | None]
     flagged: Mapped[bool]
     film_count: Mapped[int]
     sort_group: Mapped[int]  # priority.Group: 0 flagged, 1 routine, 2 needs a human look
-    sort_rank: Mapped[float]  # -priority, or 1 when none: ascending = most urgent first
+    sort_rank: Mapped[float]  # -triage_score, or 1 when none: ascending = most urgent first
 
     films: Mapped[list[Film]] = relationship(
         back_populates="study", order_by="Film.id", cascade="all, delete-orphan",

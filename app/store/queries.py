@@ -21,8 +21,9 @@ from app.store.records import FilmResult, InvalidCursor, Page, Status, StudyEntr
 
 _STUDIES = Study.__table__
 _FILMS = Film.__table__
-# The list's order: group, then priority descending (sort_rank is -priority), then the
-# study received first. It is exactly the columns of ix_studies_worklist_order.
+# The list's order: group, then triage score descending (sort_rank is -triage_score,
+# app/store/priority.py), then the study received first. It is exactly the columns of
+# ix_studies_worklist_order.
 ORDER = (_STUDIES.c.sort_group, _STUDIES.c.sort_rank, _STUDIES.c.received_at, _STUDIES.c.id)
 # A film as listed: everything but the thumbnail, which is only said to exist.
 _FILM_COLUMNS = (*(column for column in _FILMS.c if column.name != "thumbnail"),
@@ -118,7 +119,8 @@ def to_entry(study: Any, films: Sequence[FilmResult]) -> StudyEntry:
         source=study.source, received_at=study.received_at,
         last_received_at=study.last_received_at, status=Status(study.status),
         status_by=study.status_by, status_at=study.status_at, priority=study.priority,
-        flagged=study.flagged, group=Group(study.sort_group).label, films=tuple(films))
+        triage_score=study.triage_score, flagged=study.flagged,
+        group=Group(study.sort_group).label, films=tuple(films))
 
 
 def _to_result(film: Any) -> FilmResult:

@@ -38,9 +38,12 @@ class FilmRecord:
     Times are aware datetimes. `probability` and `flagged` are None for a film that was not
     scored; a refused film (damaged, CT, lateral) is stored too, with `error_code` and
     `error_detail`. `assessable` defaults to False: a caller that forgets it puts the study
-    in the "needs a human look" group, never in the routine one. `thumbnail` is a small PNG,
-    passed only when the thumbnails setting is on. Raises ValueError for a missing or
-    over-long UID, a naive time, a probability outside [0, 1] or an oversized thumbnail.
+    in the "needs a human look" group, never in the routine one. `threshold` is the one the
+    film was scored at (a scored film must have it: the study's rank is its triage score at
+    that threshold, app/store/priority.py). `thumbnail` is a small PNG, passed only when the
+    thumbnails setting is on. Raises ValueError for a missing or over-long UID, a naive time,
+    a probability or threshold outside [0, 1], a probability without a threshold, or an
+    oversized thumbnail.
     """
 
     study_instance_uid: str
@@ -82,6 +85,10 @@ class FilmRecord:
                 raise ValueError(f"{name} must be an aware datetime")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must lie in [0, 1]")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold must lie in [0, 1]")
+        if self.probability is not None and self.threshold is None:
+            raise ValueError("a scored film must carry the threshold it was scored at")
         if self.thumbnail is not None and len(self.thumbnail) > MAX_THUMBNAIL_BYTES:
             raise ValueError(f"a thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes")
 
@@ -116,8 +123,10 @@ class FilmResult:
 class StudyEntry:
     """One worklist entry: a study and its films (oldest first).
 
-    `group` is "flagged", "routine" or "needs_review"; `priority` the highest probability of
-    an assessable frontal film (None when there is none).
+    `group` is "flagged", "routine" or "needs_review". `triage_score` (0-1) ranks the study
+    within its group: the highest triage score of an assessable frontal film, each at the
+    threshold it was scored at; `priority` is that film's probability (0-1). Both None when
+    no film counts (app/store/priority.py).
     """
 
     id: int
@@ -134,6 +143,7 @@ class StudyEntry:
     status_by: str | None
     status_at: datetime | None
     priority: float | None
+    triage_score: float | None
     flagged: bool
     group: str
     films: tuple[FilmResult, ...]

@@ -74,8 +74,8 @@ def _add_study(session: Session, records: list[FilmRecord]) -> None:
 
 def _recompute(session: Session, study_id: int, records: list[FilmRecord]) -> None:
     films = session.execute(select(
-        Film.probability, Film.flagged, Film.assessable, Film.error_code, Film.view_position,
-        Film.received_at).where(Film.study_id == study_id)).all()
+        Film.probability, Film.threshold, Film.flagged, Film.assessable, Film.error_code,
+        Film.view_position, Film.received_at).where(Film.study_id == study_id)).all()
     if not films:  # every film was stored before, under another study: no empty entry
         session.execute(delete(Study).where(Study.id == study_id))
         return
@@ -84,8 +84,8 @@ def _recompute(session: Session, study_id: int, records: list[FilmRecord]) -> No
     known = {name: func.coalesce(getattr(Study, name), value) for name in _STUDY_FIELDS
              if (value := next((getattr(r, name) for r in records if getattr(r, name)), None))}
     session.execute(update(Study).where(Study.id == study_id).values(
-        priority=summary.priority, flagged=summary.flagged, film_count=summary.film_count,
-        sort_group=int(summary.group), sort_rank=summary.rank,
+        priority=summary.priority, triage_score=summary.triage_score, flagged=summary.flagged,
+        film_count=summary.film_count, sort_group=int(summary.group), sort_rank=summary.rank,
         received_at=min(film.received_at for film in films),
         last_received_at=max(film.received_at for film in films), **known))
 

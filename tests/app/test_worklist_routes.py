@@ -27,7 +27,7 @@ from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, dicom_bytes
 from tests.helpers import jpeg_bytes, xray_like
 from tests.pg import throwaway_cluster
 from tests.servers import poll, server_process
-from tests.store.factories import T0, film, refused
+from tests.store.factories import T0, film, mixed_models, refused
 
 TOKEN = "s3cret-token-for-worklist-tests"
 VIEWER = "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}"
@@ -156,7 +156,7 @@ def test_thumbnails_are_served_only_when_kept(client_factory, tmp_path, client):
 
 # --- the list: order, paging, filters ------------------------------------------------------
 
-def test_entries_come_flagged_first_by_probability_then_routine_then_needs_review(client):
+def test_entries_come_flagged_first_by_triage_score_then_routine_then_needs_review(client):
     store_of(client).add_films([
         film("1.1", probability=0.6), film("1.2", probability=0.3), refused("1.3"),
         film("1.4", probability=0.95), film("1.5", probability=0.1, assessable=False),
@@ -167,6 +167,15 @@ def test_entries_come_flagged_first_by_probability_then_routine_then_needs_revie
     assert [e["group"] for e in entries] == ["flagged"] * 2 + ["routine"] * 2 + \
         ["needs_review"] * 2
     assert entries[0]["priority_text"] == "95.0%"
+
+
+def test_entries_of_different_models_come_in_triage_score_order(client):
+    records, expected = mixed_models()
+    store_of(client).add_films(records)
+    entries = client.get("/worklist/entries").json()["entries"]
+    assert [e["study_instance_uid"] for e in entries] == expected
+    assert [e["triage_score_text"] for e in entries] == ["98", "86", "79", "57", "46", "42"]
+    assert [e["priority_text"] for e in entries[:3]] == ["98.0%", "99.0%", "98.5%"]
 
 
 def test_entries_page_by_cursor_and_by_offset(client):

@@ -3,6 +3,7 @@ store errors as request errors, the CSV's cells and the audit of an export."""
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +12,7 @@ from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
 from app.services import stored_worklist as worklist
 from app.services.stored_worklist import ListFilters
 from app.store import Status
-from tests.store.factories import film, refused
+from tests.store.factories import film, mixed_models, refused
 
 
 @pytest.mark.parametrize(("received_from", "received_to", "window"), [
@@ -60,6 +61,17 @@ def test_an_export_is_audited_before_its_first_line(store):
         "exported", "dr.grey", {"format": "csv", "status": "new"})
     assert next(lines).startswith("rank,group,decision,triage_score,priority,flagged,status")
     assert next(lines).startswith("1,routine,not flagged,20,0.200000,no,new,")
+
+
+def test_the_scores_shown_come_in_the_lists_order_whatever_the_model(store):
+    records, expected = mixed_models()
+    store.add_films(records)
+    rows = list(csv.DictReader(worklist.export_csv(store, ListFilters(), "dr.grey")))
+    assert [row["study_instance_uid"] for row in rows] == expected
+    # model 5 at p=0.98 reads 98 and comes before model 8 at p=0.985, which reads 79
+    assert [row["triage_score"] for row in rows] == ["98", "86", "79", "57", "46", "42"]
+    for entry in store.entries().entries:  # the number shown is the one stored, that ranks
+        assert worklist.entry_triage_score(entry)[0] == round(entry.triage_score, 6)
 
 
 def test_notes_say_why_to_look_twice_once_each(store):

@@ -18,7 +18,7 @@ from app.store import (
     WorklistStore,
 )
 from tests.store.conftest import Clock
-from tests.store.factories import T0, film, refused
+from tests.store.factories import T0, film, mixed_models, refused
 
 # Expected order of _ORDER_CASES' studies, by group, then priority, then arrival.
 EXPECTED_ORDER = ["A", "I", "B", "C", "D", "E", "H", "G", "F"]
@@ -83,6 +83,34 @@ def test_entries_pages_by_offset_and_cursor(store: WorklistStore, limit: int) ->
             break
     assert [e.study_instance_uid for e in by_offset] == EXPECTED_ORDER
     assert [e.study_instance_uid for e in by_cursor] == EXPECTED_ORDER
+
+
+def test_entries_rank_films_of_different_models_by_triage_score(store: WorklistStore) -> None:
+    records, expected = mixed_models()
+    random.Random(22).shuffle(records)
+    store.add_films(records)
+    page = store.entries()
+    assert [e.study_instance_uid for e in page.entries] == expected
+    assert [e.group for e in page.entries] == ["flagged"] * 4 + ["routine"] * 2
+    scores = [e.triage_score for e in page.entries]
+    assert scores[:4] == sorted(scores[:4], reverse=True)
+    assert scores[4:] == sorted(scores[4:], reverse=True)
+    assert scores[0] == pytest.approx(0.9879, abs=1e-4)  # model 5 at p=0.98
+    assert scores[2] == pytest.approx(0.7917, abs=1e-4)  # model 8 at p=0.985
+    assert [e.priority for e in page.entries][:3] == [0.98, 0.99, 0.985]
+
+
+@pytest.mark.parametrize("limit", [1, 4])
+def test_entries_cursor_follows_the_triage_order(store: WorklistStore, limit: int) -> None:
+    records, expected = mixed_models()
+    store.add_films(records)
+    seen, cursor = [], None
+    while True:
+        page = store.entries(limit=limit, cursor=cursor)
+        seen += [e.study_instance_uid for e in page.entries]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == expected
 
 
 def test_entries_cursor_skips_nothing_when_entries_arrive(store: WorklistStore) -> None:
@@ -183,6 +211,8 @@ def test_add_films_keeps_thumbnail_apart(store: WorklistStore) -> None:
     {"study_instance_uid": ""},
     {"received_at": T0.replace(tzinfo=None)},
     {"probability": 1.5},
+    {"threshold": 1.5},
+    {"threshold": None},  # a scored film without the threshold it was scored at
     {"thumbnail": bytes(65 * 1024)},
 ])
 def test_film_record_refuses_bad_value(fields: dict) -> None:
