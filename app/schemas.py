@@ -468,9 +468,9 @@ class WorklistPage(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "entries": [_ENTRY_EXAMPLE], "total": 1, "next_cursor": None}]})
 
-    entries: list[WorklistEntry] = Field(description="Flagged studies first, most probable "
-                                                     "first; then the rest; then those that "
-                                                     "need a human look")
+    entries: list[WorklistEntry] = Field(description="Flagged studies first, highest "
+                                                     "triage_score first; then the rest; then "
+                                                     "those that need a human look")
     total: int = Field(description="Entries the filters match, on every page")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; None on "
                                                 "the last")

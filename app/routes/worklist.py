@@ -91,8 +91,9 @@ def list_entries(
         "arrive"))] = None,
     format: Literal["json", "csv"] = "json",
 ):
-    """The worklist in priority order: flagged studies first, most probable first; then
-    the rest; then the studies that need a human look. Filters by status and by when the
+    """The worklist in priority order: flagged studies first, highest triage score first
+    (each film at its own model's operating point); then the rest; then the studies that
+    need a human look. Filters by status and by when the
     study arrived. `format=csv` returns every entry the filters match (the paging
     parameters apply to JSON), each cell safe from spreadsheet formulas, and is recorded
     in the audit trail as an export."""
