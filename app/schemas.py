@@ -85,8 +85,8 @@ class PredictionResponse(BaseModel):
         "flagged": True,
         "decision": "flagged",
         "decision_text": "flagged for priority read",
-        "triage_score": 0.9673,
-        "triage_score_text": "96",
+        "triage_score": 0.9731,
+        "triage_score_text": "97",
         "probability": 0.9731,
         "probability_text": "97.3%",
         "probability_note": "Calibrated (temperature scaling) on the validation films, 74% "
@@ -325,7 +325,8 @@ _FILM_EXAMPLE = {
     "modality": "DX", "view_position": "PA", "body_part": "CHEST", "source": "upload",
     "received_at": "2025-03-01T08:00:00Z", "scored_at": "2025-03-01T08:00:01Z",
     "model_name": "pneumonia", "model_version": "2", "probability": 0.9731,
-    "probability_text": "97.3%", "threshold": 0.5, "flagged": True, "assessable": True,
+    "probability_text": "97.3%", "triage_score": 0.9731, "triage_score_text": "97",
+    "threshold": 0.5, "flagged": True, "assessable": True,
     "reasons": [], "warnings": [], "error": None, "thumbnail": None,
 }
 _ENTRY_EXAMPLE = {
@@ -333,7 +334,9 @@ _ENTRY_EXAMPLE = {
     "patient_sex": "F", "study_date": "2025-03-01", "study_time": "07:55:00",
     "source": "upload", "received_at": "2025-03-01T08:00:00Z",
     "last_received_at": "2025-03-01T08:00:00Z", "status": "new", "status_by": None,
-    "status_at": None, "priority": 0.9731, "priority_text": "97.3%", "flagged": True,
+    "status_at": None, "priority": 0.9731, "priority_text": "97.3%", "triage_score": 0.9731,
+    "triage_score_text": "97", "decision": "flagged",
+    "decision_text": "flagged for priority read", "flagged": True,
     "group": "flagged", "viewer_url": "https://pacs.example/viewer?StudyInstanceUIDs=" + _UID,
     "films": [_FILM_EXAMPLE],
 }
