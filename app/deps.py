@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel
 from app.services.stored_worklist import MAX_ID, ListFilters
 from app.store import Status, WorklistStore
-from app.upload import read_file_field, read_files
+from app.upload import FileStream, read_file_field, streamed_files
 
 
 def settings_of(request: Request) -> Settings:
@@ -159,9 +160,9 @@ async def read_upload(request: Request, settings: SettingsDep) -> AsyncIterator[
     server's budget for bodies in flight; then a place in the decoder's admission, taken
     only once the bytes are all in (a slow upload never holds decode capacity). Both held
     until the answer is sent; 503 at once when either is full."""
-    with request.app.state.body_budget.reservation() as take:
+    with request.app.state.body_budget.reservation() as held:
         data = await read_file_field(request, settings.max_upload_bytes,
-                                     timeouts=_timeouts(settings), take=take)
+                                     timeouts=_timeouts(settings), take=held.take)
         with decoder_of(request).admit():
             yield data
 
@@ -169,25 +170,31 @@ async def read_upload(request: Request, settings: SettingsDep) -> AsyncIterator[
 UploadDep = Annotated[bytes, Depends(read_upload)]
 
 
-async def read_batch(request: Request,
-                     settings: SettingsDep) -> AsyncIterator[list[tuple[str, bytes]]]:
-    """(file name, bytes) of every multipart field `files`, within the worklist limits,
-    admitted as `read_upload` is (one place for the request: its films decode in turn), and
-    within the limit of worklist requests at once. The memory the request grew is given
-    back to the system once it is answered."""
+async def read_batch(request: Request, settings: SettingsDep) -> AsyncIterator[FileStream]:
+    """The files of the multipart field `files` as they arrive (app/upload.py FileStream:
+    (file name, bytes) each, for the route's thread to score while the rest of the body is
+    read), within the worklist limits and the server's budget for bodies in flight. Once
+    the first file is in, a place among the worklist requests at once and one in the
+    decoder's admission (its films decode in turn), held until the answer is sent; 503 at
+    once when either is full. The memory the request grew is given back to the system once
+    it is answered."""
+    state = request.app.state
     try:
-        with request.app.state.body_budget.reservation() as take:
-            files = await read_files(request, "files", settings.max_batch_files,
-                                     settings.max_upload_bytes, settings.max_batch_bytes,
-                                     timeouts=_timeouts(settings), take=take)
-            with request.app.state.batches.admit(), decoder_of(request).admit():
+        with state.body_budget.reservation() as held, ExitStack() as places:
+            def admit() -> None:
+                places.enter_context(state.batches.admit())
+                places.enter_context(decoder_of(request).admit())
+
+            async with streamed_files(request, "files", settings.max_batch_files,
+                                      settings.max_upload_bytes, settings.max_batch_bytes,
+                                      timeouts=_timeouts(settings), held=held,
+                                      on_first=admit) as files:
                 yield files
-                del files
     finally:
         give_back_memory()
 
 
-BatchDep = Annotated[list[tuple[str, bytes]], Depends(read_batch)]
+BatchDep = Annotated[FileStream, Depends(read_batch)]
 
 
 async def stow_boundary(request: Request) -> str:

@@ -7,13 +7,7 @@ answers them in its own terms (app/http_errors.py maps both vocabularies to HTTP
 
 from __future__ import annotations
 
-
-def size_text(n_bytes: int) -> str:
-    """A byte limit for people, never rounded to 0: '20 MiB', '4 KiB', '512 bytes'."""
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.3g} {unit}"
-    return f"{n_bytes} bytes"
+from app.contract.errors import size_text
 
 
 class AppError(Exception):

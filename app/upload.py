@@ -7,6 +7,11 @@ A declared Content-Length over the limit is refused before a single body byte is
 the stream is abandoned as soon as it passes the limit, so an oversized upload is never held
 in memory.
 
+A worklist's files stream (`streamed_files`): each file is handed to the scoring thread as
+soon as its closing boundary is in, while the event loop reads the rest of the body, and its
+bytes leave the process once it is decoded; a few files at most are held at once, never the
+whole body.
+
 This is the boundary for the request body: whatever python-multipart raises on hostile
 framing (bad boundary, LF line endings, oversized or malformed part headers, ...) becomes
 MalformedUploadError, and a client that goes away becomes ClientDisconnectedError.
@@ -15,8 +20,12 @@ MalformedUploadError, and a client that goes away becomes ClientDisconnectedErro
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from fastapi import Request
@@ -24,6 +33,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app.contract.errors import FileTooLargeError
 from app.errors import (
     ClientDisconnectedError,
     MalformedUploadError,
@@ -64,21 +74,38 @@ class BodyBudget:
         self.held = 0
 
     @contextmanager
-    def reservation(self) -> Iterator[Callable[[int], None]]:
-        """A `take(n)` for one request's bytes; all of them given back when it ends."""
-        taken = 0
-
-        def take(n: int) -> None:
-            nonlocal taken
-            if self.held + n > self.limit:
-                raise ServerBusyError()
-            self.held += n
-            taken += n
-
+    def reservation(self) -> Iterator[Held]:
+        """One request's share: bytes taken as they arrive, given back as they leave the
+        process (a streamed file once decoded), and all of them when the request ends."""
+        held = Held(self)
         try:
-            yield take
+            yield held
         finally:
-            self.held -= taken
+            self.held -= held.taken
+
+
+class Held:
+    """One request's bytes in a BodyBudget."""
+
+    def __init__(self, budget: BodyBudget | None = None) -> None:
+        self._budget = budget
+        self.taken = 0
+
+    def take(self, n: int) -> None:
+        """Count `n` more bytes held; ServerBusyError when the budget has no room for them."""
+        budget = self._budget
+        if budget is not None:
+            if budget.held + n > budget.limit:
+                raise ServerBusyError()
+            budget.held += n
+        self.taken += n
+
+    def give(self, n: int) -> None:
+        """`n` of this request's bytes are no longer held."""
+        n = min(n, self.taken)
+        if self._budget is not None:
+            self._budget.held -= n
+        self.taken -= n
 
 
 async def read_file_field(request: Request, max_bytes: int, field: str = "file",
@@ -95,7 +122,9 @@ async def _chunks(request: Request, idle: float, total: float,
     """The body's chunks; UploadTimeoutError when one takes longer than `idle` seconds, the
     whole body longer than `total`, or (after a short grace) the average rate falls below
     `min_rate` bytes/s: a client trickling bytes holds its decode slot for seconds, not
-    minutes."""
+    minutes. Only the client's time counts: while the reader is away (parsing, or waiting
+    for the scoring thread to take a streamed file), the clocks stop, so the server's own
+    pace is never blamed on the client."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + total
@@ -113,7 +142,11 @@ async def _chunks(request: Request, idle: float, total: float,
         except TimeoutError as exc:
             raise UploadTimeoutError() from exc
         received += len(chunk)
+        away = loop.time()
         yield chunk
+        away = loop.time() - away
+        started += away
+        deadline += away
 
 
 async def body_chunks(request: Request,
@@ -145,41 +178,71 @@ async def read_small_form(request: Request, max_bytes: int = SMALL_FORM_BYTES,
     return {name: values[0] for name, values in fields.items()}
 
 
-async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
-                     max_total_bytes: int,
-                     timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
-                     take: Callable[[int], None] = _unbounded,
-                     ) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every part named `field`, in upload order, within the limits;
-    each chunk's bytes counted by `take` (a BodyBudget reservation) before it is kept."""
+def _boundary(request: Request, field: str, max_files: int, max_total_bytes: int) -> bytes:
+    """The body's multipart boundary, checked with its declared length before a byte of
+    the body is read; raises UploadError subclasses."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise MissingFileError(field)
     if len(boundary) > _MAX_BOUNDARY:
         raise MalformedUploadError("boundary too long")
-    envelope = _ENVELOPE_BYTES * max_files
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_total_bytes + envelope:
+    if declared.isdigit() and int(declared) > max_total_bytes + _ENVELOPE_BYTES * max_files:
         raise UploadTooLargeError(max_total_bytes)
+    return boundary
 
+
+async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
+                     max_total_bytes: int,
+                     timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                     take: Callable[[int], None] = _unbounded,
+                     ) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every part named `field`, in upload order, within the limits;
+    each chunk's bytes counted by `take` (a BodyBudget reservation) before it is kept. A
+    file over `max_file_bytes` fails the request (UploadTooLargeError): for one file."""
+    boundary = _boundary(request, field, max_files, max_total_bytes)
     parts = _FileParts(field, max_files, max_file_bytes, max_total_bytes)
+    async for _ in _parsed(request, boundary, parts, max_files, max_total_bytes, timeouts,
+                           take):
+        pass
+    if not parts.completed:
+        raise MissingFileError(field)
+    files = list(parts.completed)
+    for _, data in files:
+        if not isinstance(data, bytes):  # a file over its limit
+            raise UploadTooLargeError(max_file_bytes)
+    return files  # type: ignore[return-value]
+
+
+async def _parsed(request: Request, boundary: bytes, parts: _FileParts, max_files: int,
+                  max_total_bytes: int, timeouts: tuple[float, float, float],
+                  take: Callable[[int], None]) -> AsyncIterator[int]:
+    """Feeds the body to python-multipart a piece at a time, yielding after each piece the
+    raw bytes it no longer holds (parts.completed then has the files that piece closed).
+    Raises UploadError subclasses and ServerBusyError."""
+    envelope = _ENVELOPE_BYTES * max_files
     received = 0
     try:
         parser = MultipartParser(boundary, parts.callbacks())
         # The body is read on the event loop and parsed in a worker thread, a piece at a
         # time: a body of many tiny parts costs the parser time, never the other requests.
         pending: list[bytes] = []
+        size = 0
         async for chunk in _chunks(request, *timeouts):
             received += len(chunk)
             if received > max_total_bytes + envelope:
                 raise UploadTooLargeError(max_total_bytes)
             take(len(chunk))
             pending.append(chunk)
-            if sum(map(len, pending)) >= _PARSE_PIECE:
+            size += len(chunk)
+            if size >= _PARSE_PIECE:
                 await run_in_threadpool(_feed, parser, pending)
                 pending = []
+                yield size
+                size = 0
         await run_in_threadpool(_feed, parser, pending, True)
+        yield size
     except (UploadError, ServerBusyError):
         raise
     except ClientDisconnect as exc:
@@ -189,9 +252,6 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
     if parser.state != MultipartState.END:
         # Cut short: without the boundary after it, nothing proves the file is whole.
         raise MalformedUploadError("the body ends before its closing boundary")
-    if not parts.files:
-        raise MissingFileError(field)
-    return [(name, bytes(data)) for name, data in parts.files]
 
 
 def _feed(parser: MultipartParser, chunks: list[bytes], last: bool = False) -> None:
@@ -201,8 +261,154 @@ def _feed(parser: MultipartParser, chunks: list[bytes], last: bool = False) -> N
         parser.finalize()
 
 
+# A streamed file: its bytes, or (over the per-file limit) a function raising its error.
+Source = bytes | Callable[[], bytes]
+# Files handed to the scoring thread and not yet let go: one decoding, one waiting.
+STREAM_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None
+
+
+class FileStream:
+    """The files of one multipart body as they complete: an iterator of (file name, bytes)
+    for a worker thread (app/services/pipeline.py `score_films` reads lazily), filled by the
+    event loop while the rest of the body arrives.
+
+    At most `depth` files are handed over and not yet let go; the reader then waits, and
+    so, through TCP, does the client. Asking for the next file lets the previous one go:
+    its bytes are given back to the body budget (the scoring thread has decoded it by then
+    and holds no reference). Iterating raises the body's error (UploadError subclasses,
+    ServerBusyError) where it happened, after the files before it; what a partial result
+    means is the caller's decision. Iterated once, from one thread that is not the loop's.
+    """
+
+    def __init__(self, depth: int, let_go: Callable[[int], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._items: queue.SimpleQueue[tuple[str, Source] | _End] = queue.SimpleQueue()
+        self._room = asyncio.Semaphore(depth)
+        self._let_go = let_go  # on the loop: bytes no longer held
+        self._in_hand: int | None = None  # bytes of the file the consumer holds now
+        self._started = asyncio.Event()
+        self._early: BaseException | None = None  # the error of a body without any file
+        self.handed = 0
+
+    async def put(self, name: str, source: Source) -> None:
+        """Hand over one file, once fewer than `depth` are held (on the loop)."""
+        await self._room.acquire()
+        self.handed += 1
+        self._items.put((name, source))
+        self._started.set()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more files: the body ended, cleanly (None) or with `error` (on the loop)."""
+        if self.handed == 0:
+            self._early = error
+        self._items.put(_End(error))
+        self._started.set()
+
+    async def started(self) -> None:
+        """Returns once a file is in, or the body ended with a file or none; raises the
+        body's error when it ended before any file."""
+        await self._started.wait()
+        if self._early is not None:
+            raise self._early
+
+    def _released(self, size: int) -> None:
+        self._room.release()
+        self._let_go(size)
+
+    def __iter__(self) -> FileStream:
+        return self
+
+    def __next__(self) -> tuple[str, Source]:
+        # A method, not a generator: a suspended generator's frame would keep the last file
+        # alive while the next one is awaited.
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("a FileStream is read from a worker thread, never the loop")
+        if self._in_hand is not None:
+            self._loop.call_soon_threadsafe(self._released, self._in_hand)
+            self._in_hand = None
+        item = self._items.get()
+        if isinstance(item, _End):
+            self._items.put(item)  # asked again: the same end
+            if item.error is not None:
+                raise item.error
+            raise StopIteration
+        self._in_hand = len(item[1]) if isinstance(item[1], bytes) else 0
+        return item
+
+
+@asynccontextmanager
+async def streamed_files(request: Request, field: str, max_files: int, max_file_bytes: int,
+                         max_total_bytes: int,
+                         timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                         held: Held | None = None,
+                         on_first: Callable[[], None] | None = None,
+                         ) -> AsyncIterator[FileStream]:
+    """The files of the parts named `field` as they complete (FileStream), read on the event
+    loop for the life of the block. A file over `max_file_bytes` is read past, never held,
+    and handed over as a function raising FileTooLargeError: that file's answer. Past
+    `max_files` files (TooManyFilesError), past `max_total_bytes` of file data
+    (UploadTooLargeError), a malformed body (MalformedUploadError), a slow one
+    (UploadTimeoutError) or a full body budget (ServerBusyError) end the stream with that
+    error. `on_first()` runs when the first file is in, before it is handed over (the
+    request's admission: it may raise ServerBusyError). Entering the block waits for the
+    first file, and raises the body's error when it ends before one; so a request holds no
+    worker thread and no admission while its first file arrives."""
+    boundary = _boundary(request, field, max_files, max_total_bytes)
+    held = held or Held()
+    stream = FileStream(STREAM_DEPTH, held.give)
+    parts = _FileParts(field, max_files, max_file_bytes, max_total_bytes)
+    reader = asyncio.create_task(_read_into(stream, request, boundary, parts, max_files,
+                                            max_total_bytes, timeouts, held, on_first))
+    try:
+        await stream.started()
+        yield stream
+    finally:
+        reader.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read_into(stream: FileStream, request: Request, boundary: bytes,
+                     parts: _FileParts, max_files: int, max_total_bytes: int,
+                     timeouts: tuple[float, float, float], held: Held,
+                     on_first: Callable[[], None] | None) -> None:
+    """The body into `stream`: each piece parsed, then the files it closed handed over."""
+    in_parser = 0  # file bytes the parser holds: counted in the budget until handed over
+    error: BaseException | None = None
+    try:
+        async with aclosing(_parsed(request, boundary, parts, max_files, max_total_bytes,
+                                    timeouts, held.take)) as pieces:
+            async for fed in pieces:
+                # The raw piece is gone; what it added to the files is still held.
+                held.give(fed - (parts.held - in_parser))
+                while parts.completed:
+                    name, source = parts.completed.popleft()
+                    parts.held -= len(source) if isinstance(source, bytes) else 0
+                    if stream.handed == 0 and on_first is not None:
+                        on_first()
+                    await stream.put(name, source)
+                    del source
+                in_parser = parts.held
+        if stream.handed == 0:
+            raise MissingFileError(parts.field.decode())
+    except asyncio.CancelledError:
+        error = ClientDisconnectedError()  # nobody reads the stream any more
+        raise
+    except Exception as exc:  # noqa: BLE001 - the body's error (or a bug: a 500) is the reader's
+        error = exc
+    finally:
+        stream.end(error)
+
+
 class _FileParts:
-    """Collects the data of every part whose Content-Disposition names `field`."""
+    """Collects the data of every part whose Content-Disposition names `field`; each file
+    goes to `completed` when its part ends. Runs in the parser's thread."""
 
     def __init__(self, field: str, max_files: int, max_file_bytes: int,
                  max_total_bytes: int) -> None:
@@ -210,13 +416,18 @@ class _FileParts:
         self.max_files = max_files
         self.max_file_bytes = max_file_bytes
         self.max_total_bytes = max_total_bytes
-        self.files: list[tuple[str, bytearray]] = []
+        self.completed: deque[tuple[str, Source]] = deque()
+        self.held = 0  # bytes of file data in the current part and in `completed`
+        self._files = 0
         self._total = 0
         self._parts = 0
         self._header_name = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
-        self._current: bytearray | None = None
+        self._name = ""
+        self._current: list[bytes] | None = None  # the data of a file part being read
+        self._size = 0
+        self._too_large = False
         self._maybe_unused_input = False
 
     def callbacks(self) -> dict:
@@ -247,28 +458,47 @@ class _FileParts:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         if options.get(b"name") != self.field:
             return
-        if len(self.files) >= self.max_files:
+        if self._files >= self.max_files:
             raise TooManyFilesError(self.max_files)
+        self._files += 1
         filename = options.get(b"filename")
         # A browser posts an empty file input as a part with filename="" and no bytes.
         self._maybe_unused_input = filename == b""
-        name = (filename or b"").decode("utf-8", "replace") or f"file {len(self.files) + 1}"
-        self._current = bytearray()
-        self.files.append((name, self._current))
+        self._name = (filename or b"").decode("utf-8", "replace") or f"file {self._files}"
+        self._current, self._size, self._too_large = [], 0, False
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is None:
             return
         size = end - start
         self._total += size
-        if len(self._current) + size > self.max_file_bytes:
-            raise UploadTooLargeError(self.max_file_bytes)
         if self._total > self.max_total_bytes:
             raise UploadTooLargeError(self.max_total_bytes)
-        self._current += data[start:end]
+        self._size += size
+        if self._too_large:
+            return
+        if self._size > self.max_file_bytes:  # read past from here on, never held
+            self._too_large = True
+            self.held -= self._size - size
+            self._current.clear()
+            return
+        self._current.append(data[start:end])
+        self.held += size
 
     def _part_end(self) -> None:
-        if self._current is not None and self._maybe_unused_input and not self._current:
-            self.files.pop()  # an input the user left empty, not an empty file
-        self._current = None
+        current, self._current = self._current, None
+        if current is None:
+            return
+        if self._too_large:
+            self.completed.append((self._name, _refusal(self.max_file_bytes)))
+        elif self._maybe_unused_input and not self._size:
+            self._files -= 1  # an input the user left empty, not an empty file
+        else:
+            self.completed.append((self._name, b"".join(current)))
         self._maybe_unused_input = False
+
+
+def _refusal(limit: int) -> Callable[[], bytes]:
+    def refuse() -> bytes:
+        raise FileTooLargeError(limit)
+    return refuse

@@ -11,6 +11,14 @@ is passed to `Exception.__init__` for that).
 from __future__ import annotations
 
 
+def size_text(n_bytes: int) -> str:
+    """A byte limit for people, never rounded to 0: '20 MiB', '4 KiB', '512 bytes'."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{n_bytes} bytes"
+
+
 def pixels_text(pixels: int) -> str:
     """'50 million pixels', '10,000 pixels': never '0 million'."""
     if pixels >= 1_000_000:
@@ -191,3 +199,19 @@ class RequestBudgetError(ImageError):
     def message(self) -> str:
         return (f"Not scored: the request's {self.seconds:g} s budget ran out before this "
                 "file's turn. Send it again, or send fewer files at once.")
+
+
+class FileTooLargeError(ImageError):
+    """One file of a worklist request over the per-file byte limit: its bytes were read past
+    and dropped, never held, and the request's other files go on (a whole body over its
+    limit is the request's error, app/errors.py UploadTooLargeError)."""
+
+    code = "file_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+    @property
+    def message(self) -> str:
+        return f"The file is larger than the {size_text(self.limit)} upload limit."

@@ -17,7 +17,7 @@ from app.deps import (
 from app.errors import TooManyLoginsError
 from app.schemas import BatchEntry, ModelsResponse, PredictionResponse
 from app.security import SESSION_COOKIE, new_session, require_token
-from app.services.pipeline import score_film, score_films
+from app.services.pipeline import one_or_many, score_film, score_films
 from app.services.worklist import worklist_csv, worklist_order, worklist_summary
 from app.upload import read_small_form
 
@@ -50,11 +50,13 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
     (rendered as the sorted worklist with its CSV). Errors of a single film are rendered as a
     page by the app's error handler (the browser asks for HTML)."""
     model = scorer.model
-    if len(files) == 1:
-        prediction = score_film(scorer, files[0][1], explain=explain)
-        return _page(request, catalog, model, filename=files[0][0],
+    single, many = one_or_many(files)
+    if single is not None:
+        name, data = single
+        prediction = score_film(scorer, data, explain=explain)
+        return _page(request, catalog, model, filename=name,
                      result=PredictionResponse.from_prediction(prediction, model.card))
-    results = list(score_films(scorer, files, thumbnails=True,
+    results = list(score_films(scorer, many, thumbnails=True,
                                budget_seconds=settings.batch_budget_seconds))
     return _page(request, catalog, model,
                  worklist=[BatchEntry.of(r) for r in worklist_order(results)],

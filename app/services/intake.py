@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.contract.errors import ImageError, RequestBudgetError
+from app.contract.errors import FileTooLargeError, ImageError, RequestBudgetError
 from app.contract.identifiers import InstanceFacts, instance_facts
 from app.errors import ServerBusyError
-from app.services.pipeline import FileResult, Prediction, Scorer, score_films
+from app.services.pipeline import FileResult, Prediction, Scorer, Source, score_films
 from app.store import FilmRecord, StudyEntry, WorklistStore
 from app.store.models import UID_LENGTH
 
@@ -49,23 +49,32 @@ def film_record(facts: InstanceFacts, source: str, received_at: datetime,
         thumbnail=_png(p.thumbnail) if p and thumbnail and p.thumbnail else None)
 
 
-def upload_records(files: Sequence[tuple[str, bytes]], results: Sequence[FileResult],
+def upload_records(facts: Sequence[InstanceFacts | None], results: Sequence[FileResult],
                    received_at: datetime, scored_at: datetime,
                    thumbnails: bool = False) -> list[FilmRecord]:
-    """FilmRecords of uploaded files, in upload order. A DICOM file keeps its own UIDs and
+    """FilmRecords of uploaded files, in upload order, from each file's `facts` (`upload_facts`,
+    noted while its bytes were in hand). A file not looked at (`looked_at`) is not recorded:
+    its sender is told to send it again, or that it is over the byte limit."""
+    return [film_record(f, UPLOAD, received_at, scored_at, result.prediction, result.error,
+                        thumbnails)
+            for f, result in zip(facts, results, strict=True)
+            if f is not None and looked_at(result)]
+
+
+def looked_at(result: FileResult) -> bool:
+    """Whether the pipeline read the file: not when it was refused as busy, its request's
+    time ran out first, or it was over the byte limit (its bytes never held)."""
+    return not isinstance(result.error, ServerBusyError | RequestBudgetError | FileTooLargeError)
+
+
+def upload_facts(data: bytes) -> InstanceFacts:
+    """What the worklist keeps of an uploaded file. A DICOM file keeps its own UIDs and
     study facts; any other file is its own study under UIDs derived from its bytes, so the
-    same file uploaded twice is one film. A file refused as busy is not recorded: it was not
-    looked at, and its sender is told to try again."""
-    records = []
-    for (_, data), result in zip(files, results, strict=True):
-        if isinstance(result.error, ServerBusyError | RequestBudgetError):
-            continue  # not looked at: its sender sends it again
-        facts = instance_facts(data)
-        if facts is None or not _fits(facts):
-            facts = _upload_facts(data)
-        records.append(film_record(facts, UPLOAD, received_at, scored_at, result.prediction,
-                                   result.error, thumbnails))
-    return records
+    same file uploaded twice is one film."""
+    facts = instance_facts(data)
+    if facts is None or not _fits(facts):
+        facts = _upload_facts(data)
+    return facts
 
 
 def now() -> datetime:
@@ -75,7 +84,8 @@ def now() -> datetime:
 @dataclass(frozen=True)
 class StoredFile:
     """One uploaded file's outcome: where it is on the worklist (`entry_id`, `film_id`; None
-    when it was refused as busy and not stored), and why it was not scored (`error`)."""
+    when it was not looked at and not stored: `looked_at`), and why it was not scored
+    (`error`)."""
 
     result: FileResult
     entry_id: int | None
@@ -88,29 +98,45 @@ class StoredUpload:
     files: list[StoredFile]  # in upload order
 
 
-def store_uploads(store: WorklistStore, scorer: Scorer, files: Sequence[tuple[str, bytes]],
-                  thumbnails: bool = False,
+def store_uploads(store: WorklistStore, scorer: Scorer,
+                  files: Iterable[tuple[str, Source]], thumbnails: bool = False,
                   clock: Callable[[], datetime] = now,
                   budget_seconds: float | None = None) -> StoredUpload:
-    """Score uploaded files through the pipeline and put them on the worklist, committed on
-    return. Raises ServerBusyError when every file was refused as busy (nothing stored)."""
+    """Score uploaded files through the pipeline as they come (`files` is read lazily, each
+    file's bytes let go once it is scored) and put them on the worklist in one commit once
+    the last one is scored: committed on return. A body that breaks off part-way raises its
+    error from `files` and nothing is stored, so the worklist never holds a film that no
+    answer reported. Raises ServerBusyError when no file was looked at for want of room or
+    time (nothing stored)."""
     received_at = clock()
-    results = list(score_films(scorer, files, thumbnails=thumbnails,
+    facts: list[InstanceFacts | None] = []
+    results = list(score_films(scorer, _noting_facts(files, facts), thumbnails=thumbnails,
                                budget_seconds=budget_seconds))
-    records = upload_records(files, results, received_at, clock(), thumbnails)
-    if results and not records:
+    records = upload_records(facts, results, received_at, clock(), thumbnails)
+    if results and all(isinstance(r.error, ServerBusyError | RequestBudgetError)
+                       for r in results):
         raise ServerBusyError()
-    entries = store.add_films(records)
+    entries = store.add_films(records) if records else []
     where = {film.sop_instance_uid: (entry.id, film.id)
              for entry in entries for film in entry.films}
     stored, pending = [], iter(records)
-    for result in results:
-        if isinstance(result.error, ServerBusyError):  # upload_records left it out
-            stored.append(StoredFile(result, None, None))
-        else:
+    for f, result in zip(facts, results, strict=True):
+        if f is not None and looked_at(result):
             entry_id, film_id = where[next(pending).sop_instance_uid]
             stored.append(StoredFile(result, entry_id, film_id))
+        else:  # upload_records left it out
+            stored.append(StoredFile(result, None, None))
     return StoredUpload(entries=entries, files=stored)
+
+
+def _noting_facts(files: Iterable[tuple[str, Source]],
+                  facts: list[InstanceFacts | None]) -> Iterator[tuple[str, Source]]:
+    """`files` as they come, each file's facts appended to `facts` while its bytes are in
+    hand (a file over the byte limit has none)."""
+    for name, source in files:
+        facts.append(upload_facts(source) if isinstance(source, bytes) else None)
+        yield name, source
+        del source  # let go before the next file is awaited
 
 
 def _fits(facts: InstanceFacts) -> bool:

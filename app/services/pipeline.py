@@ -10,10 +10,12 @@ web routes call it from worker threads, never on the event loop.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -27,6 +29,8 @@ from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
 from app.services.saved_model import ServedModel
 
 CHUNK = 64  # films per model call when scoring many
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -142,50 +146,96 @@ def _score_film(scorer: Scorer, data: bytes, explain: bool) -> Prediction:
                              heatmap=heatmap)
 
 
-def score_films(scorer: Scorer, files: Iterable[tuple[str, bytes | Callable[[], bytes]]],
+Source = bytes | Callable[[], bytes]  # a file's bytes, or a function that reads them
+
+
+def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
                 thumbnails: bool = False, parallel: int = 1,
                 chunk: int = CHUNK, budget_seconds: float | None = None
                 ) -> Iterator[FileResult]:
     """Many films, in the order given: one FileResult each, yielded as each chunk of
     `chunk` films is scored in one model call. A file that cannot be scored carries its
     error and never fails the others. `files` holds (name, bytes or a function that reads
-    them), read lazily; `parallel` films are decoded at once (the folder command uses every
-    worker; a request uses one, leaving the pool to other requests). Each film's pixels
-    are dropped as soon as its model input, guard warnings and thumbnail are made. Past
-    `budget_seconds` from the start, the files left get RequestBudgetError, unread."""
+    them, or raises the file's ImageError), read lazily: a file is asked for only once a
+    decoding place is free, so at most `parallel` files' bytes are held here at once (the
+    folder command uses every worker; a request uses one, leaving the pool to other
+    requests, and streams its body: app/upload.py `FileStream`). Each film's bytes are
+    let go once it is decoded, its pixels once its model input, guard warnings and
+    thumbnail are made. Past `budget_seconds` from the start, the files left get
+    RequestBudgetError, unread. An error raised by `files` itself (a body that breaks
+    off) is raised here, after the results of the files before it."""
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
 
-    def prepare(item: tuple[int, tuple[str, bytes | Callable[[], bytes]]]):
+    def prepare(item: tuple[int, tuple[str, Source]]):
         index, (name, source) = item
+        del item
         started = time.perf_counter()
         try:
             if deadline is not None and time.monotonic() > deadline:
                 raise RequestBudgetError(budget_seconds)
             data = source() if callable(source) else source
+            del source
             precheck(data)
             film = _decode(scorer, scorer.job(data, thumbnail=thumbnails))
             return index, name, film, None, time.perf_counter() - started
         except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'
             if isinstance(exc, ImageError):
                 scorer.metrics.refused(exc.code)
+            # Kept with the result: without its traceback, whose frames hold the file.
+            exc.__traceback__ = exc.__cause__ = exc.__context__ = None
             return index, name, None, exc, time.perf_counter() - started
 
-    items = enumerate(files)
-    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as threads:
-        while batch := list(islice(items, chunk)):
-            prepared = list(threads.map(prepare, batch))
-            started = time.perf_counter()
-            ready = [p for p in prepared if p[2] is not None]
-            probabilities = {}
-            if ready:
-                out = scorer.model.predict(np.stack([p[2].model_input for p in ready]))
-                scorer.metrics.inferred(time.perf_counter() - started)
-                probabilities = {p[0]: float(q) for p, q in zip(ready, out)}
-            model_seconds = (time.perf_counter() - started) / max(len(ready), 1)
-            for index, name, film, error, seconds in prepared:
-                prediction = None if film is None else scorer.prediction(
-                    film, probabilities[index], seconds + model_seconds)
-                yield FileResult(index, name, prediction, error)
+    prepared = _in_turn(prepare, enumerate(files), parallel)
+    while batch := list(islice(prepared, chunk)):
+        started = time.perf_counter()
+        ready = [p for p in batch if p[2] is not None]
+        probabilities = {}
+        if ready:
+            out = scorer.model.predict(np.stack([p[2].model_input for p in ready]))
+            scorer.metrics.inferred(time.perf_counter() - started)
+            probabilities = {p[0]: float(q) for p, q in zip(ready, out)}
+        model_seconds = (time.perf_counter() - started) / max(len(ready), 1)
+        for index, name, film, error, seconds in batch:
+            prediction = None if film is None else scorer.prediction(
+                film, probabilities[index], seconds + model_seconds)
+            yield FileResult(index, name, prediction, error)
+
+
+def _in_turn(prepare: Callable[[T], R], items: Iterator[T], parallel: int) -> Iterator[R]:
+    """`prepare(item)` of each item, in order, at most `parallel` at once; an item is read
+    only when a place is free, and no reference to it is kept here once it is prepared."""
+    if parallel <= 1:
+        yield from map(prepare, items)
+        return
+    with ThreadPoolExecutor(max_workers=parallel) as threads:
+        window: deque[Future[R]] = deque()
+        for item in items:
+            window.append(threads.submit(prepare, item))
+            del item
+            if len(window) >= parallel:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def one_or_many(files: Iterable[tuple[str, Source]]
+                ) -> tuple[tuple[str, bytes] | None, Iterator[tuple[str, Source]]]:
+    """((name, bytes) of the only file, an empty iterator) when `files` holds one; (None,
+    all of them in order) when it holds more. Reads at most two files to tell. The page's
+    rule: one film is shown as a result, many as a worklist. Raises the one file's
+    ImageError (its source's, e.g. FileTooLargeError)."""
+    items = iter(files)
+    head = list(islice(items, 2))
+    if len(head) == 1:
+        (name, source), = head
+        return (name, source() if callable(source) else source), iter(())
+    return None, _handing_over(head, items)
+
+
+def _handing_over(head: list, rest: Iterator) -> Iterator:
+    while head:
+        yield head.pop(0)  # popped, not kept: the file leaves with its consumer
+    yield from rest
 
 
 def _decode(scorer: Scorer, job: FilmJob) -> PreparedFilm:
