@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.contract.drift import PSI_THRESHOLD
+from app.memory_budget import SERVER_MEMORY_MB, within_budget
 
 MIN_TOKEN_LENGTH = 16
 
@@ -64,8 +65,19 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=len(os.sched_getaffinity(0)) or 1, ge=0)
     decode_timeout_seconds: float = Field(default=10.0, gt=0)
     # Address space, not resident memory: a worker at rest takes about 160 MB of it, and a
-    # 50-megapixel DICOM's float copies need well over 1 GB of it.
+    # 50-megapixel DICOM's float copies need well over 1 GB of it. Under a memory budget
+    # (below), left unset: the budget's room for workers shared among them.
     decode_memory_mb: int | None = Field(default=2048, gt=0)
+    # One memory budget for the whole process tree (a container's memory limit), MiB: the
+    # serving process's share, every decode worker's cap and the bodies in flight together
+    # must fit in it, or the server refuses to start and says which to change
+    # (app/memory_budget.py). None = no overall budget: each limit as set (a workstation).
+    memory_budget_mb: int | None = Field(default=None, gt=0)
+    # The serving process's share of it: TensorFlow (610 MiB resident before any model),
+    # the models offered (about 120 MiB each), Python and the requests in flight beside
+    # their bodies. benchmarks/memory_tree.py measured 936 MiB at rest with the two
+    # committed models and 967 MiB through two streamed worklists of 83 MB.
+    server_memory_mb: int = Field(default=SERVER_MEMORY_MB, gt=0)
     # Micro-batching (app/services/batcher.py): single-film predictions arriving within this
     # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, off on
     # a CPU (where it only adds latency); 0 = off.
@@ -189,6 +201,18 @@ class Settings(BaseSettings):
     drift_window: int = Field(default=500, ge=10)
     drift_min_films: int = Field(default=100, ge=1)
     drift_psi_threshold: float = Field(default=PSI_THRESHOLD, gt=0)
+
+    @model_validator(mode="after")
+    def _fits_the_memory_budget(self) -> Settings:
+        # Derived or checked once, here: every door (the server, the folder command) reads
+        # the same limits, and a configuration that cannot fit never starts.
+        if self.memory_budget_mb is not None:
+            given = "decode_memory_mb" in self.model_fields_set
+            self.decode_memory_mb = within_budget(
+                budget_mb=self.memory_budget_mb, server_mb=self.server_memory_mb,
+                bodies_bytes=self.max_upload_memory_bytes, workers=self.decode_workers,
+                worker_mb=self.decode_memory_mb if given else None, given=given)
+        return self
 
 
 @lru_cache
