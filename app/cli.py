@@ -20,6 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
 
+from pydantic import ValidationError  # noqa: E402
+
 from app.config import Settings, get_settings  # noqa: E402
 
 
@@ -149,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # `python -m app` alone serves, as it always has
         args = parser.parse_args(["serve"])
-    return args.run(args, parser)
+    try:
+        return args.run(args, parser)
+    except ValidationError as exc:
+        # Settings that cannot work (a short token, a memory budget they do not fit): the
+        # reasons alone, never the values given (Settings hides them).
+        reasons = "; ".join(error["msg"].removeprefix("Value error, ")
+                            for error in exc.errors())
+        parser.exit(2, f"{parser.prog}: the settings cannot work: {reasons}\n")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ MIB = 1 << 20
 # The serving process's share by default: benchmarks/memory_tree.py measured 936 MiB at
 # rest with the two committed models, 967 MiB through two streamed worklists of 83 MB.
 SERVER_MEMORY_MB = 1280
-# Below this a worker cannot take a real film: it takes about 160 MB of address space at
-# rest, and a 9-megapixel 16-bit DICOM's float copies as much again several times.
+# The least a derived worker cap may be: a worker takes about 160 MB of address space at
+# rest, and 512 MiB decoded a 49-megapixel 16-bit PNG, a 49-megapixel JPEG and a
+# 9-megapixel 16-bit DICOM through the pool (measured with app/services/decode_pool.py).
 MIN_WORKER_MB = 512
 
 

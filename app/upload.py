@@ -223,6 +223,11 @@ async def _parsed(request: Request, boundary: bytes, parts: _FileParts, max_file
     Raises UploadError subclasses and ServerBusyError."""
     envelope = _ENVELOPE_BYTES * max_files
     received = 0
+    # A part ends at CRLF "--" boundary and the two bytes after it (python-multipart says so
+    # only once it has them): the bytes in hand are parsed as soon as they may hold an end,
+    # so that a file is handed over once it is in, not once a whole piece is.
+    delimiter = b"\r\n--" + boundary
+    tail = b""
     try:
         parser = MultipartParser(boundary, parts.callbacks())
         # The body is read on the event loop and parsed in a worker thread, a piece at a
@@ -236,7 +241,9 @@ async def _parsed(request: Request, boundary: bytes, parts: _FileParts, max_file
             take(len(chunk))
             pending.append(chunk)
             size += len(chunk)
-            if size >= _PARSE_PIECE:
+            near_end = delimiter in tail + chunk[:len(delimiter) + 2] or delimiter in chunk
+            tail = (tail + chunk[-(len(delimiter) + 2):])[-(len(delimiter) + 2):]
+            if size >= _PARSE_PIECE or near_end:
                 await run_in_threadpool(_feed, parser, pending)
                 pending = []
                 yield size

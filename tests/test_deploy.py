@@ -66,11 +66,30 @@ def test_probes_use_healthz_and_readyz_and_settings_exist():
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     known = {f"PNEUMONIA_{name.upper()}" for name in Settings.model_fields}
     assert set(_env(container)) <= known
-    # Above the 1.74 GiB that benchmarks/load.py measured through 8 x 49 MP 16-bit PNGs.
-    assert container["resources"]["limits"]["memory"] == "3Gi"
     env = _env(container)
     assert env["PNEUMONIA_DECODE_WORKERS"]["value"] == container["resources"]["limits"]["cpu"]
     assert env["PNEUMONIA_LOG_FORMAT"]["value"] == "json"
+
+
+def _mib(quantity: str) -> int:
+    units = {"Mi": 1, "Gi": 1024}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_container_memory_is_the_apps_memory_budget():
+    """Limit and request are PNEUMONIA_MEMORY_BUDGET_MB, and the settings the manifest gives
+    fit in it: the server's share, the bodies in flight and every decode worker's cap
+    (Settings derives the cap, or refuses to start)."""
+    container = _container(_one("Deployment"))
+    given = {name.removeprefix("PNEUMONIA_").lower(): item["value"]
+             for name, item in _env(container).items() if "value" in item}
+    settings = Settings(**given)
+    resources = container["resources"]
+    limit = _mib(resources["limits"]["memory"])
+    assert limit == _mib(resources["requests"]["memory"]) == settings.memory_budget_mb
+    bodies = -(-settings.max_upload_memory_bytes // 2**20)
+    workers = settings.decode_workers * settings.decode_memory_mb
+    assert settings.server_memory_mb + bodies + workers <= limit
 
 
 def test_two_or_more_replicas_share_one_postgresql_named_in_a_secret():
