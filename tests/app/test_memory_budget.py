@@ -5,6 +5,7 @@ start with the settings to change, never a secret."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -39,11 +40,15 @@ def test_settings_that_pass_the_budget_are_refused_naming_what_to_change(setting
 
 def test_the_server_refuses_to_start_over_its_budget_and_says_why(tmp_path):
     token = "a-secret-token-never-printed"
-    env = {**os.environ, "PNEUMONIA_MEMORY_BUDGET_MB": "2048", "PNEUMONIA_DECODE_WORKERS": "2",
-           "PNEUMONIA_API_TOKEN": token, "PNEUMONIA_STATE_DIR": str(tmp_path),
-           "PNEUMONIA_PORT": "1"}  # never bound: the settings stop it first
-    done = subprocess.run([sys.executable, "-m", "app"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    with socket.socket() as taken:  # were the settings let through, it would stop here too
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "PNEUMONIA_MEMORY_BUDGET_MB": "2048",
+               "PNEUMONIA_DECODE_WORKERS": "2", "PNEUMONIA_API_TOKEN": token,
+               "PNEUMONIA_STATE_DIR": str(tmp_path), "PNEUMONIA_DICOM_PORT": "0",
+               "PNEUMONIA_HOST": "127.0.0.1", "PNEUMONIA_PORT": str(taken.getsockname()[1])}
+        done = subprocess.run([sys.executable, "-m", "app"], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
     said = done.stdout + done.stderr
     assert done.returncode == 2
     assert "the settings cannot work: PNEUMONIA_MEMORY_BUDGET_MB=2048 is too small" in said
