@@ -105,10 +105,30 @@ class Calibration(_Strict):
 
 
 class Explanation(_Strict):
+    """How the heatmap is made: occlusion sensitivity (Zeiler and Fergus, 2014). A patch of
+    the film's mean grey hides `patch` x `patch` px of the model input at positions `stride`
+    px apart (the grid of the SavedModel's `explain` signature); each pixel's heat is the
+    mean drop of the pneumonia logit over the measured positions that hid it.
+
+    With `coarse_stride`, the app measures that grid coarse to fine in two model calls:
+    every `coarse_stride` px first, then every grid position within `refine` px of the
+    coarse pass's largest drop. Without it, every grid position, as the signature does."""
+
     method: str
-    patch: int  # px of the model input hidden at each position
-    stride: int
+    patch: int = Field(gt=0, description="px of the model input hidden at each position")
+    stride: int = Field(gt=0, description="px between the grid's positions")
+    coarse_stride: int | None = Field(default=None, gt=0, description="px between the "
+                                      "positions of the coarse pass; None: one full pass")
+    refine: int = Field(default=0, ge=0, description="px around the coarse pass's largest "
+                                                     "drop measured at `stride`")
     note: str
+
+    @model_validator(mode="after")
+    def _coarse_grid_is_on_the_grid(self) -> Explanation:
+        if self.coarse_stride is not None and self.coarse_stride % self.stride:
+            raise ValueError(f"coarse_stride {self.coarse_stride} is not a multiple of "
+                             f"stride {self.stride}")
+        return self
 
 
 class GuardInfo(_Strict):

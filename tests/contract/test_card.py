@@ -64,8 +64,10 @@ def test_card_with_other_preprocessing_version_is_refused(tmp_path):
     (lambda c: c.update(positive_class="COVID"), "(whole card)"),
     (lambda c: c["input"].update(channels=3, color_mode="grayscale"), "input"),
     (lambda c: c.update(unexpected="field"), "unexpected"),
+    (lambda c: c.update(explanation={"method": "occlusion", "patch": 16, "stride": 4,
+                                     "coarse_stride": 10, "note": ""}), "explanation"),
 ], ids=["missing-threshold", "missing-channels", "threshold-out-of-range",
-        "unknown-positive-class", "mode-vs-channels", "unknown-field"])
+        "unknown-positive-class", "mode-vs-channels", "unknown-field", "coarse-off-the-grid"])
 def test_invalid_card_is_refused_naming_the_field(tmp_path, change, field):
     card = _card_dict()
     change(card)
