@@ -13,6 +13,9 @@ Layout, loadable by TensorFlow Serving as is:
   network's last convolution has 4 channels on a 28x28 grid, whose Grad-CAM was dominated by
   edge artefacts and did not follow a mirrored film; occlusion needs no layer at all and
   answers the clinician's question directly: which region, hidden, changes the score.
+  This signature measures every position of the card's grid, for TensorFlow Serving; the app
+  measures the same grid coarse to fine through `serving_default` (app/services/occlusion.py),
+  which is why the card carries the whole grid (`occlusion_grid`).
 Export needs the TensorFlow backend (training itself does not).
 """
 
@@ -30,10 +33,17 @@ class VersionExistsError(FileExistsError):
     pass
 
 
-def occlusion_grid(height: int, width: int) -> tuple[int, int]:
-    """(patch, stride) in pixels: a quarter of the side, moved by a sixteenth."""
+def occlusion_grid(height: int, width: int) -> dict[str, int]:
+    """The card's occlusion grid in px (app.contract.card.Explanation): a patch of a quarter
+    of the side, moved by a sixteenth; the app's coarse pass takes every third position, and
+    its second pass the grid within two positions of the largest drop. Those two were chosen
+    on 80 validation films against the full grid (benchmarks/explain.py): every second
+    position alone missed model 5's hottest region on most films, since its drops change
+    sign from one position to the next; every fourth missed it on both models."""
     side = min(height, width)
-    return max(side // 4, 1), max(side // 16, 1)
+    patch, stride = max(side // 4, 1), max(side // 16, 1)
+    return {"patch": patch, "stride": stride, "coarse_stride": 3 * stride,
+            "refine": 2 * stride}
 
 
 def export_saved_model(model: keras.Model, version_dir: Path, force: bool = False,
@@ -57,7 +67,8 @@ def export_saved_model(model: keras.Model, version_dir: Path, force: bool = Fals
     head = model.layers[-1]  # Dense(1, sigmoid): its input and weights give the logit
     inner = keras.Model(model.inputs, head.input)
     height, width, channels = model.input_shape[1:4]
-    patch, stride = occlusion_grid(height, width)
+    grid = occlusion_grid(height, width)
+    patch, stride = grid["patch"], grid["stride"]
     # (P, H, W) masks, 1 inside the patch: built from ranges, not stored as a big constant.
     starts_r = tf.range(0, height - patch + 1, stride)
     starts_c = tf.range(0, width - patch + 1, stride)

@@ -50,7 +50,8 @@ def build_card(config: RunConfig, name: str, version: int, entry: dict, model: k
     experiment = EXPERIMENTS[entry["number"]]
     op = trust.operating_point
     a, b = trust.platt
-    patch, stride = occlusion_grid(config.image_size, config.image_size)
+    grid = occlusion_grid(config.image_size, config.image_size)
+    patch = grid["patch"]
     of_study = experiment.number in STUDY_NUMBERS
     return ModelCard(
         name=name,
@@ -91,8 +92,8 @@ def build_card(config: RunConfig, name: str, version: int, entry: dict, model: k
                      "ece": {part: {kind: bins["ece"] for kind, bins in values.items()}
                              for part, values in trust.reliability.items()}},
         explanation={
-            "method": "occlusion sensitivity of the pneumonia logit",
-            "patch": patch, "stride": stride,
+            "method": "occlusion sensitivity of the pneumonia logit, measured coarse to fine",
+            **grid,
             "note": f"Where hiding a region lowers the score most. The network sees a "
                     f"{config.image_size}x{config.image_size} downscale and the map is built "
                     f"from {patch}x{patch} px patches of it, so it shows coarse regions, not "
