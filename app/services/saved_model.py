@@ -17,6 +17,7 @@ from app.contract.assessability import OrientationDetector
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.guard import InputGuard
 from app.services.batcher import MicroBatcher
+from app.services.occlusion import Occlusion
 
 
 class ModelNotFoundError(LookupError):
@@ -56,16 +57,17 @@ class ServedModel:
 
         signature = self.card.signature
         self._input, self._output = signature.input, signature.output
-        self._heatmap = signature.heatmap
+        # The heatmap is measured through the serving signature on the card's grid, not by
+        # the SavedModel's `explain` signature, which measures every position of it at once.
+        self._occlusion = (None if self.card.explanation is None else
+                           Occlusion(self.card.explanation, *self.card.input_size))
         self.guard = InputGuard.read(self.path)
         if self.card.input_guard is not None and self.guard is None:
             raise CardError("input_guard.file", f"{self.card.input_guard.file} is missing")
         self.detector = OrientationDetector.read(self.path)
         if self.card.assessability is not None and self.detector is None:
             raise CardError("assessability.file", f"{self.card.assessability.file} is missing")
-        signatures = tf.saved_model.load(str(self.path)).signatures
-        self._serve = signatures[signature.name]
-        self._explain = signatures[signature.explain] if signature.explain else None
+        self._serve = tf.saved_model.load(str(self.path)).signatures[signature.name]
         self._constant = tf.constant
         self._batcher: MicroBatcher | None = None
 
@@ -87,21 +89,23 @@ class ServedModel:
 
     @property
     def can_explain(self) -> bool:
-        return self._explain is not None
+        """The card describes a heatmap (its `explanation`); cards before it have none."""
+        return self._occlusion is not None
 
     def explain(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W, C) raw pixels -> ((N,) probability, (N, H, W) heatmap in 0-1)."""
-        if self._explain is None:
-            raise LookupError("this model has no explain signature")
-        out = self._explain(**{self._input: self._constant(np.asarray(images, np.float32))})
-        return out[self._output].numpy().reshape(-1), out[self._heatmap].numpy()
+        """(N, H, W, C) raw pixels -> ((N,) probability, (N, H, W) heatmap in 0-1): the
+        occlusion map of the card's `explanation` (app/services/occlusion.py), in two calls
+        of `predict` (one for a card without a coarse pass). LookupError without one."""
+        if self._occlusion is None:
+            raise LookupError("this model's card describes no explanation")
+        return self._occlusion.explain(self.predict, images)
 
     def warm_up(self) -> None:
         """One inference on a blank image so the first user does not pay for graph setup."""
         height, width = self.card.input_size
         blank = np.zeros((1, height, width, self.card.channels), dtype=np.float32)
         self.predict(blank)
-        if self._explain is not None:
+        if self._occlusion is not None:  # its batches of film copies too
             self.explain(blank)
         if self.guard is not None:  # a guard that cannot run must fail here, not per request
             self.guard.warnings(blank[0].astype(np.uint8), blank[0, :, :, 0].astype(np.uint8),
