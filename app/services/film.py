@@ -121,8 +121,11 @@ def _thumbnail(pixels: np.ndarray) -> str:
     return png_uri(image)
 
 
-def png_uri(image: Image.Image) -> str:
-    """A Pillow image as a data: URI of a PNG."""
+def png_uri(image: Image.Image, quick: bool = False) -> str:
+    """A Pillow image as a data: URI of a PNG: the smallest file, or with `quick` zlib's
+    fastest level, for a picture as large as the heatmap's film (512 px): the smallest
+    file cost 80 to 110 ms of CPU per film, the fastest level 5 to 15 ms for 15-25% more
+    bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=True)
+    image.save(buffer, "PNG", **({"compress_level": 1} if quick else {"optimize": True}))
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

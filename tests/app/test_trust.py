@@ -113,7 +113,9 @@ def test_predict_with_explain_returns_a_film_and_overlay(client, samples_dir):
     assert heatmap["film"].startswith("data:image/png;base64,")
     overlay = Image.open(io.BytesIO(__import__("base64").b64decode(
         heatmap["overlay"].split(",", 1)[1])))
-    assert overlay.mode == "RGBA" and overlay.size == (heatmap["width"], heatmap["height"])
+    assert overlay.size == (heatmap["width"], heatmap["height"])
+    opacity = np.asarray(overlay.convert("RGBA"))[..., 3]  # a palette PNG with transparency
+    assert opacity.min() == 0 and opacity.max() > 0  # clear where cool, opaque where hot
     assert "64x64" in heatmap["note"]
     assert client.post("/predict", files={"file": ("x.png", data)}).json()["heatmap"] is None
 
