@@ -7,14 +7,13 @@ regions whose occlusion lowers the pneumonia score most are the hottest. This is
 the SavedModel's `explain` signature draws (training/export.py), with the same formula.
 
 Why coarse to fine: the full grid (16 px patches every 4 px of the 64x64 input: 169 copies
-of the film) is where an explanation spent its time, 20 ms of model 5 and 170 ms of model 8
-on this project's 2-core machine against 1 to 3 ms for the film alone. The coarse pass
-(every 12 px: 25 copies) finds the region that matters, and the second pass measures the
-full grid only around it (up to 24 more), so the hottest region is measured as densely as
-before and the rest as coarsely as the film's own grid noise allows: on 80 validation films
-the two-pass map's hottest 16 px cell was the full map's on 69 of 80 films for model 5 and
-71 for model 8, where the full map shifted by half its stride keeps it on 61
-(benchmarks/explain.py measures both).
+of the film in one call) cost 27 ms of model 5 and 173 ms of model 8 on this project's
+2-core machine, against 1 to 3 ms for the film alone. The coarse pass (every 12 px: 25
+copies) finds the region that matters and the second pass measures the full grid around it
+(up to 24 more), so the hottest region is measured as densely as before and the rest about
+as coarsely as the full map's own grid noise: on 40 validation films the two-pass map kept
+the full map's hottest 16 px cell on 29 (model 5) and 34 (model 8), where the full map with
+its grid moved by 2 px keeps it on 26 and 31 (benchmarks/explain.py).
 
 Needs NumPy only: the model is a `predict` function, (N, H, W, C) raw pixels -> (N,)
 probability, called twice (or once, for a card without `coarse_stride`).

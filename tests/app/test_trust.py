@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from app.contract.card import read_card
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import decode, load_model_input
-from app.services.saved_model import find_model
+from app.services.saved_model import ServedModel, find_model
 from tests.helpers import encode
 from tests.servers import REPO
 
@@ -78,12 +78,20 @@ def _column_centre(heat: np.ndarray) -> float:
 
 
 @pytest.mark.realdata
-def test_heatmap_differs_between_films_and_follows_a_mirror(data_dir):
-    explain = tf.saved_model.load(str(SERVED)).signatures[CARD.signature.explain]
+@pytest.mark.parametrize("explainer", ["served", "signature"])
+def test_heatmap_differs_between_films_and_follows_a_mirror(data_dir, explainer):
+    """The app's map (coarse to fine, app/services/occlusion.py) and the SavedModel's own."""
+    if explainer == "served":
+        served = ServedModel(SERVED)
 
-    def heat(images: list[np.ndarray]) -> np.ndarray:
-        batch = tf.constant(np.stack(images).astype(np.float32))
-        return explain(**{CARD.signature.input: batch})[CARD.signature.heatmap].numpy()
+        def heat(images: list[np.ndarray]) -> np.ndarray:
+            return served.explain(np.stack(images))[1]
+    else:
+        explain = tf.saved_model.load(str(SERVED)).signatures[CARD.signature.explain]
+
+        def heat(images: list[np.ndarray]) -> np.ndarray:
+            batch = tf.constant(np.stack(images).astype(np.float32))
+            return explain(**{CARD.signature.input: batch})[CARD.signature.heatmap].numpy()
 
     def film(name: str) -> np.ndarray:
         return load_model_input((data_dir / "test" / name).read_bytes(), CARD.input_size,
