@@ -75,6 +75,7 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     assert "test split played no part" in card.threshold_method
     assert card.calibration.method == "temperature" and card.calibration.inside_model
     assert card.explanation.patch == 16 and (version_dir / "input_guard.json").is_file()
+    assert card.explanation.coarse_stride and card.explanation.refine  # the app's search
     drift = DriftReference.read(version_dir)  # what the app's drift gauges compare with
     assert drift is not None and drift.films == sum(card.data.counts["validation"].values())
     assert {"validation", "test"} <= card.metrics.keys()

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from app.contract.card import Explanation
 from app.contract.guard import fit_guard, guard_features
+from app.services.occlusion import Occlusion
 from training.experiments import EXPERIMENTS
-from training.export import export_saved_model
+from training.export import export_saved_model, occlusion_grid
 from training.trust import (
     brier,
     fit_temperature,
@@ -60,6 +62,13 @@ def test_exported_model_is_calibrated_and_explains_at_input_resolution(tmp_path)
     heat = explained["heatmap"].numpy()
     assert heat.shape == (12, 64, 64) and heat.min() >= 0 and heat.max() <= 1 + 1e-6
     assert np.max(np.abs(explained["probability"].numpy() - served)) < 1e-5
+    # The card's grid, measured whole by the app through serving_default, is the signature's
+    # map: one grid in the card and the export, the calibration cancelled by the 0-1 scaling.
+    grid = {**occlusion_grid(64, 64), "coarse_stride": None, "refine": 0}
+    whole = Occlusion(Explanation(method="occlusion", note="", **grid), 64, 64)
+    _, measured = whole.explain(lambda batch: loaded.signatures["serving_default"](
+        images=tf.constant(batch))["probability"].numpy(), x)
+    assert heat.max() > 0 and np.max(np.abs(measured - heat)) < 0.01
 
 
 def test_guard_threshold_is_a_high_percentile_of_training_distances():
