@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # turn comes after it are answered 'request_too_slow', unread.
     max_concurrent_batches: int = Field(default=2, gt=0)
     batch_budget_seconds: float = Field(default=60.0, gt=0)
+    # Decode workers that worklist requests' films may hold at once, all requests together;
+    # None = every worker but one (at least one), so a single film always finds a worker.
+    # The folder command, which serves nobody else, uses them all.
+    batch_decode_workers: int | None = Field(default=None, gt=0)
 
     # Bounds under load. Films admitted for decoding across all scoring requests (taken once
     # a request's bytes are all in): one more is answered 503 with Retry-After at once, never
@@ -55,8 +59,17 @@ class Settings(BaseSettings):
     # memory of the worst case (16 films of 50 megapixels in flight on 2 cores) is bounded.
     max_concurrent_decodes: int = Field(default=8 * (os.cpu_count() or 1), gt=0)
     max_upload_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    # Heatmaps (?explain=true) computed at once: one per core; one more is 503 at once.
-    max_concurrent_explanations: int = Field(default=len(os.sched_getaffinity(0)) or 1, gt=0)
+    # Heatmaps (?explain=true) computed at once: one per two cores (at least one); one more
+    # is 503 at once. One per core let 16 clients looping on them take both cores of a
+    # 2-core machine from normal films (31% of their quiet throughput, benchmarks/attacks.py).
+    max_concurrent_explanations: int = Field(
+        default=max(1, len(os.sched_getaffinity(0)) // 2), gt=0)
+    # Past them, this many requests wait (in their own threads, which cost no CPU) for up to
+    # explanation_wait_seconds; one more is 503 at once, before its body is read. A queue
+    # makes a client that loops on heatmaps wait its turn instead of taking 503s as fast
+    # as it can send requests, which left normal films a third of their throughput.
+    explanation_queue: int = Field(default=8, ge=0)
+    explanation_wait_seconds: float = Field(default=5.0, ge=0)
     # Decoding runs in worker processes (app/services/decode_pool.py): this many (0 = in the
     # request's thread, no processes), each job stopped after decode_timeout_seconds, each
     # worker's address space capped at decode_memory_mb (None = no cap).

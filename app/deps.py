@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.dicom.ingest import Ingest, NotStoredError
 from app.dicom.stow import boundary_of
-from app.errors import ModelNotReadyError, UnknownModelError
+from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
 from app.login_throttle import LoginThrottle
 from app.memory import give_back_memory
 from app.metrics import Metrics
@@ -155,15 +155,26 @@ def _timeouts(settings: Settings) -> tuple[float, float, float]:
             settings.upload_min_bytes_per_second)
 
 
-async def read_upload(request: Request, settings: SettingsDep) -> AsyncIterator[bytes]:
+async def read_upload(request: Request, settings: SettingsDep, scorer: ScorerDep,
+                      explain: bool = False) -> AsyncIterator[bytes]:
     """The bytes of the multipart field `file`, read in memory within the byte limit and the
     server's budget for bodies in flight; then a place in the decoder's admission, taken
     only once the bytes are all in (a slow upload never holds decode capacity). Both held
-    until the answer is sent; 503 at once when either is full."""
+    until the answer is sent; 503 at once when either is full.
+
+    When the decoder's admission, or for `explain` the explanations' budget and its queue,
+    is already full as the request arrives, it is refused before its body is read: a client
+    looping on a full budget then costs a request head, not an upload parsed for nothing."""
+    explains = scorer.explains(explain)
+    budget = scorer.explanations if explains else decoder_of(request).admission
+    if budget.full:
+        raise ServerBusyError()
     with request.app.state.body_budget.reservation() as held:
         data = await read_file_field(request, settings.max_upload_bytes,
                                      timeouts=_timeouts(settings), take=held.take)
-        with decoder_of(request).admit():
+        # A film for a heatmap takes its decode place once it has one among the
+        # explanations (score_film's `admit`), not while it waits for it.
+        with nullcontext() if explains else decoder_of(request).admit():
             yield data
 
 

@@ -62,7 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.decoder = DecodePool(settings.decode_workers,
                                        timeout=settings.decode_timeout_seconds,
                                        memory_mb=settings.decode_memory_mb,
-                                       admitted=settings.max_concurrent_decodes)
+                                       admitted=settings.max_concurrent_decodes,
+                                       bulk_workers=settings.batch_decode_workers
+                                       or max(1, settings.decode_workers - 1))
     catalog, metrics = app.state.catalog, app.state.metrics
     metrics.watch(store, app.state.decoder,
                   ready=lambda: catalog.default is not None and store.schema_problem() is None)
@@ -105,7 +107,9 @@ def create_app(settings: Settings | None = None,
     # STOW-RS answers 503.
     app.state.dicom_ingest = None
     app.state.body_budget = BodyBudget(settings.max_upload_memory_bytes)
-    app.state.explanations = Admission(settings.max_concurrent_explanations)
+    app.state.explanations = Admission(settings.max_concurrent_explanations,
+                                       queue=settings.explanation_queue,
+                                       wait=settings.explanation_wait_seconds)
     app.state.batches = Admission(settings.max_concurrent_batches)
     app.state.templates = Jinja2Templates(directory=settings.templates_dir)
     app.state.templates.env.filters["when"] = when

@@ -83,6 +83,7 @@ class Attack:
         self.port = port
         self.running = True
         self.done = 0
+        self.statuses: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
 
     def spawn(self, target: Callable[[], None], count: int = 1) -> None:
@@ -195,8 +196,10 @@ def looping_posts(port: int, body: tuple[bytes, str], clients: int, path: str) -
             try:
                 connection.request("POST", path, data, {
                     "Content-Type": f"multipart/form-data; boundary={boundary}"})
-                connection.getresponse().read()
+                response = connection.getresponse()
+                response.read()
                 attack.done += 1
+                attack.statuses[response.status] = attack.statuses.get(response.status, 0) + 1
             except OSError:
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -241,7 +244,7 @@ class HealthProbe:
 
 
 def run(data_dir: Path, seconds: float, port: int | None = None,
-        only: list[int] | None = None) -> list[dict]:
+        only: list[int] | None = None, python: str = sys.executable) -> list[dict]:
     """Every row (or the quiet row and those numbered in `only`, from 1) against one server
     (`port`, or a new `python -m app`); returns the rows."""
     films = _normal_films(data_dir)
@@ -251,7 +254,7 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
     own = None
     if port is None:
         port = _free_port()
-        own = Server([sys.executable, "-m", "app"],
+        own = Server([python, "-m", "app"],
                      {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1"}, port)
         print(f"app: ready {own.ready_seconds:.1f} s after start", flush=True)
     attacks: dict[str, Callable[[], Attack | None]] = {
@@ -284,12 +287,14 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
             time.sleep(SETTLE_SECONDS)
             settled = _tree_rss_mib(own.process.pid) if own is not None else float("nan")
             row = {"attack": name, "normal": normal, "health": health, "peak": peak,
-                   "settled": settled, "attack_done": attack.done if attack else 0}
+                   "settled": settled, "attack_done": attack.done if attack else 0,
+                   "attack_statuses": attack.statuses if attack else {}}
             rows.append(row)
             print(f"  {name:<52} normal {normal['rps']:6.1f} req/s, statuses "
                   f"{normal['statuses']}; /healthz p50 {health['p50']:.1f} ms, max "
                   f"{health['max']:.0f} ms, {health['failed']}/{health['probes']} failed; "
-                  f"tree peak {peak:.0f} MiB, settled {settled:.0f} MiB", flush=True)
+                  f"tree peak {peak:.0f} MiB, settled {settled:.0f} MiB; the attack's own "
+                  f"count {row['attack_done']} {row['attack_statuses'] or ''}", flush=True)
     finally:
         if own is not None:
             own.stop()
@@ -318,8 +323,12 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--seconds", type=float, default=20.0, help="per row")
     parser.add_argument("--only", type=int, nargs="*", help="attack rows to run (1-5)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the server's interpreter: a serving-only install (what `make "
+                             "run` and the Docker image have) imports less than the dev "
+                             "environment, whose Keras also loads scikit-learn and matplotlib")
     args = parser.parse_args()
-    run(args.data_dir, args.seconds, only=args.only)
+    run(args.data_dir, args.seconds, only=args.only, python=args.python)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def predict(scorer: ScorerDep, upload: UploadDep, explain: bool = False) -> Pred
     data URIs).
     A plain function: FastAPI runs it in a worker thread, off the event loop.
     """
-    prediction = score_film(scorer, upload, explain=explain)
+    # UploadDep holds the film's decode place, except for a heatmap: score_film takes it.
+    prediction = score_film(scorer, upload, explain=explain, admit=scorer.explains(explain))
     return PredictionResponse.from_prediction(prediction, scorer.model.card)
 
 

@@ -64,23 +64,44 @@ MODULES_PROBE = "modules?"  # a worker answers it with the names in its sys.modu
 
 
 class Admission:
-    """At most `limit` films in flight; taking a place never waits."""
+    """At most `limit` films (or requests) in flight. Taking a place never waits, unless
+    the admission has a queue: then up to `queue` callers wait, each at most `wait`
+    seconds, and one more is refused at once."""
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, queue: int = 0, wait: float = 0.0) -> None:
         self.limit = limit
+        self.queue, self.wait = queue, wait
         self._free = threading.BoundedSemaphore(limit) if limit else None
         self.busy = 0  # places taken now, for GET /metrics (counted only under a limit)
+        self.waiting = 0  # callers waiting for a place now
         self._busy_lock = threading.Lock()
+
+    @property
+    def full(self) -> bool:
+        """Every place and every place in the queue is taken now (a hint: one may free up a
+        moment later)."""
+        return self._free is not None and \
+            self.busy + self.waiting >= (self.limit or 0) + self.queue
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """A place for one film (or one request's films) for the block; ServerBusyError at
-        once when none is free."""
+        once when none is free and the queue is full, or after `wait` seconds in it."""
         if self._free is None:
             yield
             return
         if not self._free.acquire(blocking=False):
-            raise ServerBusyError()
+            with self._busy_lock:
+                if self.waiting >= self.queue:
+                    raise ServerBusyError()
+                self.waiting += 1
+            try:
+                placed = self._free.acquire(timeout=self.wait)
+            finally:
+                with self._busy_lock:
+                    self.waiting -= 1
+            if not placed:
+                raise ServerBusyError()
         with self._busy_lock:
             self.busy += 1
         try:
@@ -94,7 +115,8 @@ class Admission:
 class Decoder(Protocol):
     admission: Admission
 
-    def prepare(self, job: FilmJob) -> PreparedFilm: ...  # raises ImageError subclasses
+    # raises ImageError subclasses; `bulk`: one film of many (a worklist request)
+    def prepare(self, job: FilmJob, bulk: bool = False) -> PreparedFilm: ...
 
     def admit(self) -> AbstractContextManager[None]: ...
 
@@ -120,7 +142,7 @@ class InlineDecoder(_Admitting):
     def __init__(self, admitted: int | None = None) -> None:
         self._admission = Admission(admitted)
 
-    def prepare(self, job: FilmJob) -> PreparedFilm:
+    def prepare(self, job: FilmJob, bulk: bool = False) -> PreparedFilm:
         return prepare_film(job)
 
     def close(self) -> None:
@@ -161,10 +183,16 @@ class DecodePool(_Admitting):
 
     def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
                  wait: float | None = None, admitted: int | None = None,
-                 retire_mb: float | None = None) -> None:
+                 retire_mb: float | None = None, bulk_workers: int | None = None) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
         self._admission = Admission(admitted)
+        # Films of worklist requests (`bulk`) decode on at most this many workers at once
+        # (None: all), so single films, which a clinician or a PACS is waiting on, always
+        # find the rest: two worklists of large films on every worker cut single films to
+        # 11% of their quiet throughput (benchmarks/attacks.py).
+        self._bulk = threading.BoundedSemaphore(bulk_workers) if bulk_workers else None
+        self.bulk_busy = 0  # bulk films decoding or waiting for a worker now
         self.timeout = timeout
         self.wait = timeout if wait is None else wait  # for a free worker, then 503
         self.memory_mb = memory_mb
@@ -191,7 +219,25 @@ class DecodePool(_Admitting):
             return worker
         return self._start()
 
-    def prepare(self, job: FilmJob) -> PreparedFilm:
+    def prepare(self, job: FilmJob, bulk: bool = False) -> PreparedFilm:
+        """`job`'s film, decoded by a free worker; blocks until it is ready. Raises the
+        film's ImageError, DecodeBudgetError past `timeout`, ServerBusyError when no worker
+        (for `bulk`: no bulk place) is free within `wait` seconds."""
+        lane = self._bulk if bulk else None
+        if lane is not None and not lane.acquire(timeout=self.wait):
+            raise ServerBusyError()
+        if lane is not None:
+            with self._lock:
+                self.bulk_busy += 1
+        try:
+            return self._prepare(job)
+        finally:
+            if lane is not None:
+                with self._lock:
+                    self.bulk_busy -= 1
+                lane.release()
+
+    def _prepare(self, job: FilmJob) -> PreparedFilm:
         if self._closed:
             raise ServerBusyError()
         try:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
@@ -95,6 +96,11 @@ class Scorer:
     explanations: Admission | None = None
     metrics: Observer = NO_METRICS  # the app's counts and drift (app/metrics.py)
 
+    def explains(self, explain: bool) -> bool:
+        """Whether asking for `explain` makes this scorer draw a heatmap, and so take a place
+        in the explanations' budget (the model can, and there is a budget)."""
+        return explain and self.model.can_explain and self.explanations is not None
+
     def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
         card = self.model.card
         return FilmJob(data, card.input_size, card.channels, self.model.guard,
@@ -115,22 +121,28 @@ class Scorer:
         return prediction
 
 
-def score_film(scorer: Scorer, data: bytes, explain: bool = False) -> Prediction:
+def score_film(scorer: Scorer, data: bytes, explain: bool = False,
+               admit: bool = False) -> Prediction:
     """One film: its prediction, with its occlusion heatmap when `explain` (and the model
-    can). Raises ImageError subclasses (app/contract/errors.py), or ServerBusyError when no
-    decode worker is free, or when `explain` finds the explanations' budget full."""
+    can). `admit`: take the film's place in the decoder's admission here, after its place
+    among the explanations (a film waiting for a heatmap must not hold a decode place that
+    a plain film could use); otherwise the caller holds it. Raises ImageError subclasses
+    (app/contract/errors.py), or ServerBusyError when no decode worker is free, or when
+    `explain` finds the explanations' budget and its queue full."""
     try:
-        return _score_film(scorer, data, explain)
+        return _score_film(scorer, data, explain, admit)
     except ImageError as exc:
         scorer.metrics.refused(exc.code)
         raise
 
 
-def _score_film(scorer: Scorer, data: bytes, explain: bool) -> Prediction:
+def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool) -> Prediction:
     explain = explain and scorer.model.can_explain
     budget = scorer.explanations if explain and scorer.explanations else Admission(None)
     precheck(data)  # refusals that need no decoder, made before one is taken
-    with budget.admit():  # ServerBusyError at once, before any decoding, when it is full
+    # ServerBusyError before any decoding when the explanations' budget and queue are full,
+    # or after its wait in the queue.
+    with budget.admit(), scorer.decoder.admit() if admit else nullcontext():
         started = time.perf_counter()
         film = _decode(scorer, scorer.job(data, keep_pixels=explain))
         model = scorer.model
@@ -177,7 +189,7 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
             data = source() if callable(source) else source
             del source
             precheck(data)
-            film = _decode(scorer, scorer.job(data, thumbnail=thumbnails))
+            film = _decode(scorer, scorer.job(data, thumbnail=thumbnails), bulk=True)
             return index, name, film, None, time.perf_counter() - started
         except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'
             if isinstance(exc, ImageError):
@@ -239,12 +251,13 @@ def _handing_over(head: list, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def _decode(scorer: Scorer, job: FilmJob) -> PreparedFilm:
+def _decode(scorer: Scorer, job: FilmJob, bulk: bool = False) -> PreparedFilm:
     """The decoder's film (in a worker process or inline), timed here in the serving
-    process, a refused film's decode included; a busy pool is not counted."""
+    process, a refused film's decode included; a busy pool is not counted. `bulk`: one
+    film of many, which the pool keeps off some of its workers."""
     started = time.perf_counter()
     try:
-        film = scorer.decoder.prepare(job)
+        film = scorer.decoder.prepare(job, bulk=bulk)
     except ImageError:
         scorer.metrics.decoded(time.perf_counter() - started)
         raise

@@ -85,3 +85,27 @@ def test_memory_errors_are_recognised_in_an_errors_chain():
         assert _out_of_memory(outer)
     assert _out_of_memory(RuntimeError("pylibjpeg: std::bad_alloc"))
     assert not _out_of_memory(ValueError("a damaged film"))
+
+
+def test_films_of_worklists_leave_a_worker_to_single_films():
+    """With two workers and one for worklists (bulk), a second worklist film waits for the
+    first and is refused past `wait`, while a single film is decoded at once."""
+    import threading
+
+    from app.errors import ServerBusyError
+    from tests.servers import poll
+
+    pool = DecodePool(2, timeout=60, memory_mb=None, wait=0.5, bulk_workers=1)
+    try:
+        slow = threading.Thread(target=pool.prepare, args=(_job(_big_png16(7500)),),
+                                kwargs={"bulk": True})
+        slow.start()
+        poll(lambda: pool.bulk_busy == 1, 30, "the worklist film to take its worker")
+        with pytest.raises(ServerBusyError):
+            pool.prepare(_job(jpeg_bytes()), bulk=True)
+        assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
+        assert slow.is_alive()  # the single film did not wait for the worklist's
+        slow.join()
+        assert pool.prepare(_job(jpeg_bytes()), bulk=True).model_input.shape == (64, 64, 3)
+    finally:
+        pool.close()

@@ -7,7 +7,7 @@ from tests.helpers import jpeg_bytes
 
 
 def test_explanations_beyond_their_budget_are_503_and_plain_scores_go_on(client_factory):
-    with client_factory(max_concurrent_explanations=1) as client:
+    with client_factory(max_concurrent_explanations=1, explanation_queue=0) as client:
         explanations = client.app.state.explanations
         with explanations.admit():  # a heatmap in progress holds the only place
             busy = client.post("/predict?explain=true",
@@ -18,6 +18,45 @@ def test_explanations_beyond_their_budget_are_503_and_plain_scores_go_on(client_
             assert plain.status_code == 200
         again = client.post("/predict?explain=true", files={"file": ("x.jpeg", jpeg_bytes())})
         assert again.status_code == 200
+
+
+def test_a_full_budget_refuses_a_heatmap_before_reading_its_body(client_factory):
+    """A client looping on a full budget costs a request head: the body (here one that is
+    not even multipart) is never parsed."""
+    with client_factory(max_concurrent_explanations=1, explanation_queue=0) as client:
+        with client.app.state.explanations.admit():
+            busy = client.post("/predict?explain=true", content=b"not a form",
+                               headers={"Content-Type": "multipart/form-data; boundary=x"})
+            assert busy.status_code == 503 and busy.json()["error"] == "busy"
+        refused = client.post("/predict?explain=true", content=b"not a form",
+                              headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert refused.status_code == 400  # with a free place the body is read
+
+
+def test_a_heatmap_waits_its_turn_holding_no_decode_place(client_factory):
+    """Past the budget a heatmap request waits in the queue, in its own thread, without a
+    place in the decoder's admission: a plain film is still scored (the only decode place
+    is free), and the waiting one is answered once the place is given back."""
+    import threading
+
+    from tests.servers import poll
+
+    with client_factory(max_concurrent_explanations=1, explanation_queue=1,
+                        explanation_wait_seconds=60, max_concurrent_decodes=1) as client:
+        explanations = client.app.state.explanations
+        answers = []
+        with explanations.admit():  # a heatmap in progress
+            waiting = threading.Thread(target=lambda: answers.append(client.post(
+                "/predict?explain=true", files={"file": ("x.jpeg", jpeg_bytes())})))
+            waiting.start()
+            poll(lambda: explanations.waiting == 1, 30, "the heatmap request to queue")
+            third = client.post("/predict?explain=true",
+                                files={"file": ("x.jpeg", jpeg_bytes())})
+            assert third.status_code == 503  # the queue is full: at once
+            plain = client.post("/predict", files={"file": ("x.jpeg", jpeg_bytes())})
+            assert plain.status_code == 200, plain.text
+        waiting.join()
+        assert answers[0].status_code == 200, answers[0].text
 
 
 def test_the_page_without_javascript_explains_only_when_asked(client, samples_dir):
@@ -64,7 +103,7 @@ def test_refused_files_never_reach_a_decode_worker(client):
     decoder = client.app.state.decoder
     calls = []
     real = decoder.prepare
-    decoder.prepare = lambda job: calls.append(job) or real(job)
+    decoder.prepare = lambda job, bulk=False: calls.append(job) or real(job, bulk=bulk)
     try:
         files = [("files", (f"{i}.txt", b"not an image\n")) for i in range(5)] + [
             ("files", ("empty.jpeg", b"")), ("files", ("x.gif", b"GIF89a" + b"\0" * 20))]
