@@ -64,11 +64,13 @@ class Settings(BaseSettings):
     # 2-core machine from normal films (31% of their quiet throughput, benchmarks/attacks.py).
     max_concurrent_explanations: int = Field(
         default=max(1, len(os.sched_getaffinity(0)) // 2), gt=0)
-    # Past them, this many requests wait (in their own threads, which cost no CPU) for up to
-    # explanation_wait_seconds; one more is 503 at once, before its body is read. A queue
-    # makes a client that loops on heatmaps wait its turn instead of taking 503s as fast
-    # as it can send requests, which left normal films a third of their throughput.
-    explanation_queue: int = Field(default=8, ge=0)
+    # Past them, this many requests wait (each in a thread of its own, added to the route
+    # threads, which costs no CPU) for up to explanation_wait_seconds; one more is 503 at
+    # once, before its body is read. The queue makes clients that loop on heatmaps wait
+    # their turn instead of taking 503s as fast as they can send requests: 16 such clients
+    # left normal films 41% of their quiet throughput with a queue of 8, 67% with 16
+    # (benchmarks/attacks.py, 2 cores).
+    explanation_queue: int = Field(default=32, ge=0)
     explanation_wait_seconds: float = Field(default=5.0, ge=0)
     # Decoding runs in worker processes (app/services/decode_pool.py): this many (0 = in the
     # request's thread, no processes), each job stopped after decode_timeout_seconds, each

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -47,9 +48,17 @@ def open_store(settings: Settings) -> WorklistStore:
     return WorklistStore(url)
 
 
+_ROUTE_THREADS = 40  # anyio's default
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # Routes run in anyio's worker threads (40 by default). Heatmap requests waiting in
+    # their queue each hold one: the pool grows by the queue, so a full queue never leaves
+    # other requests without a thread.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = _ROUTE_THREADS + settings.explanation_queue
     store = open_store(settings)
     app.state.store = store
     retention = RetentionThread(store, retention_days=settings.worklist_retention_days,

@@ -244,7 +244,8 @@ class HealthProbe:
 
 
 def run(data_dir: Path, seconds: float, port: int | None = None,
-        only: list[int] | None = None, python: str = sys.executable) -> list[dict]:
+        only: list[int] | None = None, python: str = sys.executable,
+        env: dict[str, str] | None = None) -> list[dict]:
     """Every row (or the quiet row and those numbered in `only`, from 1) against one server
     (`port`, or a new `python -m app`); returns the rows."""
     films = _normal_films(data_dir)
@@ -255,7 +256,8 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
     if port is None:
         port = _free_port()
         own = Server([python, "-m", "app"],
-                     {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1"}, port)
+                     {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
+                      **(env or {})}, port)
         print(f"app: ready {own.ready_seconds:.1f} s after start", flush=True)
     attacks: dict[str, Callable[[], Attack | None]] = {
         "quiet (no attack)": lambda: None,
@@ -327,8 +329,12 @@ def main() -> None:
                         help="the server's interpreter: a serving-only install (what `make "
                              "run` and the Docker image have) imports less than the dev "
                              "environment, whose Keras also loads scikit-learn and matplotlib")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting, e.g. PNEUMONIA_OFFERED_MODELS=[] to serve "
+                             "the default model only")
     args = parser.parse_args()
-    run(args.data_dir, args.seconds, only=args.only, python=args.python)
+    run(args.data_dir, args.seconds, only=args.only, python=args.python,
+        env=dict(item.split("=", 1) for item in args.set))
 
 
 if __name__ == "__main__":

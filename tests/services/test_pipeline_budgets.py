@@ -113,3 +113,13 @@ def test_refused_files_never_reach_a_decode_worker(client):
     assert [e["error"]["error"] for e in answer["results"]] == \
         ["not_an_image"] * 5 + ["empty_file", "unsupported_format"]
     assert calls == []
+
+
+def test_heatmaps_waiting_in_their_queue_never_take_the_route_threads(client_factory):
+    """Each waiting heatmap holds a route thread: the pool grows by the queue's length."""
+    import anyio.to_thread
+
+    with client_factory(explanation_queue=45) as client:
+        tokens = client.portal.call(
+            lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+        assert tokens == 40 + 45
