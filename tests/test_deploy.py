@@ -54,7 +54,7 @@ def test_manifest_validates_against_the_kubernetes_schemas():
     documents = _documents()
     assert {kind for kind, _ in documents} == {
         "Secret", "Service", "StatefulSet", "Job", "Deployment", "PodDisruptionBudget",
-        "HorizontalPodAutoscaler"}
+        "HorizontalPodAutoscaler", "Ingress"}
     for document in documents.values():
         validate(document, KUBERNETES, strict=True)
 
@@ -233,3 +233,25 @@ def test_the_scrape_target_host_is_the_pods_service():
     assert scrape["rule_files"] == ["alerts.yml"]
     host = urlsplit("//" + scrape["scrape_configs"][0]["dns_sd_configs"][0]["names"][0])
     assert host.hostname.split(".")[0] == "pneumonia-triage-pods"
+
+
+def test_the_ingress_limits_each_client_and_lets_a_worklist_through():
+    """The edge limits connections and requests per client address (a connection flood is
+    stopped there, before the app's CPU), and its body, header and timeout limits let
+    through what the app accepts: a 200 MiB worklist, streamed, not buffered."""
+    ingress = _one("Ingress")
+    notes = ingress["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    settings = Settings()
+    assert int(notes[prefix + "limit-connections"]) >= 8  # a page's few parallel requests
+    assert int(notes[prefix + "limit-rps"]) > 0
+    body = notes[prefix + "proxy-body-size"]
+    assert body.endswith("m") and int(body[:-1]) * 2**20 > settings.max_batch_bytes
+    assert float(notes[prefix + "client-header-timeout"]) <= settings.request_head_seconds
+    assert float(notes[prefix + "client-body-timeout"]) <= settings.upload_idle_seconds
+    assert notes[prefix + "proxy-request-buffering"] == "off"
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    service = _one("Service")
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {port["name"] for port in service["spec"]["ports"]}
