@@ -105,6 +105,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 http=guarded_protocol(settings.request_head_seconds, settings.max_connections),
                 timeout_keep_alive=settings.keep_alive_seconds,
                 h11_max_incomplete_event_size=settings.max_header_bytes,
+                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
                 log_config=None, access_log=False)
     return 0
 

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     max_concurrent_batches: int = Field(default=2, gt=0)
     batch_budget_seconds: float = Field(default=60.0, gt=0)
     # Decode workers that worklist requests' films may hold at once, all requests together;
-    # None = every worker but one (at least one), so a single film always finds a worker.
+    # None = every worker but one (at least one), so that with two workers or more a single
+    # film always finds one.
     # The folder command, which serves nobody else, uses them all.
     batch_decode_workers: int | None = Field(default=None, gt=0)
 
@@ -128,6 +129,11 @@ class Settings(BaseSettings):
 
     templates_dir: Path = Path("templates")
     static_dir: Path = Path("static")
+
+    # Addresses whose X-Forwarded-For the server trusts for the client's address (uvicorn's
+    # forwarded_allow_ips, comma-separated, "*" = any): behind a reverse proxy or Ingress,
+    # its address, so the per-client login throttle counts clients, not the proxy.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)

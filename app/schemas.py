@@ -77,7 +77,7 @@ def _triage(probability: float | None, threshold: float | None
     if probability is None or threshold is None:
         return None, None
     score = triage_score(probability, threshold)
-    return round(score, 6), score_text(score)
+    return score, score_text(score)  # not rounded: 0.4999999 must not read 0.5
 
 
 class PredictionResponse(BaseModel):
@@ -489,7 +489,9 @@ class WorklistPage(BaseModel):
 
 class StoredFileOutcome(BaseModel):
     index: int = Field(description="Position of the file in the upload, from 0")
-    stored: bool = Field(description="On the worklist (false: refused as busy; send it again)")
+    stored: bool = Field(description="On the worklist (false: not stored, see `error`: busy "
+                                     "or request_too_slow, send it again; file_too_large, "
+                                     "send it smaller)")
     entry_id: int | None
     film_id: int | None
     error: FileError | None = Field(default=None, description="Why it was not scored")

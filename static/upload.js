@@ -1,6 +1,6 @@
 // Progressive enhancement of the upload form: preview, drag and drop, and JSON calls without
 // leaving the page. One film goes to /predict; several (or a folder) go to /predict/batch a
-// few at a time, with a progress bar, into a worklist sorted by probability, with a CSV of
+// few at a time, with a progress bar, into a worklist sorted by triage score, with a CSV of
 // exactly what the table shows. Without JavaScript the form posts to / instead.
 (function () {
   const form = document.getElementById("upload-form");

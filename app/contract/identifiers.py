@@ -82,7 +82,7 @@ def instance_facts(data: bytes) -> InstanceFacts | None:
     if not looks_like_dicom(data):
         return None
     try:
-        start = _deflated_from(data)
+        start = deflated_from(data)
         if start is not None:
             ds = _deflated_header(data[start:])
         else:
@@ -92,7 +92,7 @@ def instance_facts(data: bytes) -> InstanceFacts | None:
         return None
 
 
-def _deflated_from(data: bytes) -> int | None:
+def deflated_from(data: bytes) -> int | None:
     """Where the data set starts when the file meta names the deflated transfer syntax;
     None for any other file (or file meta that cannot be read)."""
     try:

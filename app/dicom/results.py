@@ -49,6 +49,10 @@ TRIAGE_SCHEME = "99PNEUTRIAGE"
 FLAGGED = Decision.FLAGGED.text
 NOT_FLAGGED = Decision.NOT_FLAGGED.text
 NEEDS_REVIEW = Decision.NEEDS_HUMAN_LOOK.text
+# The triage score (app/services/triage.py): the probability rescaled so that the operating
+# point is 0.5 for every model; the number a viewer should show beside the outcome.
+TRIAGE_SCORE = hd.sr.CodedConcept("TRIAGE_SCORE", TRIAGE_SCHEME, "Triage score")
+SCORE_UNIT = hd.sr.CodedConcept("{score}", "UCUM", "score")
 TRIAGE_CODES = {
     FLAGGED: hd.sr.CodedConcept("FLAGGED", TRIAGE_SCHEME, FLAGGED),
     NOT_FLAGGED: hd.sr.CodedConcept("NOT_FLAGGED", TRIAGE_SCHEME, NOT_FLAGGED),
@@ -121,7 +125,11 @@ def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.Comprehe
         # A film the model cannot judge carries no probability: its raw output means
         # nothing clinically and must not reach the viewer as a measurement.
         measurements=[
-            *([hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
+            *([hd.sr.Measurement(name=TRIAGE_SCORE,
+                                 value=triage_score(prediction.probability,
+                                                    prediction.threshold),
+                                 unit=SCORE_UNIT, algorithm_id=algorithm),
+               hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
                                  unit=PROBABILITY_UNIT, algorithm_id=algorithm)]
               if _judged(prediction) else []),
             hd.sr.Measurement(name=OPERATING_POINT, value=prediction.threshold,

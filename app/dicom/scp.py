@@ -20,7 +20,6 @@ from pydicom import Dataset
 from pydicom.uid import (
     JPEG2000,
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -60,12 +59,14 @@ STORAGE_CLASSES: tuple[UID, ...] = (
     DigitalXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
 )
-# Every transfer syntax the decoder reads; the uncompressed ones first, so that a sender
+# Every transfer syntax the decoder reads, but Deflated Explicit VR Little Endian: the
+# association inflates a deflated data set whole in the server (a small one can inflate to
+# gigabytes), so it is not offered and the sender uses another (every sender supports
+# Implicit VR Little Endian, PS3.5 10.1). The uncompressed ones first, so that a sender
 # that offers several gets the cheapest to decode.
 TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,

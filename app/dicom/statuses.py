@@ -39,6 +39,7 @@ WARNING_NOT_SCORED = 0xB000
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122  # PS3.18 Table I.2-2: Referenced Transfer Syntax
 
 # DicomNotScoredError reasons that mean the data set is not what its SOP class promises.
 _NOT_AN_IMAGE_REASONS = ("no_pixel_data",)

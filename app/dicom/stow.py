@@ -32,6 +32,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
+from app.contract.identifiers import deflated_from, instance_facts
 from app.dicom.ingest import Ingest
 from app.dicom.scp import STORAGE_CLASSES
 from app.dicom.statuses import (
@@ -39,6 +40,7 @@ from app.dicom.statuses import (
     DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     SUCCESS,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
     WARNING_NOT_SCORED,
     error_status,
     result_status,
@@ -226,6 +228,15 @@ class StowSession:
         if part.content_type is not None and \
                 part.content_type.split(";")[0].strip().lower() != DICOM:
             return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "part is not application/dicom")
+        if deflated_from(part.data) is not None:
+            # pydicom inflates a deflated data set whole, here in the server: a 20 MiB part
+            # could inflate to gigabytes (a 70 KB one took 138 MiB). Senders fall back to an
+            # uncompressed or pixel-compressed syntax.
+            facts = instance_facts(part.data)  # its first MiB, inflated
+            return InstanceOutcome(facts and facts.sop_class_uid,
+                                   facts and facts.sop_instance_uid,
+                                   TRANSFER_SYNTAX_NOT_SUPPORTED,
+                                   "deflated data sets are not accepted")
         try:
             dataset = pydicom.dcmread(io.BytesIO(part.data))
             sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)

@@ -53,6 +53,10 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
     single, many = one_or_many(files)
     if single is not None:
         name, data = single
+        # This request holds a worklist place and a decode place: it never waits in the
+        # heatmaps' queue with them. Without a free heatmap place it is scored without one,
+        # as the page's script does.
+        explain = explain and scorer.explains(True) and scorer.explanations.has_room
         prediction = score_film(scorer, data, explain=explain)
         return _page(request, catalog, model, filename=name,
                      result=PredictionResponse.from_prediction(prediction, model.card))

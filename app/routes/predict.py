@@ -60,7 +60,7 @@ def predict_batch(scorer: ScorerDep, files: BatchDep, settings: SettingsDep,
     One entry per file in upload order; a file that cannot be scored carries its error and
     never fails the others; a film the model cannot judge has `assessable: false`, its
     reasons and no label. `format=csv` returns the worklist as CSV: judged films highest
-    probability first, then those that need a human look, then the errors, exactly as the
+    triage score first, then those that need a human look, then the errors, exactly as the
     page's table and download show it.
     """
     results = list(score_films(scorer, files, thumbnails=thumbnails,

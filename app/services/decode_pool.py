@@ -83,6 +83,11 @@ class Admission:
         return self._free is not None and \
             self.busy + self.waiting >= (self.limit or 0) + self.queue
 
+    @property
+    def has_room(self) -> bool:
+        """A place is free now, without waiting (a hint, as `full` is)."""
+        return self._free is None or self.busy < (self.limit or 0)
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         """A place for one film (or one request's films) for the block; ServerBusyError at

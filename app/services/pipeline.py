@@ -174,17 +174,33 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
     folder command uses every worker; a request uses one, leaving the pool to other
     requests, and streams its body: app/upload.py `FileStream`). Each film's bytes are
     let go once it is decoded, its pixels once its model input, guard warnings and
-    thumbnail are made. Past `budget_seconds` from the start, the files left get
-    RequestBudgetError, unread. An error raised by `files` itself (a body that breaks
+    thumbnail are made. Past `budget_seconds` of the server's own time from the start, the
+    files left get RequestBudgetError, unread: time spent waiting for `files` to give the
+    next one (a client still sending it) is not counted, so a slow but steady upload is
+    not cut short for its own pace. An error raised by `files` itself (a body that breaks
     off) is raised here, after the results of the files before it."""
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    waited = [0.0]  # seconds spent waiting for `files`
+
+    def timed(items: Iterable[tuple[str, Source]]) -> Iterator[tuple[str, Source]]:
+        items = iter(items)
+        while True:
+            started = time.monotonic()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                waited[0] += time.monotonic() - started
+            yield item
+            del item
 
     def prepare(item: tuple[int, tuple[str, Source]]):
         index, (name, source) = item
         del item
         started = time.perf_counter()
         try:
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() - waited[0] > deadline:
                 raise RequestBudgetError(budget_seconds)
             data = source() if callable(source) else source
             del source
@@ -198,7 +214,7 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
             exc.__traceback__ = exc.__cause__ = exc.__context__ = None
             return index, name, None, exc, time.perf_counter() - started
 
-    prepared = _in_turn(prepare, enumerate(files), parallel)
+    prepared = _in_turn(prepare, enumerate(timed(files)), parallel)
     while batch := list(islice(prepared, chunk)):
         started = time.perf_counter()
         ready = [p for p in batch if p[2] is not None]

@@ -179,7 +179,7 @@ def entry_triage_score(entry: StudyEntry) -> tuple[float | None, str | None]:
     list's order whatever the models. (None, None) without one."""
     if entry.triage_score is None:
         return None, None
-    return round(entry.triage_score, 6), score_text(entry.triage_score)
+    return entry.triage_score, score_text(entry.triage_score)  # unrounded, as the flag
 
 
 def entry_cells(rank: int, entry: StudyEntry) -> list[str]:

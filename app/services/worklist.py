@@ -1,8 +1,9 @@
-"""A worklist of scored files: the one order (likeliest pneumonia read first) and the one CSV
+"""A worklist of scored files: the one order (highest triage score read first) and the one CSV
 that the API, the page and the folder command all write. The page's script keeps a copy of
 both for files scored over several requests; tests/services/test_worklist.py holds it to this.
 
-Three groups, in this order: films the model judged, highest probability first; films it
+Three groups, in this order: films the model judged, highest probability first (one
+request has one model and operating point, so this is the triage score's order); films it
 cannot judge ("needs a human look": not assessable, app/contract/assessability.py), in
 upload order and never ranked by their unvalidated probability; files not scored at all."""
 

@@ -19,6 +19,7 @@ from app.dicom.results import (
     PROBABILITY,
     SC_SERIES_NUMBER,
     SR_SERIES_NUMBER,
+    TRIAGE_SCORE,
     ResultBuilder,
     _lines,
     structured_report,
@@ -49,6 +50,10 @@ def test_sr_reads_back_with_probability_source_and_study():
     [probability] = group.get_measurements(name=PROBABILITY)
     assert probability.value == pytest.approx(0.8125, abs=1e-6)
     assert probability.unit.value == "{probability}"
+    [score] = group.get_measurements(name=TRIAGE_SCORE)  # what agrees with the outcome
+    assert score.value == pytest.approx(
+        triage_score(0.8125, result.prediction.threshold), abs=1e-6)
+    assert (score.value >= 0.5) == result.prediction.flagged
     assert group.finding_type.value == "233604007"
     [evaluation] = group.get_qualitative_evaluations()
     assert evaluation.name.value == "233604007" and evaluation.value.meaning == FLAGGED
@@ -169,6 +174,7 @@ def test_a_film_the_model_cannot_judge_sends_no_probability_to_the_pacs():
     back = hd.sr.srread(io.BytesIO(file_bytes(sr)))
     [group] = back.content.get_image_measurement_groups()
     assert group.get_measurements(name=PROBABILITY) == []
+    assert group.get_measurements(name=TRIAGE_SCORE) == []
     [evaluation] = group.get_qualitative_evaluations()
     assert evaluation.value.meaning == NEEDS_REVIEW
     lines = [text for text, _ in _lines(unjudged)]

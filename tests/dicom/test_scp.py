@@ -99,7 +99,12 @@ def test_associate_with_a_caller_not_on_the_allow_list_is_rejected(tmp_path):
     assert recorder.committed == []
 
 
-@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+def test_deflated_data_sets_are_not_accepted():
+    """The association would inflate one whole in the server: the node does not offer it."""
+    assert DeflatedExplicitVRLittleEndian not in TRANSFER_SYNTAXES
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian,
                                     ExplicitVRBigEndian, JPEGBaseline8Bit, JPEGLSLossless,
                                     JPEG2000Lossless, RLELossless])
 def test_store_in_each_transfer_syntax_is_scored(syntax):

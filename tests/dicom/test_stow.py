@@ -152,3 +152,18 @@ def test_stow_while_the_model_loads_asks_to_send_again():
 def test_stow_of_nothing_stored_is_a_conflict():
     status, answer, _ = _session([study_film(xray_like(64, 64), sop_class=CT_SOP_CLASS)])
     assert status == 409
+
+
+def test_a_deflated_instance_is_refused_without_inflating_it():
+    """pydicom would inflate it whole in the server: refused with 0xC122 (transfer syntax
+    not supported), named by the UIDs of its first MiB, and never ingested."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    film = study_film(xray_like(64, 64))
+    film.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    status, answer, recorder = _session([film])
+    assert status == 409
+    [failed] = answer.FailedSOPSequence
+    assert failed.ReferencedSOPInstanceUID == film.SOPInstanceUID
+    assert failed.FailureReason == 0xC122
+    assert recorder.committed == []

@@ -123,3 +123,38 @@ def test_heatmaps_waiting_in_their_queue_never_take_the_route_threads(client_fac
         tokens = client.portal.call(
             lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
         assert tokens == 40 + 45
+
+
+def test_a_worklist_s_time_budget_does_not_count_the_client_s_pace(monkeypatch):
+    """Streamed, a worklist's files arrive while it is scored: the time spent waiting for
+    the client's next file is the client's, not the server's, and is not counted."""
+    import time as real_time
+    import types
+
+    import app.services.pipeline as pipeline
+    from tests.dicom.nodes import stand_in_scorer
+
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(
+        monotonic=lambda: clock[0], perf_counter=real_time.perf_counter))
+
+    def slow_client():
+        for i in range(3):
+            clock[0] += 30.0  # 30 s to send each file: 90 s against a 60 s budget
+            yield f"{i}.jpeg", jpeg_bytes(seed=i)
+
+    results = list(pipeline.score_films(stand_in_scorer(), slow_client(), budget_seconds=60))
+    assert [r.error for r in results] == [None, None, None]
+
+
+def test_the_page_without_javascript_never_queues_for_a_heatmap(client_factory, samples_dir):
+    """Its request holds a worklist place and a decode place: with no heatmap place free it
+    is answered at once, scored without a heatmap, never left waiting with them."""
+    film = (samples_dir / "person1945_bacteria_4872.jpeg").read_bytes()
+    with client_factory(max_concurrent_explanations=1, explanation_queue=4,
+                        explanation_wait_seconds=60) as client:
+        with client.app.state.explanations.admit():
+            page = client.post("/?explain=true", files={"files": ("x.jpeg", film)},
+                               headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert 'id="decision"' in page.text and 'src="data:image/png' not in page.text

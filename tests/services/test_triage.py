@@ -59,3 +59,12 @@ def test_the_summary_reads_right():
     assert summary_text(5, 2, 1, 0, 3) == "5 files: 2 scored, 1 flagged; 3 not scored."
     assert summary_text(3, 1, 0, 1, 1) == ("3 files: 1 scored, 0 flagged; 1 needs a human look; "
                                            "1 not scored.")
+
+
+@pytest.mark.parametrize("op", OPERATING_POINTS)
+def test_the_api_field_never_reads_0_5_for_a_film_just_below_the_operating_point(op):
+    from app.schemas import _triage
+
+    below = float(np.nextafter(np.float32(op), np.float32(0)))  # the model's float32 output
+    score, text = _triage(below, op)
+    assert score < 0.5 and int(text) < 50
