@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import REPO, Server, _free_port, _tree_rss_mib, drive  # noqa: E402
+from load import REPO, Server, _body, _free_port, _tree_rss_mib, drive  # noqa: E402
 
 NORMAL_CLIENTS = 8
 SETTLE_SECONDS = 5.0
@@ -251,7 +251,7 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
     films = _normal_films(data_dir)
     print("building a 100 MB batch body ...", flush=True)
     batch = _batch_body(data_dir, 100)
-    explain_body = _single_body(films[0])
+    explain_body = _body(films[0])
     own = None
     if port is None:
         port = _free_port()
@@ -311,13 +311,6 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
               f"({health['failed']}/{health['probes']}) | {row['peak']:.0f} | "
               f"{row['settled']:.0f} |")
     return rows
-
-
-def _single_body(data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"x.jpeg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
 def main() -> None:
