@@ -44,7 +44,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import REPO, Server, _body, _free_port, _tree_rss_mib, drive  # noqa: E402
+from load import REPO, Server, _body, _tree_rss_mib, drive  # noqa: E402
+from memory_tree import free_port  # noqa: E402
 
 NORMAL_CLIENTS = 8
 SETTLE_SECONDS = 5.0
@@ -254,7 +255,7 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
     explain_body = _body(films[0])
     own = None
     if port is None:
-        port = _free_port()
+        port = free_port()
         own = Server([python, "-m", "app"],
                      {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
                       **(env or {})}, port)

@@ -24,7 +24,6 @@ import http.client
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory_tree import free_port, tree_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = (1, 8, 32)
@@ -56,27 +58,9 @@ def inputs(data_dir: Path) -> dict[str, list[bytes]]:
             "16-bit PNGs of the samples": wide}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and its descendants, MiB, from /proc (each process's
-    own resident set; shared library pages are counted once per process)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for children in Path(f"/proc/{current}/task").glob("*/children"):
-                todo.extend(int(child) for child in children.read_text().split())
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    """Resident memory of a process and its descendants, MiB (memory_tree.tree_memory)."""
+    return tree_memory(pid).tree / 2**20
 
 
 class Server:
@@ -260,7 +244,7 @@ def main() -> None:
         ("naive", [sys.executable, "-m", "uvicorn", "benchmarks.naive_app:app"],
          {"PNEUMONIA_MODEL_PATH": str(model_path)}),
     ):
-        port = _free_port()
+        port = free_port()
         if name == "app":
             env = {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1"}
         else:

@@ -105,7 +105,8 @@ class PeakSampler:
                 return
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (the benchmarks' servers listen there)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -113,7 +114,7 @@ def _free_port() -> int:
 
 def start_server(repo: Path, state: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     """`python -m app` from `repo` on a free loopback port, once /readyz says 200."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
            "PNEUMONIA_STATE_DIR": str(state), "PNEUMONIA_DICOM_PORT": "0",
            **{f"PNEUMONIA_{k.upper()}": v for k, v in settings.items()}}
