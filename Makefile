@@ -54,4 +54,4 @@ test-fast: install-dev lint
 
 # The full study on the CPU (about 12 minutes on 2 cores); writes models/.
 train: install-train
-	$(BIN)/python -m training --data-dir $(DATA_DIR) --experiments all --out models
+	$(BIN)/python -m training run --data-dir $(DATA_DIR) --experiments all --out models

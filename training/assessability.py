@@ -1,6 +1,6 @@
-"""Fit the polarity/rotation detector and export it beside served models.
+r"""Fit the polarity/rotation detector and export it beside served models.
 
-    python -m training.assessability --data-dir DATA --out models/pneumonia/2 \
+    python -m training assessability --data-dir DATA --out models/pneumonia/2 \
         --out models/pneumonia_compact/1
 
 The training split's own films are the labels: each upright film is a positive, and its
@@ -100,15 +100,16 @@ def export(detector: OrientationDetector, version_dir: Path, data_dir: Path) -> 
     card.model_copy(update={"assessability": info}).write(version_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.assessability",
-                                     description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m training assessability`."""
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("PNEUMONIA_DATA_DIR"),
                         help="folder with train/ and test/ (default: $PNEUMONIA_DATA_DIR)")
     parser.add_argument("--out", type=Path, action="append", default=[],
                         help="a model's version folder to export into (repeatable)")
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.data_dir is None:
         parser.error("--data-dir or PNEUMONIA_DATA_DIR is required")
     train = thumbnails(list(list_split(args.data_dir, "train").paths), args.workers)
@@ -125,5 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the form before `python -m training assessability`
+    from training.command import run_alone
+
+    sys.exit(run_alone(sys.modules[__name__]))

@@ -1,6 +1,7 @@
-"""Write `drift_reference.json` beside models exported before training wrote one:
+r"""Write `drift_reference.json` beside models exported before training wrote one.
 
-    python -m training.drift_reference --data-dir DIR models/pneumonia/2 models/pneumonia_compact/1
+    python -m training drift-reference --data-dir DIR models/pneumonia/2 \
+        models/pneumonia_compact/1
 
 For each model folder: the validation split its card names (the patient-grouped 10% of
 train/, seed 42, checked against the card's film counts), decoded to model input as the app
@@ -67,18 +68,21 @@ def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.drift_reference",
-                                     description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m training drift-reference`."""
     parser.add_argument("models", nargs="+", type=Path, help="MODEL_DIR/<name>/<version>")
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("PNEUMONIA_DATA_DIR"),
                         required="PNEUMONIA_DATA_DIR" not in os.environ)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for version_dir in args.models:
         write_reference(version_dir, args.data_dir, args.cache_dir)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the form before `python -m training drift-reference`
+    from training.command import run_alone
+
+    sys.exit(run_alone(sys.modules[__name__]))

@@ -1,7 +1,8 @@
-"""Redraw the report's confusion matrices from the counts already in report.json, without
-retraining or predicting anything:
+"""Redraw the confusion matrices a report.json names, from its own counts.
 
-    python -m training.redraw --from-report models/report.json
+    python -m training redraw --from-report models/report.json
+
+Nothing is retrained or predicted: the counts already in report.json are drawn again.
 
 For a change of the figures' layout (training/figures.py): the PNGs named by the report are
 written again at the paths it names, with the titles the protocols give them. The ROC and
@@ -12,6 +13,7 @@ which only the exported models keep.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from app.contract.report import read_report
@@ -46,16 +48,19 @@ def redraw_confusion_matrices(report_path: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.redraw",
-        description="Redraw the confusion matrices a report.json names, from its own counts.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m training redraw`."""
     parser.add_argument("--from-report", type=Path, required=True, metavar="REPORT",
                         help="report.json (or the folder holding it), e.g. models/report.json")
-    args = parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for path in redraw_confusion_matrices(args.from_report):
         print(path)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the form before `python -m training redraw`
+    from training.command import run_alone
+
+    sys.exit(run_alone(sys.modules[__name__]))

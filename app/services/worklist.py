@@ -1,92 +1,213 @@
-"""A worklist of scored files: the one order (highest triage score read first) and the one CSV
-that the API, the page and the folder command all write. The page's script keeps a copy of
-both for files scored over several requests; tests/services/test_worklist.py holds it to this.
+"""The stored worklist as its users work it: filters, pages, a study opened, its status
+changed, the list exported as CSV, and who did each (the audit trail).
 
-Three groups, in this order: films the model judged, highest probability first (one
-request has one model and operating point, so this is the triage score's order); films it
-cannot judge ("needs a human look": not assessable, app/contract/assessability.py), in
-upload order and never ranked by their unvalidated probability; files not scored at all."""
+What the API and the page share; the store (app/store/) keeps the rows and the order. Store
+errors become request errors here (app/errors.py), so routes stay a call and a schema.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import quote
 
-from app.contract.assessability import LOOK
-from app.services.pipeline import FileResult
-from app.services.triage import Decision, decision, score_text, summary_text, triage_score
+from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
+from app.services.triage import Decision, score_text
+from app.services.worklist import csv_cell
+from app.store import (
+    AuditAction,
+    AuditRecord,
+    EntryNotFound,
+    InvalidCursor,
+    Page,
+    Status,
+    StudyEntry,
+    WorklistStore,
+)
 
-CSV_COLUMNS = ("rank", "file", "decision", "triage_score", "probability", "flagged",
-               "warnings", "error", "group", "reasons")
-GROUPS = {"scored": "scored", "look": LOOK, "error": "not scored"}
+# The list's groups, in the order shown, as triage decisions (app/services/triage.py), and
+# what the page calls them: triage words, never a finding.
+GROUP_DECISIONS = {"flagged": Decision.FLAGGED, "routine": Decision.NOT_FLAGGED,
+                   "needs_review": Decision.NEEDS_HUMAN_LOOK}
+GROUP_LABELS = {group: d.text[:1].upper() + d.text[1:] for group, d in GROUP_DECISIONS.items()}
+# What a clinician can set from the page ("new" stays settable through the API).
+STATUS_ACTIONS = {Status.OPENED: "Opened", Status.REPORTED: "Reported",
+                  Status.DISMISSED: "Dismissed"}
+# Ids are 64-bit in the database: a larger one is refused before it reaches it.
+MAX_ID = 2**63 - 1
+EXPORT_PAGE = 500  # entries read per query while a CSV export streams
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
-def group_of(result: FileResult) -> str:
-    """'scored', 'look' (not assessable) or 'error'."""
-    if result.prediction is None:
-        return "error"
-    return "scored" if result.prediction.assessable else "look"
-
-
-def worklist_order(results: Sequence[FileResult]) -> list[FileResult]:
-    """Judged films by highest probability first (upload order breaks ties); then films that
-    need a human look, then files not scored, each in upload order."""
-    scored = sorted((r for r in results if group_of(r) == "scored"),
-                    key=lambda r: (-r.prediction.probability, r.index))
-    return scored + [r for r in results if group_of(r) == "look"] + \
-        [r for r in results if group_of(r) == "error"]
-
-
-def worklist_summary(results: Sequence[FileResult]) -> str:
-    """'5 files: 2 scored, 1 flagged; 3 not scored.' (app/services/triage.py summary_text)."""
-    groups = [group_of(r) for r in results]
-    flagged = sum(r.prediction.flagged for r, g in zip(results, groups) if g == "scored")
-    return summary_text(len(results), groups.count("scored"), flagged, groups.count("look"),
-                        groups.count("error"))
-
-
-def worklist_csv(results: Sequence[FileResult]) -> str:
-    """The worklist as CSV (RFC 4180, comma-separated, "\n" line ends), in worklist order,
-    one row per file; every text cell made safe by `csv_cell`."""
-    lines = [_row(CSV_COLUMNS)]
-    for rank, result in enumerate(worklist_order(results), start=1):
-        p, group = result.prediction, group_of(result)
-        if p is None:
-            lines.append(_row(["", result.filename, "not scored", "", "", "", "",
-                               result.error.message if result.error else "", GROUPS[group],
-                               ""]))
-        elif group == "look":  # no rank, no score, no probability: a person reads it
-            lines.append(_row(["", result.filename, Decision.NEEDS_HUMAN_LOOK.text, "", "",
-                               "no", "; ".join(p.warnings), "", GROUPS[group],
-                               " ".join(p.reasons)]))
-        else:
-            lines.append(_row([str(rank), result.filename,
-                               decision(True, p.flagged).text,
-                               score_text(triage_score(p.probability, p.threshold)),
-                               f"{p.probability:.6f}", "yes" if p.flagged else "no",
-                               "; ".join(p.warnings), "", GROUPS[group], ""]))
-    return "".join(lines)
+Moment = date | datetime
 
 
-def _row(cells: Sequence[str]) -> str:
-    return ",".join(csv_cell(cell) for cell in cells) + "\n"
+@dataclass(frozen=True)
+class ListFilters:
+    """Which entries to list. A date means that whole day in UTC: `received_from` from its
+    start, `received_to` to its end (inclusive). A datetime without an offset is UTC."""
+
+    status: Status | None = None
+    received_from: Moment | None = None
+    received_to: Moment | None = None
+
+    def window(self) -> tuple[datetime | None, datetime | None]:
+        """received_from <= an entry's arrival < received_to, as aware datetimes."""
+        return (_bound(self.received_from, end=False), _bound(self.received_to, end=True))
+
+    def query(self) -> dict[str, str]:
+        """The filters as query parameters (for links and the audit trail)."""
+        values = {"status": self.status.value if self.status else None,
+                  "received_from": _iso(self.received_from),
+                  "received_to": _iso(self.received_to)}
+        return {name: value for name, value in values.items() if value is not None}
 
 
-# OWASP "CSV Injection": a cell, or any part of it that a spreadsheet may split off at a
-# separator (',' ';' or tab, depending on the locale), starting with one of these runs as a
-# formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_SEPARATORS = re.compile(r"[,;\t]")
-_NEEDS_QUOTES = re.compile(r"[,;\t\"\r\n]")
+def _iso(moment: Moment | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
-def csv_cell(text: str) -> str:
-    """One CSV cell, safe in any spreadsheet locale: prefixed with ' when it or any of its
-    separator-split parts could start a formula, and quoted (RFC 4180, "" for ") when it
-    holds a separator, a quote or a line break. The page's script has the same rule
-    (static/upload.js `csvCell`; tests/app/test_browser.py compares them)."""
-    if any(part[:1] in _FORMULA_STARTS for part in _SEPARATORS.split(text)):
-        text = "'" + text
-    if _NEEDS_QUOTES.search(text):
-        text = '"' + text.replace('"', '""') + '"'
-    return text
+def _bound(moment: Moment | None, end: bool) -> datetime | None:
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):  # a whole day
+        if end and moment == date.max:
+            return None
+        moment = datetime.combine(moment + timedelta(days=1) if end else moment, time(),
+                                  tzinfo=UTC)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999: as far as time goes
+        return _EARLIEST if moment.year == 1 else _LATEST
+
+
+def list_page(store: WorklistStore, filters: ListFilters, *, limit: int, offset: int = 0,
+              cursor: str | None = None) -> Page:
+    """One page of the list in its order (group, then triage score: app/store/priority.py).
+    Raises InvalidCursorError."""
+    received_from, received_to = filters.window()
+    try:
+        return store.entries(status=filters.status, received_from=received_from,
+                             received_to=received_to, limit=limit, offset=offset,
+                             cursor=cursor)
+    except (InvalidCursor, OverflowError) as exc:  # OverflowError: a forged cursor's id
+        raise InvalidCursorError() from exc
+
+
+def open_entry(store: WorklistStore, entry_id: int, actor: str) -> StudyEntry:
+    """An entry in full, its opening recorded in the audit trail first. Raises
+    UnknownEntryError."""
+    try:
+        store.record(actor, AuditAction.OPENED, entry_id)
+        return store.entry(entry_id)
+    except EntryNotFound as exc:
+        raise UnknownEntryError(entry_id) from exc
+
+
+def change_status(store: WorklistStore, entry_id: int, status: Status | str,
+                  actor: str) -> StudyEntry:
+    """Set an entry's status (audited in the same transaction). Raises UnknownEntryError,
+    ValueError for an unknown status."""
+    try:
+        return store.set_status(entry_id, Status(status), actor)
+    except EntryNotFound as exc:
+        raise UnknownEntryError(entry_id) from exc
+
+
+def thumbnail(store: WorklistStore, film_id: int) -> bytes:
+    """A film's stored thumbnail PNG. Raises NoThumbnailError."""
+    found = store.thumbnail(film_id)
+    if found is None:
+        raise NoThumbnailError()
+    return found
+
+
+def audit_trail(store: WorklistStore, *, entry_id: int | None = None, limit: int = 100,
+                before_id: int | None = None) -> tuple[list[AuditRecord], int | None]:
+    """Audit records, newest first, and the `before_id` of the next (older) page, if any."""
+    records = store.audit(entry_id=entry_id, limit=limit + 1, before_id=before_id)
+    more = len(records) > limit
+    records = records[:limit]
+    return records, records[-1].id if more and records else None
+
+
+def viewer_link(template: str | None, study_uid: str) -> str | None:
+    """The PACS viewer's address of a study: `template` (Settings.viewer_url) with
+    {study_uid} replaced; None without a template."""
+    if template is None:
+        return None
+    return template.replace("{study_uid}", quote(study_uid, safe=""))
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("rank", "group", "decision", "triage_score", "priority", "flagged", "status",
+               "status_by", "status_at", "study_instance_uid", "accession_number", "patient_age",
+               "patient_sex", "study_date", "received_at", "source", "films", "models",
+               "notes")
+
+
+def export_csv(store: WorklistStore, filters: ListFilters, actor: str) -> Iterator[str]:
+    """Every entry the filters match, in list order, as CSV (RFC 4180, "\\n" line ends;
+    every cell through `csv_cell`, the one rule against spreadsheet formulas). The export is
+    recorded in the audit trail, with its filters, before the first line; the rows are read
+    a page at a time as they are sent, so the list's size bounds no memory."""
+    store.record(actor, AuditAction.EXPORTED, None, {"format": "csv", **filters.query()})
+    return _csv_lines(store, filters)
+
+
+def _csv_lines(store: WorklistStore, filters: ListFilters) -> Iterator[str]:
+    yield _csv_row(CSV_COLUMNS)
+    rank, cursor, first = 0, None, True
+    while first or cursor is not None:
+        page = list_page(store, filters, limit=EXPORT_PAGE, cursor=cursor)
+        for entry in page.entries:
+            rank += 1
+            yield _csv_row(entry_cells(rank, entry))
+        cursor, first = page.next_cursor, False
+
+
+def entry_triage_score(entry: StudyEntry) -> tuple[float | None, str | None]:
+    """The study's triage score (0-1, to 6 decimals) and its text ('99'): the stored value
+    that ranks it in the list (app/store/priority.py: the highest among the films that
+    count, each at the operating point it was scored at), so the scores shown come in the
+    list's order whatever the models. (None, None) without one."""
+    if entry.triage_score is None:
+        return None, None
+    return entry.triage_score, score_text(entry.triage_score)  # unrounded, as the flag
+
+
+def entry_cells(rank: int, entry: StudyEntry) -> list[str]:
+    """One entry's CSV cells, in CSV_COLUMNS order."""
+    models = sorted({f"{f.model_name} v{f.model_version}" for f in entry.films
+                     if f.model_name})
+    _, score = entry_triage_score(entry)
+    return [str(rank), entry.group, GROUP_DECISIONS[entry.group].text, score or "",
+            "" if entry.priority is None else f"{entry.priority:.6f}",
+            "yes" if entry.flagged else "no", entry.status.value, entry.status_by or "",
+            _iso(entry.status_at) or "", entry.study_instance_uid,
+            entry.accession_number or "", entry.patient_age or "", entry.patient_sex or "",
+            _iso(entry.study_date) or "", entry.received_at.isoformat(), entry.source,
+            str(len(entry.films)), "; ".join(models), "; ".join(entry_notes(entry))]
+
+
+def entry_notes(entry: StudyEntry) -> list[str]:
+    """Why to look twice at an entry, film by film: refusals, assessability, warnings."""
+    notes: list[str] = []
+    for film in entry.films:
+        if film.error_detail:
+            notes.append(film.error_detail)
+        elif not film.assessable:
+            reasons = ", ".join(film.reasons) or "no reason given"
+            notes.append(f"not assessable by the model ({reasons})")
+        notes.extend(film.warnings)
+    return list(dict.fromkeys(notes))  # each once, in order
+
+
+def _csv_row(cells: Sequence[Any]) -> str:
+    return ",".join(csv_cell(str(cell)) for cell in cells) + "\n"

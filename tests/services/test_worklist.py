@@ -1,107 +1,91 @@
-"""The one worklist order and CSV (app/services/worklist.py): judged films by probability,
-then those that need a human look in upload order, then files not scored; and the page
-script's copy of the rule (static/upload.js) is the same rule."""
+"""The stored worklist's service (app/services/stored_worklist.py): filters as time windows,
+store errors as request errors, the CSV's cells and the audit of an export."""
+
+from __future__ import annotations
 
 import csv
-import io
-import re
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from app.contract.errors import CorruptImageError
-from app.services.film import ImageFacts
-from app.services.pipeline import FileResult, Prediction
-from app.services.worklist import csv_cell, worklist_csv, worklist_order, worklist_summary
-from tests.servers import REPO
-
-FACTS = ImageFacts(224, 224, "JPEG", "L", None)
+from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
+from app.services import stored_worklist as worklist
+from app.services.stored_worklist import ListFilters
+from app.store import Status
+from tests.store.factories import film, mixed_models, refused
 
 
-def _result(index: int, probability: float | None, reasons: tuple[str, ...] = ()):
-    if probability is None:
-        return FileResult(index, f"f{index}", None, CorruptImageError("x"))
-    label = None if reasons else ("PNEUMONIA" if probability >= 0.5 else "NORMAL")
-    prediction = Prediction(probability, label, label == "PNEUMONIA", 0.5, "m", 1, FACTS, 1.0,
-                            reasons=reasons)
-    return FileResult(index, f"f{index}", prediction, None)
-
-
-RESULTS = [_result(0, 0.2), _result(1, 0.999, ("inverted",)), _result(2, None),
-           _result(3, 0.7), _result(4, 0.01, ("not_frontal",)), _result(5, 0.7)]
-
-
-def test_films_that_need_a_human_look_come_after_the_judged_never_ranked():
-    order = [r.index for r in worklist_order(RESULTS)]
-    assert order == [3, 5, 0, 1, 4, 2]
-
-
-def test_the_csv_gives_them_no_rank_probability_or_label():
-    rows = list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))))
-    assert [r["file"] for r in rows] == ["f3", "f5", "f0", "f1", "f4", "f2"]
-    assert [r["rank"] for r in rows] == ["1", "2", "3", "", "", ""]
-    look = rows[3]
-    assert look["group"] == "needs a human look" and look["reasons"] == "inverted"
-    assert look["probability"] == look["triage_score"] == "" and look["flagged"] == "no"
-    assert look["decision"] == "needs a human look"
-    assert rows[5]["group"] == "not scored" and rows[5]["error"]
-    assert rows[5]["decision"] == "not scored"
-
-
-def test_the_csv_says_the_decision_in_triage_words_with_the_score_that_agrees():
-    rows = list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))))
-    assert [(r["decision"], r["triage_score"]) for r in rows[:3]] == [
-        ("flagged for priority read", "70"), ("flagged for priority read", "70"),
-        ("not flagged", "20")]
-    assert "label" not in rows[0] and "NORMAL" not in worklist_csv(RESULTS)
-
-
-def test_the_summary_counts_files_scored_flagged_and_not_scored():
-    assert worklist_summary(RESULTS) == ("6 files: 3 scored, 2 flagged; 2 need a human look; "
-                                         "1 not scored.")
-    assert worklist_summary(RESULTS[:1]) == "1 file: 1 scored, 0 flagged."
-
-
-def test_a_film_that_is_not_assessable_is_never_flagged():
-    assert not RESULTS[1].prediction.flagged and RESULTS[1].prediction.label is None
-
-
-def test_the_page_script_keeps_the_same_groups_and_columns():
-    script = (REPO / "static" / "upload.js").read_text()
-    columns = re.search(r'\["rank", "file".*?\]', script, re.S).group(0)
-    assert [c.strip().strip('"') for c in columns.strip("[]").replace("\n", "").split(",")] \
-        == list(csv.DictReader(io.StringIO(worklist_csv(RESULTS))).fieldnames)
-    order = re.search(r"function worklistOrder\(entries\) \{(.*?)\n  \}", script, re.S).group(1)
-    assert order.index('"scored"') < order.index('"look"') < order.index('"error"')
-
-
-@pytest.mark.parametrize(("text", "cell"), [
-    ("plain.jpeg", "plain.jpeg"),
-    ("=SUM(A1).jpeg", "'=SUM(A1).jpeg"),
-    ("x;=1+1;y.jpg", "\"'x;=1+1;y.jpg\""),  # the middle part would run in a ';' locale
-    ("a,b.jpeg", '"a,b.jpeg"'),
-    ("a;b.jpeg", '"a;b.jpeg"'),
-    ("tab\there", '"tab\there"'),
-    ("x\t@cmd", "\"'x\t@cmd\""),
-    ('quote"d', '"quote""d"'),
-    ("-minus", "'-minus"),
-    ("+plus", "'+plus"),
-    ("@at", "'@at"),
-    ("", ""),
+@pytest.mark.parametrize(("received_from", "received_to", "window"), [
+    (None, None, (None, None)),
+    (date(2025, 3, 1), date(2025, 3, 1),  # one whole UTC day
+     (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC))),
+    (datetime(2025, 3, 1, 8), None, (datetime(2025, 3, 1, 8, tzinfo=UTC), None)),  # naive: UTC
+    (datetime(2025, 3, 1, 8, tzinfo=timezone(timedelta(hours=2))), None,
+     (datetime(2025, 3, 1, 6, tzinfo=UTC), None)),
+    (None, date.max, (None, None)),  # no day after the last one: no upper bound
+    (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), None,
+     (datetime.min.replace(tzinfo=UTC), None)),  # before year 1 in UTC: as early as it goes
 ])
-def test_csv_cells_are_quoted_at_any_separator_and_never_start_a_formula(text, cell):
-    assert csv_cell(text) == cell
-    for delimiter in (",", ";", "\t"):  # read back in any locale, no part starts a formula
-        if delimiter != "," and delimiter in text:
-            continue  # a ','-quoted cell is not quoted for other delimiters by design
-        (parsed,) = list(csv.reader(io.StringIO(csv_cell(text) + "\n")))
-        assert all(part[:1] not in "=+-@" for part in parsed)
+def test_filters_are_a_window_of_aware_utc_moments(received_from, received_to, window):
+    filters = ListFilters(received_from=received_from, received_to=received_to)
+    assert filters.window() == window
 
 
-def test_the_api_csv_neutralises_a_formula_hidden_behind_a_semicolon(client):
-    from tests.helpers import jpeg_bytes
+def test_filters_as_query_parameters_and_audit_detail():
+    filters = ListFilters(status=Status.NEW, received_from=date(2025, 3, 1))
+    assert filters.query() == {"status": "new", "received_from": "2025-03-01"}
+    assert ListFilters().query() == {}
 
-    files = [("files", ("x;=1+1;y.jpg", jpeg_bytes()))]
-    text = client.post("/predict/batch?format=csv", files=files).text
-    rows = list(csv.reader(io.StringIO(text)))
-    assert rows[1][1] == "'x;=1+1;y.jpg"
-    assert "\"'x;=1+1;y.jpg\"" in text
+
+def test_a_forged_cursor_is_a_request_error(store):
+    with pytest.raises(InvalidCursorError):
+        worklist.list_page(store, ListFilters(), limit=10, cursor="bm9wZQ")
+
+
+def test_store_errors_become_request_errors(store):
+    with pytest.raises(UnknownEntryError) as caught:
+        worklist.change_status(store, 41, Status.REPORTED, "someone")
+    assert "41" in caught.value.message
+    with pytest.raises(UnknownEntryError):
+        worklist.open_entry(store, 41, "someone")
+    with pytest.raises(NoThumbnailError):
+        worklist.thumbnail(store, 41)
+    assert store.audit() == []  # nothing recorded about an entry that is not there
+
+
+def test_an_export_is_audited_before_its_first_line(store):
+    store.add_films([film("1.1")])
+    lines = worklist.export_csv(store, ListFilters(status=Status.NEW), "dr.grey")
+    (record,) = store.audit()
+    assert (record.action, record.actor, record.detail) == (
+        "exported", "dr.grey", {"format": "csv", "status": "new"})
+    assert next(lines).startswith("rank,group,decision,triage_score,priority,flagged,status")
+    assert next(lines).startswith("1,routine,not flagged,20,0.200000,no,new,")
+
+
+def test_the_scores_shown_come_in_the_lists_order_whatever_the_model(store):
+    records, expected = mixed_models()
+    store.add_films(records)
+    rows = list(csv.DictReader(worklist.export_csv(store, ListFilters(), "dr.grey")))
+    assert [row["study_instance_uid"] for row in rows] == expected
+    # model 5 at p=0.98 reads 98 and comes before model 8 at p=0.985, which reads 79
+    assert [row["triage_score"] for row in rows] == ["98", "86", "79", "57", "46", "42"]
+    for entry in store.entries().entries:  # the number shown is the one stored, that ranks
+        assert worklist.entry_triage_score(entry)[0] == entry.triage_score
+
+
+def test_notes_say_why_to_look_twice_once_each(store):
+    (entry,) = store.add_films([
+        refused("2.1"),
+        film("2.1", "2.1.2", assessable=False, reasons=("rotated",), warnings=("tiny",)),
+        film("2.1", "2.1.3", warnings=("tiny",))])
+    assert worklist.entry_notes(entry) == [
+        "the film is a CT slice", "not assessable by the model (rotated)", "tiny"]
+
+
+def test_the_viewer_link_is_the_template_with_the_study_uid():
+    template = "https://pacs.example/viewer?StudyInstanceUIDs={study_uid}"
+    assert worklist.viewer_link(template, "1.2.3") == \
+        "https://pacs.example/viewer?StudyInstanceUIDs=1.2.3"
+    assert worklist.viewer_link(None, "1.2.3") is None
+    assert worklist.viewer_link("https://x/{study_uid}", "a b&c") == "https://x/a%20b%26c"

@@ -1,8 +1,12 @@
-"""Smoke run of the real CLI: all seven experiments on a tiny generated dataset."""
+"""The training CLI (training/cli.py): its commands and the older forms that still work, and
+a smoke run of all seven experiments on a tiny generated dataset."""
 
 import json
+import runpy
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +16,10 @@ from app.contract.card import read_card
 from app.contract.drift import DriftReference
 from app.contract.report import read_report
 from app.services.saved_model import find_model
-from tests.helpers import make_dataset_tree
-from training.__main__ import parse_args
+from tests.builders.images import make_dataset_tree
+from training import assessability, drift_reference, redraw, run
+from training.cli import main, parse_args
+from training.command import alone_parser, run_alone
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +118,113 @@ def test_cli_second_export_goes_to_version_2_and_leaves_version_1_untouched(smok
     assert "epoch" not in refused.stdout
 
 
-def test_cli_requires_a_data_dir(monkeypatch):
+def test_cli_requires_a_data_dir(monkeypatch, capsys):
     monkeypatch.delenv("PNEUMONIA_DATA_DIR", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "python -m training run: error: --data-dir is required" in capsys.readouterr().err
+
+
+# Each command with flags it parses, as (command, module, flags).
+COMMANDS = [
+    ("run", run, ["--data-dir", "data", "--experiments", "5", "--max-epochs", "1",
+                  "--out", "out", "--model-version", "3", "--no-export"]),
+    ("assessability", assessability, ["--data-dir", "data", "--out", "models/pneumonia/2",
+                                      "--out", "models/pneumonia_compact/1"]),
+    ("drift-reference", drift_reference, ["--data-dir", "data", "models/pneumonia/2"]),
+    ("redraw", redraw, ["--from-report", "models/report.json"]),
+]
+OLD_MODULES = {"assessability": "training.assessability",
+               "drift-reference": "training.drift_reference", "redraw": "training.redraw"}
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_cli_help_lists_every_command(capsys):
+    for argv in (["--help"], ["-h"]):
+        out = _help(argv, capsys)
+        assert out.startswith("usage: python -m training [-h] COMMAND")
+        for command, _, _ in COMMANDS:
+            assert f"\n    {command} " in out or f"\n    {command}\n" in out
+
+
+@pytest.mark.parametrize("command", [c for c, _, _ in COMMANDS])
+def test_cli_command_help_names_the_command(command, capsys):
+    out = _help([command, "--help"], capsys)
+    assert out.startswith(f"usage: python -m training {command} [-h]")
+    assert f"python -m training {command} " in out  # the module's docstring, its example
+
+
+@pytest.mark.parametrize(("command", "flags"), [(c, f) for c, _, f in COMMANDS])
+def test_cli_command_parses_its_modules_flags(command, flags):
+    args = parse_args([command, *flags])
+    assert args.command == command
+    assert "--data-dir" not in flags or args.data_dir == Path("data")
+
+
+def test_cli_flags_with_no_command_are_the_run_command(monkeypatch):
+    flags = COMMANDS[0][2]
+    alias = parse_args(flags)
+    assert alias.command == "run"
+    assert alias == parse_args(["run", *flags])
+    monkeypatch.setenv("PNEUMONIA_DATA_DIR", "data")
+    assert parse_args([]) == parse_args(["run"])  # `python -m training` alone runs too
+
+
+def test_cli_alias_runs_the_experiments_from_the_package_entry_point(monkeypatch, tmp_path):
+    """`python -m training --data-dir ...`, as the Makefile and README type it, reaches the
+    run command with the command line as typed (the report records it)."""
+    calls = []
+    monkeypatch.setattr(run, "main", lambda args, parser: calls.append((args, parser)) or 0)
+    flags = ["--data-dir", str(tmp_path), "--experiments", "1-3"]
+    monkeypatch.setattr(sys, "argv", ["python -m training", *flags])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("training", run_name="__main__", alter_sys=True)
+    assert exited.value.code == 0
+    [(args, parser)] = calls
+    assert args.command == "run" and args.data_dir == tmp_path and args.experiments == "1-3"
+    assert parser.prog == "python -m training run"
+    assert args.command_line == "python -m training " + " ".join(flags)
+
+
+@pytest.mark.parametrize(("command", "module", "flags"),
+                         [c for c in COMMANDS if c[0] in OLD_MODULES])
+def test_cli_old_module_form_parses_as_its_command(command, module, flags, capsys):
+    parser = alone_parser(module)
+    assert parser.prog == f"python -m {OLD_MODULES[command]}"
+    assert parser.parse_args(flags) == parse_args([command, *flags])
     with pytest.raises(SystemExit):
-        parse_args([])
+        parser.parse_args(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: python -m {OLD_MODULES[command]} [-h]")
+
+
+@pytest.mark.parametrize(("command", "module", "flags"),
+                         [c for c in COMMANDS if c[0] in OLD_MODULES])
+def test_cli_old_module_form_runs_its_command(command, module, flags, monkeypatch):
+    calls = []
+    monkeypatch.setattr(module, "main", lambda args, parser: calls.append((args, parser)) or 0)
+    assert run_alone(module, flags) == 0
+    [(args, parser)] = calls
+    assert parser.prog == f"python -m {OLD_MODULES[command]}"
+    assert args.command_line == f"python -m {OLD_MODULES[command]} {shlex.join(flags)}"
+    del args.command_line
+    assert args == parse_args([command, *flags])
+
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # runpy re-runs it
+@pytest.mark.parametrize("command", OLD_MODULES)
+def test_cli_old_module_entry_point_is_its_command_alone(command, monkeypatch, capsys):
+    """`python -m training.redraw --help` and the like: the module's own entry point."""
+    monkeypatch.setattr(sys, "argv", [OLD_MODULES[command], "--help"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module(OLD_MODULES[command], run_name="__main__", alter_sys=True)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m {OLD_MODULES[command]} [-h]")
+    assert f"python -m training {command} " in out  # the docstring's new form

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import make_dataset_tree
+from tests.builders.images import make_dataset_tree
 from training.data import (
     list_split,
     load_arrays,

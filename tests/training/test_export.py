@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import make_dataset_tree
+from tests.builders.images import make_dataset_tree
 from training.experiments import EXPERIMENTS
 from training.export import VersionExistsError, export_saved_model
 

@@ -10,8 +10,9 @@ from PIL import Image
 
 from app.contract.report import read_report
 from tests.servers import REPO
+from training.cli import main
 from training.figures import confusion_matrix_figure, stronger_confusion_title
-from training.redraw import main, redraw_confusion_matrices
+from training.redraw import redraw_confusion_matrices
 from training.stronger import best_run
 
 
@@ -39,8 +40,8 @@ def test_the_figure_redraw_draws_every_confusion_matrix_from_the_reports_counts(
                                                                                 capsys):
     shutil.copy(REPO / "models" / "report.json", tmp_path / "report.json")
     report = read_report(tmp_path / "report.json")
-    # The command's entry point, as the README gives it, on a copy of the committed report.
-    main(["--from-report", str(tmp_path / "report.json")])
+    # The command's entry point (python -m training redraw), on a copy of the committed report.
+    main(["redraw", "--from-report", str(tmp_path / "report.json")])
     named = [*report.figures.confusion_matrices.values(),
              *(e.figures.confusion_matrix for e in report.stronger_models.experiments)]
     assert sorted(capsys.readouterr().out.split()) == sorted(str(tmp_path / p) for p in named)

@@ -10,7 +10,7 @@ import pytest
 from app.contract.card import read_card
 from app.contract.report import read_report
 from app.services.saved_model import ServedModel, find_model
-from tests.helpers import make_dataset_tree
+from tests.builders.images import make_dataset_tree
 
 pytestmark = pytest.mark.slow
 

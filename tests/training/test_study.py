@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.contract.report import read_report
-from tests.helpers import make_dataset_tree
+from tests.builders.images import make_dataset_tree
 from tests.servers import REPO
 from training import train as train_module
 from training.data import Arrays, Split, list_split
