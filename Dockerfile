@@ -15,21 +15,24 @@ WORKDIR /srv/triage
 
 # Serving dependencies only (no training extra), in their own layer from pyproject.toml
 # alone, so code changes reuse it.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 RUN mkdir app \
     && touch app/__init__.py \
     && python3 -m pip install --no-cache-dir . \
     && python3 -m pip uninstall --yes pneumonia-triage \
     && rm -rf app build ./*.egg-info
 
-# The app itself, installed the way the README's `make run` installs it (pip -e .). The
-# training code is not copied: serving needs only app/ (its contract package included).
+# The app itself, installed as a package (not editable), its pages and static files shipped
+# inside it as app.web's resources (setup.py), and the sources removed: the image serves from
+# site-packages. The training code is not copied: serving needs only app/ (its contract
+# package included).
 COPY app/ app/
-RUN python3 -m pip install --no-cache-dir --no-deps -e .
-
-# What serving needs and nothing else: pages, static files, the model and its report.
 COPY templates/ templates/
 COPY static/ static/
+RUN python3 -m pip install --no-cache-dir --no-deps . \
+    && rm -rf app templates static build ./*.egg-info
+
+# The model and its report (PNEUMONIA_MODEL_DIR defaults to models/ in the working folder).
 COPY models/ models/
 
 # The embedded worklist database lives in the state folder: mount a volume there to keep it

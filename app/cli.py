@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from pydantic import ValidationError  # noqa: E402
 
 from app.config import Settings, get_settings  # noqa: E402
+from app.contract.triage_score import FLAGGED_FROM_TEXT  # noqa: E402
+from app.errors import StartupError  # noqa: E402
 
 
 def find_files(folder: Path) -> list[Path]:
@@ -42,7 +44,7 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
 
     from app.services.catalog import ModelCatalog
     from app.services.decode_pool import DecodePool
-    from app.services.pipeline import Scorer, score_films
+    from app.services.pipeline import score_films
 
     settings = settings or get_settings()
     catalog = ModelCatalog()
@@ -56,7 +58,7 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
     files = find_files(folder)
     pool = DecodePool(workers, timeout=settings.decode_timeout_seconds,
                       memory_mb=settings.decode_memory_mb)
-    scorer = Scorer(model, catalog.threshold(model), pool, settings.max_image_pixels)
+    scorer = catalog.scorer(model, pool, settings.max_image_pixels)
     named: list[tuple[str, Callable[[], bytes]]] = [
         (str(f.relative_to(folder)), f.read_bytes) for f in files]
     results = []
@@ -74,7 +76,7 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
 def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    from app.services.worklist import worklist_csv, worklist_summary
+    from app.services.batch import worklist_csv, worklist_summary
 
     settings = get_settings()
     workers = args.workers or settings.decode_workers or 1
@@ -83,7 +85,7 @@ def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.out.write_text(worklist_csv(results))
     print(f"{worklist_summary(results)} Worklist written to {args.out} "
           f"(model {card.name} v{card.version}; flagged for priority read at a triage score "
-          f"of 50 and above). {card.disclaimer}")
+          f"of {FLAGGED_FROM_TEXT} and above). {card.disclaimer}")
     return 0
 
 
@@ -95,18 +97,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # lines go through the filter, no CUDA line on a machine without a GPU, and every line
     # in PNEUMONIA_LOG_FORMAT (app/logs.py).
     logs.configure(settings.log_format, logs.route_native_stderr())
-    import uvicorn
+    from app.web.server import serve
 
-    from app.server import guarded_protocol
-
-    # log_config=None: uvicorn's loggers go to the handler above; the access line is the
-    # app's own (app/access.py: the route's template, never the path and its query).
-    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                http=guarded_protocol(settings.request_head_seconds, settings.max_connections),
-                timeout_keep_alive=settings.keep_alive_seconds,
-                h11_max_incomplete_event_size=settings.max_header_bytes,
-                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-                log_config=None, access_log=False)
+    serve(settings)
     return 0
 
 
@@ -154,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["serve"])
     try:
         return args.run(args, parser)
+    except StartupError as exc:  # a port in use, a state folder it cannot write
+        parser.exit(3, f"{parser.prog}: cannot start: {exc.message}\n")
     except ValidationError as exc:
         # Settings that cannot work (a short token, a memory budget they do not fit): the
         # reasons alone, never the values given (Settings hides them).

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.contract.drift import PSI_THRESHOLD
-from app.memory_budget import SERVER_MEMORY_MB, within_budget
+from app.memory import SERVER_MEMORY_MB, within_budget
 
 MIN_TOKEN_LENGTH = 16
 
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # One memory budget for the whole process tree (a container's memory limit), MiB: the
     # serving process's share, every decode worker's cap and the bodies in flight together
     # must fit in it, or the server refuses to start and says which to change
-    # (app/memory_budget.py). None = no overall budget: each limit as set (a workstation).
+    # (app/memory.py). None = no overall budget: each limit as set (a workstation).
     memory_budget_mb: int | None = Field(default=None, gt=0)
     # The serving process's share of it: TensorFlow (610 MiB resident before any model),
     # the models offered (about 120 MiB each), Python and the requests in flight beside
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # a CPU (where it only adds latency); 0 = off.
     batch_wait_ms: float | None = Field(default=None, ge=0)
     # Connections held open; past it, a new one closes the oldest that has not sent its
-    # request head (app/server.py). Requests in flight have the same cap, health routes
+    # request head (app/web/server.py). Requests in flight have the same cap, health routes
     # never counted.
     max_connections: int = Field(default=256, gt=0)
     # A connection must complete each request head within this many seconds.
@@ -127,8 +127,10 @@ class Settings(BaseSettings):
     # Origins allowed to call the API from other sites' pages (CORS). Empty = closed.
     cors_origins: list[str] = []
 
-    templates_dir: Path = Path("templates")
-    static_dir: Path = Path("static")
+    # The pages' templates and assets; unset: the ones shipped with the package
+    # (app.web.templates and app.web.static, the repository's templates/ and static/).
+    templates_dir: Path | None = None
+    static_dir: Path | None = None
 
     # Addresses whose X-Forwarded-For the server trusts for the client's address (uvicorn's
     # forwarded_allow_ips, comma-separated, "*" = any): behind a reverse proxy or Ingress,

@@ -2,7 +2,7 @@
 
 Like the film errors (app/contract/errors.py) each has a stable `code` and a `message` for a
 person; none imports a web framework, so services raise them and every door (HTTP, DICOM)
-answers them in its own terms (app/http_errors.py maps both vocabularies to HTTP).
+answers them in its own terms (app/web/errors.py maps both vocabularies to HTTP).
 """
 
 from __future__ import annotations
@@ -185,3 +185,15 @@ class CrossSiteFormError(AppError):
 
     code = "cross_site_request"
     message = "This can only be sent from this server's own pages."
+
+
+class StartupError(Exception):
+    """The server cannot start as configured: a port in use, a state folder it cannot write.
+    Its one line names the problem and the setting to change (`setting`, which the line
+    names too); the console command prints it, without a traceback, and exits non-zero. Not
+    a request's error: nothing answers it over HTTP."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.setting = setting

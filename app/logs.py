@@ -4,8 +4,8 @@ belongs to; and TensorFlow's native start-up lines logged in the same format.
 
 Patient data never enters a line: the access line names the route's template
 (`/worklist/entries/{entry_id}`), never the path or the query; films are named by code,
-model and outcome; the other modules log no identifier of a patient (app/quiet.py silences
-the decoders that would quote tags).
+model and outcome; the other modules log no identifier of a patient (`silence_decoder_chatter`
+silences the decoders that would quote tags).
 
 TensorFlow's C++ code writes to file descriptor 2 directly, and before absl's logging is
 initialised it ignores TF_CPP_MIN_LOG_LEVEL: a CPU-only machine prints "Could not find cuda
@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,3 +181,17 @@ def route_native_stderr() -> IO[str]:
 
     atexit.register(drain)
     return os.fdopen(os.dup(real), "w", buffering=1)
+
+
+def silence_decoder_chatter() -> None:
+    """Decoders talk about the files they read: python-multipart quotes bytes of malformed
+    bodies, Pillow quotes EXIF tags, pydicom quotes tag values it finds malformed (a body
+    part, a date: possibly a patient's). Nothing derived from an upload is logged, so the
+    serving processes and the decode workers silence them."""
+    for name in ("python_multipart", "pydicom"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # pynetdicom logs every association and request at INFO (three lines a film); its
+    # warnings and errors (a rejected association, an aborted one) stay.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for module in ("PIL", "pydicom"):
+        warnings.filterwarnings("ignore", module=module)

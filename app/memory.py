@@ -1,6 +1,25 @@
-"""Memory given back after a burst: glibc keeps the heap a large request grew (a worklist
+"""Memory: one budget for the whole process tree, and memory given back after a burst.
+
+One memory budget for the whole process tree: the serving process, its decode workers and
+the request bodies in flight (issue 20; Settings.memory_budget_mb, SECURITY.md "Limits").
+
+The tree's resident memory is bounded by the sum of three shares:
+
+- the serving process's (`server_mb`): TensorFlow, the models, the requests in flight beside
+  their bodies; a worklist's files stream through it and are let go once decoded
+  (app/web/upload.py), so no body is held whole;
+- each decode worker's address-space cap (`worker_mb`, RLIMIT_AS in
+  app/services/decode_pool.py): a process's resident memory can never pass its address
+  space, so `workers x worker_mb` bounds them all, whatever a film makes them allocate;
+- the bodies in flight (`bodies_bytes`, app/web/upload.py BodyBudget), held in the server.
+
+A Kubernetes container's memory limit is such a budget: deploy/kubernetes.yaml sets the
+limit and PNEUMONIA_MEMORY_BUDGET_MB to the same figure (tests/test_deploy.py checks it).
+
+Memory given back after a burst: glibc keeps the heap a large request grew (a worklist
 of 100 films, a 200 MiB body) for the process's reuse, so the resident size stays at its
-peak; `malloc_trim(0)` returns the free pages to the system."""
+peak; `malloc_trim(0)` returns the free pages to the system.
+"""
 
 from __future__ import annotations
 
@@ -22,3 +41,55 @@ def give_back_memory() -> bool:
     if _TRIM is None:
         return False
     return bool(_TRIM(0))
+
+
+MIB = 1 << 20
+# The serving process's share by default: benchmarks/memory_tree.py measured 936 MiB at
+# rest with the two committed models, 967 MiB through two streamed worklists of 83 MB.
+SERVER_MEMORY_MB = 1280
+# The least a derived worker cap may be: a worker takes about 160 MB of address space at
+# rest, and 512 MiB decoded a 49-megapixel 16-bit PNG, a 49-megapixel JPEG and a
+# 9-megapixel 16-bit DICOM through the pool (measured with app/services/decode_pool.py).
+MIN_WORKER_MB = 512
+
+
+def within_budget(budget_mb: int, server_mb: int, bodies_bytes: int, workers: int,
+                  worker_mb: int | None, given: bool) -> int | None:
+    """The decode workers' address-space cap, MiB, under a budget of `budget_mb` MiB: the
+    one `given` (the setting was set) when the shares fit, else (None given) the room the
+    server's share and the bodies leave, shared among the `workers`. With no workers
+    (decoding in the server, uncapped) the server's share must hold it: `worker_mb` is
+    returned as it is. Raises ValueError naming the settings to change; no value in it is
+    a secret."""
+    bodies_mb = -(-bodies_bytes // MIB)  # rounded up
+    fixed = server_mb + bodies_mb
+    shares = (f"the server's share (PNEUMONIA_SERVER_MEMORY_MB={server_mb}) and the bodies "
+              f"in flight (PNEUMONIA_MAX_UPLOAD_MEMORY_BYTES, {bodies_mb} MiB)")
+    if workers == 0:
+        if fixed > budget_mb:
+            raise ValueError(f"PNEUMONIA_MEMORY_BUDGET_MB={budget_mb} is too small: {shares} "
+                             f"need {fixed} MiB")
+        return worker_mb
+    if given and worker_mb is None:
+        raise ValueError("PNEUMONIA_MEMORY_BUDGET_MB needs a cap per decode worker: leave "
+                         "PNEUMONIA_DECODE_MEMORY_MB unset (derived from the budget) or give "
+                         "a number")
+    if given:
+        need = fixed + workers * worker_mb  # type: ignore[operator]
+        if need > budget_mb:
+            raise ValueError(
+                f"PNEUMONIA_MEMORY_BUDGET_MB={budget_mb} is too small: {shares} and "
+                f"{workers} decode workers (PNEUMONIA_DECODE_WORKERS) capped at "
+                f"PNEUMONIA_DECODE_MEMORY_MB={worker_mb} each need {need} MiB. Raise the "
+                f"budget, or lower the cap (or leave it unset: derived from the budget), "
+                f"the workers or the server's share")
+        return worker_mb
+    derived = (budget_mb - fixed) // workers
+    if derived < MIN_WORKER_MB:
+        raise ValueError(
+            f"PNEUMONIA_MEMORY_BUDGET_MB={budget_mb} is too small: after {shares} "
+            f"({fixed} MiB), {workers} decode workers (PNEUMONIA_DECODE_WORKERS) would get "
+            f"{max(derived, 0)} MiB each, under the {MIN_WORKER_MB} MiB a worker needs. "
+            f"Raise the budget to at least {fixed + workers * MIN_WORKER_MB}, or run fewer "
+            f"workers")
+    return derived

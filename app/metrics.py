@@ -2,13 +2,14 @@
 per app (tests run several apps in one process; nothing goes to prometheus-client's global
 registry).
 
-The film pipeline, the DICOM node and the HTTP layer report to an `Observer`; this module's
-`Metrics` is the app's, and the base `Observer` (NO_METRICS) ignores everything, for the
-folder command and tools. No web framework here: the pipeline and the DICOM node import it.
+The film pipeline, the DICOM node and the HTTP layer report to an `Observer`
+(app/services/observer.py, beside the pipeline); this module's `Metrics` is the app's, and the
+base `Observer` (NO_METRICS) ignores everything, for the folder command and tools. No web
+framework here.
 
 Families (names and labels are a contract: deploy/ alerts and the dashboard use them):
 
-    http_request_duration_seconds{route,method,status_class}   app/access.py
+    http_request_duration_seconds{route,method,status_class}   app/web/middleware.py
     pneumonia_films_scored_total{model,flagged}                pipeline (Scorer.prediction)
     pneumonia_films_refused_total{error}                       pipeline decode; DICOM ingest
     pneumonia_guard_warnings_total{reason}                     pipeline, per reason code
@@ -48,6 +49,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from app.contract.drift import PSI_THRESHOLD
 from app.logs import note_film
 from app.services.drift import DriftMonitor
+from app.services.observer import Observer
 
 log = logging.getLogger("app.metrics")
 
@@ -64,32 +66,6 @@ _NOTIFY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 1
 _SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
 
 
-class Observer:
-    """What the pipeline and the DICOM node report as they go; this base ignores it."""
-
-    def decoded(self, seconds: float) -> None:
-        """A decoder's `prepare` returned or refused the film after `seconds`."""
-
-    def refused(self, code: str) -> None:
-        """A film was not scored: its error code (app/contract/errors.py)."""
-
-    def inferred(self, seconds: float) -> None:
-        """One model call (one film, or a chunk of a batch) took `seconds`."""
-
-    def scored(self, model: Any, model_input: np.ndarray, prediction: Any) -> None:
-        """`model` (a ServedModel) scored a film: its (H, W, C) uint8 model input and its
-        Prediction (app/services/pipeline.py)."""
-
-    def association(self, result: str) -> None:
-        """A DICOM association ended: released, aborted or rejected."""
-
-    def notified(self, seconds: float) -> None:
-        """A film's results reached the PACS `seconds` after the film arrived."""
-
-
-NO_METRICS = Observer()
-
-
 class Metrics(Observer):
     """The app's families and its drift monitor; `watch` adds what is read at scrape time."""
 
@@ -98,7 +74,7 @@ class Metrics(Observer):
         registry = self.registry = CollectorRegistry()
         self.requests = Histogram(
             "http_request_duration_seconds", "HTTP requests by route template (never the "
-            "path), method and status class (2xx, 4xx, ...)",
+            "path), method (a standard one, else other) and status class (2xx, 4xx, ...)",
             ["route", "method", "status_class"], buckets=_REQUEST_BUCKETS, registry=registry)
         self.films_scored = Counter(
             "pneumonia_films_scored_total", "Films the model scored, by model and whether it "

@@ -8,7 +8,7 @@ Run from the repository root. Self-contained, loopback only: it starts Debian's 
 (`/usr/sbin/Orthanc`, configured by tests/dicom/orthanc.py with the node as its one
 modality) and the app as a user runs it (`python -m app`, its DICOM node on a free port,
 PNEUMONIA_RESULTS_DESTINATION pointing at the Orthanc, its worklist in a temporary folder),
-and builds CR films (8-bit, uncompressed, tests/dicom_helpers.py) from test-split images.
+and builds CR films (8-bit, uncompressed, tests/builders/dicom.py) from test-split images.
 
 - Time to notification, open loop: one single-film study per association at a fixed rate
   for `--seconds`; the clock of a study starts at its scheduled send time (a slow node
@@ -49,8 +49,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from benchmarks.load import Server, drive
+from tests.builders.dicom import study_film
 from tests.dicom.orthanc import Orthanc, running_orthanc
-from tests.dicom_helpers import study_film
 from tests.servers import DEFAULT_DATA_DIR, REPO, free_port
 
 NODE_AE = "TRIAGE"

@@ -138,7 +138,7 @@
     }
   }
 
-  // The server's rule (app/services/worklist.py): judged films by highest probability,
+  // The server's rule (app/services/batch.py): judged films by highest probability,
   // upload order breaking ties; then films that need a human look (not assessable), then
   // files not scored, each in upload order.
   function groupOf(e) {
@@ -153,7 +153,7 @@
       entries.filter((e) => groupOf(e) === "error"));
   }
 
-  // The server's rule (app/services/worklist.py csv_cell, OWASP CSV injection): a cell or
+  // The server's rule (app/services/display.py csv_cell, OWASP CSV injection): a cell or
   // any separator-split part of it that could start a formula gets a leading ', and a cell
   // with a separator, a quote or a line break is quoted.
   function csvCell(text) {
@@ -192,7 +192,7 @@
     return text + ".";
   }
 
-  // For tests/app/test_browser.py, which holds these rules to the server's output.
+  // For tests/web/test_browser.py, which holds these rules to the server's output.
   window.triageWorklist = { order: worklistOrder, csv: worklistCsv, summary: summaryText };
 
   function cell(row, text, className) {

@@ -1,4 +1,4 @@
-"""Fixtures only; the helpers they use live in tests/servers.py and tests/helpers.py."""
+"""Fixtures only; the helpers they use live in tests/servers.py and tests/builders/images.py."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.main import create_app
 from app.services.catalog import ModelCatalog
+from app.web.main import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "chest_xray"
@@ -35,8 +35,7 @@ STATE_DIR = Path(tempfile.mkdtemp(prefix="triage-tests-state-"))
 def settings_for_tests(**overrides) -> Settings:
     """Settings on the committed model, whatever the working directory, with this session's
     own state folder."""
-    values = {"model_dir": REPO / "models", "templates_dir": REPO / "templates",
-              "static_dir": REPO / "static", "state_dir": STATE_DIR,
+    values = {"model_dir": REPO / "models", "state_dir": STATE_DIR,
               "dicom_port": 0,  # the DICOM node's listener only where a test asks for it
               **overrides}
     return Settings(**values)
@@ -106,8 +105,6 @@ def server_process(log_path: Path, state_dir: Path | None = None,
     port = free_port()
     env = {**os.environ, "PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
            "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
-           "PNEUMONIA_TEMPLATES_DIR": str(REPO / "templates"),
-           "PNEUMONIA_STATIC_DIR": str(REPO / "static"),
            "PNEUMONIA_STATE_DIR": str(state_dir or log_path.parent / "state"),
            "PNEUMONIA_DICOM_PORT": "0",
            **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}

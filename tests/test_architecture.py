@@ -1,5 +1,7 @@
-"""The code's shape, checked: no import circle in app/ or training/, the web framework only
-in the web layer, serving never imports training, and decode workers free of the web stack."""
+"""The code's shape, checked by folder: only `app/web/` imports the web stack, nothing outside it
+but the entry points reaches it, no import circle in app/ or training/, serving never imports
+training, app/'s top level stays small, and decode workers are free of the web stack,
+TensorFlow and Keras."""
 
 from __future__ import annotations
 
@@ -8,17 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import jpeg_bytes
+from tests.builders.images import jpeg_bytes
 
 REPO = Path(__file__).resolve().parent.parent
-WEB = ("fastapi", "starlette", "uvicorn", "python_multipart")
-# The web layer: the only modules that may import the framework, the schemas or the routes.
-WEB_LAYER = ("app.main", "app.deps", "app.http_errors", "app.security", "app.upload",
-             "app.server", "app.schemas", "app.routes", "app.access")
+WEB = ("fastapi", "starlette", "uvicorn", "python_multipart", "multipart")
+# The HTTP door: the one package that may import the web stack.
+WEB_PACKAGE = "app.web"
+# The entry points: they compose the doors, so they may import app.web (never the web stack
+# itself: `serve` lives in app/web/server.py).
+ENTRY_POINTS = ("app.__main__", "app.cli")
+# What app/'s top level holds: the entry points, the one settings class, the error
+# vocabulary, logging, memory and metrics (issue 26); everything else lives in a package.
+MAX_TOP_LEVEL_MODULES = 8
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -44,17 +51,18 @@ def _imports(path: Path, name: str, modules: frozenset[str] = frozenset()) -> se
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def _sources(root: Path, tops: tuple[str, ...] = ("app", "training")) -> dict[str, Path]:
+    return {_module_name(p, root): p for top in tops for p in (root / top).rglob("*.py")}
+
+
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
     """Our module -> our modules it imports (a `from package import name` counts as the
     package, or as the submodule where `name` is one)."""
-    paths = {_module_name(p): p for top in ("app", "training")
-             for p in (REPO / top).rglob("*.py")}
+    paths = _sources(root)
     modules = frozenset(paths)
-    graph = {}
-    for name, path in paths.items():
-        graph[name] = {target for target in _imports(path, name, modules) if target in paths
-                       and target != name}
-    return graph
+    return {name: {target for target in _imports(path, name, modules)
+                   if target in paths and target != name}
+            for name, path in paths.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -79,15 +87,6 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_a_cycle():
-    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_no_import_circle_in_app_or_training():
-    assert _cycle(import_graph()) is None
-
-
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     seen, todo = set(), [start]
     while todo:
@@ -98,20 +97,56 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def _is_web(name: str) -> bool:
-    return name.startswith(WEB_LAYER)
+def _in_web(name: str) -> bool:
+    return name == WEB_PACKAGE or name.startswith(WEB_PACKAGE + ".")
 
 
-def test_nothing_below_the_routes_imports_the_web_framework():
-    paths = {_module_name(p): p for p in (REPO / "app").rglob("*.py")}
-    graph = import_graph()
-    for name, path in paths.items():
-        if _is_web(name) or name in ("app", "app.__main__", "app.cli"):
+def web_violations(root: Path = REPO) -> list[str]:
+    """Each module of app/ outside app/web/ that imports the web stack, or (the entry points
+    apart) reaches app/web/ through our own imports, with what it imports."""
+    paths = _sources(root, ("app",))
+    graph = import_graph(root)
+    found = []
+    for name, path in sorted(paths.items()):
+        if _in_web(name):
             continue
-        direct = {m.split(".")[0] for m in _imports(path, name)}
-        assert not direct & set(WEB), f"{name} imports {direct & set(WEB)}"
-        web = {m for m in _reachable(graph, name) if _is_web(m)}
-        assert not web, f"{name} reaches the web layer through {sorted(web)}"
+        direct = {m.split(".")[0] for m in _imports(path, name)} & set(WEB)
+        if direct:
+            found.append(f"{name} imports {sorted(direct)}")
+        if name not in ENTRY_POINTS:
+            web = sorted(m for m in _reachable(graph, name) if _in_web(m))
+            if web:
+                found.append(f"{name} reaches the web package through {web}")
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_circle_in_app_or_training():
+    assert _cycle(import_graph()) is None
+
+
+def test_only_the_web_package_imports_the_web_stack():
+    assert web_violations() == []
+
+
+@pytest.mark.parametrize("source", ["import fastapi\n", "from starlette.types import Scope\n",
+                                    "def f():\n    import uvicorn\n",
+                                    "from app.web.deps import settings_of\n"])
+def test_the_web_rule_catches_a_module_outside_the_web_package(tmp_path, source):
+    """The rule above fails when it is broken: a service that imports the web stack (or the
+    web package), even inside a function."""
+    for package in ("app", "app/services", "app/web"):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "app/web/deps.py").write_text("import fastapi\n")
+    (tmp_path / "app/services/leaky.py").write_text(source)
+    assert [line for line in web_violations(tmp_path) if line.startswith("app.services.leaky")]
+    (tmp_path / "app/services/leaky.py").write_text("import numpy\n")
+    assert web_violations(tmp_path) == []
 
 
 def test_serving_never_imports_training():
@@ -121,20 +156,26 @@ def test_serving_never_imports_training():
             assert not any(m.startswith("training") for m in _reachable(graph, name)), name
 
 
+def test_the_top_level_of_app_holds_only_entry_points_settings_errors_logs_memory_metrics():
+    modules = sorted(p.name for p in (REPO / "app").glob("*.py"))
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
+
+
 @pytest.mark.slow
 def test_a_decode_worker_holds_no_web_framework_and_no_tensorflow():
     from app.services.decode_pool import DecodePool
     from app.services.film import FilmJob
-    from tests.dicom_helpers import dicom_bytes
-    from tests.helpers import xray_like
+    from tests.builders.dicom import dicom_bytes
+    from tests.builders.images import xray_like
+    from tests.services.pool_probe import worker_modules
 
     pool = DecodePool(1, timeout=30)
     try:  # decode first, so that whatever decoding imports is in
         for data in (jpeg_bytes(), dicom_bytes(xray_like(64, 64))):
             pool.prepare(FilmJob(data, (64, 64), 3, None, 60_000_000))
-        modules = set(pool.worker_modules())
+        modules = set(worker_modules(pool))
     finally:
         pool.close()
     assert "app.services.film" in modules and "pydicom" in modules  # the probe is real
-    for heavy in (*WEB, "app.schemas", "tensorflow", "keras"):
+    for heavy in (*WEB, "app.web", "app.web.schemas", "tensorflow", "keras"):
         assert heavy not in modules

@@ -15,9 +15,9 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
+from tests.builders.dicom import CR_SOP_CLASS, CT_SOP_CLASS, DX_SOP_CLASS, file_bytes, study_film
 from tests.dicom.nodes import StandInPacs
 from tests.dicom.orthanc import orthanc_on
-from tests.dicom_helpers import CR_SOP_CLASS, CT_SOP_CLASS, DX_SOP_CLASS, file_bytes, study_film
 from tests.servers import REPO, free_port, poll
 
 DEPLOY = REPO / "deploy"

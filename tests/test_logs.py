@@ -1,6 +1,6 @@
-"""Log lines (app/logs.py, app/access.py): PNEUMONIA_LOG_FORMAT=json gives one JSON object per
-line with the request's facts and never a patient's name or ID; TensorFlow's CUDA lines are
-not printed on a machine without a GPU."""
+"""Log lines (app/logs.py, app/web/middleware.py): PNEUMONIA_LOG_FORMAT=json gives one JSON
+object per line with the request's facts and never a patient's name or ID; TensorFlow's CUDA
+lines are not printed on a machine without a GPU."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 
 from app import logs
 from app.logs import JsonFormatter, native_record
+from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, dicom_bytes, study_film
+from tests.builders.images import jpeg_bytes, xray_like
 from tests.dicom.nodes import NODE_AE, store
-from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, dicom_bytes, study_film
-from tests.helpers import jpeg_bytes, xray_like
 from tests.servers import free_port, running_server
 
-# What a line must never hold: the test films' patient (tests/dicom_helpers.py) and the
+# What a line must never hold: the test films' patient (tests/builders/dicom.py) and the
 # client's file names.
 SECRETS = (PATIENT_NAME, PATIENT_ID, "Doe", "SECRET", "jane-doe-film")
 ACCESS_FIELDS = {"time", "level", "logger", "message", "request_id", "route", "method",

@@ -1,4 +1,4 @@
-"""One memory budget for the process tree (app/memory_budget.py, Settings.memory_budget_mb):
+"""One memory budget for the process tree (app/memory.py, Settings.memory_budget_mb):
 each decode worker's cap derived from it, and a configuration that cannot fit refused at
 start with the settings to change, never a secret."""
 
@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.memory_budget import MIN_WORKER_MB
+from app.memory import MIN_WORKER_MB
 from tests.servers import REPO
 
 MIB = 1 << 20

@@ -14,9 +14,9 @@ from pynetdicom.sop_class import Verification
 
 from app.services.decode_pool import DecodePool
 from app.store import Status
+from tests.builders.dicom import dicom_bytes, study_film
+from tests.builders.images import jpeg_bytes, model_output, png_bytes, xray_like
 from tests.dicom.nodes import NODE_AE, StandInPacs, store
-from tests.dicom_helpers import dicom_bytes, study_film
-from tests.helpers import jpeg_bytes, model_output, png_bytes, xray_like
 from tests.servers import free_port, poll
 
 # The families (names and labels are a contract with deploy/).

@@ -1,8 +1,8 @@
 """What the worklist keeps of a DICOM instance's header: its UIDs and the non-identifying study
 facts. Never the patient's name, ID or birth date.
 
-Read from a received data set (the DICOM node) or from an uploaded file's header
-(`instance_facts`), without its pixels.
+Read from a file's header (`read_header`: the DICOM node's instances, `instance_facts`: an
+upload), without its pixels and without inflating a deflated data set whole.
 """
 
 from __future__ import annotations
@@ -82,14 +82,22 @@ def instance_facts(data: bytes) -> InstanceFacts | None:
     if not looks_like_dicom(data):
         return None
     try:
-        start = deflated_from(data)
-        if start is not None:
-            ds = _deflated_header(data[start:])
-        else:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        ds = read_header(data, force=True)
         return None if ds is None else InstanceFacts.of(ds)
     except Exception:  # noqa: BLE001 - a header we cannot read: the decoder will say why
         return None
+
+
+def read_header(data: bytes, force: bool = False) -> Dataset | None:
+    """The header of a DICOM Part 10 file without its pixels, read from its bytes (which are
+    left as they are for the decoder). Of a deflated data set, only its elements up to group
+    0020 within its first MiB inflated, and None when they do not end there. `force`: also
+    a data set without the Part 10 preamble (an upload). Raises pydicom's errors for bytes
+    whose header it cannot read."""
+    start = deflated_from(data)
+    if start is not None:
+        return _deflated_header(data[start:])
+    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=force)
 
 
 def deflated_from(data: bytes) -> int | None:

@@ -1,14 +1,18 @@
 """The triage score: a model's probability on a scale where every model's operating point is
 0.5 (torchxrayvision's `op_norm`, Cohen et al., "TorchXRayVision", MIDL 2022).
 
-Its one definition, here in the contract because it reads only a probability and the card's
-threshold, and because both the worklist's store (which orders studies by it,
-app/store/priority.py) and the display of a decision (app/services/triage.py, which
-re-exports it) need it: the store must not import the service layer. Plain Python: no
-dependency at all.
+Its one definition and the one way it is read: computed once on the prediction
+(app/services/pipeline.py `Prediction.triage_score`) and on a stored film
+(app/store/records.py `FilmResult.triage_score`, which also orders the worklist,
+app/store/priority.py), and read by every presenter (the API's schemas, the batch CSV, the
+worklist, the SR and secondary capture, the folder command) from there. Here in the contract
+because it reads only a probability and the card's threshold, and the store must not import
+the service layer. Plain Python: no dependency at all.
 """
 
 from __future__ import annotations
+
+import math
 
 #: The triage score of every model's operating point.
 OPERATING_POINT_SCORE = 0.5
@@ -36,3 +40,14 @@ def triage_score(probability: float, operating_point: float) -> float:
     if operating_point >= 1.0:
         return 1.0
     return 1.0 - 0.5 * (1.0 - probability) / (1.0 - operating_point)
+
+
+def score_text(score: float) -> str:
+    """The triage score as people read it: a whole number out of 100, cut (not rounded)
+    so that its side of 50 is the flag's side: 0.4999 reads '49', never '50'. Capped at 99,
+    because the model is never certain."""
+    return str(min(math.floor(score * 100), 99))
+
+
+#: The operating point as people read it, out of 100: "flagged at 50 and above".
+FLAGGED_FROM_TEXT = score_text(OPERATING_POINT_SCORE)

@@ -3,8 +3,7 @@
 
 The queue itself is not here: a `DeliveryWorker` takes its jobs from a `JobSource`, which
 the app backs with the worklist store's database, so that a result survives a restart and
-an undelivered one can be shown. `MemoryJobSource` is an in-memory source for unit tests
-only: it forgets everything when the process ends.
+an undelivered one can be shown.
 
 A job is delivered when every destination took every instance (success, or a warning
 status); anything else leaves the whole job for a later attempt. Sending again is harmless:
@@ -32,7 +31,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from app.dicom.stow import FAILED_SOP_SEQUENCE, multipart_body
-from app.metrics import NO_METRICS, Observer
+from app.services.observer import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom.delivery")
 
@@ -289,38 +288,3 @@ class DeliveryWorker:
             except Exception:  # noqa: BLE001 - the source (database) failing: try again
                 log.exception("delivery pass failed; trying again")
             self._wake.wait(self._poll)
-
-
-class MemoryJobSource:
-    """A JobSource in memory, FOR UNIT TESTS ONLY: jobs are lost when the process ends,
-    which is exactly what the app's database-backed source exists to prevent."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[int | str, tuple[Job, datetime, str | None]] = {}
-        self._next_id = 0
-
-    def add(self, datasets: Sequence[Dataset], now: datetime | None = None) -> Job:
-        with self._lock:
-            self._next_id += 1
-            job = Job(self._next_id, tuple(encode(ds) for ds in datasets))
-            self._jobs[job.id] = (job, now or _utcnow(), None)
-            return job
-
-    def pending(self, now: datetime) -> list[Job]:
-        with self._lock:
-            return [job for job, due, _ in self._jobs.values() if due <= now]
-
-    def done(self, job: Job) -> None:
-        with self._lock:
-            self._jobs.pop(job.id, None)
-
-    def failed(self, job: Job, next_attempt: datetime, detail: str) -> None:
-        with self._lock:
-            again = Job(job.id, job.instances, job.attempts + 1)
-            self._jobs[job.id] = (again, next_attempt, detail)
-
-    def waiting(self) -> list[tuple[Job, datetime, str | None]]:
-        """Every job not yet delivered, with its next attempt and last failure."""
-        with self._lock:
-            return list(self._jobs.values())

@@ -1,15 +1,19 @@
 """Receive -> score -> commit: what the node does with one instance, whichever door (C-STORE,
 STOW-RS) it came through.
 
-An ingest is any callable `ingest(dataset, source) -> IngestResult`. It returns only once the
-outcome is committed (the worklist store's transaction), so the door may then answer
-success. `ScoringIngest` is the one the app uses: the film pipeline (`score_film`, the same
-steps as an upload), the results to send back (app/dicom/results.py) and an injected
+An ingest is any callable `ingest(received, source) -> IngestResult`: `received` is the
+instance as the door received it (`Received.read(data)`: its Part 10 bytes, left as they
+arrived, and its header read from them once). It returns only once the outcome is committed
+(the worklist store's transaction), so the door may then answer success. `ScoringIngest` is
+the one the app uses: the film pipeline (`score_film`, the same steps as an upload, on the
+bytes as they arrived), the results to send back (app/dicom/results.py) and an injected
 `commit`, which the app backs with the worklist store and its delivery queue.
 
 What an ingest raises, and what each door answers (app/dicom/statuses.py for DICOM):
 - ModelNotReadyError, ServerBusyError (app/errors.py), NotStoredError: try again later;
 - InvalidInstanceError: the data set lacks what any instance must have (its UIDs).
+(`Received.read` raises UnreadableInstanceError for bytes whose header cannot be read: the
+door answers it before there is anything to ingest.)
 A film that must not or cannot be scored is not an exception: it is committed and listed with
 its reason (`IngestResult.error`), and the door answers a warning or a failure status.
 
@@ -19,25 +23,22 @@ facts the worklist keeps (InstanceFacts) are.
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-import numpy as np
 from pydicom import Dataset
-from pydicom.filewriter import dcmwrite
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from app.contract.errors import DicomNotScoredError, ImageError
-from app.contract.identifiers import InstanceFacts
-from app.dicom.results import MANUFACTURER, png_image
+from app.contract.identifiers import InstanceFacts, read_header
+from app.dicom.results import MANUFACTURER
 from app.errors import AppError, ModelNotReadyError
-from app.metrics import NO_METRICS, Observer
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
+from app.services.observer import NO_METRICS, Observer
 from app.services.pipeline import Prediction, Scorer, score_film
 
 log = logging.getLogger("app.dicom")
@@ -49,6 +50,37 @@ class NotStoredError(AppError):
 
     code = "not_stored"
     message = "The result could not be stored. Try again in a moment."
+
+
+class UnreadableInstanceError(ValueError):
+    """The bytes are not a DICOM Part 10 file whose header can be read (answered 0xC000,
+    nothing committed)."""
+
+    code = "unreadable_instance"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One instance as a door received it: its Part 10 bytes with their file meta, untouched
+    (what the film pipeline decodes: pynetdicom's `event.encoded_dataset()`, a STOW-RS
+    part), and its header without the pixels, read from them once (what the door, the
+    ingest and the results need: UIDs, the patient and study modules)."""
+
+    data: bytes = field(repr=False)
+    header: Dataset = field(repr=False)
+
+    @classmethod
+    def read(cls, data: bytes) -> Received:
+        """The header of `data`, read without its pixels; of a deflated data set, only its
+        start (app/contract/identifiers.py: never inflated whole here). Raises
+        UnreadableInstanceError."""
+        try:
+            header = read_header(data)
+        except Exception as exc:  # noqa: BLE001 - pydicom's many errors on a bad stream
+            raise UnreadableInstanceError(type(exc).__name__) from exc
+        if header is None:
+            raise UnreadableInstanceError("deflated header too long")
+        return cls(data, header)
 
 
 @dataclass(frozen=True)
@@ -70,7 +102,7 @@ class IngestResult:
 
 
 class Ingest(Protocol):
-    def __call__(self, dataset: Dataset, source: str) -> IngestResult: ...
+    def __call__(self, received: Received, source: str) -> IngestResult: ...
 
 
 Commit = Callable[[IngestResult], None]  # raises NotStoredError when nothing was committed
@@ -80,11 +112,10 @@ class ResultsBuilder(Protocol):
     """Makes the objects to send back for one scored film (app/dicom/results.py)."""
 
     # Whether they show the film (a secondary capture): the film is then scored with its
-    # heatmap, which brings the film at display size with it.
-    needs_film: bool
+    # heat map, and its prediction keeps both as arrays (`Prediction.display`).
+    needs_display: bool
 
-    def __call__(self, source: Dataset, prediction: Prediction,
-                 film: np.ndarray | None) -> tuple[Dataset, ...]: ...
+    def __call__(self, source: Dataset, prediction: Prediction) -> tuple[Dataset, ...]: ...
 
 
 def catalog_scorer(catalog: ModelCatalog, decoder: Decoder, max_pixels: int,
@@ -97,7 +128,7 @@ def catalog_scorer(catalog: ModelCatalog, decoder: Decoder, max_pixels: int,
         model = catalog.default
         if model is None:
             raise ModelNotReadyError(failed=catalog.failure is not None)
-        return Scorer(model, catalog.threshold(model), decoder, max_pixels, metrics=metrics)
+        return catalog.scorer(model, decoder, max_pixels, metrics=metrics)
 
     return scorer
 
@@ -114,23 +145,27 @@ class ScoringIngest:
         self._results = results
         self._clock = clock
 
-    def __call__(self, dataset: Dataset, source: str) -> IngestResult:
-        received = self._clock()
-        facts = InstanceFacts.of(dataset)
+    def __call__(self, received: Received, source: str) -> IngestResult:
+        arrived = self._clock()
+        header = received.header
+        facts = InstanceFacts.of(header)
         scorer = self._scorer()  # ModelNotReadyError before any work
-        prediction, error, results, results_error = None, _own_result(dataset), (), None
+        prediction, error, results, results_error = None, _own_result(header), (), None
         if error is not None:
             scorer.metrics.refused(error.code)
         else:
             with scorer.decoder.admit():  # ServerBusyError: every decode slot is taken
-                prediction, error, film = self._score(scorer, dataset)
+                prediction, error = self._score(scorer, received.data)
             if prediction is not None and self._results is not None:
                 try:
-                    results = self._results(dataset, prediction, film)
+                    results = self._results(header, prediction)
                 except Exception as exc:  # noqa: BLE001 - the score is kept and listed
                     log.exception("%s: results not made", facts.sop_instance_uid)
                     results_error = f"results not made ({type(exc).__name__})"
-        result = IngestResult(facts=facts, source=source, received_at=received,
+            if prediction is not None and prediction.display is not None:
+                # The pixels were for the results only: not kept with the outcome.
+                prediction = dataclasses.replace(prediction, display=None)
+        result = IngestResult(facts=facts, source=source, received_at=arrived,
                               scored_at=self._clock() if prediction else None,
                               prediction=prediction, error=error, results=results,
                               results_error=results_error)
@@ -138,27 +173,15 @@ class ScoringIngest:
         log.info("%s from %s: %s", facts.sop_instance_uid, source, _outcome(result))
         return result
 
-    def _score(self, scorer: Scorer, dataset: Dataset):
-        """(prediction, None, film for the results) or (None, why not scored, None)."""
-        data = part10_bytes(dataset)
-        needs_film = self._results is not None and self._results.needs_film
+    def _score(self, scorer: Scorer,
+               data: bytes) -> tuple[Prediction, None] | tuple[None, ImageError]:
+        """(prediction, None), the prediction with its display pixels when the results show
+        the film; or (None, why not scored)."""
+        display = self._results is not None and self._results.needs_display
         try:
-            prediction = score_film(scorer, data, explain=needs_film)
+            return score_film(scorer, data, explain=display, display=display), None
         except ImageError as exc:  # listed with its reason, never scored
-            return None, exc, None
-        return prediction, None, _film(scorer, data, prediction) if needs_film else None
-
-
-def part10_bytes(ds: Dataset) -> bytes:
-    """`ds` (with its file meta, as received) as a DICOM Part 10 file, in memory: what the
-    film pipeline reads. A deflated data set is written inflated (the pipeline reads both,
-    and deflating again only costs time)."""
-    meta = ds.file_meta
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
+            return None, exc
 
 
 def _own_result(ds: Dataset) -> DicomNotScoredError | None:
@@ -168,16 +191,6 @@ def _own_result(ds: Dataset) -> DicomNotScoredError | None:
         return DicomNotScoredError("own_result", "This image is a result made by this triage "
                                    "node; it is not scored again.")
     return None
-
-
-def _film(scorer: Scorer, data: bytes, prediction: Prediction) -> np.ndarray:
-    """The film at display size (at most 512 px) for a secondary capture: the heatmap's
-    copy, or, for a model that draws no heatmap, decoded again through the same decoder."""
-    if prediction.heatmap is not None:
-        return np.asarray(png_image(prediction.heatmap.film))
-    film = scorer.decoder.prepare(scorer.job(data, keep_pixels=True)).pixels
-    assert film is not None
-    return film
 
 
 def _outcome(result: IngestResult) -> str:

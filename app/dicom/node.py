@@ -21,9 +21,9 @@ from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_s
 from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
 from app.dicom.results import ResultBuilder
 from app.dicom.scp import StorageSCP
-from app.metrics import NO_METRICS, Observer
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
+from app.services.observer import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom")
 

@@ -16,9 +16,7 @@ a result sent twice is one instance at the PACS. The wording is triage, never a 
 
 from __future__ import annotations
 
-import base64
 import copy
-import io
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -28,9 +26,10 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from app.display import percent
-from app.services.pipeline import Prediction
-from app.services.triage import Decision, decision, score_text, triage_score
+from app.contract.triage_score import FLAGGED_FROM_TEXT
+from app.services.display import percent
+from app.services.pipeline import Display, Prediction, heat_layer
+from app.services.triage import Decision, decision
 
 MANUFACTURER = "pneumonia-triage"  # also how the node knows its own results coming back
 SR_SERIES_NUMBER = 9901  # high numbers keep results after the acquired series in viewers
@@ -85,7 +84,7 @@ class ResultBuilder:
     secondary_capture: bool = True
 
     @property
-    def needs_film(self) -> bool:
+    def needs_display(self) -> bool:
         return self.secondary_capture
 
     def warm_up(self) -> None:
@@ -103,12 +102,13 @@ class ResultBuilder:
         structured_report(source, Prediction(0.5, "warm-up", False, 0.5, "warm-up", 0, facts,
                                              0.0))
 
-    def __call__(self, source: Dataset, prediction: Prediction,
-                 film: np.ndarray | None) -> tuple[Dataset, ...]:
+    def __call__(self, source: Dataset, prediction: Prediction) -> tuple[Dataset, ...]:
+        """The SR, and the secondary capture when on and the prediction kept its display
+        pixels (`Prediction.display`)."""
         report = structured_report(source, prediction)
-        if not self.secondary_capture or film is None:
+        if not self.secondary_capture or prediction.display is None:
             return (report,)
-        return report, secondary_capture(source, prediction, film)
+        return report, secondary_capture(source, prediction, prediction.display)
 
 
 def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.ComprehensiveSR:
@@ -126,8 +126,7 @@ def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.Comprehe
         # nothing clinically and must not reach the viewer as a measurement.
         measurements=[
             *([hd.sr.Measurement(name=TRIAGE_SCORE,
-                                 value=triage_score(prediction.probability,
-                                                    prediction.threshold),
+                                 value=prediction.triage_score,
                                  unit=SCORE_UNIT, algorithm_id=algorithm),
                hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
                                  unit=PROBABILITY_UNIT, algorithm_id=algorithm)]
@@ -160,11 +159,11 @@ def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.Comprehe
 
 
 def secondary_capture(source: Dataset, prediction: Prediction,
-                      film: np.ndarray) -> hd.sc.SCImage:
-    """The film ((H, W) or (H, W, 3) uint8, display size) with the triage result written
-    above it and the heatmap laid over it when the prediction has one: (h, w, 3) RGB."""
+                      display: Display) -> hd.sc.SCImage:
+    """The film as the pipeline kept it for display with the triage result written above
+    it, and its heat map laid over it when it has one: (h, w, 3) RGB."""
     evidence = evidence_header(source)
-    pixels = burn_in(film, prediction)
+    pixels = burn_in(display, prediction)
     orientation = evidence.get("PatientOrientation")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=evidence, pixel_array=pixels, photometric_interpretation="RGB",
@@ -190,18 +189,18 @@ def secondary_capture(source: Dataset, prediction: Prediction,
     return sc
 
 
-def burn_in(film: np.ndarray, prediction: Prediction) -> np.ndarray:
-    """The film in RGB with the heatmap over it and a band of text above: (h, w, 3) uint8,
-    at least _MIN_WIDTH px wide so that the text is legible."""
-    image = Image.fromarray(film).convert("RGB")
-    if prediction.heatmap is not None:
-        overlay = png_image(prediction.heatmap.overlay).convert("RGBA").resize(image.size)
+def burn_in(display: Display, prediction: Prediction) -> np.ndarray:
+    """The film ((H, W) uint8) in RGB with the heat map over it and a band of text above:
+    (h, w, 3) uint8, at least _MIN_WIDTH px wide so that the text is legible."""
+    image = Image.fromarray(display.film).convert("RGB")
+    if display.heat is not None:
+        overlay = heat_layer(display.heat, image.size).convert("RGBA")
         image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
     if image.width < _MIN_WIDTH:
         scale = _MIN_WIDTH / image.width
         image = image.resize((_MIN_WIDTH, round(image.height * scale)),
                              Image.Resampling.BILINEAR)
-    lines = _lines(prediction)
+    lines = _lines(prediction, heatmap=display.heat is not None)
     size = max(12, image.width // 36)
     font = ImageFont.load_default(size=size)
     band = (len(lines) + 1) * int(size * 1.3)
@@ -216,21 +215,21 @@ def burn_in(film: np.ndarray, prediction: Prediction) -> np.ndarray:
 _MIN_WIDTH = 768
 
 
-def _lines(prediction: Prediction) -> list[tuple[str, str]]:
+def _lines(prediction: Prediction, heatmap: bool = False) -> list[tuple[str, str]]:
     outcome = triage_text(prediction)
     colour = {FLAGGED: "#ffb000", NOT_FLAGGED: "white", NEEDS_REVIEW: "#7fd0ff"}[outcome]
     lines = [(f"AI triage for pneumonia: {outcome}", colour),
              *(_score_lines(prediction) if _judged(prediction) else []),
              (f"model {prediction.model_name} v{prediction.model_version}", "white"),
              (DISCLAIMER, "white")]
-    if prediction.heatmap is not None:
+    if heatmap:
         lines.append(("Heatmap: the regions that moved the score most.", "white"))
     return lines
 
 
 def _score_lines(prediction: Prediction) -> list[tuple[str, str]]:
-    score = score_text(triage_score(prediction.probability, prediction.threshold))
-    return [(f"triage score {score}/100 (flagged at 50 and above)", "white"),
+    return [(f"triage score {prediction.triage_score_text}/100 (flagged at "
+             f"{FLAGGED_FROM_TEXT} and above)", "white"),
             (f"calibrated probability {percent(prediction.probability)}, operating point "
              f"{percent(prediction.threshold)}", "white")]
 
@@ -275,7 +274,3 @@ def _uid(source: Dataset, prediction: Prediction, kind: str) -> str:
         str(source.SOPInstanceUID), prediction.model_name, str(prediction.model_version),
         repr(prediction.threshold), kind])
 
-
-def png_image(data_uri: str) -> Image.Image:
-    """A data: URI of a PNG (the pipeline's heatmap layers) as a Pillow image."""
-    return Image.open(io.BytesIO(base64.b64decode(data_uri.partition(",")[2])))

@@ -6,7 +6,9 @@ What it accepts is decided at association time: the radiograph storage classes b
 every transfer syntax the film decoder reads (app/contract/dicom.py, with pydicom's
 pylibjpeg plugins), plus Verification (C-ECHO). A CT, an MR or an SR is refused at
 negotiation, before a byte of it is sent. Received data sets stay in memory
-(pynetdicom's STORE_RECV_CHUNKED_DATASET would spool them to files: it is kept off).
+(pynetdicom's STORE_RECV_CHUNKED_DATASET would spool them to files: it is kept off), and in
+the form they arrived in: the ingest gets pynetdicom's encoded data set with its file meta
+(`event.encoded_dataset()`), never a decoded Dataset written back to bytes.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from app.config import Settings
 from app.contract.identifiers import InvalidInstanceError
-from app.dicom.ingest import Ingest
+from app.dicom.ingest import Ingest, Received
 from app.dicom.statuses import CANNOT_UNDERSTAND, error_status, result_status
 from app.errors import AppError
-from app.metrics import NO_METRICS, Observer
+from app.services.observer import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom")
 
@@ -172,9 +174,8 @@ class StorageSCP:
         so a slow film holds only its own association."""
         calling = event.assoc.requestor.ae_title.strip()
         try:
-            dataset = event.dataset
-            dataset.file_meta = event.file_meta
-            _check_sop_class(dataset, str(event.request.AffectedSOPClassUID))
+            received = Received.read(event.encoded_dataset())
+            _check_sop_class(received.header, str(event.request.AffectedSOPClassUID))
         except InvalidInstanceError as exc:
             return _status(*error_status(exc))
         except Exception as exc:  # noqa: BLE001 - pydicom's many errors on a bad stream
@@ -182,7 +183,7 @@ class StorageSCP:
                         type(exc).__name__)
             return _status(CANNOT_UNDERSTAND, "data set not readable")
         try:
-            result = self._ingest(dataset, f"dicom:{calling}")
+            result = self._ingest(received, f"dicom:{calling}")
         except Exception as exc:  # noqa: BLE001 - every failure is answered, never dropped
             status, comment = error_status(exc)
             if isinstance(exc, AppError):
@@ -191,7 +192,6 @@ class StorageSCP:
                 log.exception("C-STORE from %s: not stored, unexpected error", calling)
             return _status(status, comment)
         return _status(*result_status(result))
-
 
     def _on_rejected(self, event: Event) -> None:
         # AE titles are the PACS's, never the patient's: safe to log.

@@ -3,12 +3,10 @@ Store Instances Response (DICOM JSON, PS3.18 Table 10.5.3-1) out.
 
 - `boundary_of(content_type)`: the request's boundary, after checking that it is
   `multipart/related; type="application/dicom"`.
-- `RelatedParts`: splits the body into its parts as its chunks arrive, in memory, each part
-  bounded, so the route can score one instance while the next is still on the wire, and a
-  body never has to be held whole. (The web layer's multipart reader is python-multipart's
-  form parser, which this layer may not import; a multipart/related split is a few dozen
-  lines, and the tests feed it byte by byte.)
-- `StowSession`: each part through the same ingest as a C-STORE, and the response.
+- `StowSession`: each part's bytes, as they arrived, through the same ingest as a C-STORE's
+  encoded data set, and the response. The body is split into its parts by the web layer
+  (app/web/upload.py `related_parts`: python-multipart, as for forms), part by part as
+  they arrive, so the route scores one instance while the next is still on the wire.
 - `multipart_body(instances)`: the other way, for sending results by STOW-RS.
 
 The per-instance outcome comes from the node's one status table (app/dicom/statuses.py):
@@ -20,7 +18,6 @@ was because the node is busy or not ready (the client should send again).
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import uuid
@@ -28,12 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
 
-import pydicom
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
 
 from app.contract.identifiers import deflated_from, instance_facts
-from app.dicom.ingest import Ingest
+from app.dicom.ingest import Ingest, Received, UnreadableInstanceError
 from app.dicom.scp import STORAGE_CLASSES
 from app.dicom.statuses import (
     CANNOT_UNDERSTAND,
@@ -45,7 +40,7 @@ from app.dicom.statuses import (
     error_status,
     result_status,
 )
-from app.errors import AppError, MalformedUploadError, TooManyFilesError, UploadTooLargeError
+from app.errors import AppError, MalformedUploadError
 
 log = logging.getLogger("app.dicom")
 
@@ -54,7 +49,6 @@ DICOM_JSON = "application/dicom+json"
 FAILED_SOP_SEQUENCE = "00081198"  # its DICOM JSON key
 SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.18 Table 10.5.3-2 / PS3.7 C.4
 _MAX_BOUNDARY = 70  # RFC 2046
-_MAX_HEADER_BYTES = 16 * 1024
 
 
 class UnsupportedMediaTypeError(AppError):
@@ -80,108 +74,6 @@ def boundary_of(content_type: str) -> str:
     return boundary
 
 
-@dataclass(frozen=True)
-class Part:
-    content_type: str | None
-    data: bytes
-
-
-class RelatedParts:
-    """A multipart/related body split into parts as its chunks are fed (RFC 2046 5.1).
-
-    `feed(chunk)` returns the parts completed by that chunk; `close()` checks that the body
-    ended with the closing delimiter. Raises MalformedUploadError for broken framing,
-    UploadTooLargeError for a part over `max_part_bytes`, TooManyFilesError past
-    `max_parts`. Holds at most one part (and one chunk) in memory.
-    """
-
-    _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE = range(5)
-
-    def __init__(self, boundary: str, max_part_bytes: int, max_parts: int) -> None:
-        self._delimiter = b"\r\n--" + boundary.encode("ascii")
-        self._max_part = max_part_bytes
-        self._max_parts = max_parts
-        self._buffer = bytearray(b"\r\n")  # so the first delimiter looks like the others
-        self._state = self._PREAMBLE
-        self._scanned = 0  # bytes of the buffer known to hold no delimiter start
-        self._headers: dict[str, str] = {}
-        self.parts = 0
-
-    def feed(self, chunk: bytes) -> list[Part]:
-        self._buffer += chunk
-        done: list[Part] = []
-        while self._step(done):
-            pass
-        return done
-
-    def close(self) -> None:
-        if self._state != self._DONE:
-            raise MalformedUploadError()
-
-    def _step(self, done: list[Part]) -> bool:
-        """One state transition if the buffer allows it; False when more bytes are needed."""
-        if self._state in (self._PREAMBLE, self._BODY):
-            found = self._buffer.find(self._delimiter, self._scanned)
-            if found < 0:
-                self._scanned = max(0, len(self._buffer) - len(self._delimiter) + 1)
-                if self._state == self._PREAMBLE:  # the preamble is ignored, not kept
-                    del self._buffer[:self._scanned]
-                    self._scanned = 0
-                elif self._scanned > self._max_part:
-                    raise UploadTooLargeError(self._max_part)
-                return False
-            if self._state == self._BODY:
-                if found > self._max_part:
-                    raise UploadTooLargeError(self._max_part)
-                done.append(Part(self._headers.get("content-type"),
-                                 bytes(self._buffer[:found])))
-            del self._buffer[:found + len(self._delimiter)]
-            self._scanned = 0
-            self._state = self._AFTER_DELIMITER
-            return True
-        if self._state == self._AFTER_DELIMITER:
-            if len(self._buffer) < 2:
-                return False
-            if self._buffer.startswith(b"--"):
-                self._state = self._DONE
-                return False
-            end = self._buffer.find(b"\r\n")
-            if end < 0 or self._buffer[:end].strip(b" \t"):  # only padding may follow
-                if end >= 0 or len(self._buffer) > 1024:
-                    raise MalformedUploadError()
-                return False
-            del self._buffer[:end + 2]
-            self.parts += 1
-            if self.parts > self._max_parts:
-                raise TooManyFilesError(self._max_parts)
-            self._state = self._HEADERS
-            return True
-        if self._state == self._HEADERS:
-            if self._buffer.startswith(b"\r\n"):  # a part without headers
-                end, skip = 0, 2
-            else:
-                end, skip = self._buffer.find(b"\r\n\r\n"), 4
-            if end < 0:
-                if len(self._buffer) > _MAX_HEADER_BYTES:
-                    raise MalformedUploadError()
-                return False
-            self._headers = _headers(bytes(self._buffer[:end]))
-            del self._buffer[:end + skip]
-            self._state = self._BODY
-            return True
-        return False  # _DONE: the epilogue is ignored
-
-
-def _headers(block: bytes) -> dict[str, str]:
-    headers = {}
-    for line in block.decode("latin-1").split("\r\n"):
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise MalformedUploadError()
-        headers[name.strip().lower()] = value.strip()
-    return headers
-
-
 def multipart_body(instances: Sequence[bytes]) -> tuple[bytes, str]:
     """(body, Content-Type) of a STOW-RS request holding `instances` (Part 10 bytes)."""
     boundary = uuid.uuid4().hex
@@ -205,10 +97,11 @@ class InstanceOutcome:
 
 
 class StowSession:
-    """One STOW-RS request: `add(part)` for each part (blocking: it scores the film, so the
-    route calls it from a worker thread), then `response()`. `study_uid` is the one in the
-    URL (/studies/{study}), if any: instances of another study fail. No RetrieveURL is
-    given: the node keeps no instances to retrieve (PS3.18 makes it optional)."""
+    """One STOW-RS request: `add(data, content_type)` for each part (blocking: it scores the
+    film, so the route calls it from a worker thread), then `response()`. `study_uid` is
+    the one in the URL (/studies/{study}), if any: instances of another study fail. No
+    RetrieveURL is given: the node keeps no instances to retrieve (PS3.18 makes it
+    optional)."""
 
     def __init__(self, ingest: Ingest, study_uid: str | None = None,
                  source: str = "dicomweb") -> None:
@@ -218,31 +111,32 @@ class StowSession:
         self._lock = threading.Lock()
         self.outcomes: list[InstanceOutcome] = []
 
-    def add(self, part: Part) -> InstanceOutcome:
-        outcome = self._store(part)
+    def add(self, data: bytes, content_type: str | None = None) -> InstanceOutcome:
+        """One part: its bytes as they arrived, and its Content-Type header (None: none)."""
+        outcome = self._store(data, content_type)
         with self._lock:
             self.outcomes.append(outcome)
         return outcome
 
-    def _store(self, part: Part) -> InstanceOutcome:
-        if part.content_type is not None and \
-                part.content_type.split(";")[0].strip().lower() != DICOM:
+    def _store(self, data: bytes, content_type: str | None) -> InstanceOutcome:
+        if content_type is not None and content_type.split(";")[0].strip().lower() != DICOM:
             return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "part is not application/dicom")
-        if deflated_from(part.data) is not None:
+        if deflated_from(data) is not None:
             # pydicom inflates a deflated data set whole, here in the server: a 20 MiB part
             # could inflate to gigabytes (a 70 KB one took 138 MiB). Senders fall back to an
             # uncompressed or pixel-compressed syntax.
-            facts = instance_facts(part.data)  # its first MiB, inflated
+            facts = instance_facts(data)  # its first MiB, inflated
             return InstanceOutcome(facts and facts.sop_class_uid,
                                    facts and facts.sop_instance_uid,
                                    TRANSFER_SYNTAX_NOT_SUPPORTED,
                                    "deflated data sets are not accepted")
         try:
-            dataset = pydicom.dcmread(io.BytesIO(part.data))
-            sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
-        except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError):
+            received = Received.read(data)
+            header = received.header
+            sop_class, sop_instance = str(header.SOPClassUID), str(header.SOPInstanceUID)
+        except (UnreadableInstanceError, AttributeError, ValueError):
             return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "not a DICOM Part 10 file")
-        study = str(dataset.get("StudyInstanceUID", "")) or None
+        study = str(header.get("StudyInstanceUID", "")) or None
         known = {"sop_class_uid": sop_class, "sop_instance_uid": sop_instance}
         if sop_class not in STORAGE_CLASSES:
             return InstanceOutcome(**known, status=SOP_CLASS_NOT_SUPPORTED,
@@ -251,7 +145,7 @@ class StowSession:
             return InstanceOutcome(**known, status=DOES_NOT_MATCH_SOP_CLASS,
                                    comment="Study Instance UID differs from the URL's")
         try:
-            result = self._ingest(dataset, self._source)
+            result = self._ingest(received, self._source)
         except Exception as exc:  # noqa: BLE001 - each instance's failure is its own
             status, comment = error_status(exc)
             if not isinstance(exc, AppError):
@@ -272,7 +166,6 @@ class StowSession:
         if others:
             answer.OtherFailuresSequence = [_other(o) for o in others]
         return _http_status(self.outcomes), answer.to_json_dict()
-
 
 
 def _referenced(outcome: InstanceOutcome) -> Dataset:

@@ -1,6 +1,6 @@
 """A worklist of scored files: the one order (highest triage score read first) and the one CSV
 that the API, the page and the folder command all write. The page's script keeps a copy of
-both for files scored over several requests; tests/services/test_worklist.py holds it to this.
+both for files scored over several requests; tests/services/test_batch.py holds it to this.
 
 Three groups, in this order: films the model judged, highest probability first (one
 request has one model and operating point, so this is the triage score's order); films it
@@ -9,12 +9,12 @@ upload order and never ranked by their unvalidated probability; files not scored
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from app.contract.assessability import LOOK
+from app.services.display import csv_row
 from app.services.pipeline import FileResult
-from app.services.triage import Decision, decision, score_text, summary_text, triage_score
+from app.services.triage import Decision, decision, summary_text
 
 CSV_COLUMNS = ("rank", "file", "decision", "triage_score", "probability", "flagged",
                "warnings", "error", "group", "reasons")
@@ -48,45 +48,21 @@ def worklist_summary(results: Sequence[FileResult]) -> str:
 def worklist_csv(results: Sequence[FileResult]) -> str:
     """The worklist as CSV (RFC 4180, comma-separated, "\n" line ends), in worklist order,
     one row per file; every text cell made safe by `csv_cell`."""
-    lines = [_row(CSV_COLUMNS)]
+    lines = [csv_row(CSV_COLUMNS)]
     for rank, result in enumerate(worklist_order(results), start=1):
         p, group = result.prediction, group_of(result)
         if p is None:
-            lines.append(_row(["", result.filename, "not scored", "", "", "", "",
+            lines.append(csv_row(["", result.filename, "not scored", "", "", "", "",
                                result.error.message if result.error else "", GROUPS[group],
                                ""]))
         elif group == "look":  # no rank, no score, no probability: a person reads it
-            lines.append(_row(["", result.filename, Decision.NEEDS_HUMAN_LOOK.text, "", "",
+            lines.append(csv_row(["", result.filename, Decision.NEEDS_HUMAN_LOOK.text, "", "",
                                "no", "; ".join(p.warnings), "", GROUPS[group],
                                " ".join(p.reasons)]))
         else:
-            lines.append(_row([str(rank), result.filename,
+            lines.append(csv_row([str(rank), result.filename,
                                decision(True, p.flagged).text,
-                               score_text(triage_score(p.probability, p.threshold)),
+                               p.triage_score_text or "",
                                f"{p.probability:.6f}", "yes" if p.flagged else "no",
                                "; ".join(p.warnings), "", GROUPS[group], ""]))
     return "".join(lines)
-
-
-def _row(cells: Sequence[str]) -> str:
-    return ",".join(csv_cell(cell) for cell in cells) + "\n"
-
-
-# OWASP "CSV Injection": a cell, or any part of it that a spreadsheet may split off at a
-# separator (',' ';' or tab, depending on the locale), starting with one of these runs as a
-# formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_SEPARATORS = re.compile(r"[,;\t]")
-_NEEDS_QUOTES = re.compile(r"[,;\t\"\r\n]")
-
-
-def csv_cell(text: str) -> str:
-    """One CSV cell, safe in any spreadsheet locale: prefixed with ' when it or any of its
-    separator-split parts could start a formula, and quoted (RFC 4180, "" for ") when it
-    holds a separator, a quote or a line break. The page's script has the same rule
-    (static/upload.js `csvCell`; tests/app/test_browser.py compares them)."""
-    if any(part[:1] in _FORMULA_STARTS for part in _SEPARATORS.split(text)):
-        text = "'" + text
-    if _NEEDS_QUOTES.search(text):
-        text = '"' + text.replace('"', '""') + '"'
-    return text

@@ -20,6 +20,9 @@ from pathlib import Path
 from app.config import Settings
 from app.contract.card import CardError
 from app.contract.report import read_report
+from app.services.decode_pool import Admission, Decoder
+from app.services.observer import NO_METRICS, Observer
+from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel, available_models, find_model
 
 log = logging.getLogger("app.model")
@@ -44,6 +47,16 @@ class ModelCatalog:
         if model is self.default and self._threshold_override is not None:
             return self._threshold_override
         return model.card.threshold
+
+    def scorer(self, model: ServedModel, decoder: Decoder, max_pixels: int, *,
+               explanations: Admission | None = None,
+               metrics: Observer = NO_METRICS) -> Scorer:
+        """The one way every door (the HTTP routes, the DICOM node, the folder command) gets
+        its scorer: `model` at the threshold this catalog's rule gives it, decoding in
+        `decoder` (films over `max_pixels` refused), heatmaps within `explanations`,
+        reporting to `metrics`."""
+        return Scorer(model, self.threshold(model), decoder, max_pixels,
+                      explanations=explanations, metrics=metrics)
 
     def start(self, settings: Settings) -> threading.Thread:
         thread = threading.Thread(target=self.load, args=(settings,), name="model-loader",

@@ -39,9 +39,8 @@ import multiprocessing
 import os
 import pickle
 import queue
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection
 from typing import Protocol
@@ -60,7 +59,6 @@ log = logging.getLogger("app.decoders")
 _START_SECONDS = 60  # a worker that has not started by then is dead
 RETIRE_FRACTION = 0.5  # of the room between a worker at rest and its cap; above: replaced
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-MODULES_PROBE = "modules?"  # a worker answers it with the names in its sys.modules
 
 
 class Admission:
@@ -295,21 +293,28 @@ class DecodePool(_Admitting):
         for worker in workers:
             worker.stop()
 
-    def worker_modules(self) -> list[str]:
-        """The names in one idle worker's `sys.modules`: what a decode worker carries (no web
-        framework, no TensorFlow: tests/test_architecture.py)."""
-        worker = self._idle.get(timeout=self.wait)
+    def ask(self, question: Callable[[], object]) -> object:
+        """`question()` answered by one idle worker, in its process: what a worker holds
+        (its modules, its pid). `question` is pickled by reference (a module-level
+        function), and its answer must be plain data (the server unpickles nothing else
+        from a worker). Raises ServerBusyError when no worker is free within `wait`
+        seconds, RuntimeError when the question raised there."""
+        try:
+            worker = self._idle.get(timeout=self.wait)
+        except queue.Empty:
+            raise ServerBusyError() from None
         try:
             worker.wait_started(_START_SECONDS)
-            worker.conn.send(MODULES_PROBE)
-            return _loads(worker.conn.recv_bytes())
+            worker.conn.send(question)
+            ok, answer = _loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            worker = self._replace(worker)  # lost: a fresh one takes its place
+            raise
         finally:
             self._idle.put(worker)
-
-    @property
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.process.pid for w in self._all]
+        if not ok:
+            raise answer
+        return answer
 
 
 def address_space(pid: int) -> int | None:
@@ -330,7 +335,7 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
 
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from app.quiet import silence_decoder_chatter  # noqa: PLC0415
+    from app.logs import silence_decoder_chatter  # noqa: PLC0415
 
     silence_decoder_chatter()
     import app.services.film  # noqa: F401, PLC0415 - imported before saying ready
@@ -341,8 +346,8 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             return  # the server went away
-        if job == MODULES_PROBE:
-            conn.send_bytes(pickle.dumps(sorted(sys.modules)))
+        if not isinstance(job, FilmJob):  # a question (DecodePool.ask)
+            conn.send_bytes(_answered(job))
             continue
         payload, ok = _answer(job)
         del job
@@ -374,6 +379,15 @@ def _answer(job: FilmJob) -> tuple[bytes, bool]:
         return pickle.dumps(result), result[0]
     except Exception as exc:  # noqa: BLE001 - an unpicklable error must not kill us
         return pickle.dumps((False, RuntimeError(f"decode worker: {exc}"), spent)), False
+
+
+def _answered(question: Callable[[], object]) -> bytes:
+    """(True, answer) or (False, RuntimeError naming the failure), pickled."""
+    try:
+        return pickle.dumps((True, question()))
+    except Exception as exc:  # noqa: BLE001 - reported to the asker, worker kept
+        return pickle.dumps((False, RuntimeError(f"decode worker: {type(exc).__name__}: "
+                                                 f"{exc}")))
 
 
 def _out_of_memory(exc: BaseException) -> bool:

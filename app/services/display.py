@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 
 def percent(probability: float) -> str:
@@ -39,3 +42,29 @@ def decimal(value: float | None, places: int = 3) -> str:
 def count(value: int | None) -> str:
     """'196,821': thousands grouped, as the README's tables write them; '–' for None."""
     return "–" if value is None else f"{value:,}"
+
+
+def csv_row(cells: Sequence[Any]) -> str:
+    """One CSV line (RFC 4180, "\\n" line end), every cell through `csv_cell`: the one row
+    writer of every CSV the app writes (the batch's and the stored worklist's)."""
+    return ",".join(csv_cell(str(cell)) for cell in cells) + "\n"
+
+
+# OWASP "CSV Injection": a cell, or any part of it that a spreadsheet may split off at a
+# separator (',' ';' or tab, depending on the locale), starting with one of these runs as a
+# formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_SEPARATORS = re.compile(r"[,;\t]")
+_NEEDS_QUOTES = re.compile(r"[,;\t\"\r\n]")
+
+
+def csv_cell(text: str) -> str:
+    """One CSV cell, safe in any spreadsheet locale: prefixed with ' when it or any of its
+    separator-split parts could start a formula, and quoted (RFC 4180, "" for ") when it
+    holds a separator, a quote or a line break. The page's script has the same rule
+    (static/upload.js `csvCell`; tests/web/test_browser.py compares them)."""
+    if any(part[:1] in _FORMULA_STARTS for part in _SEPARATORS.split(text)):
+        text = "'" + text
+    if _NEEDS_QUOTES.search(text):
+        text = '"' + text.replace('"', '""') + '"'
+    return text

@@ -8,10 +8,19 @@ chance (about 9/n with 10 bins), so a handful of films would raise false alarms.
 without a reference beside it (`drift_reference.json`) is not watched; that is logged once.
 
 Each replica watches the films it scored itself.
+
+A film counts once per window: the same film posted 120 times is one film of the window,
+not 120 (which alone raised the alarm on every page). A film is known by a digest of its
+model input (BLAKE2b, 128 bits, of the (H, W, C) uint8 array and its shape), so a film sent
+again under another name or in another container (a PNG, a DICOM file) is still one film
+when its pixels reach the model unchanged; the window keeps only the digests of the films
+in it (a set and a deque of at most `window`, 16 bytes each), never pixels. A film counts
+again once it has left the window.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import deque
@@ -46,10 +55,33 @@ class DriftState:
         return any(model.drifted for model in self.models)
 
 
+def film_digest(model_input: np.ndarray) -> bytes:
+    """16 bytes that tell one (H, W, C) uint8 model input from another (BLAKE2b-128 of its
+    shape and bytes)."""
+    digest = hashlib.blake2b(str(model_input.shape).encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(model_input).data)
+    return digest.digest()
+
+
 class _Window:
+    """The last `size` distinct films' statistics, and their digests (at most `size`)."""
+
     def __init__(self, reference: DriftReference, statistics: list[str], size: int) -> None:
         self.reference = reference
         self.values = {name: deque[float](maxlen=size) for name in statistics}
+        self.digests = deque[bytes](maxlen=size)  # oldest first, in step with the values
+        self.seen: set[bytes] = set()
+
+    def add(self, digest: bytes, values: dict[str, float]) -> None:
+        """One film's values, unless it is in the window already. Call under the lock."""
+        if digest in self.seen:
+            return
+        if len(self.digests) == self.digests.maxlen:
+            self.seen.discard(self.digests[0])  # the film about to leave the window
+        self.digests.append(digest)
+        self.seen.add(digest)
+        for name, kept in self.values.items():
+            kept.append(values[name])
 
 
 class DriftMonitor:
@@ -64,15 +96,19 @@ class DriftMonitor:
 
     def observe(self, model: Any, model_input: np.ndarray, probability: float) -> None:
         """One scored film of `model` (a ServedModel: its card, folder and guard): its
-        (H, W, C) uint8 model input and the probability served."""
+        (H, W, C) uint8 model input and the probability served. A film already in the
+        window is not counted again."""
         window = self._window_of(model)
         if window is None:
             return
+        digest = film_digest(model_input)
+        with self._lock:
+            if digest in window.seen:
+                return  # spare the statistics; `add` checks again under the lock
         values = film_statistics(model_input, model.guard)
         values["score"] = probability
         with self._lock:
-            for name, kept in window.values.items():
-                kept.append(values[name])
+            window.add(digest, values)
 
     def state(self) -> DriftState:
         with self._lock:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
@@ -23,10 +23,11 @@ from PIL import Image
 
 from app.contract.errors import ImageError, RequestBudgetError
 from app.contract.preprocessing import precheck
+from app.contract.triage_score import score_text, triage_score
 from app.errors import ServerBusyError
-from app.metrics import NO_METRICS, Observer
 from app.services.decode_pool import Admission, Decoder, InlineDecoder
 from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
+from app.services.observer import NO_METRICS, Observer
 from app.services.saved_model import ServedModel
 
 CHUNK = 64  # films per model call when scoring many
@@ -45,10 +46,20 @@ class Heatmap:
 
 
 @dataclass(frozen=True)
+class Display:
+    """The film as decoded for display, and its heat map, as arrays: for a door that draws
+    its own picture of the result (the DICOM node's secondary capture), which then needs no
+    PNG made and read back."""
+
+    film: np.ndarray  # (H, W) uint8, at most HEATMAP_SIZE px on its longest side
+    heat: np.ndarray | None  # (h, w) float32 in 0-1 at the model input's size; None: no map
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The model's answer for one film. A film that is not assessable (`reasons`) has no
     label and is never flagged: `probability` is then the model's raw, unvalidated output,
-    kept for audit and never shown as a result (app/schemas.py names it so)."""
+    kept for audit and never shown as a result (app/web/schemas.py names it so)."""
 
     probability: float
     label: str | None  # None when not assessable
@@ -62,6 +73,8 @@ class Prediction:
     guard_warnings: tuple[str, ...] = ()
     heatmap: Heatmap | None = None
     reasons: tuple[str, ...] = ()  # app/contract/assessability.py's codes
+    # Only when the door asked for it (score_film's `display`): a few hundred KB per film.
+    display: Display | None = field(default=None, repr=False, compare=False)
 
     @property
     def assessable(self) -> bool:
@@ -70,6 +83,18 @@ class Prediction:
     @property
     def warnings(self) -> tuple[str, ...]:
         return self.image.warnings + self.guard_warnings
+
+    @property
+    def triage_score(self) -> float | None:
+        """The probability on the scale where the operating point is 0.5
+        (app/contract/triage_score.py); None for a film the model cannot judge."""
+        return triage_score(self.probability, self.threshold) if self.assessable else None
+
+    @property
+    def triage_score_text(self) -> str | None:
+        """'97': the triage score out of 100 as people read it; None when not assessable."""
+        score = self.triage_score
+        return None if score is None else score_text(score)
 
 
 @dataclass(frozen=True)
@@ -108,7 +133,8 @@ class Scorer:
                        detector=self.model.detector)
 
     def prediction(self, film: PreparedFilm, probability: float, seconds: float,
-                   heatmap: Heatmap | None = None) -> Prediction:
+                   heatmap: Heatmap | None = None,
+                   display: Display | None = None) -> Prediction:
         """The one rule: a label (and a flag) only for a film the model can judge."""
         card = self.model.card
         label = card.label_for(probability, self.threshold) if film.assessable else None
@@ -116,27 +142,31 @@ class Scorer:
             probability=probability, label=label, flagged=label == card.positive_class,
             threshold=self.threshold, model_name=card.name, model_version=card.version,
             image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
-            guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons)
+            guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons,
+            display=display)
         self.metrics.scored(self.model, film.model_input, prediction)
         return prediction
 
 
 def score_film(scorer: Scorer, data: bytes, explain: bool = False,
-               admit: bool = False) -> Prediction:
+               admit: bool = False, display: bool = False) -> Prediction:
     """One film: its prediction, with its occlusion heatmap when `explain` (and the model
     can). `admit`: take the film's place in the decoder's admission here, after its place
     among the explanations (a film waiting for a heatmap must not hold a decode place that
-    a plain film could use); otherwise the caller holds it. Raises ImageError subclasses
-    (app/contract/errors.py), or ServerBusyError when no decode worker is free, or when
-    `explain` finds the explanations' budget and its queue full."""
+    a plain film could use); otherwise the caller holds it. `display`: the prediction keeps
+    the film at display size and the heat map as arrays (`Prediction.display`) instead of
+    the heatmap's PNGs; without it no pixels outlive the call. Raises ImageError
+    subclasses (app/contract/errors.py), or ServerBusyError when no decode worker is free,
+    or when `explain` finds the explanations' budget and its queue full."""
     try:
-        return _score_film(scorer, data, explain, admit)
+        return _score_film(scorer, data, explain, admit, display)
     except ImageError as exc:
         scorer.metrics.refused(exc.code)
         raise
 
 
-def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool) -> Prediction:
+def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool,
+                display: bool) -> Prediction:
     explain = explain and scorer.model.can_explain
     budget = scorer.explanations if explain and scorer.explanations else Admission(None)
     precheck(data)  # refusals that need no decoder, made before one is taken
@@ -144,19 +174,24 @@ def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool) -> Pred
     # or after its wait in the queue.
     with budget.admit(), scorer.decoder.admit() if admit else nullcontext():
         started = time.perf_counter()
-        film = _decode(scorer, scorer.job(data, keep_pixels=explain))
+        film = _decode(scorer, scorer.job(data, keep_pixels=explain or display))
         model = scorer.model
-        heatmap = None
+        heat = None
         called = time.perf_counter()
         if explain and film.assessable:  # no map of an unvalidated score
             probabilities, maps = model.explain(film.model_input[None])
-            scorer.metrics.inferred(time.perf_counter() - called)
-            heatmap = draw_heatmap(film.pixels, maps[0])
+            heat = maps[0]
         else:
             probabilities = model.predict_shared(film.model_input[None])
-            scorer.metrics.inferred(time.perf_counter() - called)
+        scorer.metrics.inferred(time.perf_counter() - called)
+        heatmap = shown = None
+        if display:
+            assert film.pixels is not None  # the job kept them
+            shown = Display(film.pixels, heat)
+        elif heat is not None:
+            heatmap = draw_heatmap(film.pixels, heat)
     return scorer.prediction(film, float(probabilities[0]), time.perf_counter() - started,
-                             heatmap=heatmap)
+                             heatmap=heatmap, display=shown)
 
 
 Source = bytes | Callable[[], bytes]  # a file's bytes, or a function that reads them
@@ -172,7 +207,7 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
     them, or raises the file's ImageError), read lazily: a file is asked for only once a
     decoding place is free, so at most `parallel` files' bytes are held here at once (the
     folder command uses every worker; a request uses one, leaving the pool to other
-    requests, and streams its body: app/upload.py `FileStream`). Each film's bytes are
+    requests, and streams its body: app/web/upload.py `FileStream`). Each film's bytes are
     let go once it is decoded, its pixels once its model input, guard warnings and
     thumbnail are made. Past `budget_seconds` of the server's own time from the start, the
     files left get RequestBudgetError, unread: time spent waiting for `files` to give the
@@ -295,15 +330,22 @@ HEAT_OPACITY = np.round(220 * np.clip(_LEVELS * 1.4 - 0.2, 0, 1)).astype(np.uint
 
 def draw_heatmap(pixels: np.ndarray, heat: np.ndarray) -> Heatmap:
     """The film at display size, and the (H, W) 0-1 map stretched over it as a transparent
-    red-to-yellow layer: the page stacks them and lets the clinician fade the layer.
-    The layer is a palette PNG, one entry (colour and opacity) per heat level: it decodes to
-    the same RGBA pixels as a full-colour one with a quarter of the bytes to compress."""
+    red-to-yellow layer: the page stacks them and lets the clinician fade the layer."""
     film = Image.fromarray(pixels)
     size = film.size
+    return Heatmap(film=png_uri(film, quick=True),
+                   overlay=png_uri(heat_layer(heat, size), quick=True),
+                   width=size[0], height=size[1])
+
+
+def heat_layer(heat: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The (h, w) 0-1 map stretched to `size` (width, height) px as a transparent
+    red-to-yellow layer: a palette image, one entry (colour and opacity) per heat level,
+    which converts to the same RGBA pixels as a full-colour one and, as a PNG, has a
+    quarter of the bytes to compress."""
     level = Image.fromarray((heat * 255).astype(np.uint8)).resize(
         size, Image.Resampling.BILINEAR)
     layer = Image.fromarray(np.asarray(level), "P")
     layer.putpalette(HEAT_COLOURS.tobytes())
     layer.info["transparency"] = HEAT_OPACITY.tobytes()
-    return Heatmap(film=png_uri(film, quick=True), overlay=png_uri(layer, quick=True),
-                   width=size[0], height=size[1])
+    return layer

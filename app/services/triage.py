@@ -4,9 +4,10 @@ A film is *flagged for priority read* when the model's probability is at or abov
 model's operating point, *not flagged* below it, and *needs a human look* when the model
 cannot judge it (app/contract/assessability.py). These are triage words, never a diagnosis.
 
-The number shown with the decision is the **triage score**: the probability rescaled
-piecewise-linearly so that every model's operating point sits at 0.5 (torchxrayvision's
-`op_norm`, Cohen et al., "TorchXRayVision", MIDL 2022). Its meaning therefore agrees with the
+The number shown with the decision is the **triage score** (app/contract/triage_score.py,
+computed once on the prediction): the probability rescaled piecewise-linearly so that every
+model's operating point sits at 0.5 (torchxrayvision's `op_norm`, Cohen et al.,
+"TorchXRayVision", MIDL 2022). Its meaning therefore agrees with the
 flag whatever the model: at or above 50 is flagged, below 50 is not. A compact model whose
 operating point is 0.96 no longer shows a "51% probability" beside "not flagged". The
 calibrated probability stays available as a labelled detail.
@@ -14,16 +15,10 @@ calibrated probability stays available as a labelled detail.
 
 from __future__ import annotations
 
-import math
 from enum import StrEnum
 
 from app.contract.assessability import LOOK
 from app.contract.card import ModelCard
-
-# Defined once in the contract, so that the worklist's store orders by the same rule without
-# importing the service layer; re-exported here, where every display of a decision finds it.
-from app.contract.operating_point import OPERATING_POINT_SCORE as OPERATING_POINT_SCORE
-from app.contract.operating_point import triage_score as triage_score
 
 
 class Decision(StrEnum):
@@ -53,13 +48,6 @@ def decision(assessable: bool, flagged: bool) -> Decision:
     return Decision.FLAGGED if flagged else Decision.NOT_FLAGGED
 
 
-def score_text(score: float) -> str:
-    """The triage score as people read it: a whole number out of 100, cut (not rounded)
-    so that its side of 50 is the flag's side: 0.4999 reads '49', never '50'. Capped at 99,
-    because the model is never certain."""
-    return str(min(math.floor(score * 100), 99))
-
-
 def probability_note(card: ModelCard) -> str:
     """One line on what the calibrated probability means, from the card: what it was
     calibrated on and that set's share of pneumonia, which is not a clinic's."""
@@ -79,7 +67,7 @@ def summary_text(files: int, scored: int, flagged: int, look: int, not_scored: i
     """The counts of a batch as people read them: '5 files: 2 scored, 1 flagged; 3 not
     scored.' (`scored`: films the model judged; `look`: read but not assessable;
     `not_scored`: refused or not read). The page's script says the same
-    (static/upload.js `summaryText`; tests/app/test_browser.py compares them)."""
+    (static/upload.js `summaryText`; tests/web/test_browser.py compares them)."""
     text = f"{files} file{'' if files == 1 else 's'}: {scored} scored, {flagged} flagged"
     if look:
         text += f"; {look} {'needs' if look == 1 else 'need'} a human look"

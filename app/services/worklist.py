@@ -7,16 +7,17 @@ errors become request errors here (app/errors.py), so routes stay a call and a s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 from urllib.parse import quote
 
+from app.contract.triage_score import score_text
 from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
-from app.services.triage import Decision, score_text
-from app.services.worklist import csv_cell
+from app.services.display import csv_row
+from app.services.triage import Decision
 from app.store import (
+    MAX_ROW_ID,
     AuditAction,
     AuditRecord,
     EntryNotFound,
@@ -25,6 +26,7 @@ from app.store import (
     Status,
     StudyEntry,
     WorklistStore,
+    decode_cursor,
 )
 
 # The list's groups, in the order shown, as triage decisions (app/services/triage.py), and
@@ -36,7 +38,7 @@ GROUP_LABELS = {group: d.text[:1].upper() + d.text[1:] for group, d in GROUP_DEC
 STATUS_ACTIONS = {Status.OPENED: "Opened", Status.REPORTED: "Reported",
                   Status.DISMISSED: "Dismissed"}
 # Ids are 64-bit in the database: a larger one is refused before it reaches it.
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_ROW_ID
 EXPORT_PAGE = 500  # entries read per query while a CSV export streams
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -95,8 +97,33 @@ def list_page(store: WorklistStore, filters: ListFilters, *, limit: int, offset:
         return store.entries(status=filters.status, received_from=received_from,
                              received_to=received_to, limit=limit, offset=offset,
                              cursor=cursor)
-    except (InvalidCursor, OverflowError) as exc:  # OverflowError: a forged cursor's id
+    except InvalidCursor as exc:  # app/store/cursors.py: nothing forged reaches the database
         raise InvalidCursorError() from exc
+
+
+def read_page(store: WorklistStore, filters: ListFilters, actor: str, *, limit: int,
+              offset: int = 0, cursor: str | None = None) -> Page:
+    """One page of the list for the API, its reading recorded in the audit trail as the
+    CSV export's is (an `exported` record, format "json"): every page, so that paging
+    through the whole list leaves as much trace as exporting it. The record is committed
+    before the page is returned: a page whose record failed is never sent. Raises
+    InvalidCursorError (and then records nothing: nothing was read)."""
+    page = list_page(store, filters, limit=limit, offset=offset, cursor=cursor)
+    store.record(actor, AuditAction.EXPORTED, None,
+                 page_detail(filters, page, limit=limit, offset=offset, cursor=cursor))
+    return page
+
+
+def page_detail(filters: ListFilters, page: Page, *, limit: int, offset: int,
+                cursor: str | None) -> dict[str, str | int]:
+    """An API page read as the audit trail shows it: the filters, the paging asked for (the
+    cursor as sent, and the entry it continues after, for a reader), the entries sent."""
+    paging: dict[str, str | int] = {"limit": limit}
+    if offset:
+        paging["offset"] = offset
+    if cursor is not None:
+        paging.update(cursor=cursor, after_entry=decode_cursor(cursor).entry_id)
+    return {"format": "json", **filters.query(), **paging, "entries": len(page.entries)}
 
 
 def open_entry(store: WorklistStore, entry_id: int, actor: str) -> StudyEntry:
@@ -162,13 +189,13 @@ def export_csv(store: WorklistStore, filters: ListFilters, actor: str) -> Iterat
 
 
 def _csv_lines(store: WorklistStore, filters: ListFilters) -> Iterator[str]:
-    yield _csv_row(CSV_COLUMNS)
+    yield csv_row(CSV_COLUMNS)
     rank, cursor, first = 0, None, True
     while first or cursor is not None:
         page = list_page(store, filters, limit=EXPORT_PAGE, cursor=cursor)
         for entry in page.entries:
             rank += 1
-            yield _csv_row(entry_cells(rank, entry))
+            yield csv_row(entry_cells(rank, entry))
         cursor, first = page.next_cursor, False
 
 
@@ -207,7 +234,3 @@ def entry_notes(entry: StudyEntry) -> list[str]:
             notes.append(f"not assessable by the model ({reasons})")
         notes.extend(film.warnings)
     return list(dict.fromkeys(notes))  # each once, in order
-
-
-def _csv_row(cells: Sequence[Any]) -> str:
-    return ",".join(csv_cell(str(cell)) for cell in cells) + "\n"

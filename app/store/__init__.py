@@ -3,6 +3,7 @@
 Free of any web framework; the routes, the DICOM node and the console call WorklistStore.
 """
 
+from app.store.cursors import MAX_ROW_ID, CursorKey, decode_cursor
 from app.store.deliveries import PendingDelivery, Undelivered
 from app.store.engine import database_url, make_engine
 from app.store.records import (
@@ -22,8 +23,8 @@ from app.store.schema import head, schema_problem, upgrade
 from app.store.service import WorklistStore
 
 __all__ = [
-    "AuditAction", "AuditRecord", "EntryNotFound", "FilmRecord", "FilmResult", "InvalidCursor",
-    "Page", "PendingDelivery", "PurgeCounts", "RetentionThread", "Status", "StudyEntry",
-    "Undelivered", "WorklistStore",
-    "database_url", "head", "make_engine", "schema_problem", "upgrade",
+    "MAX_ROW_ID", "AuditAction", "AuditRecord", "CursorKey", "EntryNotFound", "FilmRecord",
+    "FilmResult", "InvalidCursor", "Page", "PendingDelivery", "PurgeCounts", "RetentionThread",
+    "Status", "StudyEntry", "Undelivered", "WorklistStore",
+    "database_url", "decode_cursor", "head", "make_engine", "schema_problem", "upgrade",
 ]

@@ -2,7 +2,7 @@
 
 The films that count for a study: scored, assessable, not refused, and frontal (AP or PA, or
 no view given: an upload says none). Its *leading* film is the one of those with the highest
-triage score, each at the threshold it was scored at (app/contract/operating_point.py,
+triage score, each at the threshold it was scored at (app/contract/triage_score.py,
 torchxrayvision's op_norm): films of one list may come from models whose operating points
 differ (0.176 and 0.964), and only the triage score puts them on one scale, the one the page
 shows. A study's rank is its leading film's triage score, its priority that film's
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from app.contract.operating_point import triage_score
+from app.contract.triage_score import triage_score
 
 FRONTAL_VIEWS = frozenset({"AP", "PA"})
 # sort_rank of a study without a triage score: after every -score (which is <= 0).

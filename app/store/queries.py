@@ -6,18 +6,16 @@ map and lazy-loading machinery cost more than the database does for a page of 50
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, func, literal, select, tuple_
 
+from app.store.cursors import CursorKey, decode_cursor, encode_cursor
 from app.store.models import Film, Study
 from app.store.priority import Group
-from app.store.records import FilmResult, InvalidCursor, Page, Status, StudyEntry
+from app.store.records import FilmResult, Page, Status, StudyEntry
 
 _STUDIES = Study.__table__
 _FILMS = Film.__table__
@@ -44,7 +42,8 @@ def page(connection: Connection, *, status: Status | None, received_from: dateti
 
 
 def page_query(filters: list[ColumnElement[bool]], cursor: str | None) -> Select[Any]:
-    """The studies the filters match, after `cursor`, in list order (without films)."""
+    """The studies the filters match, after `cursor`, in list order (without films).
+    Raises InvalidCursor (app/store/cursors.py)."""
     query = select(_STUDIES).where(*filters).order_by(*ORDER)
     return query if cursor is None else query.where(_after(decode_cursor(cursor)))
 
@@ -84,30 +83,11 @@ def filters_of(status: Status | None, received_from: datetime | None,
     return filters
 
 
-def _after(key: tuple[int, float, datetime, int]) -> ColumnElement[bool]:
+def _after(key: CursorKey) -> ColumnElement[bool]:
     """Rows after `key` in ORDER: a row-value comparison, which both engines turn into a
     range of the index (an OR of the columns' comparisons is a scan from the start)."""
     return tuple_(*ORDER) > tuple_(*(literal(value, column.type)
                                      for value, column in zip(key, ORDER)))
-
-
-def encode_cursor(study: Any) -> str:
-    """The opaque cursor after `study` (a studies row or a Study)."""
-    key = [study.sort_group, study.sort_rank, study.received_at.isoformat(), study.id]
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, float, datetime, int]:
-    """Raises InvalidCursor for anything encode_cursor did not write."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        group, rank, received, entry_id = json.loads(base64.urlsafe_b64decode(padded))
-        key = (int(group), float(rank), datetime.fromisoformat(received), int(entry_id))
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidCursor("not a worklist paging cursor") from exc
-    if key[2].tzinfo is None:
-        raise InvalidCursor("not a worklist paging cursor")
-    return key
 
 
 def to_entry(study: Any, films: Sequence[FilmResult]) -> StudyEntry:

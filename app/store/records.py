@@ -8,6 +8,7 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
 
+from app.contract.triage_score import triage_score
 from app.store.models import UID_LENGTH
 
 # A thumbnail is a small PNG for the list, never the film: refused above this size.
@@ -117,6 +118,14 @@ class FilmResult:
     error_code: str | None
     error_detail: str | None
     has_thumbnail: bool
+
+    @property
+    def triage_score(self) -> float | None:
+        """The film's triage score (0-1) at the threshold it was scored at
+        (app/contract/triage_score.py); None without a probability or a threshold."""
+        if self.probability is None or self.threshold is None:
+            return None
+        return triage_score(self.probability, self.threshold)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,98 +1,24 @@
-"""Security at the edge: response headers, a request id and a 500 for the unexpected (JSON,
-or a page for a browser), and the optional access token.
-
-`RequestGuard` is a plain ASGI middleware (not BaseHTTPMiddleware, which would buffer and
-re-raise): every response leaves with the headers below, and an exception nobody expected
-becomes a 500 carrying a request id (JSON, or a page for a browser), logged once with that id
-and the traceback, never with the upload's name or bytes.
-"""
+"""Who may ask, and who is asking: the optional access token (a Bearer header or the page's
+signed session cookie), the login's throttle, the audit trail's user, and the refusal of
+forms another site's page made a browser send."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
+import threading
 import time
 import unicodedata
-import uuid
+from collections import OrderedDict, deque
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.deps import settings_of
-from app.errors import CrossSiteFormError, ServerBusyError, UnauthorizedError
-from app.http_errors import plain_answer
+from app.errors import CrossSiteFormError, UnauthorizedError
+from app.web.deps import settings_of
 
-log = logging.getLogger("app.requests")
-
-# No inline script or style anywhere (the bar is SVG attributes, the script a file), no
-# framing, no plugins; blob: for the upload preview.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-# Assets may be cached; everything else may carry a result, which is patient data.
-_CACHEABLE_PREFIXES = ("/static/", "/report/figures/", "/docs/assets/", "/favicon.ico")
 SESSION_COOKIE = "triage_session"
-
-
-class RequestGuard:
-    """Security headers, a request id, a 500 for the unexpected, and the request head's size
-    limit (uvicorn's h11 limit binds only a head that arrives in several pieces)."""
-
-    def __init__(self, app: ASGIApp, max_header_bytes: int = 16 * 1024) -> None:
-        self.app = app
-        self.max_header_bytes = max_header_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = uuid.uuid4().hex[:16]
-        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
-            len(name) + len(value) + 4 for name, value in scope["headers"])
-        started = False
-        cacheable = scope["path"].startswith(_CACHEABLE_PREFIXES)
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)  # a route may set a stricter one
-                headers["X-Request-ID"] = request_id
-                if not cacheable:
-                    headers["Cache-Control"] = "no-store"
-            await send(message)
-
-        if head > self.max_header_bytes:
-            response = plain_answer(
-                scope, 431, "headers_too_large",
-                f"The request's headers are larger than the {self.max_header_bytes}-byte "
-                "limit.")
-            await response(scope, receive, send_with_headers)
-            return
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            log.exception("request %s failed with an unexpected error", request_id)
-            if started:  # the status line is gone; the server closes the connection
-                return
-            response = plain_answer(
-                scope, 500, "internal_error",
-                f"Something went wrong on the server (request {request_id}).",
-                request_id=request_id)
-            await response(scope, receive, send_with_headers)
 
 
 def _sign(token: str, payload: str) -> str:
@@ -138,60 +64,59 @@ async def require_token(request: Request) -> None:
         raise UnauthorizedError()
 
 
-# Kubernetes' probes: answered whatever else is in flight (they cost microseconds); and
-# Prometheus' scrape, one per 15 s or so, whose figures are wanted most under load.
-HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-class InFlightLimit:
-    """At most `limit` HTTP requests in flight; one more is answered 503 at once, except the
-    health routes, which are never counted nor refused (a probe that fails under load
-    would get the pod restarted, which only adds load)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            response = plain_answer(scope, 503, "busy", ServerBusyError.message,
-                                    headers={"Retry-After": "1"})
-            await response(scope, receive, send)
-            return
-        self.in_flight += 1  # one event loop: no lock needed
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
 
 TOKEN_HOLDER = "token holder"
 ANONYMOUS = "anonymous"
-_MAX_USER_NAME = 128
+_MAX_USER_NAME = 128  # characters, after decoding
 
 
 def acting_user(request: Request) -> str:
     """Who the worklist's audit trail names for this request.
 
     - PNEUMONIA_TRUSTED_USER_HEADER set (a reverse proxy that authenticates users and sets
-      that header, e.g. X-Forwarded-User): the header's value, its control characters
-      dropped and cut to 128 characters. Only safe when clients cannot reach the app except
-      through that proxy: anyone who can, can claim any name.
+      that header, e.g. X-Forwarded-User): the header's value (`trusted_user_name`). Only
+      safe when clients cannot reach the app except through that proxy: anyone who can,
+      can claim any name.
     - otherwise, or when that header is missing or empty: "token holder" when an access
       token is configured (every holder of the one token is the same to the app), else
       "anonymous" (an open server cannot tell its users apart).
     """
     settings = settings_of(request)
     if settings.trusted_user_header:
-        given = request.headers.get(settings.trusted_user_header, "")
-        name = "".join(c for c in given if unicodedata.category(c)[0] != "C").strip()
+        name = trusted_user_name(request.headers.getlist(settings.trusted_user_header))
         if name:
-            return name[:_MAX_USER_NAME]
+            return name
     return TOKEN_HOLDER if settings.api_token is not None else ANONYMOUS
+
+
+def trusted_user_name(values: list[str]) -> str:
+    """The user name the trusted proxy gave, from the header's field lines in the order
+    received ("" when none): the LAST line only, as UTF-8, its control and format characters
+    dropped (no line breaks or bidi overrides in the trail), NFC, cut to 128 characters.
+
+    Why the last: a proxy that appends its header (rather than replacing the client's)
+    leaves a client's own `X-Forwarded-User: someone-else` in front of it, and Starlette's
+    `headers.get` returns the first line, so the client's name won; the line the proxy
+    added is the one nearest the app, the last (field lines keep their order, RFC 9110
+    section 5.3; as with X-Forwarded-For, whose entry to trust is the rightmost: MDN's
+    X-Forwarded-For, "Security and privacy concerns"). A proxy that merges lines into one
+    with commas is not undone: a user name may hold a comma. Configure the proxy to drop
+    the client's header where it can.
+
+    Why re-decoded: HTTP carries header bytes and Starlette reads them as Latin-1 (RFC 9110
+    section 5.5 leaves other bytes opaque), so "José" sent as UTF-8 arrived as "JosÃ©". The
+    Latin-1 text is turned back into its bytes and read as UTF-8; bytes that are not UTF-8
+    keep their Latin-1 reading (a proxy that sends Latin-1 names).
+    """
+    if not values:
+        return ""
+    raw = values[-1].encode("latin-1", errors="replace")  # Starlette's str: always Latin-1
+    try:
+        given = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        given = values[-1]
+    name = "".join(c for c in given if unicodedata.category(c)[0] != "C").strip()
+    return unicodedata.normalize("NFC", name)[:_MAX_USER_NAME]
 
 
 async def get_acting_user(request: Request) -> str:
@@ -219,3 +144,42 @@ async def refuse_cross_site(request: Request) -> None:
         return
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise CrossSiteFormError()
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window; over the limit, the address
+    waits (429 with Retry-After) until its oldest failure leaves the window. Per process:
+    with several replicas an attacker gets the limit once per replica, still far from a
+    brute force of a 16-character token."""
+
+    def __init__(self, limit: int, window_seconds: float, max_clients: int = 10_000) -> None:
+        self.limit, self.window = limit, window_seconds
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._max_clients = max_clients
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str, now: float | None = None) -> float:
+        """Seconds this client must wait before its next try; 0 = it may try now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._failures.get(client)
+            while failures and now - failures[0] >= self.window:
+                failures.popleft()
+            if not failures or len(failures) < self.limit:
+                return 0.0
+            return self.window - (now - failures[0])
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._failures.setdefault(client, deque()).append(now)
+            self._failures.move_to_end(client)
+            while len(self._failures) > self._max_clients:  # bounded memory under a spray
+                self._failures.popitem(last=False)
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.login_throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]

@@ -7,11 +7,12 @@ the worker threads, which may all be busy decoding: readiness must answer under 
 
 from __future__ import annotations
 
+import pathlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, nullcontext
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.templating import Jinja2Templates
@@ -22,16 +23,17 @@ from app.config import Settings
 from app.dicom.ingest import Ingest, NotStoredError
 from app.dicom.stow import boundary_of
 from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
-from app.login_throttle import LoginThrottle
 from app.memory import give_back_memory
 from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel
-from app.services.stored_worklist import MAX_ID, ListFilters
+from app.services.worklist import MAX_ID, ListFilters
 from app.store import Status, WorklistStore
-from app.upload import FileStream, read_file_field, streamed_files
+from app.web.upload import FileStream, read_file_field, streamed_files
+
+T = TypeVar("T")
 
 
 def settings_of(request: Request) -> Settings:
@@ -46,6 +48,11 @@ def templates_of(request: Request) -> Jinja2Templates:
     return request.app.state.templates
 
 
+def static_dir_of(request: Request) -> pathlib.Path:
+    """The folder /static serves (app/web/main.py `resource_dir`)."""
+    return request.app.state.static_dir
+
+
 def decoder_of(request: Request) -> Decoder:
     return request.app.state.decoder
 
@@ -54,29 +61,30 @@ def metrics_of(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-async def get_metrics(request: Request) -> Metrics:
-    return metrics_of(request)
-
-
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-async def get_login_throttle(request: Request) -> LoginThrottle:
-    return request.app.state.login_throttle
-
-
-LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
-
-
 def store_of(request: Request) -> WorklistStore:
     return request.app.state.store
 
 
-async def get_store(request: Request) -> WorklistStore:
-    return store_of(request)
+def ingest_of(request: Request) -> Ingest | None:
+    """The DICOM node's ingest (app/dicom/ingest.py), once the lifespan has made one."""
+    return request.app.state.dicom_ingest
 
 
-StoreDep = Annotated[WorklistStore, Depends(get_store)]
+def _on_loop(accessor: Callable[[Request], T]) -> Any:
+    """`Depends` on `accessor` as an `async def`, so that FastAPI calls it on the event loop
+    rather than in a worker thread (which may all be busy decoding)."""
+
+    async def dependency(request: Request) -> T:
+        return accessor(request)
+
+    dependency.__name__ = f"get_{accessor.__name__.removesuffix('_of')}"
+    return Depends(dependency)
+
+
+SettingsDep = Annotated[Settings, _on_loop(settings_of)]
+CatalogDep = Annotated[ModelCatalog, _on_loop(catalog_of)]
+MetricsDep = Annotated[Metrics, _on_loop(metrics_of)]
+StoreDep = Annotated[WorklistStore, _on_loop(store_of)]
 
 _SCHEMA_CHECK_SECONDS = 5.0  # /readyz asks the database at most this often
 
@@ -91,23 +99,6 @@ async def store_problem(request: Request) -> str | None:
         problem = await run_in_threadpool(store_of(request).schema_problem)
         state.store_checked = (time.monotonic(), problem)
     return problem
-
-
-def ingest_of(request: Request) -> Ingest | None:
-    """The DICOM node's ingest (app/dicom/ingest.py), once the lifespan has made one."""
-    return request.app.state.dicom_ingest
-
-
-async def get_app_settings(request: Request) -> Settings:
-    return settings_of(request)
-
-
-async def get_catalog(request: Request) -> ModelCatalog:
-    return catalog_of(request)
-
-
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 
 
 async def ready_default(catalog: CatalogDep) -> ServedModel:
@@ -142,9 +133,9 @@ async def get_scorer(request: Request, model: ModelDep, catalog: CatalogDep,
                      settings: SettingsDep) -> Scorer:
     """The pipeline's scorer for the model asked for, at the threshold the catalog's rule
     gives it, decoding in the app's worker pool, reporting to the app's metrics."""
-    return Scorer(model, catalog.threshold(model), decoder_of(request),
-                  settings.max_image_pixels, explanations=request.app.state.explanations,
-                  metrics=metrics_of(request))
+    return catalog.scorer(model, decoder_of(request), settings.max_image_pixels,
+                          explanations=request.app.state.explanations,
+                          metrics=metrics_of(request))
 
 
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
@@ -182,7 +173,7 @@ UploadDep = Annotated[bytes, Depends(read_upload)]
 
 
 async def read_batch(request: Request, settings: SettingsDep) -> AsyncIterator[FileStream]:
-    """The files of the multipart field `files` as they arrive (app/upload.py FileStream:
+    """The files of the multipart field `files` as they arrive (app/web/upload.py FileStream:
     (file name, bytes) each, for the route's thread to score while the rest of the body is
     read), within the worklist limits and the server's budget for bodies in flight. Once
     the first file is in, a place among the worklist requests at once and one in the

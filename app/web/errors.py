@@ -39,7 +39,6 @@ from app.contract.errors import (
     UnsupportedFormatError,
     WorkerLostError,
 )
-from app.deps import catalog_of, templates_of
 from app.dicom.ingest import NotStoredError
 from app.dicom.stow import UnsupportedMediaTypeError
 from app.errors import (
@@ -62,6 +61,7 @@ from app.errors import (
     UploadTooLargeError,
 )
 from app.logs import note_outcome
+from app.web.deps import catalog_of, templates_of
 
 log = logging.getLogger("app.requests")
 
@@ -172,7 +172,7 @@ def _answer(request: Request, status: int, code: str, message: str,
 
 def error_response(request: Request, exc: AppError | ImageError) -> Response:
     status, code, message = describe(exc)
-    note_outcome(code)  # the access line's outcome (app/access.py)
+    note_outcome(code)  # the access line's outcome (app/web/middleware.py)
     if isinstance(exc, ClientDisconnectedError):
         log.info("client disconnected during upload")
     heading = (FILM_HEADING if isinstance(exc, ImageError) else

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
+from importlib import resources
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -11,17 +14,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app.access import AccessLog
 from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.dicom.node import DicomNode
-from app.dicom.worklist import StoreCommit, StoreJobSource
-from app.display import count, decimal, when
-from app.http_errors import install_error_handlers
-from app.login_throttle import LoginThrottle
+from app.dicom.store_adapter import StoreCommit, StoreJobSource
+from app.errors import StartupError
+from app.logs import silence_decoder_chatter
 from app.metrics import Metrics
-from app.quiet import silence_decoder_chatter
-from app.routes import (
+from app.services.catalog import ModelCatalog
+from app.services.decode_pool import Admission, DecodePool, InlineDecoder
+from app.services.display import count, decimal, when
+from app.store import RetentionThread, WorklistStore, database_url, upgrade
+from app.web.auth import LoginThrottle
+from app.web.errors import install_error_handlers
+from app.web.middleware import AccessLog, InFlightLimit, RequestGuard, StartupMessage
+from app.web.routes import (
     dicomweb,
     docs,
     health,
@@ -31,21 +38,64 @@ from app.routes import (
     worklist,
     worklist_pages,
 )
-from app.security import InFlightLimit, RequestGuard
-from app.services.catalog import ModelCatalog
-from app.services.decode_pool import Admission, DecodePool, InlineDecoder
-from app.store import RetentionThread, WorklistStore, database_url, upgrade
-from app.upload import BodyBudget
+from app.web.upload import BodyBudget
+
+
+def resource_dir(configured: Path | None, name: str) -> Path:
+    """`configured` (a setting), else the pages' `name` folder ("templates" or "static"):
+    in an installed package, the web package's resources (pyproject.toml ships the
+    repository's templates/ and static/ as app.web.templates and app.web.static), found
+    through importlib.resources from any working directory; in a source checkout (an
+    editable install, which maps but does not copy them), the repository's own folder."""
+    if configured is not None:
+        return configured
+    shipped = Path(str(resources.files("app.web"))) / name
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[2] / name
 
 
 def open_store(settings: Settings) -> WorklistStore:
     """The worklist store the settings name. The embedded SQLite is migrated here (`make
-    run` needs no set-up); another database is migrated by `pneumonia-triage db upgrade`,
-    and until it is, /readyz says so."""
-    url = database_url(settings.database_url, settings.state_dir)
-    if settings.database_url is None:
-        upgrade(url)
+    run` needs no set-up), in a state folder that must be writable (StartupError, naming
+    PNEUMONIA_STATE_DIR, when not); another database is migrated by `pneumonia-triage db
+    upgrade`, and until it is, /readyz says so."""
+    if settings.database_url is not None:
+        return WorklistStore(database_url(settings.database_url, settings.state_dir))
+    writable_folder(settings.state_dir)
+    url = database_url(None, settings.state_dir)
+    upgrade(url)
     return WorklistStore(url)
+
+
+def writable_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) and write a nameless file in it, or StartupError:
+    SQLite's own failure there is an 80-line traceback that names neither the folder nor
+    the setting."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"The state folder {folder} cannot be written ({exc.strerror or exc}): make it a "
+            "writable folder or set PNEUMONIA_STATE_DIR to one", "PNEUMONIA_STATE_DIR") from exc
+
+
+def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
+    """The DICOM node, listening (when dicom_port is set) and delivering; StartupError,
+    naming PNEUMONIA_DICOM_PORT, when its port cannot be opened."""
+    settings: Settings = app.state.settings
+    node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
+                                   StoreCommit(store, settings.worklist_thumbnails),
+                                   StoreJobSource(store), metrics=app.state.metrics)
+    try:
+        return node.start()  # only the SCP's bind raises OSError
+    except OSError as exc:
+        raise StartupError(
+            f"The DICOM port {settings.host}:{settings.dicom_port} cannot be opened "
+            f"({exc.strerror or exc}): free it or set PNEUMONIA_DICOM_PORT to another port "
+            "(0: no DICOM node; PNEUMONIA_HOST: the address)", "PNEUMONIA_DICOM_PORT") from exc
 
 
 _ROUTE_THREADS = 40  # anyio's default
@@ -53,43 +103,46 @@ _ROUTE_THREADS = 40  # anyio's default
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the store, start retention, the decode pool and the DICOM node, then load the
+    models in the background; stop what started, in reverse, at the end or when a later
+    step fails (a StartupError: the port or folder it names)."""
     settings: Settings = app.state.settings
     # Routes run in anyio's worker threads (40 by default). Heatmap requests waiting in
     # their queue each hold one: the pool grows by the queue, so a full queue never leaves
     # other requests without a thread.
     limiter = anyio.to_thread.current_default_thread_limiter()
     limiter.total_tokens = _ROUTE_THREADS + settings.explanation_queue
-    store = open_store(settings)
-    app.state.store = store
-    retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
-                                audit_retention_days=settings.audit_retention_days)
-    retention.start()
-    # Not awaited: the server accepts connections (and answers /healthz) while it loads.
-    if app.state.catalog.loading:
-        app.state.catalog.start(settings)
-    if settings.decode_workers:
-        app.state.decoder = DecodePool(settings.decode_workers,
-                                       timeout=settings.decode_timeout_seconds,
-                                       memory_mb=settings.decode_memory_mb,
-                                       admitted=settings.max_concurrent_decodes,
-                                       bulk_workers=settings.batch_decode_workers
-                                       or max(1, settings.decode_workers - 1))
-    catalog, metrics = app.state.catalog, app.state.metrics
-    metrics.watch(store, app.state.decoder,
-                  ready=lambda: catalog.default is not None and store.schema_problem() is None)
-    node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
-                                   StoreCommit(store, settings.worklist_thumbnails),
-                                   StoreJobSource(store), metrics=metrics).start()
-    app.state.dicom_ingest = node.ingest
-    try:
+    with ExitStack() as started:
+        store = app.state.store = open_store(settings)
+        started.callback(store.close)
+        retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
+                                    audit_retention_days=settings.audit_retention_days)
+        retention.start()
+        started.callback(retention.stop)
+        if settings.decode_workers:
+            app.state.decoder = DecodePool(settings.decode_workers,
+                                           timeout=settings.decode_timeout_seconds,
+                                           memory_mb=settings.decode_memory_mb,
+                                           admitted=settings.max_concurrent_decodes,
+                                           bulk_workers=settings.batch_decode_workers
+                                           or max(1, settings.decode_workers - 1))
+        started.callback(_close_decoder, app)
+        catalog, metrics = app.state.catalog, app.state.metrics
+        metrics.watch(store, app.state.decoder, ready=lambda: catalog.default is not None
+                      and store.schema_problem() is None)
+        node = start_dicom_node(app, store)
+        started.callback(node.stop)
+        app.state.dicom_ingest = node.ingest
+        started.callback(setattr, app.state, "dicom_ingest", None)
+        # Not awaited: the server accepts connections (and answers /healthz) while it loads.
+        if catalog.loading:
+            catalog.start(settings)
         yield
-    finally:
-        app.state.dicom_ingest = None
-        node.stop()
-        retention.stop()
-        app.state.decoder.close()
-        app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
-        store.close()
+
+
+def _close_decoder(app: FastAPI) -> None:
+    app.state.decoder.close()
+    app.state.decoder = InlineDecoder(app.state.settings.max_concurrent_decodes)
 
 
 def create_app(settings: Settings | None = None,
@@ -104,7 +157,7 @@ def create_app(settings: Settings | None = None,
                     "A prioritisation aid, not a diagnosis.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # app/routes/docs.py serves it under a strict policy
+        docs_url=None,  # app/web/routes/docs.py serves it under a strict policy
         redoc_url=None,
         redirect_slashes=False,  # a redirect would be built from the Host header
     )
@@ -120,9 +173,10 @@ def create_app(settings: Settings | None = None,
                                        queue=settings.explanation_queue,
                                        wait=settings.explanation_wait_seconds)
     app.state.batches = Admission(settings.max_concurrent_batches)
-    app.state.templates = Jinja2Templates(directory=settings.templates_dir)
+    app.state.templates = Jinja2Templates(
+        directory=resource_dir(settings.templates_dir, "templates"))
     app.state.templates.env.filters["when"] = when
-    # The report's and the model pages' numbers: one rounding rule (app/display.py).
+    # The report's and the model pages' numbers: one rounding rule (app/services/display.py).
     app.state.templates.env.filters.update(decimal=decimal, count=count)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
                                              settings.login_window_seconds)
@@ -133,7 +187,8 @@ def create_app(settings: Settings | None = None,
     # Every page's drift banner (templates/drift_banner.html) asks it when rendered.
     app.state.templates.env.globals.update(drift_state=app.state.metrics.drift.state)
     install_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+    app.state.static_dir = resource_dir(settings.static_dir, "static")
+    app.mount("/static", StaticFiles(directory=app.state.static_dir), name="static")
     app.mount(docs.ASSETS, docs.assets, name="docs-assets")
     figures = settings.model_dir / "figures"
     if figures.is_dir():
@@ -153,6 +208,8 @@ def create_app(settings: Settings | None = None,
     app.add_middleware(InFlightLimit, limit=settings.max_connections)
     # Headers and a JSON 500 for every response, the head's size limit.
     app.add_middleware(RequestGuard, max_header_bytes=settings.max_header_bytes)
+    # The lifespan's StartupError as the one line the server logs, not a traceback.
+    app.add_middleware(StartupMessage)
     # Outermost: every response timed and logged by its route template, with its request id.
     app.add_middleware(AccessLog, metrics=app.state.metrics)
     return app

@@ -8,15 +8,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
-from app.display import percent
-from app.http_errors import describe
+from app.contract.triage_score import score_text
+from app.services.display import percent
 from app.services.drift import DriftState
 from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
-from app.services.stored_worklist import GROUP_DECISIONS, entry_triage_score, viewer_link
-from app.services.triage import Decision, decision, probability_note, score_text, triage_score
+from app.services.triage import Decision, decision, probability_note
+from app.services.worklist import GROUP_DECISIONS, entry_triage_score, viewer_link
 from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry, Undelivered
+from app.web.errors import describe
 
 
 class DicomSummary(BaseModel):
@@ -70,14 +71,6 @@ class ModelInfo(BaseModel):
 _TRIAGE_SCORE = ("The probability rescaled so that the model's operating point is 0.5 for "
                  "every model (torchxrayvision's op_norm): flagged exactly when >= 0.5; null "
                  "when the film is not assessable")
-
-
-def _triage(probability: float | None, threshold: float | None
-            ) -> tuple[float | None, str | None]:
-    if probability is None or threshold is None:
-        return None, None
-    score = triage_score(probability, threshold)
-    return score, score_text(score)  # not rounded: 0.4999999 must not read 0.5
 
 
 class PredictionResponse(BaseModel):
@@ -147,7 +140,7 @@ class PredictionResponse(BaseModel):
     def from_prediction(cls, p: Prediction, card: ModelCard) -> PredictionResponse:
         judged = p.assessable
         outcome = decision(judged, p.flagged)
-        score, score_shown = _triage(p.probability if judged else None, p.threshold)
+        score, score_shown = p.triage_score, p.triage_score_text
         return cls(
             flagged=p.flagged, decision=outcome, decision_text=outcome.text,
             triage_score=score, triage_score_text=score_shown,
@@ -218,7 +211,7 @@ class BatchEntry(BaseModel):
                        error=FileError(error=code, detail=message, status=status))
         judged = p.assessable
         outcome = decision(judged, p.flagged)
-        score, score_shown = _triage(p.probability if judged else None, p.threshold)
+        score, score_shown = p.triage_score, p.triage_score_text
         return cls(index=result.index, filename=result.filename,
                    decision=outcome, decision_text=outcome.text, triage_score=score,
                    triage_score_text=score_shown,
@@ -381,7 +374,8 @@ class WorklistFilm(BaseModel):
     @classmethod
     def of(cls, film: FilmResult) -> WorklistFilm:
         p = film.probability
-        score, score_shown = _triage(p, film.threshold)
+        score = film.triage_score
+        score_shown = None if score is None else score_text(score)
         return cls(
             id=film.id, sop_instance_uid=film.sop_instance_uid,
             series_instance_uid=film.series_instance_uid, modality=film.modality,
@@ -551,8 +545,9 @@ class AuditEntry(BaseModel):
     action: Literal["opened", "exported", "status_changed", "purged"]
     entry_id: int | None = Field(description="None: the whole list (an export, a purge)")
     study_instance_uid: str | None
-    detail: dict[str, Any] | None = Field(description="The new status, an export's filters, "
-                                                      "a purge's counts")
+    detail: dict[str, Any] | None = Field(description="The new status; an export's format "
+                                                      "and filters (and a JSON page's paging "
+                                                      "and entry count); a purge's counts")
 
     @classmethod
     def of(cls, record: AuditRecord) -> AuditEntry:

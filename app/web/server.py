@@ -9,7 +9,7 @@ request, /healthz and /readyz included (Kubernetes restarts the pod). So:
   connecting (or of its previous response), or it is closed;
 - past `max_connections`, a new connection closes the one that has waited longest for
   its request head, those that never sent a request first, so idle sockets can never crowd
-  out a probe or a client; requests in flight are capped by the app (app/security.py
+  out a probe or a client; requests in flight are capped by the app (app/web/middleware.py
   `InFlightLimit`), which never counts the health routes. "Waited longest" counts from the
   start of the wait, not from the connection: a keep-alive client that has sent requests
   all along and is between two of them has waited milliseconds, and an attacker who
@@ -20,10 +20,18 @@ request, /healthz and /readyz included (Kubernetes restarts the pod). So:
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.config import Settings
+from app.errors import StartupError
+
+log = logging.getLogger("app.server")
 
 
 def guarded_protocol(head_timeout: float, max_connections: int) -> type[H11Protocol]:
@@ -82,3 +90,43 @@ def guarded_protocol(head_timeout: float, max_connections: int) -> type[H11Proto
                 min(waiting, key=lambda c: (c.served, c.waiting_since)).transport.close()
 
     return GuardedH11Protocol
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP listener's socket, bound as uvicorn binds it (SO_REUSEADDR; IPv6 for a host
+    with a colon), before anything else starts; StartupError, naming PNEUMONIA_PORT, when
+    the port is taken (uvicorn would find out only after the lifespan, and say it without
+    the setting)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"The HTTP port {host}:{port} cannot be opened ({exc.strerror or exc}): free it "
+            "or set PNEUMONIA_PORT to another port (PNEUMONIA_HOST: the address)",
+            "PNEUMONIA_PORT") from exc
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    """Serve the app on `settings.host`:`settings.port` until stopped, with the guarded
+    protocol, uvicorn's keep-alive and head limits, and no access line of uvicorn's own.
+    Logging must be configured before (app/logs.py `configure`). Raises StartupError when
+    the port cannot be opened; exits with status 3 (uvicorn's) when the lifespan fails,
+    having logged why (one line for a StartupError: app/web/middleware.py)."""
+    sock = bind_http(settings.host, settings.port)
+    # log_config=None: uvicorn's loggers go to the app's handler; the access line is the
+    # app's own (app/web/middleware.py: the route's template, never the path and its query).
+    config = uvicorn.Config(
+        "app.web.main:create_app", factory=True, host=settings.host, port=settings.port,
+        http=guarded_protocol(settings.request_head_seconds, settings.max_connections),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_config=None, access_log=False)
+    log.info("HTTP port bound: http://%s:%d", *sock.getsockname()[:2])
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])

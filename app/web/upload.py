@@ -12,6 +12,9 @@ soon as its closing boundary is in, while the event loop reads the rest of the b
 bytes leave the process once it is decoded; a few files at most are held at once, never the
 whole body.
 
+A STOW-RS body (multipart/related of DICOM instances) is split by the same parser
+(`related_parts`): each part is handed over as it ends, with its Content-Type.
+
 This is the boundary for the request body: whatever python-multipart raises on hostile
 framing (bad boundary, LF line endings, oversized or malformed part headers, ...) becomes
 MalformedUploadError, and a client that goes away becomes ClientDisconnectedError.
@@ -152,8 +155,8 @@ async def _chunks(request: Request, idle: float, total: float,
 async def body_chunks(request: Request,
                       timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
                       ) -> AsyncIterator[bytes]:
-    """A body that is not a form (DICOMweb STOW-RS), chunk by chunk, under the uploads'
-    time limits; ClientDisconnectedError when the client goes away."""
+    """A body that is not a multipart form (a small url-encoded one), chunk by chunk, under
+    the uploads' time limits; ClientDisconnectedError when the client goes away."""
     try:
         async for chunk in _chunks(request, *timeouts):
             yield chunk
@@ -202,9 +205,9 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
     each chunk's bytes counted by `take` (a BodyBudget reservation) before it is kept. A
     file over `max_file_bytes` fails the request (UploadTooLargeError): for one file."""
     boundary = _boundary(request, field, max_files, max_total_bytes)
-    parts = _FileParts(field, max_files, max_file_bytes, max_total_bytes)
-    async for _ in _parsed(request, boundary, parts, max_files, max_total_bytes, timeouts,
-                           take):
+    parts = _FileParts(boundary, field, max_files, max_file_bytes, max_total_bytes)
+    async for _ in _parsed(request, parts, max_total_bytes + _ENVELOPE_BYTES * max_files,
+                           max_total_bytes, timeouts, take):
         pass
     if not parts.completed:
         raise MissingFileError(field)
@@ -215,57 +218,45 @@ async def read_files(request: Request, field: str, max_files: int, max_file_byte
     return files  # type: ignore[return-value]
 
 
-async def _parsed(request: Request, boundary: bytes, parts: _FileParts, max_files: int,
-                  max_total_bytes: int, timeouts: tuple[float, float, float],
+async def _parsed(request: Request, parts: _Parts, max_body_bytes: int, limit: int,
+                  timeouts: tuple[float, float, float],
                   take: Callable[[int], None]) -> AsyncIterator[int]:
     """Feeds the body to python-multipart a piece at a time, yielding after each piece the
-    raw bytes it no longer holds (parts.completed then has the files that piece closed).
-    Raises UploadError subclasses and ServerBusyError."""
-    envelope = _ENVELOPE_BYTES * max_files
+    raw bytes it no longer holds (parts.completed then has the parts that piece closed).
+    Past `max_body_bytes` of body, UploadTooLargeError naming `limit`. Raises UploadError
+    subclasses and ServerBusyError."""
     received = 0
     # A part ends at CRLF "--" boundary and the two bytes after it (python-multipart says so
     # only once it has them): the bytes in hand are parsed as soon as they may hold an end,
     # so that a file is handed over once it is in, not once a whole piece is.
-    delimiter = b"\r\n--" + boundary
+    delimiter = parts.delimiter
     tail = b""
     try:
-        parser = MultipartParser(boundary, parts.callbacks())
         # The body is read on the event loop and parsed in a worker thread, a piece at a
         # time: a body of many tiny parts costs the parser time, never the other requests.
         pending: list[bytes] = []
         size = 0
         async for chunk in _chunks(request, *timeouts):
             received += len(chunk)
-            if received > max_total_bytes + envelope:
-                raise UploadTooLargeError(max_total_bytes)
+            if received > max_body_bytes:
+                raise UploadTooLargeError(limit)
             take(len(chunk))
             pending.append(chunk)
             size += len(chunk)
             near_end = delimiter in tail + chunk[:len(delimiter) + 2] or delimiter in chunk
             tail = (tail + chunk[-(len(delimiter) + 2):])[-(len(delimiter) + 2):]
             if size >= _PARSE_PIECE or near_end:
-                await run_in_threadpool(_feed, parser, pending)
+                await run_in_threadpool(parts.feed, pending)
                 pending = []
                 yield size
                 size = 0
-        await run_in_threadpool(_feed, parser, pending, True)
+        await run_in_threadpool(parts.feed, pending)
         yield size
     except (UploadError, ServerBusyError):
         raise
     except ClientDisconnect as exc:
         raise ClientDisconnectedError() from exc
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the body's fault
-        raise MalformedUploadError(type(exc).__name__) from exc
-    if parser.state != MultipartState.END:
-        # Cut short: without the boundary after it, nothing proves the file is whole.
-        raise MalformedUploadError("the body ends before its closing boundary")
-
-
-def _feed(parser: MultipartParser, chunks: list[bytes], last: bool = False) -> None:
-    for chunk in chunks:
-        parser.write(chunk)
-    if last:
-        parser.finalize()
+    parts.close()
 
 
 # A streamed file: its bytes, or (over the per-file limit) a function raising its error.
@@ -369,9 +360,9 @@ async def streamed_files(request: Request, field: str, max_files: int, max_file_
     boundary = _boundary(request, field, max_files, max_total_bytes)
     held = held or Held()
     stream = FileStream(STREAM_DEPTH, held.give)
-    parts = _FileParts(field, max_files, max_file_bytes, max_total_bytes)
-    reader = asyncio.create_task(_read_into(stream, request, boundary, parts, max_files,
-                                            max_total_bytes, timeouts, held, on_first))
+    parts = _FileParts(boundary, field, max_files, max_file_bytes, max_total_bytes)
+    reader = asyncio.create_task(_read_into(stream, request, parts, timeouts, held,
+                                            on_first))
     try:
         await stream.started()
         yield stream
@@ -381,16 +372,16 @@ async def streamed_files(request: Request, field: str, max_files: int, max_file_
             await reader
 
 
-async def _read_into(stream: FileStream, request: Request, boundary: bytes,
-                     parts: _FileParts, max_files: int, max_total_bytes: int,
+async def _read_into(stream: FileStream, request: Request, parts: _FileParts,
                      timeouts: tuple[float, float, float], held: Held,
                      on_first: Callable[[], None] | None) -> None:
     """The body into `stream`: each piece parsed, then the files it closed handed over."""
     in_parser = 0  # file bytes the parser holds: counted in the budget until handed over
     error: BaseException | None = None
+    envelope = _ENVELOPE_BYTES * parts.max_files
     try:
-        async with aclosing(_parsed(request, boundary, parts, max_files, max_total_bytes,
-                                    timeouts, held.take)) as pieces:
+        async with aclosing(_parsed(request, parts, parts.max_total_bytes + envelope,
+                                    parts.max_total_bytes, timeouts, held.take)) as pieces:
             async for fed in pieces:
                 # The raw piece is gone; what it added to the files is still held.
                 held.give(fed - (parts.held - in_parser))
@@ -413,11 +404,41 @@ async def _read_into(stream: FileStream, request: Request, boundary: bytes,
         stream.end(error)
 
 
-class _FileParts:
-    """Collects the data of every part whose Content-Disposition names `field`; each file
-    goes to `completed` when its part ends. Runs in the parser's thread."""
+class _Parts:
+    """python-multipart's MultipartParser over one body, with a subclass's callbacks; what
+    they collect goes to `completed`. Runs in the parser's thread."""
 
-    def __init__(self, field: str, max_files: int, max_file_bytes: int,
+    def __init__(self, boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self._parser = MultipartParser(boundary, self.callbacks())
+
+    def callbacks(self) -> dict:
+        raise NotImplementedError
+
+    def feed(self, chunks: list[bytes]) -> None:
+        """Parse `chunks`; MalformedUploadError for whatever python-multipart raises on
+        hostile framing, the callbacks' UploadError subclasses as they are."""
+        try:
+            for chunk in chunks:
+                self._parser.write(chunk)
+        except UploadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parser failure is the body's fault
+            raise MalformedUploadError(type(exc).__name__) from exc
+
+    def close(self) -> None:
+        """The body has ended: MalformedUploadError unless with its closing boundary."""
+        self._parser.finalize()
+        if self._parser.state != MultipartState.END:
+            # Cut short: without the boundary after it, nothing proves the part is whole.
+            raise MalformedUploadError("the body ends before its closing boundary")
+
+
+class _FileParts(_Parts):
+    """Collects the data of every part whose Content-Disposition names `field`; each file
+    goes to `completed` when its part ends."""
+
+    def __init__(self, boundary: bytes, field: str, max_files: int, max_file_bytes: int,
                  max_total_bytes: int) -> None:
         self.field = field.encode()
         self.max_files = max_files
@@ -436,6 +457,7 @@ class _FileParts:
         self._size = 0
         self._too_large = False
         self._maybe_unused_input = False
+        super().__init__(boundary)
 
     def callbacks(self) -> dict:
         return {
@@ -509,3 +531,118 @@ def _refusal(limit: int) -> Callable[[], bytes]:
     def refuse() -> bytes:
         raise FileTooLargeError(limit)
     return refuse
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart/related body: its Content-Type header (None: none) and its
+    bytes, as they arrived."""
+
+    content_type: str | None
+    data: bytes
+
+
+class RelatedParts(_Parts):
+    """A multipart/related body (RFC 2387: a STOW-RS request) split into its parts: `feed`
+    chunks, then take the parts that ended from `completed`, then `close()`. Raises
+    UploadTooLargeError for a part over `max_part_bytes`, TooManyFilesError past
+    `max_parts`, MalformedUploadError for broken framing. Holds at most the part being read
+    and those completed and not yet taken."""
+
+    def __init__(self, boundary: str, max_part_bytes: int, max_parts: int) -> None:
+        self.max_part_bytes = max_part_bytes
+        self.max_parts = max_parts
+        self.completed: deque[Part] = deque()
+        self.held = 0  # bytes of part data in the current part and in `completed`
+        self.parts = 0
+        self._header_name = self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._current: list[bytes] = []
+        self._size = 0
+        # RFC 2046 allows a preamble before the first boundary, which python-multipart
+        # refuses: skipped here, keeping only the bytes a boundary may start in. The CRLF
+        # makes a boundary at the very start look like the others.
+        self._before: bytes | None = b"\r\n"
+        super().__init__(boundary.encode("latin-1"))
+
+    def feed(self, chunks: list[bytes]) -> None:
+        if self._before is not None:
+            chunks = [self._skip_preamble(b"".join(chunks))]
+        super().feed(chunks)
+
+    def _skip_preamble(self, chunk: bytes) -> bytes:
+        seen = self._before + chunk  # type: ignore[operator]
+        start = seen.find(self.delimiter)
+        if start < 0:
+            self._before = seen[-(len(self.delimiter) - 1):]
+            return b""
+        self._before = None
+        return seen[start + 2:]
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._add("_header_name", d[s:e]),
+            "on_header_value": lambda d, s, e: self._add("_header_value", d[s:e]),
+            "on_header_end": self._header_end,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _add(self, attribute: str, value: bytes) -> None:
+        setattr(self, attribute, getattr(self, attribute) + value)
+
+    def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise TooManyFilesError(self.max_parts)
+        self._headers, self._current, self._size = {}, [], 0
+
+    def _header_end(self) -> None:
+        self._headers[self._header_name.lower()] = self._header_value
+        self._header_name = self._header_value = b""
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        self._size += end - start
+        if self._size > self.max_part_bytes:
+            raise UploadTooLargeError(self.max_part_bytes)
+        self._current.append(data[start:end])
+        self.held += end - start
+
+    def _part_end(self) -> None:
+        content_type = self._headers.get(b"content-type")
+        self.completed.append(Part(
+            None if content_type is None else content_type.decode("latin-1").strip(),
+            b"".join(self._current)))
+        self._current = []
+
+
+async def related_parts(request: Request, boundary: str, max_part_bytes: int,
+                        max_parts: int, max_body_bytes: int,
+                        timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                        held: Held | None = None) -> AsyncIterator[Part]:
+    """Each part of a multipart/related body (STOW-RS) as soon as it has ended, read and
+    parsed as `streamed_files` reads a form: within `max_part_bytes` a part, `max_parts`
+    parts and `max_body_bytes` of body (a declared Content-Length over it refused before a
+    byte is read), under the uploads' time limits. The body's bytes are counted in `held`
+    (a BodyBudget reservation) as they arrive and given back as the parser lets go of them,
+    a part's once the next one is asked for. Raises UploadError subclasses and
+    ServerBusyError where they happen, after the parts before."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        raise UploadTooLargeError(max_body_bytes)
+    held = held or Held()
+    parts = RelatedParts(boundary, max_part_bytes, max_parts)
+    in_parser = 0  # part bytes the parser holds: counted in the budget until let go
+    async with aclosing(_parsed(request, parts, max_body_bytes, max_body_bytes, timeouts,
+                                held.take)) as pieces:
+        async for fed in pieces:
+            # The raw piece is gone; what it added to the parts is still held.
+            held.give(max(fed - (parts.held - in_parser), 0))
+            while parts.completed:
+                part = parts.completed.popleft()
+                parts.held -= len(part.data)
+                yield part
+                held.give(len(part.data))
+                del part
+            in_parser = parts.held

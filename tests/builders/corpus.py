@@ -20,7 +20,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, PngImagePlugin
 
-from tests.helpers import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
+from tests.builders.images import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
 
 BOUNDARY = "corpusboundary"
 

@@ -20,7 +20,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
-from tests.dicom_helpers import dicom_bytes
+from tests.builders.dicom import dicom_bytes
 
 
 def gray_of(path) -> np.ndarray:

@@ -11,7 +11,7 @@ from app.contract.assessability import (
     orient,
     thumbnail,
 )
-from tests import film_builders as fb
+from tests.builders import films as fb
 from tests.servers import REPO
 
 DETECTOR_DIR = REPO / "models" / "pneumonia" / "2"

@@ -16,9 +16,9 @@ from app.contract.errors import (
     UnsupportedFormatError,
 )
 from app.contract.preprocessing import decode
-from tests.corpus import jpeg_cut_with_end_marker
-from tests.dicom_helpers import dicom_bytes, with_voi_lut
-from tests.helpers import xray_like
+from tests.builders.corpus import jpeg_cut_with_end_marker
+from tests.builders.dicom import dicom_bytes, with_voi_lut
+from tests.builders.images import xray_like
 
 
 def test_a_damaged_jpeg_inside_a_dicom_is_refused():

@@ -9,8 +9,8 @@ import pytest
 
 from app.contract.errors import DamagedImageError, DicomNotScoredError
 from app.contract.preprocessing import decode
-from tests.dicom_helpers import dicom_bytes
-from tests.helpers import xray_like
+from tests.builders.dicom import dicom_bytes
+from tests.builders.images import xray_like
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 

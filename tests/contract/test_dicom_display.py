@@ -6,8 +6,8 @@ import pytest
 
 from app.contract.errors import DicomRescaleError
 from app.contract.preprocessing import decode
-from tests import film_builders as fb
-from tests.dicom_helpers import dicom_bytes
+from tests.builders import films as fb
+from tests.builders.dicom import dicom_bytes
 
 pytestmark = pytest.mark.realdata
 

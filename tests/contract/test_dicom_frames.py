@@ -7,9 +7,9 @@ import pytest
 
 from app.contract.errors import CorruptImageError, DamagedImageError, TooManyPixelsError
 from app.contract.preprocessing import decode
-from tests import film_builders as fb
-from tests.corpus import progressive_cut_at_scan
-from tests.dicom_helpers import dicom_bytes
+from tests.builders import films as fb
+from tests.builders.corpus import progressive_cut_at_scan
+from tests.builders.dicom import dicom_bytes
 
 pytestmark = pytest.mark.realdata
 

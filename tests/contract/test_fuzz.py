@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from app.contract.errors import ImageError
 from app.contract.preprocessing import decode
-from tests.corpus import progressive_jpeg
-from tests.helpers import jpeg_bytes, png16_bytes, png_bytes
+from tests.builders.corpus import progressive_jpeg
+from tests.builders.images import jpeg_bytes, png16_bytes, png_bytes
 
 SEEDS = [jpeg_bytes(48, 40), jpeg_bytes(40, 48, mode="CMYK"), png_bytes(40, 32),
          png16_bytes(32, 40), png_bytes(32, 32, mode="RGBA"), progressive_jpeg()]

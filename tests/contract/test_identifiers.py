@@ -12,9 +12,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from app.contract.identifiers import instance_facts
-from tests.dicom_helpers import file_bytes, study_film
-from tests.helpers import xray_like
+from app.contract.identifiers import instance_facts, read_header
+from tests.builders.dicom import file_bytes, study_film
+from tests.builders.images import xray_like
 
 MIB = 1 << 20
 
@@ -70,4 +70,19 @@ def test_a_deflate_bomb_is_never_inflated_for_its_facts():
     finally:
         tracemalloc.stop()
     assert facts is not None and facts.study_instance_uid == ds.StudyInstanceUID
+    assert peak < 8 * MIB
+
+
+def test_read_header_of_a_deflate_bomb_reads_its_first_mib_only():
+    """The DICOM node's header read (app/dicom/ingest.py `Received`) is the upload's."""
+    ds = study_film(xray_like())
+    bomb = _deflated(ds, zeros_mib=64)
+    tracemalloc.start()
+    try:
+        header = read_header(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert header is not None and header.SOPInstanceUID == ds.SOPInstanceUID
+    assert "PixelData" not in header
     assert peak < 8 * MIB

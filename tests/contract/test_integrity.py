@@ -9,7 +9,7 @@ from PIL import Image
 from app.contract.errors import CorruptImageError, DamagedImageError
 from app.contract.integrity import check_png
 from app.contract.preprocessing import decode
-from tests.corpus import (
+from tests.builders.corpus import (
     jpeg_corrupt_scan,
     jpeg_cut_with_end_marker,
     jpeg_odd_jfif_version_cut,
@@ -22,7 +22,7 @@ from tests.corpus import (
     progressive_jpeg,
     ycck_jpeg,
 )
-from tests.helpers import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
+from tests.builders.images import encode, jpeg_bytes, png16_bytes, png_bytes, xray_like
 
 
 @pytest.mark.parametrize("damage", [

@@ -7,9 +7,9 @@ import pytest
 
 from app.contract.errors import ImageError
 from app.contract.preprocessing import decode, precheck
-from tests import corpus
-from tests.dicom_helpers import dicom_bytes
-from tests.helpers import jpeg_bytes, png_bytes, xray_like
+from tests.builders import corpus
+from tests.builders.dicom import dicom_bytes
+from tests.builders.images import jpeg_bytes, png_bytes, xray_like
 
 
 def _outcome(step, data: bytes) -> str:

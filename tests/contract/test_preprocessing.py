@@ -10,7 +10,7 @@ from app.contract.errors import (
     UnsupportedFormatError,
 )
 from app.contract.preprocessing import decode, load_model_input, to_model_input
-from tests.helpers import (
+from tests.builders.images import (
     encode,
     exif_rotated_jpeg,
     jpeg_bytes,

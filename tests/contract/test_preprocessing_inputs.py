@@ -7,8 +7,8 @@ import pytest
 
 from app.contract.errors import UnsupportedFormatError
 from app.contract.preprocessing import decode
-from tests import film_builders as fb
-from tests.helpers import png16_bytes
+from tests.builders import films as fb
+from tests.builders.images import png16_bytes
 
 pytestmark = pytest.mark.realdata
 

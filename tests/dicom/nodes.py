@@ -1,13 +1,14 @@
 """The DICOM node under test: a scorer on the committed model's card with a stand-in for the
-network (fast lanes), a commit that records, the SCP on a free loopback port, and a
-pynetdicom SCU to talk to it."""
+network (fast lanes), a commit that records, an in-memory job source, the SCP on a free
+loopback port, and a pynetdicom SCU to talk to it."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 from pydicom import Dataset
@@ -15,10 +16,12 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification
 
 from app.contract.card import read_card
-from app.dicom.ingest import IngestResult, ScoringIngest
+from app.dicom.delivery import Job, encode
+from app.dicom.ingest import IngestResult, Received, ScoringIngest
 from app.dicom.scp import ScpOptions, StorageSCP
 from app.services.decode_pool import Decoder, InlineDecoder
 from app.services.pipeline import Scorer
+from tests.builders.dicom import file_bytes
 from tests.servers import REPO, free_port
 
 MODEL_DIR = REPO / "models" / "pneumonia" / "2"
@@ -71,6 +74,46 @@ def scoring_ingest(probability: float = 0.9, **options) -> tuple[ScoringIngest, 
     recorder = Recorder()
     scorer = stand_in_scorer(probability)
     return ScoringIngest(lambda: scorer, recorder, **options), recorder
+
+
+def received(film: Dataset) -> Received:
+    """`film` as a door hands it to the ingest: its Part 10 bytes and their header."""
+    return Received.read(file_bytes(film))
+
+
+class MemoryJobSource:
+    """A JobSource in memory (the app's is its worklist database): jobs are lost when the
+    process ends, which is exactly what the database-backed source exists to prevent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int | str, tuple[Job, datetime, str | None]] = {}
+        self._next_id = 0
+
+    def add(self, datasets: Sequence[Dataset], now: datetime | None = None) -> Job:
+        with self._lock:
+            self._next_id += 1
+            job = Job(self._next_id, tuple(encode(ds) for ds in datasets))
+            self._jobs[job.id] = (job, now or datetime.now(UTC), None)
+            return job
+
+    def pending(self, now: datetime) -> list[Job]:
+        with self._lock:
+            return [job for job, due, _ in self._jobs.values() if due <= now]
+
+    def done(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
+    def failed(self, job: Job, next_attempt: datetime, detail: str) -> None:
+        with self._lock:
+            again = Job(job.id, job.instances, job.attempts + 1)
+            self._jobs[job.id] = (again, next_attempt, detail)
+
+    def waiting(self) -> list[tuple[Job, datetime, str | None]]:
+        """Every job not yet delivered, with its next attempt and last failure."""
+        with self._lock:
+            return list(self._jobs.values())
 
 
 @contextmanager

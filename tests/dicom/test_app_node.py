@@ -1,4 +1,4 @@
-"""The DICOM node as the app runs it (app/main.py's lifespan, app/dicom/worklist.py): films
+"""The DICOM node as the app runs it (app/web/main.py's lifespan, app/dicom/store_adapter.py): films
 from a real Orthanc land on the worklist store, their SR and secondary capture go back, and
 a result whose destination is down is delivered once it is back, across an app restart."""
 
@@ -11,10 +11,10 @@ import pytest
 
 from app.dicom.results import PROBABILITY
 from app.services.pipeline import score_film
+from tests.builders.dicom import file_bytes
 from tests.dicom.nodes import NODE_AE, store
 from tests.dicom.orthanc import running_orthanc
 from tests.dicom.test_node_with_orthanc import COMPREHENSIVE_SR, SECONDARY_CAPTURE, _films
-from tests.dicom_helpers import file_bytes
 from tests.servers import free_port, poll
 
 DELIVERY_SECONDS = 120  # a safety net on a loaded 2-core machine, not the thing measured

@@ -15,23 +15,23 @@ from app.dicom.delivery import (
     Backoff,
     DeliveryWorker,
     Destination,
-    MemoryJobSource,
     every,
     senders_from_settings,
     store_scu,
     stow_rs,
 )
 from app.dicom.results import ResultBuilder
-from app.dicom.stow import RelatedParts, StowSession, boundary_of
-from tests.dicom.nodes import PACS_AE, StandInPacs, scoring_ingest
-from tests.dicom_helpers import study_film
-from tests.helpers import xray_like
+from app.dicom.stow import StowSession, boundary_of
+from app.web.upload import RelatedParts
+from tests.builders.dicom import study_film
+from tests.builders.images import xray_like
+from tests.dicom.nodes import PACS_AE, MemoryJobSource, StandInPacs, received, scoring_ingest
 from tests.servers import free_port, poll, settings_for_tests
 
 
 def _results(seed: int = 0):
     ingest, _ = scoring_ingest(results=ResultBuilder())
-    return ingest(study_film(xray_like(96, 80, seed=seed)), "dicom:PACS").results
+    return ingest(received(study_film(xray_like(96, 80, seed=seed))), "dicom:PACS").results
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -124,7 +124,8 @@ def test_worker_thread_delivers_when_woken():
 
 @contextmanager
 def _stow_server(status_of_ingest=None):
-    """A DICOMweb stand-in: STOW-RS parsed by app/dicom/stow.py into a recording ingest."""
+    """A DICOMweb stand-in: STOW-RS split by the web layer's RelatedParts and stored by
+    app/dicom/stow.py into a recording ingest."""
     ingest, recorder = scoring_ingest()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -133,9 +134,10 @@ def _stow_server(status_of_ingest=None):
 
             reader = RelatedParts(boundary_of(self.headers["Content-Type"]), 1 << 24, 100)
             session = StowSession(ingest)
-            for part in reader.feed(self.rfile.read(int(self.headers["Content-Length"]))):
-                session.add(part)
+            reader.feed([self.rfile.read(int(self.headers["Content-Length"]))])
             reader.close()
+            for part in reader.completed:
+                session.add(part.data, part.content_type)
             status, answer = session.response()
             body = json.dumps(answer).encode()
             self.send_response(status)

@@ -1,20 +1,25 @@
-"""The STOW-RS route (app/routes/dicomweb.py) on the app, with the node's ingest on the
-stand-in model: the web layer's part only (token, media type, limits, streaming)."""
+"""The STOW-RS route (app/web/routes/dicomweb.py) on the app, with the node's ingest on the
+stand-in model: the web layer's part only (token, media type, limits, streaming), and the
+split of its body into parts (app/web/upload.py RelatedParts, python-multipart's parser)
+fed byte by byte."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from fastapi.testclient import TestClient
 from pydicom import Dataset
 
 from app.dicom.stow import multipart_body
-from app.main import create_app
+from app.errors import MalformedUploadError, TooManyFilesError, UploadTooLargeError
 from app.services.catalog import ModelCatalog
+from app.web.main import create_app
+from app.web.upload import RelatedParts
+from tests.builders.dicom import file_bytes, study_film
+from tests.builders.images import xray_like
 from tests.dicom.nodes import scoring_ingest
-from tests.dicom_helpers import file_bytes, study_film
-from tests.helpers import xray_like
 from tests.servers import settings_for_tests
 
 TOKEN = "a-token-of-sixteen-chars"
@@ -88,3 +93,108 @@ def test_stow_before_the_node_has_an_ingest_is_503():
     with _client(with_ingest=False) as (client, _):
         response = _post(client, [study_film(xray_like(64, 64))])
     assert response.status_code == 503 and response.headers["retry-after"]
+
+
+def _body(*parts: bytes, boundary: str = "b0und", preamble: bytes = b"",
+          epilogue: bytes = b"", headers: str = "Content-Type: application/dicom\r\n") -> bytes:
+    pieces = [preamble]
+    for data in parts:
+        pieces += [f"--{boundary}\r\n{headers}\r\n".encode(), data, b"\r\n"]
+    pieces.append(f"--{boundary}--\r\n".encode() + epilogue)
+    return b"".join(pieces)
+
+
+def _split(body: bytes, chunk: int, **limits) -> list:
+    reader = RelatedParts("b0und", limits.get("max_part_bytes", 1 << 20),
+                          limits.get("max_parts", 10))
+    parts = []
+    for start in range(0, len(body), chunk):
+        reader.feed([body[start:start + chunk]])
+        while reader.completed:
+            parts.append(reader.completed.popleft())
+    reader.close()
+    return parts
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_split_gives_each_part_whatever_the_chunks(chunk):
+    parts = [b"first", b"", b"\r\n--b0un not a delimiter \r\n", bytes(range(256)) * 4]
+    body = _body(*parts, preamble=b"ignored preamble\r\n", epilogue=b"ignored epilogue")
+    split = _split(body, chunk)
+    assert [p.data for p in split] == parts
+    assert {p.content_type for p in split} == {"application/dicom"}
+
+
+@pytest.mark.parametrize("chunk", [1, 64])
+def test_split_gives_each_parts_content_type(chunk):
+    body = (b"--b0und\r\nContent-Type: application/dicom; transfer-syntax=1.2\r\n\r\na\r\n"
+            b"--b0und\r\n\r\nb\r\n"  # a part without headers
+            b"--b0und\r\ncontent-type:  text/plain \r\nX-Other: 1\r\n\r\nc\r\n"
+            b"--b0und--\r\n")
+    split = _split(body, chunk)
+    assert [(p.content_type, p.data) for p in split] == [
+        ("application/dicom; transfer-syntax=1.2", b"a"), (None, b"b"), ("text/plain", b"c")]
+
+
+@pytest.mark.parametrize("chunk", [1, 64])
+def test_split_of_a_body_that_breaks_off_is_malformed(chunk):
+    with pytest.raises(MalformedUploadError):
+        _split(_body(b"x")[:-12], chunk)
+
+
+def test_split_of_a_body_without_any_boundary_is_malformed():
+    with pytest.raises(MalformedUploadError):
+        _split(b"no boundary here at all", 4)
+
+
+def test_split_of_a_part_over_the_limit_stops_at_the_limit():
+    with pytest.raises(UploadTooLargeError):
+        _split(_body(b"x" * 5000), 100, max_part_bytes=1000)
+
+
+def test_split_of_too_many_parts_is_refused():
+    with pytest.raises(TooManyFilesError):
+        _split(_body(*[b"x"] * 4), 64, max_parts=3)
+
+
+def test_split_of_broken_framing_is_malformed():
+    with pytest.raises(MalformedUploadError):
+        _split(b"--b0und\r\nno colon in this header\r\n\r\nx\r\n--b0und--\r\n", 64)
+
+
+def test_stow_of_a_part_over_the_upload_limit_is_413():
+    with _client(max_upload_bytes=1000) as (client, committed):
+        response = _post(client, [study_film(xray_like(96, 80))])
+    assert response.status_code == 413 and committed == []
+
+
+def test_stow_of_a_body_declared_over_the_batch_limit_is_413_before_it_is_read():
+    with _client(max_batch_bytes=1000) as (client, committed):
+        response = _post(client, [study_film(xray_like(96, 80))])
+    assert response.status_code == 413 and committed == []
+
+
+def test_stow_of_a_body_that_breaks_off_keeps_the_parts_before_and_is_400():
+    films = [study_film(xray_like(96, 80, seed=i)) for i in range(2)]
+    body, content_type = multipart_body([file_bytes(f) for f in films])
+    cut = body[:body.rindex(b"--") - 40]  # the second part's end never arrives
+    with _client() as (client, committed):
+        response = client.post("/dicomweb/studies", content=cut,
+                               headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert [r.facts.sop_instance_uid for r in committed] == [films[0].SOPInstanceUID]
+
+
+def test_stow_answers_each_part_by_its_content_type():
+    film = study_film(xray_like(96, 80))
+    body = (b"--b0und\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+            b"--b0und\r\nContent-Type: application/dicom\r\n\r\n" + file_bytes(film)
+            + b"\r\n--b0und--\r\n")
+    with _client() as (client, committed):
+        response = client.post("/dicomweb/studies", content=body, headers={
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0und'})
+    assert response.status_code == 202
+    answer = Dataset.from_json(response.json())
+    assert answer.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == film.SOPInstanceUID
+    assert answer.OtherFailuresSequence[0].FailureReason == 0xC000
+    assert len(committed) == 1

@@ -4,24 +4,21 @@ instances it must not score."""
 from __future__ import annotations
 
 import dataclasses
-import io
 
-import pydicom
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from app.contract.identifiers import InstanceFacts, InvalidInstanceError
-from app.dicom.ingest import part10_bytes
+from app.dicom.ingest import Received, UnreadableInstanceError
 from app.dicom.results import ResultBuilder
-from tests.dicom.nodes import scoring_ingest
-from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
-from tests.helpers import xray_like
+from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
+from tests.builders.images import xray_like
+from tests.dicom.nodes import received, scoring_ingest
 
 
 def test_ingest_commits_before_it_returns():
     ingest, recorder = scoring_ingest(0.3)
     film = study_film(xray_like(96, 80))
-    result = ingest(film, "dicom:PACS")
+    result = ingest(received(film), "dicom:PACS")
     assert recorder.committed == [result]
     assert result.scored_at >= result.received_at
     assert result.received_at.tzinfo is not None
@@ -44,7 +41,7 @@ def test_ingest_of_a_data_set_without_its_uids_is_invalid(missing):
     film = study_film(xray_like(64, 64))
     delattr(film, missing)
     with pytest.raises(InvalidInstanceError):
-        ingest(film, "dicom:PACS")
+        ingest(received(film), "dicom:PACS")
     assert recorder.committed == []
 
 
@@ -52,20 +49,43 @@ def test_ingest_of_a_result_of_this_node_lists_it_unscored():
     """A PACS that routes everything to the node sends its secondary captures back."""
     film = study_film(xray_like(96, 80))
     ingest, recorder = scoring_ingest(results=ResultBuilder())
-    _, sc = ingest(film, "dicom:PACS").results
-    returned = pydicom.dcmread(io.BytesIO(file_bytes(sc)))
-    result = ingest(returned, "dicom:PACS")
+    _, sc = ingest(received(film), "dicom:PACS").results
+    result = ingest(Received.read(file_bytes(sc)), "dicom:PACS")
     assert result.prediction is None and result.error.code == "dicom_own_result"
     assert result.results == ()
 
 
-def test_part10_bytes_of_a_deflated_data_set_are_inflated():
-    film = study_film(xray_like(64, 64))
-    film.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    data = part10_bytes(pydicom.dcmread(io.BytesIO(file_bytes(film))))
-    back = pydicom.dcmread(io.BytesIO(data))
-    assert back.file_meta.TransferSyntaxUID != DeflatedExplicitVRLittleEndian
-    assert back.pixel_array.shape == (64, 64)
+def test_ingest_scores_the_bytes_as_they_arrived(monkeypatch):
+    """No Dataset written back to bytes on the way in: the pipeline gets the received
+    bytes themselves."""
+    import app.dicom.ingest as module
+
+    scored = []
+    score_film = module.score_film
+
+    def spy(scorer, data, **options):
+        scored.append(data)
+        return score_film(scorer, data, **options)
+
+    monkeypatch.setattr(module, "score_film", spy)
+    ingest, _ = scoring_ingest(results=ResultBuilder())
+    instance = received(study_film(xray_like(96, 80)))
+    assert ingest(instance, "dicom:PACS").prediction is not None
+    assert len(scored) == 1 and scored[0] is instance.data
+
+
+def test_received_header_is_read_without_the_pixels():
+    film = study_film(xray_like(96, 80))
+    instance = received(film)
+    assert instance.header.SOPInstanceUID == film.SOPInstanceUID
+    assert "PixelData" not in instance.header
+    assert instance.data == file_bytes(film)
+
+
+@pytest.mark.parametrize("data", [b"", b"not dicom at all", b"\0" * 128 + b"DICM" + b"\xff" * 9])
+def test_received_of_bytes_that_are_not_part_10_is_unreadable(data):
+    with pytest.raises(UnreadableInstanceError):
+        Received.read(data)
 
 
 def test_ingest_never_writes_the_film_to_disk(monkeypatch):
@@ -78,14 +98,14 @@ def test_ingest_never_writes_the_film_to_disk(monkeypatch):
     for name in ("NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, refuse)
     ingest, _ = scoring_ingest(results=ResultBuilder())
-    assert ingest(study_film(xray_like(96, 80)), "dicom:PACS").prediction is not None
+    assert ingest(received(study_film(xray_like(96, 80))), "dicom:PACS").prediction is not None
 
 
 def test_ingest_of_a_film_whose_results_cannot_be_made_keeps_its_score(caplog):
     film = study_film(xray_like(96, 80))
     del film.SeriesInstanceUID  # highdicom cannot reference the source without it
     ingest, recorder = scoring_ingest(results=ResultBuilder())
-    result = ingest(film, "dicom:PACS")
+    result = ingest(received(film), "dicom:PACS")
     assert result.prediction is not None and result.results == ()
     assert "results not made" in result.results_error
     assert recorder.committed == [result]

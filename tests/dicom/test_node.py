@@ -5,23 +5,35 @@ source."""
 from __future__ import annotations
 
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
-from app.dicom.delivery import MemoryJobSource, encode
+from app.dicom.delivery import encode
 from app.dicom.node import DicomNode
 from app.errors import ModelNotReadyError
+from app.services.catalog import ModelCatalog
 from app.services.decode_pool import InlineDecoder
-from tests.dicom.nodes import NODE_AE, PACS_AE, Recorder, StandInModel, StandInPacs
-from tests.dicom_helpers import study_film
-from tests.helpers import xray_like
+from tests.builders.dicom import study_film
+from tests.builders.images import xray_like
+from tests.dicom.nodes import (
+    NODE_AE,
+    PACS_AE,
+    MemoryJobSource,
+    Recorder,
+    StandInModel,
+    StandInPacs,
+    received,
+)
 from tests.servers import free_port, poll, settings_for_tests
 
 
 def _catalog(model=None):
-    return SimpleNamespace(default=model, failure=None,
-                           threshold=lambda m: m.card.threshold)
+    """A catalog serving `model` (None: still loading), as ModelCatalog.load leaves it."""
+    catalog = ModelCatalog()
+    catalog.default = model
+    if model is not None:
+        catalog.models = {model.card.name: model}
+    return catalog
 
 
 def test_node_from_settings_scores_a_film_and_delivers_its_results(tmp_path):
@@ -59,7 +71,7 @@ def test_node_without_a_destination_makes_no_results_and_no_scp_on_port_zero():
                                    _catalog(StandInModel()), InlineDecoder(), Recorder(),
                                    MemoryJobSource())
     assert node.scp is None and node.worker is None
-    result = node.ingest(study_film(xray_like(64, 64)), "dicomweb")
+    result = node.ingest(received(study_film(xray_like(64, 64))), "dicomweb")
     assert result.prediction is not None and result.results == ()
 
 
@@ -67,5 +79,5 @@ def test_node_ingest_before_the_model_is_ready_raises_not_ready():
     node = DicomNode.from_settings(settings_for_tests(dicom_port=0), _catalog(None),
                                    InlineDecoder(), Recorder())
     with pytest.raises(ModelNotReadyError) as raised:
-        node.ingest(study_film(xray_like(64, 64)), "dicomweb")
+        node.ingest(received(study_film(xray_like(64, 64))), "dicomweb")
     assert raised.value.code == "model_loading"

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.dicom.delivery import DeliveryWorker, Destination, MemoryJobSource, store_scu
+from app.dicom.delivery import DeliveryWorker, Destination, store_scu
 from app.dicom.ingest import IngestResult, ScoringIngest, catalog_scorer
 from app.dicom.results import PROBABILITY, SC_SERIES_NUMBER, ResultBuilder
 from app.services.decode_pool import InlineDecoder
 from app.services.pipeline import score_film
-from tests.dicom.nodes import NODE_AE, running_node
+from tests.builders.dicom import file_bytes, study_film
+from tests.dicom.nodes import NODE_AE, MemoryJobSource, running_node
 from tests.dicom.orthanc import running_orthanc
-from tests.dicom_helpers import file_bytes, study_film
 from tests.servers import poll
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -119,8 +119,8 @@ def test_orthanc_finishes_its_job_for_a_lateral_film_and_fails_it_for_a_damaged_
     PACS's forwarding job; an error fails it, visibly, at the PACS."""
     import urllib.error
 
+    from tests.builders.images import xray_like
     from tests.dicom.nodes import scoring_ingest
-    from tests.helpers import xray_like
 
     lateral = study_film(xray_like(96, 80), view="LL")
     damaged = study_film(xray_like(96, 80))

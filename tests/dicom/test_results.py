@@ -9,9 +9,11 @@ import shutil
 import subprocess
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
+from app.contract.triage_score import score_text, triage_score
 from app.dicom.results import (
     FLAGGED,
     NEEDS_REVIEW,
@@ -25,10 +27,9 @@ from app.dicom.results import (
     structured_report,
     triage_text,
 )
-from app.services.triage import score_text, triage_score
-from tests.dicom.nodes import scoring_ingest
-from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
-from tests.helpers import xray_like
+from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
+from tests.builders.images import xray_like
+from tests.dicom.nodes import received, scoring_ingest
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -37,7 +38,7 @@ COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 def _results(probability: float = 0.8, **film_options):
     film = study_film(xray_like(160, 128), **film_options)
     ingest, _ = scoring_ingest(probability, results=ResultBuilder())
-    result = ingest(film, "dicom:PACS")
+    result = ingest(received(film), "dicom:PACS")
     return film, result
 
 
@@ -115,21 +116,49 @@ def test_secondary_capture_is_a_valid_rgb_image_in_the_study():
     assert (back.PatientName, back.PatientID) == (PATIENT_NAME, PATIENT_ID)
 
 
-def test_secondary_capture_without_a_heatmap_shows_the_film_decoded_again():
+def _film_area(sc) -> np.ndarray:
+    """The secondary capture's pixels below its text band: (h, w, 3) uint8."""
+    pixels = pydicom.dcmread(io.BytesIO(file_bytes(sc))).pixel_array
+    return pixels[-200:]
+
+
+def test_secondary_capture_is_drawn_from_the_pipelines_pixels_and_heat_map():
+    """The film and its heat map come from the pipeline as arrays (no PNG made and read
+    back), and are not kept with the committed outcome."""
+    _, result = _results()
+    _, sc = result.results
+    area = _film_area(sc)
+    assert (area[..., 0].astype(int) - area[..., 2] > 30).any()  # red-yellow over grey
+    assert result.prediction.heatmap is None and result.prediction.display is None
+
+
+def test_secondary_capture_without_a_heatmap_shows_the_film_decoded_once():
     from app.dicom.ingest import ScoringIngest
+    from app.services.decode_pool import InlineDecoder
     from tests.dicom.nodes import Recorder, stand_in_scorer
 
-    scorer = stand_in_scorer(can_explain=False)
+    class Counting(InlineDecoder):
+        films = 0
+
+        def prepare(self, job, bulk=False):
+            self.films += 1
+            return super().prepare(job, bulk)
+
+    decoder = Counting()
+    scorer = stand_in_scorer(can_explain=False, decoder=decoder)
     ingest = ScoringIngest(lambda: scorer, Recorder(), ResultBuilder())
-    result = ingest(study_film(xray_like(160, 128)), "dicom:PACS")
+    result = ingest(received(study_film(xray_like(160, 128))), "dicom:PACS")
     assert result.prediction.heatmap is None
-    assert len(result.results) == 2
+    assert len(result.results) == 2 and decoder.films == 1
+    area = _film_area(result.results[1])
+    assert (area[..., 0] == area[..., 2]).all()  # the grey film, no heat map over it
 
 
 def test_results_without_secondary_capture_are_the_sr_only():
     film = study_film(xray_like(96, 80))
     ingest, _ = scoring_ingest(results=ResultBuilder(secondary_capture=False))
-    assert [r.SOPClassUID for r in ingest(film, "dicom:PACS").results] == [COMPREHENSIVE_SR]
+    results = ingest(received(film), "dicom:PACS").results
+    assert [r.SOPClassUID for r in results] == [COMPREHENSIVE_SR]
 
 
 def test_sr_of_a_film_with_orientation_and_spacing_has_an_image_library():
@@ -137,7 +166,7 @@ def test_sr_of_a_film_with_orientation_and_spacing_has_an_image_library():
     film.PatientOrientation = ["L", "F"]
     film.ImagerPixelSpacing = [0.2, 0.2]
     ingest, _ = scoring_ingest(results=ResultBuilder())
-    sr = ingest(film, "dicom:PACS").results[0]
+    sr = ingest(received(film), "dicom:PACS").results[0]
     assert "Image Library" in str(sr.ContentSequence)
 
 

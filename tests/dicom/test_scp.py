@@ -25,6 +25,8 @@ from app.dicom.ingest import NotStoredError, ScoringIngest
 from app.dicom.scp import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from app.errors import ModelNotReadyError
 from app.services.decode_pool import InlineDecoder
+from tests.builders.dicom import CT_SOP_CLASS, PATIENT_ID, PATIENT_NAME, file_bytes, study_film
+from tests.builders.images import xray_like
 from tests.dicom.nodes import (
     NODE_AE,
     PACS_AE,
@@ -35,8 +37,6 @@ from tests.dicom.nodes import (
     stand_in_scorer,
     store,
 )
-from tests.dicom_helpers import CT_SOP_CLASS, PATIENT_ID, PATIENT_NAME, file_bytes, study_film
-from tests.helpers import xray_like
 
 DCMTK_TIMEOUT = 60
 
@@ -138,6 +138,30 @@ def _encoded(syntax: str) -> dict:
     return {}
 
 
+def test_the_ingest_gets_the_data_set_as_the_sender_encoded_it():
+    """No Dataset is written back to bytes on the way in: the ingest gets pynetdicom's
+    encoded data set behind its file meta, and the header read from it without pixels."""
+    from pynetdicom.dsutils import encode
+
+    film = study_film(xray_like(96, 80))
+    handed = []
+    ingest, recorder = scoring_ingest()
+
+    def spy(received, source):
+        handed.append(received)
+        return ingest(received, source)
+
+    with running_node(spy) as node:
+        [status] = store(node.port, [film])
+    assert status.Status == 0x0000
+    [received] = handed
+    sent = encode(film, is_implicit_vr=False, is_little_endian=True)
+    assert received.data[128:132] == b"DICM" and received.data.endswith(sent)
+    assert received.header.SOPInstanceUID == film.SOPInstanceUID
+    assert "PixelData" not in received.header
+    assert recorder.committed[0].prediction is not None
+
+
 def test_store_of_a_damaged_film_gets_a_failure_status_and_is_listed_without_a_score():
     film = study_film(xray_like(96, 80))
     film.PixelData = film.PixelData[: len(film.PixelData) // 2]  # a transfer cut short
@@ -214,7 +238,7 @@ def test_store_logs_no_patient_name_or_id(tmp_path, caplog):
     lateral = study_film(xray_like(96, 80), view="LL")
     good.save_as(tmp_path / "cr.dcm", enforce_file_format=True)
     ingest, recorder = scoring_ingest()
-    # pynetdicom's own level too: the app quiets it to WARNING (app/quiet.py).
+    # pynetdicom's own level too: the app quiets it to WARNING (app/logs.py).
     with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="pynetdicom"), \
             running_node(ingest) as node:
         statuses = store(node.port, [good, damaged, lateral])

@@ -1,71 +1,19 @@
-"""STOW-RS without the web layer: the multipart/related split, and the Store Instances
-Response for one and for several instances."""
+"""STOW-RS without the web layer: the request's media type, each part's bytes through the
+ingest, and the Store Instances Response for one and for several instances. (The body's
+split into parts is the web layer's: tests/dicom/test_dicomweb.py.)"""
 
 from __future__ import annotations
 
 import pytest
 from pydicom import Dataset
 
-from app.dicom.stow import (
-    RelatedParts,
-    StowSession,
-    UnsupportedMediaTypeError,
-    boundary_of,
-    multipart_body,
-)
-from app.errors import (
-    MalformedUploadError,
-    ModelNotReadyError,
-    TooManyFilesError,
-    UploadTooLargeError,
-)
+from app.dicom.stow import DICOM, StowSession, UnsupportedMediaTypeError, boundary_of
+from app.errors import MalformedUploadError, ModelNotReadyError
+from tests.builders.dicom import CT_SOP_CLASS, file_bytes, study_film
+from tests.builders.images import xray_like
 from tests.dicom.nodes import scoring_ingest
-from tests.dicom_helpers import CT_SOP_CLASS, file_bytes, study_film
-from tests.helpers import xray_like
 
 CONTENT_TYPE = 'multipart/related; type="application/dicom"; boundary=b0und'
-
-
-def _body(*parts: bytes, boundary: str = "b0und", preamble: bytes = b"",
-          epilogue: bytes = b"") -> bytes:
-    pieces = [preamble]
-    for data in parts:
-        pieces += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
-                   data, b"\r\n"]
-    pieces.append(f"--{boundary}--\r\n".encode() + epilogue)
-    return b"".join(pieces)
-
-
-def _split(body: bytes, chunk: int, **limits) -> list[bytes]:
-    reader = RelatedParts("b0und", limits.get("max_part_bytes", 1 << 20),
-                          limits.get("max_parts", 10))
-    parts = []
-    for start in range(0, len(body), chunk):
-        parts += [p.data for p in reader.feed(body[start:start + chunk])]
-    reader.close()
-    return parts
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
-def test_split_gives_each_part_whatever_the_chunks(chunk):
-    parts = [b"first", b"", b"\r\n--b0un not a delimiter \r\n", bytes(range(256)) * 4]
-    body = _body(*parts, preamble=b"ignored preamble\r\n", epilogue=b"ignored epilogue")
-    assert _split(body, chunk) == parts
-
-
-def test_split_of_a_body_without_its_closing_delimiter_is_malformed():
-    with pytest.raises(MalformedUploadError):
-        _split(_body(b"x")[:-12], 64)
-
-
-def test_split_of_a_part_over_the_limit_stops_at_the_limit():
-    with pytest.raises(UploadTooLargeError):
-        _split(_body(b"x" * 5000), 100, max_part_bytes=1000)
-
-
-def test_split_of_too_many_parts_is_refused():
-    with pytest.raises(TooManyFilesError):
-        _split(_body(*[b"x"] * 4), 64, max_parts=3)
 
 
 @pytest.mark.parametrize(("content_type", "error"), [
@@ -86,15 +34,11 @@ def test_boundary_of_a_stow_request():
     assert boundary_of("multipart/related; boundary=abc") == "abc"  # type defaults
 
 
-def _session(films, probability=0.9, **options):
+def _session(films, probability=0.9, content_type=DICOM, **options):
     ingest, recorder = scoring_ingest(probability)
     session = StowSession(ingest, **options)
-    body, content_type = multipart_body([file_bytes(f) if isinstance(f, Dataset) else f
-                                         for f in films])
-    reader = RelatedParts(boundary_of(content_type), 1 << 24, 100)
-    for part in reader.feed(body):
-        session.add(part)
-    reader.close()
+    for film in films:
+        session.add(file_bytes(film) if isinstance(film, Dataset) else film, content_type)
     status, answer = session.response()
     return status, Dataset.from_json(answer), recorder
 
@@ -141,9 +85,7 @@ def test_stow_while_the_model_loads_asks_to_send_again():
         raise ModelNotReadyError(failed=False)
 
     session = StowSession(ScoringIngest(loading, Recorder()))
-    body, content_type = multipart_body([file_bytes(study_film(xray_like(64, 64)))])
-    for part in RelatedParts(boundary_of(content_type), 1 << 20, 10).feed(body):
-        session.add(part)
+    session.add(file_bytes(study_film(xray_like(64, 64))), DICOM)
     status, answer = session.response()
     assert status == 503
     assert Dataset.from_json(answer).FailedSOPSequence[0].FailureReason == 0xA700
@@ -167,3 +109,36 @@ def test_a_deflated_instance_is_refused_without_inflating_it():
     assert failed.ReferencedSOPInstanceUID == film.SOPInstanceUID
     assert failed.FailureReason == 0xC122
     assert recorder.committed == []
+
+
+def test_stow_ingests_each_part_as_it_arrived():
+    """The part's bytes go to the ingest as a C-STORE's encoded data set does: no Dataset
+    written back to bytes."""
+    handed = []
+    ingest, _ = scoring_ingest()
+
+    def spy(received, source):
+        handed.append(received)
+        return ingest(received, source)
+
+    session = StowSession(spy)
+    data = file_bytes(study_film(xray_like(64, 64)))
+    session.add(data, f"{DICOM}; transfer-syntax=1.2.840.10008.1.2.1")
+    assert session.response()[0] == 200
+    [received] = handed
+    assert received.data is data
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/dicom+json"])
+def test_stow_of_a_part_that_is_not_dicom_is_another_failure(content_type):
+    status, answer, recorder = _session([study_film(xray_like(64, 64))],
+                                        content_type=content_type)
+    assert status == 409
+    [other] = answer.OtherFailuresSequence
+    assert other.FailureReason == 0xC000 and "not application/dicom" in other.ErrorComment
+    assert recorder.committed == []
+
+
+def test_stow_of_a_part_without_a_content_type_is_taken_as_dicom():
+    status, _, recorder = _session([study_film(xray_like(64, 64))], content_type=None)
+    assert status == 200 and len(recorder.committed) == 1

@@ -1,4 +1,4 @@
-"""The one worklist order and CSV (app/services/worklist.py): judged films by probability,
+"""The one worklist order and CSV (app/services/batch.py): judged films by probability,
 then those that need a human look in upload order, then files not scored; and the page
 script's copy of the rule (static/upload.js) is the same rule."""
 
@@ -9,9 +9,10 @@ import re
 import pytest
 
 from app.contract.errors import CorruptImageError
+from app.services.batch import worklist_csv, worklist_order, worklist_summary
+from app.services.display import csv_cell
 from app.services.film import ImageFacts
 from app.services.pipeline import FileResult, Prediction
-from app.services.worklist import csv_cell, worklist_csv, worklist_order, worklist_summary
 from tests.servers import REPO
 
 FACTS = ImageFacts(224, 224, "JPEG", "L", None)
@@ -98,7 +99,7 @@ def test_csv_cells_are_quoted_at_any_separator_and_never_start_a_formula(text, c
 
 
 def test_the_api_csv_neutralises_a_formula_hidden_behind_a_semicolon(client):
-    from tests.helpers import jpeg_bytes
+    from tests.builders.images import jpeg_bytes
 
     files = [("files", ("x;=1+1;y.jpg", jpeg_bytes()))]
     text = client.post("/predict/batch?format=csv", files=files).text

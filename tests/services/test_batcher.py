@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.services.batcher import MicroBatcher
-from tests.helpers import jpeg_bytes, model_output
+from tests.builders.images import jpeg_bytes, model_output
 
 
 def _film(value: float) -> np.ndarray:

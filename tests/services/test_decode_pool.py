@@ -19,8 +19,9 @@ from app.contract.errors import DecodeBudgetError, WorkerLostError
 from app.errors import ServerBusyError
 from app.services.decode_pool import DecodePool, InlineDecoder
 from app.services.film import FilmJob as Job
-from tests.helpers import jpeg_bytes, png16_bytes
+from tests.builders.images import jpeg_bytes, png16_bytes
 from tests.servers import poll, running_server
+from tests.services.pool_probe import worker_pids
 
 
 def _big_png16(side: int) -> bytes:
@@ -62,10 +63,10 @@ def test_pool_and_inline_decoder_give_the_same_film():
 def test_a_decode_over_budget_is_stopped_and_its_worker_replaced():
     pool = DecodePool(1, timeout=0.05)
     try:
-        before = pool.pids
+        before = worker_pids(pool)
         with pytest.raises(DecodeBudgetError):
             pool.prepare(_job(_big_png16(6000)))
-        after = pool.pids
+        after = worker_pids(pool)
         assert len(after) == 1 and after != before  # a fresh worker took its place
         pool.timeout = 30  # the new worker needs a moment to start
         assert pool.prepare(_job(png16_bytes())).model_input.shape == (64, 64, 3)
@@ -149,7 +150,7 @@ def test_a_worker_killed_mid_decode_is_replaced_and_the_film_refused():
     pool = DecodePool(1, timeout=30)
     try:
         pool.prepare(_job(jpeg_bytes()))
-        (pid,) = pool.pids
+        (pid,) = worker_pids(pool)
         with ThreadPoolExecutor(1) as threads:
             slow = threads.submit(pool.prepare, _job(_big_png16(7000)))
             _until(pool._idle.empty)
@@ -158,7 +159,7 @@ def test_a_worker_killed_mid_decode_is_replaced_and_the_film_refused():
             os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
             with pytest.raises(WorkerLostError):
                 slow.result()
-        assert pool.pids != [pid]
+        assert worker_pids(pool) != [pid]
         assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
     finally:
         pool.close()
@@ -168,11 +169,11 @@ def test_an_unexpected_error_in_a_worker_is_reported_and_the_worker_kept():
     pool = DecodePool(1, timeout=30)
     try:
         pool.prepare(_job(jpeg_bytes()))
-        before = pool.pids
+        before = worker_pids(pool)
         bad = Job(jpeg_bytes(), (64, 64), 2, None, 60_000_000)  # 2 channels: a bug of ours
         with pytest.raises(RuntimeError, match="channels must be 1 or 3"):
             pool.prepare(bad)
-        assert pool.pids == before
+        assert worker_pids(pool) == before
         assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
     finally:
         pool.close()

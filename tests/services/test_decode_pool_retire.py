@@ -10,8 +10,9 @@ from PIL import Image
 from app.contract.errors import TooManyPixelsError
 from app.services.decode_pool import DecodePool, _out_of_memory
 from app.services.film import FilmJob
-from tests import film_builders as fb
-from tests.helpers import jpeg_bytes
+from tests.builders import films as fb
+from tests.builders.images import jpeg_bytes
+from tests.services.pool_probe import worker_pids
 
 
 def _job(data: bytes) -> FilmJob:
@@ -30,10 +31,10 @@ def test_a_worker_that_ran_out_of_memory_is_replaced_before_the_next_film():
     pool = DecodePool(1, timeout=30, memory_mb=220)
     try:
         assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
-        before = pool.pids
+        before = worker_pids(pool)
         with pytest.raises(TooManyPixelsError):
             pool.prepare(_job(_big_png16(7000)))
-        assert pool.pids != before  # a fresh worker took its place
+        assert worker_pids(pool) != before  # a fresh worker took its place
         assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
     finally:
         pool.close()
@@ -42,9 +43,9 @@ def test_a_worker_that_ran_out_of_memory_is_replaced_before_the_next_film():
 def test_a_worker_whose_memory_stays_high_after_a_film_is_replaced():
     pool = DecodePool(1, timeout=30, retire_mb=1)  # every worker is over 1 MB after a film
     try:
-        before = pool.pids
+        before = worker_pids(pool)
         assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
-        assert pool.pids != before
+        assert worker_pids(pool) != before
     finally:
         pool.close()
 
@@ -53,9 +54,9 @@ def test_a_worker_under_its_limit_is_kept():
     pool = DecodePool(1, timeout=30, memory_mb=2048)
     try:
         pool.prepare(_job(jpeg_bytes()))
-        before = pool.pids
+        before = worker_pids(pool)
         pool.prepare(_job(jpeg_bytes(seed=2)))
-        assert pool.pids == before
+        assert worker_pids(pool) == before
     finally:
         pool.close()
 

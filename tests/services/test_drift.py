@@ -1,5 +1,6 @@
 """The drift monitor (app/services/drift.py): each model's window of recent films against its
-validation films, as GET /metrics, GET /operations/drift and the pages' banner show it.
+validation films, as GET /metrics, GET /operations/drift and the pages' banner show it; a film
+counted once per window, however often it is sent.
 
 The real-data test streams films through the app: validation films first (no drift), then
 negatives of other validation films, then low-contrast copies, and watches the gauges cross
@@ -7,6 +8,7 @@ the threshold and the banner appear."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -86,6 +88,59 @@ def test_a_model_without_a_reference_is_not_watched_and_said_so_once(tmp_path, c
         "model bare v3 has no drift reference; drift not watched"]
 
 
+def test_the_same_film_counts_once_per_window(tmp_path):
+    """One film posted 120 times is one film of the window, not 120 (which alone raised the
+    alarm): known by its model input's digest, whatever array carries those pixels."""
+    model = _model_with_reference(tmp_path)
+    monitor = DriftMonitor(window=20, min_films=10, threshold=0.2)
+    rng = np.random.default_rng(3)
+    film = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for copy in [film] * 118 + [film.copy(), np.asfortranarray(film)]:
+        monitor.observe(model, copy, 0.99)
+    [state] = monitor.state().models
+    assert (state.films, state.psi, monitor.state().drifted) == (1, {}, False)
+    monitor.observe(model, film[:, :, :1].repeat(3, axis=2), 0.99)  # other pixels: counted
+    assert monitor.state().models[0].films == 2
+
+
+def test_a_film_counts_again_once_it_has_left_the_window_and_only_digests_are_kept(tmp_path):
+    model = _model_with_reference(tmp_path)
+    monitor = DriftMonitor(window=20, min_films=10, threshold=0.2)
+    rng = np.random.default_rng(4)
+    first = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    monitor.observe(model, first, 0.5)
+    for _ in range(500):  # the window moves on past `first`
+        monitor.observe(model, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), 0.5)
+    window = monitor._windows[("m", 1)]
+    assert len(window.seen) == len(window.digests) == 20  # bounded by the window
+    assert all(isinstance(d, bytes) and len(d) == 16 for d in window.seen)  # never pixels
+    scores_before = list(window.values["score"])
+    monitor.observe(model, first, 0.75)
+    assert list(window.values["score"]) == scores_before[1:] + [0.75]
+
+
+def test_one_film_posted_again_and_again_raises_no_alarm(client_factory):
+    """Through the app: the same film sent 12 times (more than min_films) is one film of the
+    drift window; the gauge says so and no page shows the banner."""
+    data = _png(np.random.default_rng(5).integers(0, 256, (96, 96), dtype=np.uint8))
+    with client_factory(drift_window=50, drift_min_films=10, decode_workers=0) as client:
+        for _ in range(12):
+            response = client.post("/predict", files={"file": ("a.png", data, "image/png")})
+            assert response.status_code == 200, response.text
+        state = client.get("/operations/drift").json()
+        films = {sample.labels["model"]: sample.value for family in
+                 text_string_to_metric_families(client.get("/metrics").text)
+                 if family.name == "pneumonia_drift_window_films" for sample in family.samples}
+        assert films["pneumonia"] == 1 and not state["drifted"]
+        assert "Input drift" not in client.get("/").text
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 # --- Through the app, on the dataset ----------------------------------------------------
 
 def _small(path: Path, change=None) -> bytes:
@@ -99,6 +154,17 @@ def _small(path: Path, change=None) -> bytes:
     buffer = io.BytesIO()
     film.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def _distinct(paths: list[Path], count: int) -> list[Path]:
+    """The first `count` of `paths` whose files differ: the split holds byte-identical
+    films, and each counts once in the drift window."""
+    kept: dict[bytes, Path] = {}
+    for path in paths:
+        kept.setdefault(hashlib.blake2b(path.read_bytes()).digest(), path)
+        if len(kept) == count:
+            break
+    return list(kept.values())
 
 
 def _low_contrast(film: Image.Image) -> Image.Image:
@@ -127,7 +193,7 @@ def _psi_gauges(client) -> dict[str, float]:
 def test_negative_and_low_contrast_films_cross_the_drift_threshold(data_dir, client_factory):
     validation = list(load_parts(data_dir, defaults.VAL_FRACTION, defaults.SEED)["val"].paths)
     order = np.random.default_rng(7).permutation(len(validation))
-    picked = [validation[i] for i in order[:3 * WINDOW]]
+    picked = _distinct([validation[i] for i in order], 3 * WINDOW)
     with client_factory(drift_window=WINDOW, drift_min_films=WINDOW) as client:
         _stream(client, [_small(p) for p in picked[:WINDOW]])
         calm = client.get("/operations/drift").json()

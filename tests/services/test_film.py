@@ -7,8 +7,8 @@ import pytest
 from app.contract.assessability import REASONS, OrientationDetector
 from app.contract.guard import InputGuard
 from app.services.film import FilmJob, prepare_film
-from tests import film_builders as fb
-from tests.dicom_helpers import dicom_bytes
+from tests.builders import films as fb
+from tests.builders.dicom import dicom_bytes
 from tests.servers import REPO
 
 pytestmark = pytest.mark.realdata

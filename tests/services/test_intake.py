@@ -12,8 +12,8 @@ from app.contract.errors import NotAnImageError
 from app.errors import ServerBusyError
 from app.services import intake
 from app.services.pipeline import FileResult
-from tests.dicom_helpers import dicom_bytes
-from tests.helpers import jpeg_bytes, xray_like
+from tests.builders.dicom import dicom_bytes
+from tests.builders.images import jpeg_bytes, xray_like
 
 
 def _outcomes(monkeypatch, *errors):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tests import film_builders as fb
-from tests.dicom_helpers import dicom_bytes
+from tests.builders import films as fb
+from tests.builders.dicom import dicom_bytes
 from tests.servers import REPO
 
 pytestmark = pytest.mark.realdata
@@ -43,7 +43,7 @@ def cases(gray: np.ndarray) -> list[Case]:
     progressive = fb.encapsulated(gray, progressive_frame, fb.SYNTAXES["jpeg-extended"])
     rescaled = dicom_bytes(wide, bits=12, slope=1.0, intercept=0.0)
     window = dicom_bytes(gray, window=(128, 256))
-    from tests.corpus import progressive_cut_at_scan
+    from tests.builders.corpus import progressive_cut_at_scan
 
     return [
         Case("12-bit-no-window", fb.twelve_bit_no_window(gray), "match"),

@@ -3,7 +3,7 @@ asked."""
 
 from __future__ import annotations
 
-from tests.helpers import jpeg_bytes
+from tests.builders.images import jpeg_bytes
 
 
 def test_explanations_beyond_their_budget_are_503_and_plain_scores_go_on(client_factory):

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from app.services.pipeline import inline_scorer, score_films
-from tests.helpers import jpeg_bytes
+from tests.builders.images import jpeg_bytes
 
 
 class _Counted(bytes):

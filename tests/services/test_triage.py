@@ -4,13 +4,12 @@ with the flag for every model, whatever its operating point."""
 import numpy as np
 import pytest
 
-from app.services.triage import (
-    Decision,
-    decision,
-    score_text,
-    summary_text,
-    triage_score,
-)
+from app.contract.triage_score import score_text, triage_score
+from app.services.film import ImageFacts
+from app.services.pipeline import Prediction
+from app.services.triage import Decision, decision, summary_text
+
+FACTS = ImageFacts(224, 224, "JPEG", "L", None)
 
 OPERATING_POINTS = [0.5, 0.17551017509667238, 0.9642189588105958, 0.01, 0.999]
 
@@ -63,8 +62,16 @@ def test_the_summary_reads_right():
 
 @pytest.mark.parametrize("op", OPERATING_POINTS)
 def test_the_api_field_never_reads_0_5_for_a_film_just_below_the_operating_point(op):
-    from app.schemas import _triage
-
+    """The prediction's own triage score (what the API, the CSV and the SR read)."""
     below = float(np.nextafter(np.float32(op), np.float32(0)))  # the model's float32 output
-    score, text = _triage(below, op)
-    assert score < 0.5 and int(text) < 50
+    prediction = Prediction(below, "NORMAL", False, op, "m", 1, FACTS, 1.0)
+    assert prediction.triage_score < 0.5 and int(prediction.triage_score_text) < 50
+    at = Prediction(op, "PNEUMONIA", True, op, "m", 1, FACTS, 1.0)
+    assert at.triage_score == 0.5 and at.triage_score_text == "50"
+
+
+@pytest.mark.parametrize("op", OPERATING_POINTS)
+def test_a_film_the_model_cannot_judge_has_no_triage_score(op):
+    prediction = Prediction(0.99, None, False, op, "m", 1, FACTS, 1.0,
+                            reasons=("unlike_training",))
+    assert prediction.triage_score is None and prediction.triage_score_text is None

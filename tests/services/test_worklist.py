@@ -1,4 +1,4 @@
-"""The stored worklist's service (app/services/stored_worklist.py): filters as time windows,
+"""The stored worklist's service (app/services/worklist.py): filters as time windows,
 store errors as request errors, the CSV's cells and the audit of an export."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
-from app.services import stored_worklist as worklist
-from app.services.stored_worklist import ListFilters
+from app.services import worklist
+from app.services.worklist import ListFilters
 from app.store import Status
 from tests.store.factories import film, mixed_models, refused
 

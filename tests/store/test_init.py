@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FORBIDDEN = ("fastapi", "starlette", "tensorflow", "keras", "app.schemas", "app.routes",
-             "app.services", "app.main")
+FORBIDDEN = ("fastapi", "starlette", "tensorflow", "keras", "app.web.schemas", "app.web.routes",
+             "app.services", "app.web.main")
 
 
 def test_import_store_loads_no_web_framework_or_model() -> None:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.contract.operating_point import triage_score
+from app.contract.triage_score import triage_score
 from app.store.priority import NO_PRIORITY_RANK, Group, counts, summarise
 
 # The operating points of the original study's model 5 and model 8 (issue 22).

@@ -9,10 +9,10 @@ from PIL import Image
 
 from app.contract.card import read_card
 from app.contract.errors import CorruptImageError, NotAnImageError, UnsupportedFormatError
-from app.display import percent
-from app.http_errors import describe
+from app.services.display import percent
 from app.services.saved_model import find_model
-from tests.helpers import (
+from app.web.errors import describe
+from tests.builders.images import (
     encode,
     exif_rotated_jpeg,
     jpeg_bytes,

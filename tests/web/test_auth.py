@@ -1,5 +1,6 @@
-"""The page's login (app/routes/pages.py, app/security.py, app/login_throttle.py): no secret
-ever printed, a signed cookie per login that expires, failed logins limited per client."""
+"""The page's login (app/web/routes/pages.py, app/web/auth.py and its LoginThrottle): no secret
+ever printed, a signed cookie per login that expires, failed logins limited per client; and
+the audit trail's user from a trusted proxy's header: its last line, as UTF-8, cleaned."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.login_throttle import LoginThrottle
-from app.security import SESSION_COOKIE, new_session, session_valid
+from app.web.auth import (
+    SESSION_COOKIE,
+    LoginThrottle,
+    new_session,
+    session_valid,
+    trusted_user_name,
+)
+from tests.store.factories import film
 
 TOKEN = "a-long-enough-token-for-tests"
 HTML = {"Accept": "text/html"}
@@ -88,9 +95,50 @@ def test_a_request_head_over_the_header_limit_is_431_even_in_one_piece(client):
 
 
 def test_a_batch_without_its_field_names_the_field_it_needs(client):
-    from tests.helpers import jpeg_bytes
+    from tests.builders.images import jpeg_bytes
 
     answer = client.post("/predict/batch", files={"file": ("x.jpeg", jpeg_bytes())})
     assert answer.status_code == 422 and "'files'" in answer.json()["detail"]
     single = client.post("/predict", files={"files": ("x.jpeg", jpeg_bytes())})
     assert single.status_code == 422 and "'file'" in single.json()["detail"]
+
+
+# --- the audit trail's user, from a trusted proxy's header ---------------------------------
+
+def _sent(text: str) -> str:
+    """`text` as Starlette hands over a header sent as UTF-8: its bytes read as Latin-1."""
+    return text.encode().decode("latin-1")
+
+
+@pytest.mark.parametrize(("lines", "name"), [
+    ([], ""),
+    (["dr.grey"], "dr.grey"),
+    (["mallory", "dr.grey"], "dr.grey"),  # the client's own line first, the proxy's last
+    (["dr.grey", ""], ""),  # the proxy said nobody: nobody, not the client's name
+    ([_sent("Grüße, José 李")], "Grüße, José 李"),
+    (["Jos\xe9"], "José"),  # not UTF-8: its Latin-1 reading
+    ([_sent("Jose\u0301")], "José"),  # NFC: one spelling per name
+    (["\tdr.\x00gr\x7fey\r\n"], "dr.grey"),  # control characters dropped
+    ([_sent("\u202eyerg.rd\u200b")], "yerg.rd"),  # no bidi override, no zero-width space
+    (["a" * 1000], "a" * 128),
+    ([_sent("é" * 1000)], "é" * 128),  # 128 characters, not 128 bytes
+])
+def test_the_trusted_user_is_the_last_line_read_as_utf8_and_cleaned(lines, name):
+    assert trusted_user_name(lines) == name
+
+
+def test_a_repeated_trusted_user_header_names_the_proxys_user(client_factory, tmp_path):
+    """Real header bytes through the app: a client's own X-Forwarded-User in front of the
+    proxy's does not win, and a UTF-8 name reaches the audit trail unmangled."""
+    with client_factory(state_dir=tmp_path, decode_workers=0,
+                        trusted_user_header="X-Forwarded-User") as client:
+        (entry,) = client.app.state.store.add_films([film("9.1")])
+        for sent, actor in [
+                ([(b"X-Forwarded-User", b"mallory"), (b"X-Forwarded-User", b"dr.grey")],
+                 "dr.grey"),
+                ([(b"X-Forwarded-User", "Grüße, José".encode())], "Grüße, José")]:
+            response = client.patch(f"/worklist/entries/{entry.id}", headers=sent,
+                                    json={"status": "opened"})
+            assert response.status_code == 200 and response.json()["status_by"] == actor
+        actors = [r["actor"] for r in client.get("/worklist/audit").json()["records"]]
+        assert actors[:2] == ["Grüße, José", "dr.grey"]

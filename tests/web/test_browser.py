@@ -71,7 +71,7 @@ def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
         server, browser, data_dir, tmp_path):
     from PIL import Image
 
-    from tests.dicom_helpers import dicom_bytes
+    from tests.builders.dicom import dicom_bytes
 
     films = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:2] + \
         sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:3]
@@ -154,11 +154,11 @@ def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_d
 
 def test_the_page_script_orders_and_writes_the_worklist_as_the_server_does(server, browser):
     """The script's copy of the worklist rules (it joins several requests' files) against
-    app/services/worklist.py on one set of files: ties, errors, warnings, and names that a
+    app/services/batch.py on one set of files: ties, errors, warnings, and names that a
     CSV must quote or neutralise."""
     import httpx
 
-    from tests.helpers import jpeg_bytes, png_bytes
+    from tests.builders.images import jpeg_bytes, png_bytes
 
     same = jpeg_bytes(120, 100, seed=3)
     files = [("files", (name, data)) for name, data in (

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, dicom_bytes
-from tests.helpers import encode, jpeg_bytes, model_output, xray_like
+from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, dicom_bytes
+from tests.builders.images import encode, jpeg_bytes, model_output, xray_like
 from tests.servers import REPO
 
 SOURCE = "test/NORMAL/IM-0001-0001.jpeg"  # a test-split film; its JPEG score is the reference

@@ -3,8 +3,8 @@ on /predict and (for request framing) on the page's form, and the server stays r
 
 import pytest
 
-from tests.corpus import CASES, FRAMING_IDS, Case, Raw
-from tests.helpers import model_output
+from tests.builders.corpus import CASES, FRAMING_IDS, Case, Raw
+from tests.builders.images import model_output
 
 
 def send(client, case: Case, path: str = "/predict"):
@@ -53,7 +53,7 @@ def test_corpus_is_large_and_covers_every_class():
 
 
 def test_page_form_refuses_a_flood_of_parts(client):
-    from tests.corpus import multipart, part
+    from tests.builders.corpus import multipart, part
 
     body = multipart(*[part(b"x", name=b"f%d" % i, filename=None) for i in range(200)])
     response = client.post("/", content=body,

@@ -1,4 +1,4 @@
-"""Every error is a page for a browser and JSON for an API client (app/http_errors.py): the
+"""Every error is a page for a browser and JSON for an API client (app/web/errors.py): the
 app's own errors, FastAPI's validation, Starlette's routing 404 and 405, and the middleware's
 refusals, each with the same status either way."""
 

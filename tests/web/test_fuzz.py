@@ -9,9 +9,9 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from app.main import create_app
-from tests.corpus import BOUNDARY, multipart, part
-from tests.helpers import jpeg_bytes
+from app.web.main import create_app
+from tests.builders.corpus import BOUNDARY, multipart, part
+from tests.builders.images import jpeg_bytes
 from tests.servers import settings_for_tests
 
 ANSWERS = {200, 400, 413, 415, 422}

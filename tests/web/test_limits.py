@@ -4,7 +4,7 @@
 import pytest
 from PIL import Image
 
-from tests.helpers import encode, jpeg_bytes
+from tests.builders.images import encode, jpeg_bytes
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from app.errors import UploadTimeoutError
-from app.upload import _chunks
-from tests.helpers import jpeg_bytes
+from app.web.upload import _chunks
+from tests.builders.images import jpeg_bytes
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_an_upload_that_trickles_below_the_minimum_rate_is_stopped(monkeypatch):
     timeout, and held a decode slot for two minutes; the average rate now cuts it off."""
     import time
 
-    monkeypatch.setattr("app.upload._RATE_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr("app.web.upload._RATE_GRACE_SECONDS", 0.5)
     trickle = [0.2] * 20  # 5 bytes/s for 4 s
     assert _read(_SlowRequest(trickle), idle=1, total=10) == 20  # no minimum: all read
     started = time.monotonic()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.services.saved_model import find_model
-from tests.helpers import jpeg_bytes
+from tests.builders.images import jpeg_bytes
 from tests.servers import REPO
 
 SECOND_THRESHOLD = 0.9

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from tests import film_builders as fb
+from tests.builders import films as fb
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
 

@@ -2,7 +2,7 @@
 
 The disk guard makes every way of creating a file fail while the request runs: os.open with
 a create or write flag, open() for writing, and the tempfile constructors. Starlette's own
-form parser spools uploads over 1 MB through tempfile, so swapping app/upload.py's reader
+form parser spools uploads over 1 MB through tempfile, so swapping app/web/upload.py's reader
 for `await request.form()` makes this test fail (tried; see the issue's closing note).
 """
 
@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from tests.helpers import jpeg_bytes
+from tests.builders.images import jpeg_bytes
 
 _WRITE_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_RDWR | getattr(os, "O_TMPFILE", 0)
 
@@ -73,7 +73,7 @@ def test_decoders_cannot_log_or_warn_what_they_read(caplog):
     python-multipart quotes body bytes; the serving process keeps all of them quiet."""
     import warnings
 
-    from app.quiet import silence_decoder_chatter
+    from app.logs import silence_decoder_chatter
 
     silence_decoder_chatter()
     with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:

@@ -6,10 +6,10 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
 from app.services import catalog as loader
+from app.web.main import create_app
+from tests.builders.images import jpeg_bytes
 from tests.contract.test_card import copy_committed_model
-from tests.helpers import jpeg_bytes
 from tests.servers import REPO, settings_for_tests, wait_until_settled
 
 

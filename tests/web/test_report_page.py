@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from app.display import decimal
+from app.services.display import decimal
 from tests.servers import REPO
 
 REPORT = json.loads((REPO / "models" / "report.json").read_text())

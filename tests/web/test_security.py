@@ -5,8 +5,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from tests.helpers import jpeg_bytes
+from app.web.main import create_app
+from tests.builders.images import jpeg_bytes
 from tests.servers import settings_for_tests
 
 TOKEN = "s3cret-token-for-tests-only"
@@ -62,7 +62,7 @@ def test_unexpected_error_is_json_500_with_request_id_logged_once(client, caplog
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("app.routes.predict.score_film", explode)
+    monkeypatch.setattr("app.web.routes.predict.score_film", explode)
     with caplog.at_level(logging.INFO):
         response = client.post("/predict",
                                files={"file": ("Jane-Doe.jpeg", jpeg_bytes(), "image/jpeg")})

@@ -1,19 +1,23 @@
-"""app/server.py and the request limits, against the real server (`python -m app`): idle and
+"""app/web/server.py and the request limits, against the real server (`python -m app`): idle and
 trickling connections are closed and never crowd out probes or films; a slow upload holds
-no decode capacity; the bodies in flight share one memory budget."""
+no decode capacity; the bodies in flight share one memory budget; a port in use or a state
+folder it cannot write stops it with one line naming the setting."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 import httpx
 import pytest
 
-from tests.corpus import BOUNDARY, multipart, part
-from tests.helpers import jpeg_bytes
-from tests.servers import poll, running_server
+from tests.builders.corpus import BOUNDARY, multipart, part
+from tests.builders.images import jpeg_bytes
+from tests.servers import REPO, free_port, poll, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +157,37 @@ def test_a_keep_alive_client_is_not_pushed_out_by_sockets_reopened_at_once(serve
             for sock in idle:
                 sock.close()
         assert len(ports) == 1, f"the client's connection was closed: ports {ports}"
+
+
+# --- what stops the server from starting ---------------------------------------------------
+
+def _start_and_exit(tmp_path, **settings: str) -> tuple[int, str]:
+    """`python -m app` with PNEUMONIA_* `settings`, expected to exit by itself: its exit
+    status and what it wrote (stdout and stderr together)."""
+    env = {**os.environ, "PNEUMONIA_HOST": "127.0.0.1", "PNEUMONIA_PORT": str(free_port()),
+           "PNEUMONIA_MODEL_DIR": str(REPO / "models"), "PNEUMONIA_DICOM_PORT": "0",
+           "PNEUMONIA_STATE_DIR": str(tmp_path / "state"),
+           **{f"PNEUMONIA_{key.upper()}": value for key, value in settings.items()}}
+    done = subprocess.run([sys.executable, "-m", "app"], env=env, cwd=REPO, timeout=120,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return done.returncode, done.stdout
+
+
+@pytest.mark.parametrize("problem", ["http_port", "dicom_port", "state_dir"])
+def test_a_busy_port_or_an_unwritable_state_folder_is_one_line_naming_the_setting(
+        tmp_path, problem):
+    """Each was an 80-line traceback (or a segmentation fault as TensorFlow's loader thread
+    died with the interpreter): now one line that names the problem and its setting, and
+    exit status 3. As root a chmod stops nothing, so the unwritable state folder lies under
+    a regular file."""
+    with socket.create_server(("127.0.0.1", 0)) as held:  # a port some other program holds
+        port = str(held.getsockname()[1])
+        (tmp_path / "a-file").write_text("not a folder")
+        settings = {"http_port": {"port": port}, "dicom_port": {"dicom_port": port},
+                    "state_dir": {"state_dir": str(tmp_path / "a-file" / "state")}}[problem]
+        status, output = _start_and_exit(tmp_path, **settings)
+    setting = f"PNEUMONIA_{problem.upper().removeprefix('HTTP_')}"
+    assert status == 3, output
+    assert "Traceback" not in output and "Error:" not in output, output
+    [line] = [line for line in output.splitlines() if setting in line]
+    assert ("in use" if "port" in problem else "Not a directory") in line, line

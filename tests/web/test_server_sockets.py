@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import BOUNDARY, multipart, part
-from tests.helpers import jpeg_bytes
+from tests.builders.corpus import BOUNDARY, multipart, part
+from tests.builders.images import jpeg_bytes
 from tests.servers import poll
 
 pytestmark = pytest.mark.slow  # one real server for the module
@@ -66,7 +66,7 @@ def test_client_that_disconnects_mid_upload_is_one_info_line(live_server):
     _raw(url, head, body[:2000], close_after_send=True)
     _wait_for_log(log, "client disconnected during upload")
     # Anything that follows the line (a traceback) is logged before the next request's
-    # access line (app/access.py; probes are logged at DEBUG, so another route).
+    # access line (app/web/middleware.py; probes are logged at DEBUG, so another route).
     with urllib.request.urlopen(url + "/models", timeout=5) as response:
         assert response.status == 200
     _wait_for_log(log, "app.access: GET /models 200", start=seen)
@@ -101,7 +101,7 @@ def test_chunked_body_over_the_limit_is_413(live_server):
 def test_decoder_warnings_about_an_upload_never_reach_the_log(live_server):
     url, log = live_server
     seen = len(log.read_text())
-    from tests.corpus import jpeg_extreme_exif, jpeg_with_exif
+    from tests.builders.corpus import jpeg_extreme_exif, jpeg_with_exif
 
     for data in (jpeg_extreme_exif(), jpeg_with_exif(6, broken_tag=True)):
         body = multipart(part(data))

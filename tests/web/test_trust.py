@@ -14,7 +14,7 @@ from app.contract.card import read_card
 from app.contract.guard import InputGuard
 from app.contract.preprocessing import decode, load_model_input
 from app.services.saved_model import ServedModel, find_model
-from tests.helpers import encode
+from tests.builders.images import encode
 from tests.servers import REPO
 
 SERVED = find_model(REPO / "models", "pneumonia")  # the newest version: what the app serves

@@ -1,4 +1,4 @@
-"""Worklist requests stream (app/upload.py FileStream, app/deps.py read_batch): each file is
+"""Worklist requests stream (app/web/upload.py FileStream, app/web/deps.py read_batch): each file is
 decoded once its part is in while the rest of the body arrives, and let go once decoded, so
 the body is never held whole; a file over the byte limit is that file's answer; a body that
 breaks off stores nothing. The slow tests drive the real server (`python -m app`)."""
@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.corpus import BOUNDARY, multipart, part
-from tests.helpers import jpeg_bytes
+from tests.builders.corpus import BOUNDARY, multipart, part
+from tests.builders.images import jpeg_bytes
 from tests.servers import poll, server_process
 
 MIB = 1 << 20

@@ -17,8 +17,8 @@ import pytest
 from playwright.sync_api import expect
 from pydicom.uid import generate_uid
 
-from tests.dicom_helpers import dicom_bytes
-from tests.helpers import jpeg_bytes
+from tests.builders.dicom import dicom_bytes
+from tests.builders.images import jpeg_bytes
 from tests.servers import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

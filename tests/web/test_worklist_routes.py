@@ -1,4 +1,4 @@
-"""The stored worklist's API and pages (app/routes/worklist.py, app/routes/worklist_pages.py)
+"""The stored worklist's API and pages (app/web/routes/worklist.py and worklist_pages.py)
 on the real app and model: storing uploads, the list's order, paging and filters, statuses
 and the audit trail with who acted, the CSV, tokens, and no patient identity anywhere. The
 slow tests drive the real server: kill -9 loses no acknowledged entry; two servers on one
@@ -6,6 +6,7 @@ PostgreSQL see each other's entries."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import logging
@@ -21,10 +22,11 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy.exc import OperationalError
 
-from app.services import stored_worklist
+from app.errors import InvalidCursorError
+from app.services import worklist as stored_worklist
 from app.store import WorklistStore, upgrade
-from tests.dicom_helpers import PATIENT_ID, PATIENT_NAME, dicom_bytes
-from tests.helpers import jpeg_bytes, xray_like
+from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, dicom_bytes
+from tests.builders.images import jpeg_bytes, xray_like
 from tests.pg import throwaway_cluster
 from tests.servers import poll, server_process
 from tests.store.factories import T0, film, mixed_models, refused
@@ -208,6 +210,30 @@ def test_bad_list_parameters_are_refused(client, params, status, code):
     assert response.status_code == status and response.json()["error"] == code
 
 
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# A few of tests/store/test_cursors.py's forged cursors, one per family: most were a 500.
+FORGED_CURSORS = {
+    "not base64": "!!!***", "non-ASCII": "ü€😀",
+    "JSON of the wrong types": b64('[true, "nan", 7, "7"]'),
+    "id past BIGINT": b64(f'[1, -0.25, "2025-03-01T08:00:00+00:00", {10**30}]'),
+    "year 1, east of UTC": b64('[1, -0.25, "0001-01-01T00:00:00+14:00", 7]'),
+    "NaN rank": b64('[1, NaN, "2025-03-01T08:00:00+00:00", 7]'),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+def test_a_forged_cursor_is_refused_as_invalid_and_audited_as_nothing(client, cursor):
+    store_of(client).add_films([film("2.9")])
+    response = client.get("/worklist/entries", params={"cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_cursor"
+    assert response.json()["detail"] == InvalidCursorError.message
+    assert client.get("/worklist/audit").json()["records"] == []  # nothing was read
+
+
 def test_entries_filter_by_status_and_arrival(client):
     store = store_of(client)
     entries = store.add_films([film("3.1", minutes=0), film("3.2", minutes=24 * 60),
@@ -255,6 +281,7 @@ def test_a_status_change_is_audited_with_who_made_it(client_factory, tmp_path, s
             "status"] == "reported"
         records = client.get("/worklist/audit", headers=headers).json()["records"]
         assert [(r["action"], r["actor"], r["entry_id"], r["detail"]) for r in records] == [
+            ("exported", actor, None, {"format": "json", "limit": 50, "entries": 1}),
             ("status_changed", actor, entry.id, {"from": "new", "to": "reported"})]
 
 
@@ -294,6 +321,32 @@ def test_the_audit_trail_pages_newest_first(client):
     assert rest["next_before_id"] is None
 
 
+def test_every_json_page_read_is_audited_with_its_filters_paging_and_reader(client_factory,
+                                                                            tmp_path):
+    """Paging through the JSON list leaves the trace an export does: one `exported` record
+    per page, with its filters, its cursor (and the entry it follows), and who read it."""
+    with client_factory(state_dir=tmp_path, decode_workers=0,
+                        trusted_user_header="X-Forwarded-User") as client:
+        store_of(client).add_films([film(f"7.{n}", probability=n / 10) for n in range(1, 6)])
+        reader = {"X-Forwarded-User": "dr.grey"}
+        query = {"status": "new", "received_from": "2025-03-01", "limit": 2}
+        first = client.get("/worklist/entries", params=query, headers=reader).json()
+        second = client.get("/worklist/entries", headers=reader,
+                            params={**query, "cursor": first["next_cursor"]}).json()
+        client.get("/worklist/entries", params={"offset": 4})
+        records = client.get("/worklist/audit").json()["records"]
+        filters = {"format": "json", "status": "new", "received_from": "2025-03-01"}
+        assert [(r["action"], r["actor"], r["entry_id"], r["detail"]) for r in records] == [
+            ("exported", "anonymous", None,
+             {"format": "json", "limit": 50, "offset": 4, "entries": 1}),
+            ("exported", "dr.grey", None,
+             {**filters, "limit": 2, "cursor": first["next_cursor"],
+              "after_entry": first["entries"][-1]["id"], "entries": len(second["entries"])}),
+            ("exported", "dr.grey", None, {**filters, "limit": 2, "entries": 2})]
+        page = client.get("/worklist/audit-trail").text
+        assert f"after_entry: {first['entries'][-1]['id']}; entries: 2" in page
+
+
 # --- CSV ----------------------------------------------------------------------------------
 
 def test_the_csv_holds_every_filtered_entry_in_order_cells_made_safe_and_is_audited(
@@ -319,9 +372,11 @@ def test_the_csv_holds_every_filtered_entry_in_order_cells_made_safe_and_is_audi
     assert top[column("notes")] == "'a;-1+1"
     assert (top[column("decision")], top[column("flagged")]) == ("flagged for priority read", "yes")
     assert int(top[column("triage_score")]) >= 50
-    (record,) = client.get("/worklist/audit").json()["records"]
-    assert (record["action"], record["entry_id"], record["detail"]) == (
+    page_read, export = client.get("/worklist/audit").json()["records"]
+    assert (export["action"], export["entry_id"], export["detail"]) == (
         "exported", None, {"format": "csv", "status": "new"})
+    assert page_read["detail"] == {"format": "json", "status": "new", "limit": 50,
+                                   "entries": 6}
 
 
 # --- tokens, errors ---------------------------------------------------------------------------

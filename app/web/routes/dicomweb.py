@@ -1,24 +1,26 @@
 """DICOMweb STOW-RS: POST /dicomweb/studies and /dicomweb/studies/{study}.
 
 Each instance of the multipart/related body goes through the DICOM node's ingest (the same
-pipeline, worklist and results as a C-STORE) as soon as its part has arrived, from a worker
-thread; the answer is the Store Instances Response (app/dicom/stow.py). Same token rule as
+pipeline, worklist and results as a C-STORE), its bytes as they arrived, as soon as its part
+has arrived (app/web/upload.py `related_parts`), from a worker thread; the answer is the
+Store Instances Response (app/dicom/stow.py). Same token rule as
 /predict. Each film takes its own decode slot inside the ingest, so this route takes none.
 """
 
 from __future__ import annotations
+
+from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from app.deps import IngestDep, SettingsDep, StowBoundaryDep, body_timeouts
 from app.dicom.ingest import Ingest
-from app.dicom.stow import DICOM_JSON, RelatedParts, StowSession
-from app.errors import UploadTooLargeError
-from app.security import require_token
-from app.upload import body_chunks
+from app.dicom.stow import DICOM_JSON, StowSession
+from app.web.auth import require_token
+from app.web.deps import IngestDep, SettingsDep, StowBoundaryDep, body_timeouts
+from app.web.upload import related_parts
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
                    dependencies=[Depends(require_token)])
@@ -51,19 +53,12 @@ async def store_study_instances(study: str, request: Request, boundary: StowBoun
 async def _store(request: Request, boundary: str, ingest: Ingest, settings: Settings,
                  study: str | None) -> JSONResponse:
     """Each part ingested as soon as it has arrived; the body is never held whole."""
-    limit = settings.max_batch_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise UploadTooLargeError(limit)
-    reader = RelatedParts(boundary, settings.max_upload_bytes, settings.max_batch_files)
     session = StowSession(ingest, study_uid=study)
-    received = 0
-    async for chunk in body_chunks(request, body_timeouts(settings)):
-        received += len(chunk)
-        if received > limit:
-            raise UploadTooLargeError(limit)
-        for part in reader.feed(chunk):
-            await run_in_threadpool(session.add, part)
-    reader.close()
+    async with aclosing(related_parts(request, boundary, settings.max_upload_bytes,
+                                      settings.max_batch_files, settings.max_batch_bytes,
+                                      body_timeouts(settings))) as parts:
+        async for part in parts:
+            await run_in_threadpool(session.add, part.data, part.content_type)
+            del part  # not held while the next part arrives
     status, answer = session.response()
     return JSONResponse(answer, status_code=status, media_type=DICOM_JSON)

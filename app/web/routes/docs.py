@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from app.deps import settings_of
+from app.web.deps import static_dir_of
 
 router = APIRouter(include_in_schema=False)
 ASSETS = "/docs/assets"  # where main.py mounts `assets`
@@ -42,6 +42,6 @@ async def docs(request: Request) -> HTMLResponse:
 @router.get("/favicon.ico")
 async def favicon(request: Request) -> Response:
     """Browsers ask for it on every page that names none (the JSON answers)."""
-    icon = settings_of(request).static_dir / "favicon.svg"
+    icon = static_dir_of(request) / "favicon.svg"
     return Response(icon.read_bytes(), media_type="image/svg+xml",
                     headers={"Cache-Control": "public, max-age=86400"})

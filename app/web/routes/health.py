@@ -3,10 +3,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import CatalogDep, DefaultModelDep, store_problem, templates_of
 from app.errors import StoreNotReadyError
-from app.http_errors import wants_html
-from app.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
+from app.web.deps import CatalogDep, DefaultModelDep, store_problem, templates_of
+from app.web.errors import wants_html
+from app.web.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
 
 router = APIRouter(tags=["health"])
 

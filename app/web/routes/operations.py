@@ -5,9 +5,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.deps import MetricsDep
-from app.schemas import DriftResponse, ErrorResponse
-from app.security import require_token
+from app.web.auth import require_token
+from app.web.deps import MetricsDep
+from app.web.schemas import DriftResponse, ErrorResponse
 
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_token)])
 _UNAUTHORIZED = {401: {"model": ErrorResponse,

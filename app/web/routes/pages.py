@@ -5,21 +5,20 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.deps import (
+from app.errors import TooManyLoginsError
+from app.services.batch import worklist_csv, worklist_order, worklist_summary
+from app.services.pipeline import one_or_many, score_film, score_films
+from app.web.auth import SESSION_COOKIE, LoginThrottleDep, new_session, require_token
+from app.web.deps import (
     BatchDep,
     CatalogDep,
-    LoginThrottleDep,
     ModelDep,
     ScorerDep,
     SettingsDep,
     templates_of,
 )
-from app.errors import TooManyLoginsError
-from app.schemas import BatchEntry, ModelsResponse, PredictionResponse
-from app.security import SESSION_COOKIE, new_session, require_token
-from app.services.pipeline import one_or_many, score_film, score_films
-from app.services.worklist import worklist_csv, worklist_order, worklist_summary
-from app.upload import read_small_form
+from app.web.schemas import BatchEntry, ModelsResponse, PredictionResponse
+from app.web.upload import read_small_form
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 

@@ -3,8 +3,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from app.deps import BatchDep, ScorerDep, SettingsDep, UploadDep
-from app.schemas import (
+from app.services.batch import worklist_csv, worklist_summary
+from app.services.pipeline import score_film, score_films
+from app.web.auth import require_token
+from app.web.deps import BatchDep, ScorerDep, SettingsDep, UploadDep
+from app.web.schemas import (
     BatchEntry,
     BatchResponse,
     ErrorResponse,
@@ -12,9 +15,6 @@ from app.schemas import (
     PredictionResponse,
     multipart_body,
 )
-from app.security import require_token
-from app.services.pipeline import score_film, score_films
-from app.services.worklist import worklist_csv, worklist_summary
 
 router = APIRouter(tags=["prediction"],
                    dependencies=[Depends(require_token)])

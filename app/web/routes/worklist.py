@@ -10,7 +10,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import (
+from app.services import worklist
+from app.services.intake import store_uploads
+from app.store.service import MAX_PAGE
+from app.web.auth import ActorDep, refuse_cross_site, require_token
+from app.web.deps import (
     BatchDep,
     EntryId,
     FilmId,
@@ -20,7 +24,7 @@ from app.deps import (
     SettingsDep,
     StoreDep,
 )
-from app.schemas import (
+from app.web.schemas import (
     AuditEntry,
     AuditPage,
     ErrorResponse,
@@ -30,10 +34,6 @@ from app.schemas import (
     WorklistUpload,
     multipart_body,
 )
-from app.security import ActorDep, refuse_cross_site, require_token
-from app.services import stored_worklist as worklist
-from app.services.intake import store_uploads
-from app.store.service import MAX_PAGE
 
 router = APIRouter(prefix="/worklist", tags=["worklist"],
                    dependencies=[Depends(require_token)])
@@ -95,13 +95,15 @@ def list_entries(
     (each film at its own model's operating point); then the rest; then the studies that
     need a human look. Filters by status and by when the
     study arrived. `format=csv` returns every entry the filters match (the paging
-    parameters apply to JSON), each cell safe from spreadsheet formulas, and is recorded
-    in the audit trail as an export."""
+    parameters apply to JSON), each cell safe from spreadsheet formulas. Both are recorded
+    in the audit trail as exports: the CSV once, with its filters; JSON once per page, with
+    its filters, paging and how many entries it held."""
     if format == "csv":
         return StreamingResponse(
             worklist.export_csv(store, filters, actor), media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="worklist.csv"'})
-    page = worklist.list_page(store, filters, limit=limit, offset=offset, cursor=cursor)
+    page = worklist.read_page(store, filters, actor, limit=limit, offset=offset,
+                              cursor=cursor)
     return WorklistPage.of(page, settings.viewer_url,
                            store.undelivered([e.id for e in page.entries]))
 

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.config import Settings
-from app.deps import (
+from app.errors import MalformedUploadError
+from app.services import worklist
+from app.services.catalog import ModelCatalog
+from app.services.intake import store_uploads
+from app.services.worklist import ListFilters
+from app.store import Status
+from app.store.service import MAX_PAGE
+from app.web.auth import ActorDep, refuse_cross_site, require_token
+from app.web.deps import (
     BatchDep,
     CatalogDep,
     EntryId,
@@ -21,16 +29,8 @@ from app.deps import (
     StoreDep,
     templates_of,
 )
-from app.errors import MalformedUploadError
-from app.schemas import AuditEntry, WorklistEntry
-from app.security import ActorDep, refuse_cross_site, require_token
-from app.services import stored_worklist as worklist
-from app.services.catalog import ModelCatalog
-from app.services.intake import store_uploads
-from app.services.stored_worklist import ListFilters
-from app.store import Status
-from app.store.service import MAX_PAGE
-from app.upload import read_small_form
+from app.web.schemas import AuditEntry, WorklistEntry
+from app.web.upload import read_small_form
 
 router = APIRouter(prefix="/worklist", tags=["pages"], include_in_schema=False,
                    dependencies=[Depends(require_token)])

@@ -11,7 +11,7 @@ Revises: 0002
 Create Date: 2026-11-29
 
 The rules are written out here, not imported from app.store.priority and
-app.contract.operating_point, so that this revision keeps doing what it did when the code
+app.contract.triage_score, so that this revision keeps doing what it did when the code
 moves on. The arithmetic is Python's, in the same order as the code's, so that a study
 upgraded here and one stored afterwards get bit-for-bit the same rank on both engines (SQL's
 arithmetic, its literals' types and its trim() differ between SQLite and PostgreSQL).
@@ -55,7 +55,7 @@ def _counts(film: Any) -> bool:
 
 
 def _triage_score(probability: float, operating_point: float) -> float:
-    """app/contract/operating_point.py `triage_score` (torchxrayvision's op_norm) as of
+    """app/contract/triage_score.py `triage_score` (torchxrayvision's op_norm) as of
     revision 0003. Both in [0, 1]: FilmRecord and the model card refuse anything else."""
     if probability < operating_point:
         return 0.5 * probability / operating_point
