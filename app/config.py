@@ -157,6 +157,22 @@ class Settings(BaseSettings):
     # A silent peer (no PDU, no DIMSE message) is dropped after this many seconds, so a
     # stuck sender cannot hold an association slot for ever (ACSE, DIMSE, network timeouts).
     dicom_idle_seconds: float = Field(default=30.0, gt=0)
+    # Bounds per client and in total (app/dicom/transport.py), so that no one client can
+    # exhaust the node. TCP connections held at once, and from one address: past either, the
+    # oldest connection that has not yet asked for an association is closed (or, if none
+    # waits, the new one). 16 per address lets one PACS use every association slot with
+    # room to spare; a sender behind the same address as an attacker shares its 16.
+    dicom_max_connections: int = Field(default=64, gt=0)
+    dicom_max_connections_per_address: int = Field(default=16, gt=0)
+    # A connection must send its whole A-ASSOCIATE-RQ within this many seconds (a PACS sends
+    # it at once); until then it waits without a thread and without an association slot.
+    dicom_request_seconds: float = Field(default=10.0, gt=0)
+    # Each PDU must arrive whole within this many seconds of its first byte, or the
+    # association is aborted: a 1 MiB PDU needs about 52 KB/s, while a sender trickling a
+    # byte every few seconds is cut off. A data set larger than max_upload_bytes is read
+    # past and refused (0xC000), and the data sets in flight count in
+    # max_upload_memory_bytes with the HTTP bodies (full: 0xA700, sent again later).
+    dicom_pdu_seconds: float = Field(default=20.0, gt=0)
     # Where results (an SR per scored film, and a secondary capture) are sent: AE@host:port
     # of the PACS's storage SCP, and/or its DICOMweb STOW-RS URL (.../studies). None = the
     # results stay on the worklist only.
@@ -165,6 +181,12 @@ class Settings(BaseSettings):
     # A secondary capture (the film with the result burned in) beside each SR, for viewers
     # that do not render structured reports; most PACS viewers need it.
     results_secondary_capture: bool = True
+    # Results that may wait for the PACS at once (while it is down or refusing them), each
+    # kept as a recipe of a few hundred KB (app/dicom/recipe.py: the header's identifiers,
+    # the score, the secondary capture's film). Past it a new film's results are not made:
+    # the film is listed with reason queue_full, counted and alerted on, never held in
+    # memory or dropped silently.
+    results_max_pending: int = Field(default=5000, gt=0)
     # --- end of the DICOM node's settings ---
 
 
@@ -185,6 +207,11 @@ class Settings(BaseSettings):
     # by several replicas (whose schema `db upgrade` migrates; the app migrates only its
     # embedded SQLite). None = SQLite at STATE_DIR/worklist.db.
     database_url: str | None = None
+    # The secret of the patient key (a salted hash of Patient ID and Issuer, the only trace
+    # of the patient the worklist keeps, to see a study's films are one patient's: issue
+    # 27). None = 32 random bytes made once in STATE_DIR/identity.key. Replicas that share
+    # DATABASE_URL must share it: set the same value on each.
+    identity_secret: SecretStr | None = None
     # Keep a small PNG of each film beside its result. Off by default: a thumbnail is a
     # picture of the patient's film, which the worklist otherwise never keeps.
     worklist_thumbnails: bool = False

@@ -188,10 +188,11 @@ def silence_decoder_chatter() -> None:
     bodies, Pillow quotes EXIF tags, pydicom quotes tag values it finds malformed (a body
     part, a date: possibly a patient's). Nothing derived from an upload is logged, so the
     serving processes and the decode workers silence them."""
-    for name in ("python_multipart", "pydicom"):
+    # highdicom warns with a patient's name it finds unusual (check_person_name).
+    for name in ("python_multipart", "pydicom", "highdicom"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # pynetdicom logs every association and request at INFO (three lines a film); its
     # warnings and errors (a rejected association, an aborted one) stay.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    for module in ("PIL", "pydicom"):
+    for module in ("PIL", "pydicom", "highdicom"):
         warnings.filterwarnings("ignore", module=module)

@@ -11,7 +11,10 @@ The tree's resident memory is bounded by the sum of three shares:
 - each decode worker's address-space cap (`worker_mb`, RLIMIT_AS in
   app/services/decode_pool.py): a process's resident memory can never pass its address
   space, so `workers x worker_mb` bounds them all, whatever a film makes them allocate;
-- the bodies in flight (`bodies_bytes`, app/web/upload.py BodyBudget), held in the server.
+- the bodies in flight (`bodies_bytes`, `BodyBudget` below), held in the server: HTTP
+  bodies (app/web/upload.py) and the DICOM node's data sets as they arrive, C-STORE
+  (app/dicom/transport.py) and STOW-RS alike, in one budget, so that neither door can take
+  the other's share or the memory the sum below promises.
 
 A Kubernetes container's memory limit is such a budget: deploy/kubernetes.yaml sets the
 limit and PNEUMONIA_MEMORY_BUDGET_MB to the same figure (tests/test_deploy.py checks it).
@@ -26,6 +29,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app.errors import ServerBusyError
 
 log = logging.getLogger("app.memory")
 
@@ -57,14 +65,19 @@ def within_budget(budget_mb: int, server_mb: int, bodies_bytes: int, workers: in
                   worker_mb: int | None, given: bool) -> int | None:
     """The decode workers' address-space cap, MiB, under a budget of `budget_mb` MiB: the
     one `given` (the setting was set) when the shares fit, else (None given) the room the
-    server's share and the bodies leave, shared among the `workers`. With no workers
-    (decoding in the server, uncapped) the server's share must hold it: `worker_mb` is
-    returned as it is. Raises ValueError naming the settings to change; no value in it is
-    a secret."""
+    server's share and the bodies leave, shared among the `workers`. `bodies_bytes` is the
+    one BodyBudget's limit: the HTTP bodies and the DICOM node's data sets in flight
+    (C-STORE as they arrive, STOW-RS) together, so the node's data sets are counted here;
+    what the node holds beside them (per association, the PDU being read, at most
+    dicom_max_pdu_bytes, in pynetdicom's three or four copies: about 32 MiB at the
+    defaults) is in the server's share. With no workers (decoding in the server,
+    uncapped) the server's share must hold it: `worker_mb` is returned as it is. Raises
+    ValueError naming the settings to change; no value in it is a secret."""
     bodies_mb = -(-bodies_bytes // MIB)  # rounded up
     fixed = server_mb + bodies_mb
     shares = (f"the server's share (PNEUMONIA_SERVER_MEMORY_MB={server_mb}) and the bodies "
-              f"in flight (PNEUMONIA_MAX_UPLOAD_MEMORY_BYTES, {bodies_mb} MiB)")
+              f"and DICOM data sets in flight (PNEUMONIA_MAX_UPLOAD_MEMORY_BYTES, "
+              f"{bodies_mb} MiB)")
     if workers == 0:
         if fixed > budget_mb:
             raise ValueError(f"PNEUMONIA_MEMORY_BUDGET_MB={budget_mb} is too small: {shares} "
@@ -93,3 +106,52 @@ def within_budget(budget_mb: int, server_mb: int, bodies_bytes: int, workers: in
             f"Raise the budget to at least {fixed + workers * MIN_WORKER_MB}, or run fewer "
             f"workers")
     return derived
+
+
+class BodyBudget:
+    """The bytes of every request body and DICOM data set in flight, together, within
+    `limit`: one more chunk that would pass it is refused at once (ServerBusyError: 503
+    over HTTP, Out of Resources over DICOM), so many slow or large uploads cannot take the
+    server's memory. Shared by the event loop and the DICOM node's association threads,
+    hence the lock (uncontended: a few tens of nanoseconds a chunk)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reservation(self) -> Iterator[Held]:
+        """One request's share: bytes taken as they arrive, given back as they leave the
+        process (a streamed file once decoded), and all of them when the request ends."""
+        held = Held(self)
+        try:
+            yield held
+        finally:
+            held.give(held.taken)
+
+
+class Held:
+    """One request's (or one data set's) bytes in a BodyBudget; with none, only counted."""
+
+    def __init__(self, budget: BodyBudget | None = None) -> None:
+        self._budget = budget
+        self.taken = 0
+
+    def take(self, n: int) -> None:
+        """Count `n` more bytes held; ServerBusyError when the budget has no room for them."""
+        budget = self._budget
+        if budget is not None:
+            with budget._lock:
+                if budget.held + n > budget.limit:
+                    raise ServerBusyError()
+                budget.held += n
+        self.taken += n
+
+    def give(self, n: int) -> None:
+        """`n` of these bytes are no longer held."""
+        n = min(n, self.taken)
+        if self._budget is not None:
+            with self._budget._lock:
+                self._budget.held -= n
+        self.taken -= n

@@ -17,9 +17,13 @@ Families (names and labels are a contract: deploy/ alerts and the dashboard use 
     pneumonia_decode_seconds                                   pipeline, around decoder.prepare
     pneumonia_inference_seconds                                pipeline, per model call
     pneumonia_dicom_associations_total{result}                 DICOM SCP, at each one's end
+    pneumonia_dicom_ignored_total{kind}                        DICOM ingest: taken, not scored
+    pneumonia_dicom_conflicts_total{kind}                      DICOM ingest: patient, instance
     pneumonia_time_to_notification_seconds                     delivery worker
+    pneumonia_results_failed_total{reason}                     DICOM ingest, commit, delivery
     pneumonia_decode_slots_busy, pneumonia_decode_slots        scrape time: the admission
     pneumonia_results_pending                                  scrape time: the store
+    pneumonia_results_pending_limit                            PNEUMONIA_RESULTS_MAX_PENDING
     pneumonia_worklist_entries{status}                         scrape time: the store
     pneumonia_ready                                            scrape time: model and store
     pneumonia_drift_psi{model,statistic}                       scrape time: the drift monitor
@@ -40,6 +44,7 @@ import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -47,9 +52,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from app.contract.drift import PSI_THRESHOLD
+from app.dicom.failures import ResultsFailure
 from app.logs import note_film
 from app.services.drift import DriftMonitor
-from app.services.observer import Observer
+from app.services.observer import CONFLICT_KINDS, IGNORED_KINDS, Observer
 
 log = logging.getLogger("app.metrics")
 
@@ -102,17 +108,45 @@ class Metrics(Observer):
             ["result"], registry=registry)
         for result in ASSOCIATION_RESULTS:
             self.associations.labels(result)
+        self.ignored_instances = Counter(
+            "pneumonia_dicom_ignored_total", "Instances the DICOM node acknowledged and "
+            "ignored (never listed, scored or sent back), by kind: structured_report, "
+            "presentation_state, image (not a radiograph), other, own_result",
+            ["kind"], registry=registry)
+        for kind in IGNORED_KINDS:
+            self.ignored_instances.labels(kind)
+        self.conflicts = Counter(
+            "pneumonia_dicom_conflicts_total", "Films not taken as what their UIDs say: "
+            "patient (another patient than the study's: listed apart, status conflict), "
+            "instance (a stored SOP Instance UID with other pixels or in another study: "
+            "refused); no results are sent for either", ["kind"], registry=registry)
+        for kind in CONFLICT_KINDS:
+            self.conflicts.labels(kind)
         self.notification_seconds = Histogram(
             "pneumonia_time_to_notification_seconds", "From a film's arrival to the PACS "
             "taking its results", buckets=_NOTIFY_BUCKETS, registry=registry)
+        self.results_failures = Counter(
+            "pneumonia_results_failed_total", "Scored films whose results (SR, secondary "
+            "capture) will not reach the PACS, by reason: identity (a UID or patient "
+            "identifier not valid DICOM), build (the results could not be made from the "
+            "header), queue_full (PNEUMONIA_RESULTS_MAX_PENDING results waiting); each is "
+            "shown on its worklist entry", ["reason"], registry=registry)
+        for reason in ResultsFailure:
+            self.results_failures.labels(reason.value)
+        self.results_pending_limit = Gauge(
+            "pneumonia_results_pending_limit", "Results that may wait for the PACS at once "
+            "(PNEUMONIA_RESULTS_MAX_PENDING); past it a film's results are not made",
+            registry=registry)
         self.drift = DriftMonitor(drift_window, drift_min_films, drift_threshold)
         self._scrape = _ScrapeTime(self.drift)
         registry.register(self._scrape)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Metrics:
-        return cls(settings.drift_window, settings.drift_min_films,
-                   settings.drift_psi_threshold)
+        metrics = cls(settings.drift_window, settings.drift_min_films,
+                      settings.drift_psi_threshold)
+        metrics.results_pending_limit.set(settings.results_max_pending)
+        return metrics
 
     def watch(self, store: Any, decoder: Any, ready: Callable[[], bool]) -> None:
         """Read at every scrape from now on: the worklist store, the decoder's admission,
@@ -149,8 +183,19 @@ class Metrics(Observer):
     def association(self, result: str) -> None:
         self.associations.labels(result).inc()
 
+    def ignored(self, kind: str) -> None:
+        self.ignored_instances.labels(kind if kind in IGNORED_KINDS else "other").inc()
+
+    def conflict(self, kind: str) -> None:
+        if kind in CONFLICT_KINDS:
+            self.conflicts.labels(kind).inc()
+
     def notified(self, seconds: float) -> None:
         self.notification_seconds.observe(max(seconds, 0.0))
+
+    def results_failed(self, reason: str) -> None:
+        known = {failure.value for failure in ResultsFailure}
+        self.results_failures.labels(reason if reason in known else "build").inc()
 
 
 class _ScrapeTime:

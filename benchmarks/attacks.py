@@ -16,7 +16,15 @@ for the same time (issue 20's findings):
   minimum rate, reopened when cut off;
 - **explain loop**: 16 clients posting films to /predict?explain=true back to back;
 - **batches**: 4 clients posting about 100 MB batches (16-bit PNGs of the samples) to
-  /predict/batch back to back.
+  /predict/batch back to back;
+- **the DICOM node** (issue 27, benchmarks/dicom_attacks.py): an allowed PACS storing a film
+  a second and waiting for its results, alone, then beside 8 silent sockets, 8 associations
+  trickling their request, a flood of associations from a caller not on the allow-list,
+  3 associations storing 300 MiB data sets (at a gigabit link's 125 MB/s between them, and
+  as fast as loopback carries them), and the first four at once. The server then runs its
+  DICOM node on a free port with `PNEUMONIA_DICOM_ALLOWED_AES='["PACS"]'` and the results
+  sent to a storage SCP in this process; each row adds the PACS's films stored, its
+  retries, the films it gave up on and the results (SRs) it got within 60 s of its last film.
 
 Every row prints the normal films' throughput and its share of the quiet run's (the target
 is at least half), their statuses, a /healthz probe's latency (a new connection every 0.2 s),
@@ -34,6 +42,7 @@ import io
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -47,8 +56,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import REPO, Server, _body, _tree_rss_mib, drive  # noqa: E402
 from memory_tree import free_port  # noqa: E402
 
+sys.path.insert(0, str(REPO))  # dicom_attacks writes raw PDUs with tests/dicom/raw.py
+from dicom_attacks import (  # noqa: E402
+    PACS_AE,
+    PacsLoop,
+    ResultsPacs,
+    Together,
+    big_data_sets,
+    pacs_films,
+    rejected_flood,
+    silent_sockets,
+    trickling_associations,
+)
+
 NORMAL_CLIENTS = 8
 SETTLE_SECONDS = 5.0
+PACS_ROWS = 6  # the rows from this one on are the DICOM node's, with the PACS storing
+LINK_BYTES_PER_SECOND = 125e6  # what one client on a gigabit link can send
 
 
 def _normal_films(data_dir: Path) -> list[bytes]:
@@ -248,16 +272,26 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
         only: list[int] | None = None, python: str = sys.executable,
         env: dict[str, str] | None = None) -> list[dict]:
     """Every row (or the quiet row and those numbered in `only`, from 1) against one server
-    (`port`, or a new `python -m app`); returns the rows."""
+    (`port`, or a new `python -m app`, whose DICOM node the DICOM rows need); returns the
+    rows."""
     films = _normal_films(data_dir)
-    print("building a 100 MB batch body ...", flush=True)
-    batch = _batch_body(data_dir, 100)
+    batch = None
+    if not only or 5 in only:
+        print("building a 100 MB batch body ...", flush=True)
+        batch = _batch_body(data_dir, 100)
     explain_body = _body(films[0])
-    own = None
+    own = results = None
+    node_port, results_port = free_port(), free_port()
     if port is None:
         port = free_port()
+        # The DICOM node on a free port, one caller allowed, results to ResultsPacs; its
+        # worklist in a folder of its own.
         own = Server([python, "-m", "app"],
                      {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
+                      "PNEUMONIA_STATE_DIR": tempfile.mkdtemp(prefix="attacks-state-"),
+                      "PNEUMONIA_DICOM_PORT": str(node_port),
+                      "PNEUMONIA_DICOM_ALLOWED_AES": f'["{PACS_AE}"]',
+                      "PNEUMONIA_RESULTS_DESTINATION": f"{PACS_AE}@127.0.0.1:{results_port}",
                       **(env or {})}, port)
         print(f"app: ready {own.ready_seconds:.1f} s after start", flush=True)
     attacks: dict[str, Callable[[], Attack | None]] = {
@@ -268,12 +302,29 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
         "16 uploads trickling at 17 KiB/s": lambda: trickled_uploads(port),
         "16 clients looping ?explain=true": lambda: looping_posts(
             port, explain_body, 16, "/predict?explain=true"),
-        f"4 clients looping {len(batch[0]) / 1e6:.0f} MB batches": lambda: looping_posts(
-            port, batch, 4, "/predict/batch"),
+        f"4 clients looping {len(batch[0]) / 1e6 if batch else 100:.0f} MB batches":
+            lambda: looping_posts(port, batch, 4, "/predict/batch"),
+        # The DICOM node's rows: the PACS storing films beside each (PACS_ROWS).
+        "DICOM: the PACS storing a film a second (no attack)": lambda: None,
+        "DICOM: 8 silent sockets": lambda: silent_sockets(node_port),
+        "DICOM: 8 associations sending their request a byte every 10 s":
+            lambda: trickling_associations(node_port),
+        "DICOM: a flood of associations from a caller not on the allow-list":
+            lambda: rejected_flood(node_port),
+        "DICOM: 3 associations storing 300 MiB data sets, 125 MB/s between them":
+            lambda: big_data_sets(node_port, rate=LINK_BYTES_PER_SECOND),
+        "DICOM: the same as fast as loopback carries them": lambda: big_data_sets(node_port),
+        "DICOM: silent, trickling, flood and 300 MiB at 125 MB/s at once": lambda: Together(
+            silent_sockets(node_port), trickling_associations(node_port),
+            rejected_flood(node_port), big_data_sets(node_port, rate=LINK_BYTES_PER_SECOND)),
     }
+    pacs_rows = set(list(attacks)[PACS_ROWS:]) if own is not None else set()
     if only:
         attacks = {name: start for k, (name, start) in enumerate(attacks.items())
                    if k == 0 or k in only}
+    pacs_films_ = pacs_films(data_dir) if pacs_rows & set(attacks) else []
+    if pacs_films_:
+        results = ResultsPacs(results_port)
     rows = []
     try:
         for name, start in attacks.items():
@@ -281,9 +332,12 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
                 own.reset_peak()
             attack = start()
             time.sleep(1.0 if attack else 0)  # let the attack take hold first
+            pacs = PacsLoop(node_port, pacs_films_) if name in pacs_rows else None
             probe = HealthProbe(port)
             normal = drive(port, films, NORMAL_CLIENTS, seconds)
             health = probe.stop()
+            # Its results waited for with the attack still on: they must come through it.
+            pacs_figures = pacs.stop(results) if pacs is not None and results else None
             peak = own.peak if own is not None else float("nan")
             if attack:
                 attack.stop()
@@ -291,16 +345,20 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
             settled = _tree_rss_mib(own.process.pid) if own is not None else float("nan")
             row = {"attack": name, "normal": normal, "health": health, "peak": peak,
                    "settled": settled, "attack_done": attack.done if attack else 0,
-                   "attack_statuses": attack.statuses if attack else {}}
+                   "attack_statuses": attack.statuses if attack else {},
+                   "pacs": pacs_figures}
             rows.append(row)
             print(f"  {name:<52} normal {normal['rps']:6.1f} req/s, statuses "
                   f"{normal['statuses']}; /healthz p50 {health['p50']:.1f} ms, max "
                   f"{health['max']:.0f} ms, {health['failed']}/{health['probes']} failed; "
                   f"tree peak {peak:.0f} MiB, settled {settled:.0f} MiB; the attack's own "
-                  f"count {row['attack_done']} {row['attack_statuses'] or ''}", flush=True)
+                  f"count {row['attack_done']} {row['attack_statuses'] or ''}"
+                  + (f"; PACS {pacs_figures}" if pacs_figures else ""), flush=True)
     finally:
         if own is not None:
             own.stop()
+        if results is not None:
+            results.stop()
     quiet = rows[0]["normal"]["rps"]
     print("\n| attack | normal films req/s | share of quiet | normal non-200 | /healthz p50 / "
           "max ms (failed) | tree peak MiB | settled MiB |")
@@ -311,14 +369,33 @@ def run(data_dir: Path, seconds: float, port: int | None = None,
               f"{normal['failed']} | {health['p50']:.1f} / {health['max']:.0f} "
               f"({health['failed']}/{health['probes']}) | {row['peak']:.0f} | "
               f"{row['settled']:.0f} |")
+    pacs_table(rows)
     return rows
+
+
+def pacs_table(rows: list[dict]) -> None:
+    """The PACS's side of the DICOM rows."""
+    rows = [row for row in rows if row["pacs"]]
+    if not rows:
+        return
+    # The PACS's films cost /predict too: each row against the PACS alone as well.
+    alone = rows[0]["normal"]["rps"]
+    print("\n| attack | PACS films stored (Success) | retried (refused or A700) | given up | "
+          "results (SR) received | /predict against the PACS alone | the attack's own count |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        pacs = row["pacs"]
+        print(f"| {row['attack']} | {pacs['stored']} | {pacs['retries']} | {pacs['lost']} | "
+              f"{pacs['results']} of {pacs['stored']} | {row['normal']['rps'] / alone:.0%} | "
+              f"{row['attack_done']} {row['attack_statuses'] or ''} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--seconds", type=float, default=20.0, help="per row")
-    parser.add_argument("--only", type=int, nargs="*", help="attack rows to run (1-5)")
+    parser.add_argument("--only", type=int, nargs="*",
+                        help="attack rows to run (1-5 HTTP, 6-12 the DICOM node)")
     parser.add_argument("--python", default=sys.executable,
                         help="the server's interpreter: a serving-only install (what `make "
                              "run` and the Docker image have) imports less than the dev "

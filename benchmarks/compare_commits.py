@@ -20,15 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.load import REPO, Server, _free_port, drive, inputs  # noqa: E402
+from benchmarks.load import REPO, Server, drive, inputs  # noqa: E402
+from benchmarks.memory_tree import free_port  # noqa: E402
 
 
 def _server(checkout: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     env = {"PNEUMONIA_PORT": str(port), "PNEUMONIA_HOST": "127.0.0.1",
            "PNEUMONIA_MODEL_DIR": str(checkout / "models"),
            "PNEUMONIA_TEMPLATES_DIR": str(checkout / "templates"),
-           "PNEUMONIA_STATIC_DIR": str(checkout / "static"), "PYTHONPATH": str(checkout)}
+           "PNEUMONIA_STATIC_DIR": str(checkout / "static"), "PYTHONPATH": str(checkout),
+           "PNEUMONIA_DICOM_PORT": "0"}  # two servers at once: no DICOM listener
     return Server([sys.executable, "-m", "app"], env, port, cwd=checkout)
 
 

@@ -150,7 +150,7 @@ def _promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess
 def test_promtool_checks_the_alert_rules_and_the_scrape_configuration():
     rules = _promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert f"SUCCESS: {len(_alert_expressions())} rules found" in rules.stdout
     config = _promtool("check", "config", "--syntax-only", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
 

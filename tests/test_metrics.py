@@ -12,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from app.dicom.failures import ResultsFailure
 from app.services.decode_pool import DecodePool
+from app.services.observer import CONFLICT_KINDS, IGNORED_KINDS
 from app.store import Status
 from tests.builders.dicom import dicom_bytes, study_film
 from tests.builders.images import jpeg_bytes, model_output, png_bytes, xray_like
@@ -28,7 +30,9 @@ FAMILIES = {
     "pneumonia_dicom_associations": "counter", "pneumonia_results_pending": "gauge",
     "pneumonia_time_to_notification_seconds": "histogram",
     "pneumonia_worklist_entries": "gauge", "pneumonia_drift_psi": "gauge",
-    "pneumonia_ready": "gauge",
+    "pneumonia_ready": "gauge", "pneumonia_dicom_ignored": "counter",
+    "pneumonia_dicom_conflicts": "counter", "pneumonia_results_failed": "counter",
+    "pneumonia_results_pending_limit": "gauge",
 }
 DELIVERY_SECONDS = 60  # a safety net on a loaded 2-core machine, not the thing measured
 
@@ -69,9 +73,18 @@ def test_metrics_text_parses_and_holds_every_family(pooled):
     assert value(samples, "pneumonia_ready") == 1
     assert value(samples, "pneumonia_decode_slots") == \
         pooled.app.state.settings.max_concurrent_decodes
+    assert value(samples, "pneumonia_results_pending_limit") == \
+        pooled.app.state.settings.results_max_pending
     statuses = {label for (name, labels), _ in samples.items()
                 if name == "pneumonia_worklist_entries" for _, label in labels}
     assert statuses == {status.value for status in Status}
+    # Fixed labels from the start: what a sender sends never invents a series.
+    for family, kinds in (("pneumonia_dicom_ignored_total", IGNORED_KINDS),
+                          ("pneumonia_dicom_conflicts_total", CONFLICT_KINDS),
+                          ("pneumonia_results_failed_total",
+                           tuple(failure.value for failure in ResultsFailure))):
+        assert {label for (name, labels), _ in samples.items() if name == family
+                for _, label in labels} == set(kinds)
 
 
 def test_films_refusals_and_warnings_move_the_counters_by_exactly_what_they_add(pooled):
@@ -183,3 +196,38 @@ def test_dicom_associations_deliveries_and_the_worklist_move_the_node_s_families
                  flagged="false") + delta(before, after, "pneumonia_films_scored_total",
                                           model="pneumonia", flagged="true") == 1
     assert delta(before, after, "pneumonia_decode_seconds_count") >= 1
+
+
+def test_results_that_cannot_be_made_are_counted_shown_and_the_rest_delivered(
+        client_factory, tmp_path):
+    """Through the real node: a film whose Patient ID is no LO (70 characters) is scored
+    and answered Success, and its results, which cannot carry that ID, are a reason on the
+    worklist and a count in /metrics; a film with a birth date written 2019-03-04 gets its
+    SR and secondary capture at the PACS (it got none before: highdicom refused it)."""
+    node_port = free_port()
+    careless, unmatched = study_film(xray_like(256, 256)), study_film(xray_like(256, 256))
+    careless.PatientBirthDate = "2019-03-04"
+    unmatched.PatientID = "P" * 70
+    with StandInPacs() as pacs, client_factory(
+            dicom_port=node_port, dicom_ae_title=NODE_AE, dicom_allowed_aes=["PACS"],
+            results_destination=f"PACS@127.0.0.1:{pacs.port}", decode_workers=1,
+            state_dir=tmp_path / "state") as client:
+        before = scrape(client)
+        statuses = store(node_port, [careless, unmatched])
+        assert [s.Status for s in statuses] == [0x0000, 0x0000]
+        poll(lambda: len(pacs.received) == 2, DELIVERY_SECONDS, "the careless film's results")
+
+        def emptied() -> Samples | None:
+            now = scrape(client)
+            return now if value(now, "pneumonia_results_pending") == 0 else None
+
+        after = poll(emptied, DELIVERY_SECONDS, "the delivered job to leave the queue")
+        entries = client.get("/worklist/entries", params={"limit": 500}).json()["entries"]
+        page = client.get("/worklist/rows", params={"limit": 500}).text
+    assert delta(before, after, "pneumonia_results_failed_total", reason="identity") == 1
+    films = {f["sop_instance_uid"]: f for e in entries for f in e["films"]}
+    assert films[unmatched.SOPInstanceUID]["results_error"]["error"] == "identity"
+    assert films[careless.SOPInstanceUID]["results_error"] is None
+    assert 'data-reason="identity"' in page
+    birth_dates = {str(ds.get("PatientBirthDate", "")) for ds in pacs.received.values()}
+    assert birth_dates == {""}  # blanked, never guessed

@@ -26,7 +26,22 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 from app.contract.dicom_display import display
 from app.contract.dicom_frames import check_frame
@@ -36,7 +51,9 @@ from app.contract.errors import (
     ImageError,
     MissingFileMetaError,
     TooManyPixelsError,
+    UnsupportedEncodingError,
 )
+from app.contract.nesting import NestingTooDeepError, check_file_nesting
 
 ACCEPTED_MODALITIES = ("CR", "DX", "DR")  # computed and digital radiography
 SECONDARY_CAPTURE_MODALITIES = ("OT", "SC", "")  # scanned films: taken with a warning
@@ -54,6 +71,27 @@ GREY_TOLERANCE = 2.0  # mean channel difference (0-255) under which a colour fil
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 # Elements of the Image Pixel module (PS3.3 C.7.6.3) that only an image's header holds.
 _IMAGE_PIXEL_MODULE = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
+# The transfer syntaxes whose pixels this module reads (each one tested, with pydicom's
+# pylibjpeg and pyjpegls plugins). Any other (JPEG progressive, hierarchical or other
+# retired JPEG processes, JPEG XL, HTJ2K, JPEG 2000 Part 2, JPIP, video, ...) is an intact
+# film in an encoding it does not read: UnsupportedEncodingError, never "damaged".
+DECODED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
+    JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000,
+    RLELossless)
+# Names pydicom 3.0's dictionary lacks (PS3.6 Table A-1).
+_SYNTAX_NAMES = {"1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+                 "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+                 "1.2.840.10008.1.2.4.112": "JPEG XL",
+                 "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression"}
+# Pixels the decoder does not read, held in elements other than Pixel Data (PS3.3 C.7.6.3):
+# (what they are, in brief).
+_OTHER_PIXEL_ELEMENTS = {
+    "FloatPixelData": ("float pixel data (7FE0,0008)", "float pixel data"),
+    "DoubleFloatPixelData": ("double float pixel data (7FE0,0009)", "double float pixels"),
+    "PixelDataProviderURL": ("pixel data referenced by a URL (JPIP, 0028,7FE0)",
+                             "pixel data by URL (JPIP)")}
 
 
 @dataclass(frozen=True)
@@ -88,9 +126,17 @@ def looks_like_dicom(data: bytes) -> bool:
 def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomInfo]:
     """(H, W) uint8 and what the tags said; raises DicomNotScoredError for films not to score,
     and lets pydicom's own errors through for the caller's boundary to map."""
+    try:
+        check_file_nesting(data)
+    except NestingTooDeepError as exc:
+        raise UnsupportedEncodingError(exc.message, exc.message) from None
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     bare = _give_bare_dataset_a_syntax(ds)
+    syntax = ds.file_meta.TransferSyntaxUID
     if "PixelData" not in ds:
+        unread = _unread_pixels(ds, data, syntax)
+        if unread is not None:
+            raise unread
         if _PIXEL_DATA_TAG in data:  # the element starts but the file ends inside it
             raise DamagedImageError("the DICOM pixel data is cut short")
         if any(keyword in ds for keyword in _IMAGE_PIXEL_MODULE):
@@ -112,9 +158,10 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if max_pixels is not None and rows * columns > max_pixels:
         raise TooManyPixelsError(rows * columns, max_pixels)
-    syntax = ds.file_meta.TransferSyntaxUID
     if bare and ds["PixelData"].is_undefined_length:  # encapsulated: by which codec?
         raise MissingFileMetaError()
+    if syntax not in DECODED_TRANSFER_SYNTAXES:
+        raise UnsupportedEncodingError(syntax_text(syntax), syntax=str(syntax))
     if syntax.is_compressed:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         check_frame(frame, syntax, rows, columns, int(ds.get("SamplesPerPixel", 1) or 1),
@@ -144,6 +191,32 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))), window=window,
         warnings=tuple(warnings), reasons=tuple(dict.fromkeys(reasons)))
     return pixels, info
+
+
+def syntax_text(syntax: str) -> str:
+    """A transfer syntax for a person: 'transfer syntax JPEG XL (1.2.840.10008.1.2.4.112)'."""
+    name = _SYNTAX_NAMES.get(str(syntax)) or UID(str(syntax)).name
+    named = f"{name} ({syntax})" if name and name != str(syntax) else str(syntax)
+    return f"transfer syntax {named}"
+
+
+def _unread_pixels(ds: pydicom.Dataset, data: bytes,
+                   syntax: UID) -> UnsupportedEncodingError | None:
+    """What an image without a Pixel Data element holds instead, when it is intact and in
+    an encoding the decoder does not read; None for a file that has no image (a report) or
+    whose pixels were cut off."""
+    for keyword, (feature, brief) in _OTHER_PIXEL_ELEMENTS.items():
+        if keyword in ds:
+            return UnsupportedEncodingError(feature, brief)
+    icons = [item for item in ds.get("IconImageSequence", []) if "PixelData" in item]
+    if icons and data.count(_PIXEL_DATA_TAG) <= len(icons):  # no other Pixel Data began
+        return UnsupportedEncodingError(
+            "pixels only in an Icon Image Sequence (0088,0200), no Pixel Data",
+            "pixels only in an icon image")
+    if any(keyword in ds for keyword in _IMAGE_PIXEL_MODULE) and \
+            syntax not in DECODED_TRANSFER_SYNTAXES:
+        return UnsupportedEncodingError(syntax_text(syntax), syntax=str(syntax))
+    return None
 
 
 def _give_bare_dataset_a_syntax(ds: pydicom.Dataset) -> bool:

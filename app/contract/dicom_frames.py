@@ -6,6 +6,8 @@ decode worker's memory. So, for every compressed frame, before any decode:
 
 - its header's size (JPEG and JPEG-LS: the frame header, SOF; JPEG 2000: the SIZ segment)
   must be under the pixel limit and equal Rows x Columns (DamagedImageError otherwise);
+  a JPEG or JPEG-LS frame's sample precision must fit Bits Allocated (8 bits in 8, more in
+  16; UnsupportedEncodingError otherwise: the file is whole, the decoder does not read it);
 - JPEG with 8-bit samples (baseline, extended, progressive): the checks of a JPEG file
   (integrity.py): every scan present, then libjpeg-turbo's strict decode;
 - JPEG with 12 or 16-bit samples, lossless JPEG and JPEG-LS, which libjpeg-turbo's strict
@@ -34,7 +36,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from app.contract.errors import DamagedImageError, TooManyPixelsError
+from app.contract.errors import DamagedImageError, TooManyPixelsError, UnsupportedEncodingError
 from app.contract.integrity import (
     LOSSLESS_SOF,
     SOF_LS,
@@ -60,6 +62,12 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
     if syntax in JPEG_SYNTAXES or syntax in JPEG_LS_SYNTAXES:
         marker, precision, height, width = jpeg_frame_header(frame)
         _check_size(height, width, rows, columns, max_pixels, "JPEG frame header (SOF)")
+        if (precision <= 8) != (bits_allocated <= 8):
+            # PS3.5 8.2.1: 8-bit samples in 8 allocated bits, more in 16. The decoders
+            # write a frame's samples at the size the header allocates: intact, not read.
+            raise UnsupportedEncodingError(
+                f"JPEG samples of {precision} bits under Bits Allocated (0028,0100) "
+                f"{bits_allocated}", f"{precision}-bit JPEG in {bits_allocated} allocated bits")
         if marker == SOF_LS or marker in LOSSLESS_SOF:
             # libjpeg-turbo's lossless decoding corrupted memory on a valid frame (simplejpeg
             # 1.9): lossless frames never reach it.

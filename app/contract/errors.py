@@ -81,6 +81,31 @@ class DamagedImageError(CorruptImageError):
     """Readable, but the file does not hold the whole image it declares (integrity checks)."""
 
 
+class UnsupportedEncodingError(ImageError):
+    """An intact file whose pixels are in an encoding the decoder does not read (a transfer
+    syntax such as JPEG XL, float pixel data, ...): not damaged, and sending it again will
+    not help; exporting it in another encoding will. `feature` names what is not read, in
+    a few words a person can act on ("transfer syntax JPEG XL (1.2.840.10008.1.2.4.112)"),
+    `brief` the same in at most 42 characters, for a DICOM Error Comment (an LO of 64 with
+    the code before it): "transfer syntax 1.2.840.10008.1.2.4.112". `syntax` is the
+    transfer syntax's UID when that is what the decoder does not read."""
+
+    code = "unsupported_encoding"
+
+    def __init__(self, feature: str, brief: str | None = None,
+                 syntax: str | None = None) -> None:
+        super().__init__(feature, brief, syntax)
+        self.feature = feature
+        self.syntax = syntax
+        self.brief = (brief or (f"transfer syntax {syntax}" if syntax else feature))[:42]
+
+    @property
+    def message(self) -> str:
+        return (f"The file is intact, but its pixels are stored as {self.feature}, which this "
+                "server does not read, so it was not scored. Export the film again "
+                "uncompressed or as JPEG baseline, JPEG lossless, JPEG-LS, JPEG 2000 or RLE.")
+
+
 class MultiFrameError(ImageError):
     code = "multi_frame"
 

@@ -2,12 +2,20 @@
 facts. Never the patient's name, ID or birth date.
 
 Read from a file's header (`read_header`: the DICOM node's instances, `instance_facts`: an
-upload), without its pixels and without inflating a deflated data set whole.
+upload), without its pixels and without inflating a deflated data set whole, after its
+sequences' depth is counted (nesting.py).
+
+Two keys, never the values they are made from, let the store see that a study or an instance
+is not what it was first seen as (`patient_key`: a salted hash of Patient ID and Issuer of
+Patient ID; `pixel_hash`: a hash of the encoded pixels, where `read_header_at` finds them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
+import re
 import zlib
 from dataclasses import dataclass
 from datetime import date, time
@@ -20,6 +28,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import DA, TM
 
 from app.contract.dicom import looks_like_dicom
+from app.contract.nesting import check_file_nesting, check_nesting
+
+# PS3.5 9.1: a UID is at most 64 characters, digits in components separated by dots.
+# (Components with a leading zero, which the standard forbids, are taken: archives hold
+# them, and nothing here depends on it.)
+UID_LENGTH = 64
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 class InvalidInstanceError(ValueError):
@@ -34,6 +49,29 @@ class InvalidInstanceError(ValueError):
     @property
     def message(self) -> str:
         return f"The data set has no {self.missing}."
+
+    @property
+    def comment(self) -> str:
+        """For a DICOM Error Comment."""
+        return f"no {self.missing}"
+
+
+class InvalidUidError(InvalidInstanceError):
+    """One of the instance's UIDs breaks PS3.5 9.1: no store can key on it, and sending it
+    again will not change that."""
+
+    def __init__(self, keyword: str, problem: str) -> None:
+        ValueError.__init__(self, keyword, problem)
+        self.missing = keyword
+        self.problem = problem
+
+    @property
+    def message(self) -> str:
+        return f"The data set's {self.missing} is not a valid UID: {self.problem}."
+
+    @property
+    def comment(self) -> str:
+        return f"invalid {self.missing}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -57,16 +95,18 @@ class InstanceFacts:
     @classmethod
     def of(cls, ds: Dataset) -> InstanceFacts:
         """The facts of `ds`; InvalidInstanceError without its SOP Class, SOP Instance or
-        Study Instance UID."""
+        Study Instance UID, InvalidUidError when one of them, or the Series Instance UID,
+        is not a valid UID."""
         uids = {}
         for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
             value = _text(ds, keyword)
             if value is None:
                 raise InvalidInstanceError(keyword)
-            uids[keyword] = value
+            uids[keyword] = _valid_uid(keyword, value)
+        series = _text(ds, "SeriesInstanceUID")
         return cls(
             study_instance_uid=uids["StudyInstanceUID"],
-            series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            series_instance_uid=series and _valid_uid("SeriesInstanceUID", series),
             sop_instance_uid=uids["SOPInstanceUID"], sop_class_uid=uids["SOPClassUID"],
             accession_number=_text(ds, "AccessionNumber"), patient_age=_text(ds, "PatientAge"),
             patient_sex=_text(ds, "PatientSex"), modality=_text(ds, "Modality"),
@@ -88,16 +128,54 @@ def instance_facts(data: bytes) -> InstanceFacts | None:
         return None
 
 
+def _valid_uid(keyword: str, value: str) -> str:
+    if len(value) > UID_LENGTH:
+        raise InvalidUidError(keyword, f"over {UID_LENGTH} characters")
+    if not _UID.fullmatch(value):
+        raise InvalidUidError(keyword, "not digits and dots")
+    return value
+
+
+def patient_key(ds: Dataset, secret: bytes) -> str:
+    """A salted hash (HMAC-SHA256, hex) of the header's Patient ID and Issuer of Patient ID,
+    as written (padding stripped): equal for the same patient, and without `secret` (a
+    per-install secret that is never stored beside it) not a way back to either."""
+    parts = [(_text(ds, keyword) or "") for keyword in ("PatientID", "IssuerOfPatientID")]
+    return hmac.new(secret, "\x00".join(parts).encode("utf-8", "surrogateescape"),
+                    hashlib.sha256).hexdigest()
+
+
 def read_header(data: bytes, force: bool = False) -> Dataset | None:
     """The header of a DICOM Part 10 file without its pixels, read from its bytes (which are
     left as they are for the decoder). Of a deflated data set, only its elements up to group
     0020 within its first MiB inflated, and None when they do not end there. `force`: also
-    a data set without the Part 10 preamble (an upload). Raises pydicom's errors for bytes
-    whose header it cannot read."""
+    a data set without the Part 10 preamble (an upload). Raises NestingTooDeepError before
+    reading a data set whose sequences nest too deep, pydicom's errors for bytes whose
+    header it cannot read."""
+    return read_header_at(data, force)[0]
+
+
+def read_header_at(data: bytes, force: bool = False) -> tuple[Dataset | None, int]:
+    """`read_header`, and where the pixels begin in `data`: the offset of the top-level
+    Pixel Data element (or of Float/Double Float Pixel Data), len(data) when there is none
+    (and for a deflated data set, whose pixels are not where its bytes are)."""
     start = deflated_from(data)
     if start is not None:
-        return _deflated_header(data[start:])
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=force)
+        return _deflated_header(data[start:]), len(data)
+    check_file_nesting(data)
+    fp = io.BytesIO(data)
+    header = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+    return header, fp.tell()  # pydicom stops in front of the pixels' tag
+
+
+def pixel_hash(data: bytes, pixels_at: int) -> str | None:
+    """SHA-256 (hex) of the instance's encoded pixels, from their element to the end of the
+    data set (`read_header_at`'s offset); None without pixels. The same film sent again
+    has the same hash; other pixels under the same SOP Instance UID do not (nor the same
+    pixels re-encoded in another transfer syntax: that, too, is not the instance stored)."""
+    if pixels_at >= len(data):
+        return None
+    return hashlib.sha256(memoryview(data)[pixels_at:]).hexdigest()
 
 
 def deflated_from(data: bytes) -> int | None:
@@ -127,6 +205,7 @@ def _deflated_header(deflated: bytes) -> Dataset | None:
     own study, like any file whose header cannot be read)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     head = inflater.decompress(deflated, _DEFLATED_HEADER_BYTES)
+    check_nesting(head)
     fp = DicomBytesIO(head)
     ds = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
                       stop_when=lambda tag, vr, length: tag.group > _LAST_GROUP)

@@ -5,9 +5,12 @@ The queue itself is not here: a `DeliveryWorker` takes its jobs from a `JobSourc
 the app backs with the worklist store's database, so that a result survives a restart and
 an undelivered one can be shown.
 
-A job is delivered when every destination took every instance (success, or a warning
-status); anything else leaves the whole job for a later attempt. Sending again is harmless:
-the results' UIDs are fixed per film and model (app/dicom/results.py), so a PACS keeps one.
+A job holds what its results are built from (a recipe, app/dicom/recipe.py), built at each
+attempt by the worker's `build`; a job that cannot be built is abandoned (its film listed
+with the reason, counted), never retried for ever. A job is delivered when every
+destination took every instance (success, or a warning status); anything else leaves the
+whole job for a later attempt. Sending again is harmless: the results' UIDs and content are
+fixed by the recipe (app/dicom/results.py), so a PACS keeps one.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from app.dicom.failures import ResultsFailure, ResultsNotMade
 from app.dicom.stow import FAILED_SOP_SEQUENCE, multipart_body
 from app.services.observer import NO_METRICS, Observer
 
@@ -71,6 +75,8 @@ class Outcome:
 
 
 Sender = Callable[[Sequence[Dataset]], Outcome]
+# A job's parts -> the instances to send (app/dicom/results.py ResultBuilder.build_job).
+Build = Callable[[Sequence[bytes]], Sequence[Dataset]]
 
 
 def encode(ds: Dataset) -> bytes:
@@ -82,6 +88,11 @@ def encode(ds: Dataset) -> bytes:
 
 def decode(data: bytes) -> Dataset:
     return pydicom.dcmread(io.BytesIO(data))
+
+
+def part10(parts: Sequence[bytes]) -> list[Dataset]:
+    """A job's parts read as DICOM Part 10 instances (what jobs held before recipes)."""
+    return [decode(data) for data in parts]
 
 
 def store_scu(destination: Destination, calling_ae: str = "TRIAGE",
@@ -175,7 +186,8 @@ def senders_from_settings(settings, calling_ae: str | None = None) -> Sender | N
 
 @dataclass(frozen=True)
 class Job:
-    """One film's results to deliver: Part 10 bytes (`encode`), and failed attempts so far."""
+    """One film's results to deliver: the parts they are built from (a recipe; Part 10 bytes,
+    `encode`, in jobs queued before recipes), and failed attempts so far."""
 
     id: int | str
     instances: tuple[bytes, ...] = field(repr=False)
@@ -190,7 +202,9 @@ class JobSource(Protocol):
     lease them (push their next attempt a little ahead) so that a second worker, in another
     replica, does not take them at the same moment; `done(job)` removes a delivered job;
     `failed(job, next_attempt, detail)` keeps it with one more attempt counted, due again at
-    `next_attempt`, and `detail` saying why for the worklist page.
+    `next_attempt`, and `detail` saying why for the worklist page; `abandoned(job, reason)`
+    removes a job that can never be delivered (its results cannot be built), its film
+    marked with `reason` (app/dicom/failures.py) for the worklist.
     """
 
     def pending(self, now: datetime) -> Sequence[Job]: ...
@@ -198,6 +212,8 @@ class JobSource(Protocol):
     def done(self, job: Job) -> None: ...
 
     def failed(self, job: Job, next_attempt: datetime, detail: str) -> None: ...
+
+    def abandoned(self, job: Job, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -227,10 +243,11 @@ class DeliveryWorker:
     def __init__(self, source: JobSource, send: Sender, backoff: Backoff = Backoff(),
                  poll_seconds: float = 1.0,
                  clock: Callable[[], datetime] = _utcnow,
-                 metrics: Observer = NO_METRICS) -> None:
+                 metrics: Observer = NO_METRICS, build: Build = part10) -> None:
         self._source = source
         self._metrics = metrics
         self._send = send
+        self._build = build
         self._backoff = backoff
         self._poll = poll_seconds
         self._clock = clock
@@ -262,9 +279,16 @@ class DeliveryWorker:
             if self._stop.is_set():
                 break
             try:
-                outcome = self._send([decode(data) for data in job.instances])
+                datasets = self._build(job.instances)
+            except Exception as exc:  # noqa: BLE001 - never deliverable: listed, counted
+                self._abandon(job, exc)
+                continue
+            try:
+                outcome = self._send(datasets)
             except Exception as exc:  # noqa: BLE001 - a bad job must not stop the others
-                log.exception("delivery of job %s failed unexpectedly", job.id)
+                # By type only: a traceback of encoding a result quotes its values.
+                log.warning("delivery of job %s failed unexpectedly (%s)", job.id,
+                            type(exc).__name__)
                 outcome = Outcome(False, f"unexpected error ({type(exc).__name__})")
             if outcome.delivered:
                 self._source.done(job)
@@ -279,6 +303,18 @@ class DeliveryWorker:
                 log.warning("results of job %s not delivered (attempt %d): %s; again in "
                             "%.0f s", job.id, job.attempts + 1, outcome.detail, delay)
         return delivered
+
+    def _abandon(self, job: Job, exc: Exception) -> None:
+        """A job whose results cannot be built: removed, its film listed with the reason,
+        counted; logged by reason, exception type and tag (never a traceback: it would
+        quote the header's values)."""
+        if isinstance(exc, ResultsNotMade):
+            reason, detail = exc.reason, str(exc)
+        else:
+            reason, detail = ResultsFailure.BUILD, type(exc).__name__
+        self._source.abandoned(job, reason.value)
+        self._metrics.results_failed(reason.value)
+        log.warning("results of job %s cannot be built, never delivered: %s", job.id, detail)
 
     def _run(self) -> None:
         while not self._stop.is_set():

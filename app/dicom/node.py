@@ -7,8 +7,9 @@ and the delivery worker, started and stopped together from the app's lifespan.
     node.stop()             # lifespan end
 
 `commit(result)` is the worklist store's transaction (the film's entry, and a delivery job
-holding `[delivery.encode(ds) for ds in result.results]` when there are results); after it
-returns, the node wakes its delivery worker. `jobs` is the store-backed JobSource.
+holding `result.results`, the recipe of its SR and secondary capture, when there are
+results); after it returns, the node wakes its delivery worker, which builds them from the
+recipe and sends them. `jobs` is the store-backed JobSource.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import threading
 
 from app.config import Settings
 from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_settings
+from app.dicom.identity import install_secret
 from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
 from app.dicom.results import ResultBuilder
 from app.dicom.scp import StorageSCP
+from app.memory import BodyBudget
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.observer import NO_METRICS, Observer
@@ -40,25 +43,34 @@ class DicomNode:
     def from_settings(cls, settings: Settings, catalog: ModelCatalog, decoder: Decoder,
                       commit: Commit, jobs: JobSource | None = None,
                       sender: Sender | None = None,
-                      metrics: Observer = NO_METRICS) -> DicomNode:
+                      metrics: Observer = NO_METRICS,
+                      budget: BodyBudget | None = None) -> DicomNode:
         """The node the settings describe. Results are made only when they have somewhere
         to go (results_destination or results_dicomweb_url, and a job source to queue
         them in); the SCP only when dicom_port is set; STOW-RS uses `ingest` either way.
-        Films, associations and deliveries are reported to `metrics`."""
+        Films, associations and deliveries are reported to `metrics`; the data sets the
+        SCP is receiving count in `budget` (the app's one budget for bodies in flight).
+        Films carry the patient key of the install's secret (app/dicom/identity.py:
+        StartupError when there is none and the state folder cannot hold one)."""
         sender = sender or senders_from_settings(settings)
-        worker = DeliveryWorker(jobs, sender, metrics=metrics) \
-            if sender is not None and jobs is not None else None
-        results = ResultBuilder(settings.results_secondary_capture) if worker else None
+        results: ResultBuilder | None = None
+        worker: DeliveryWorker | None = None
+        if sender is not None and jobs is not None:
+            # The ingest makes each film's recipe; the worker builds the results from it.
+            results = ResultBuilder(settings.results_secondary_capture)
+            worker = DeliveryWorker(jobs, sender, metrics=metrics, build=results.build_job)
 
-        def commit_then_wake(result: IngestResult) -> None:
-            commit(result)
-            if worker is not None and result.results:
+        def commit_then_wake(result: IngestResult) -> str | None:
+            conflict = commit(result)
+            if worker is not None and result.results and conflict is None:
                 worker.wake()
+            return conflict
 
         ingest = ScoringIngest(catalog_scorer(catalog, decoder, settings.max_image_pixels,
-                                              metrics), commit_then_wake, results)
-        return cls(ingest, StorageSCP.from_settings(settings, ingest, metrics), worker,
-                   results)
+                                              metrics), commit_then_wake, results,
+                               secret=install_secret(settings), metrics=metrics)
+        return cls(ingest, StorageSCP.from_settings(settings, ingest, metrics, budget),
+                   worker, results)
 
     def start(self) -> DicomNode:
         """Bind the SCP (OSError when its port is taken) and start delivering; the

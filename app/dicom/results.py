@@ -1,35 +1,52 @@
-"""What goes back to the PACS for one scored film: a Comprehensive SR and a secondary capture.
+"""What goes back to the PACS for one scored film: a Comprehensive SR and a secondary capture,
+built from a recipe (app/dicom/recipe.py): the film's sanitised header (app/dicom/header.py),
+the judgement and the pixels to show.
 
 The SR follows TID 1500 (Measurement Report) as the IHE AI Results profile uses it: one
-measurement group whose finding type is pneumonia (SNOMED CT 233604007), holding the
-probability and the operating point as numeric measurements (UCUM `{probability}`), the
-triage outcome as a qualitative evaluation, the algorithm's name and version (Algorithm
-Identification), and a reference to the source image. The secondary capture is the film
-with the result (and the heatmap, when the model draws one) burned in, for viewers that do
-not render SR.
+measurement group whose finding type is pneumonia (SNOMED CT 233604007), coded as present,
+absent or undetermined by the triage decision (DCM 121053, 121054, 121059), holding the
+triage score, the probability and the operating point as numeric measurements (UCUM
+`{score}`, `{probability}`), each with its algorithm (so that a viewer that reads every
+measurement's content finds some), the triage outcome in the worklist's words and, for a
+film the model cannot judge, why (a private scheme, identified in the Coding Scheme
+Identification Sequence), the algorithm's name and version (Algorithm Identification), and a
+reference to the source image. The secondary capture is the film with the result (and the
+heatmap, when the model draws one) burned in, for viewers that do not render SR. Both name
+the node as their equipment (Manufacturer, Manufacturer's Model Name, Software Versions).
 
 Both are in the source's study (its Study Instance UID, and its patient and study modules
-copied: these identifiers go back to the PACS they came from and nowhere else), each in a
-series of its own kind, with UIDs derived from the source film, model and operating point:
-a result sent twice is one instance at the PACS. The wording is triage, never a diagnosis.
+as sanitised: these identifiers go back to the PACS they came from and nowhere else), each
+in a series of its own kind, with UIDs and dates derived from the recipe: a result built
+twice is one instance at the PACS. The wording is triage, never a diagnosis.
 """
 
 from __future__ import annotations
 
 import copy
+import io
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import highdicom as hd
 import numpy as np
+import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from app.contract.assessability import REASONS
 from app.contract.triage_score import FLAGGED_FROM_TEXT
+from app.dicom.header import sanitise
+from app.dicom.recipe import Judgement, Recipe, is_recipe
 from app.services.display import percent
 from app.services.pipeline import Display, Prediction, heat_layer
 from app.services.triage import Decision, decision
+
+log = logging.getLogger("app.dicom")
 
 MANUFACTURER = "pneumonia-triage"  # also how the node knows its own results coming back
 SR_SERIES_NUMBER = 9901  # high numbers keep results after the acquired series in viewers
@@ -42,12 +59,24 @@ PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
 OPERATING_POINT = hd.sr.CodedConcept("122411", "DCM", "Threshold Value")
 PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "probability")
 CHEST_IMAGING = hd.sr.CodedConcept("413815006", "SCT", "Chest imaging (procedure)")
-# The triage outcome has no standard code: a private scheme, as PS3.16 Section 8 allows
-# ("99" prefix), with the wording the worklist uses.
+# The decision, as the finding's presence (DCM's codes for a property's presence).
+PRESENCE = hd.sr.CodedConcept("121052", "DCM", "Presence of property")
+PRESENT = hd.sr.CodedConcept("121053", "DCM", "Present")
+ABSENT = hd.sr.CodedConcept("121054", "DCM", "Absent")
+UNDETERMINED = hd.sr.CodedConcept("121059", "DCM", "Presence Undetermined")
+# The triage outcome in the worklist's words, and why a film was not assessed, have no
+# standard codes: a private scheme, as PS3.16 Section 8 allows ("99" prefix), identified in
+# each SR's Coding Scheme Identification Sequence.
 TRIAGE_SCHEME = "99PNEUTRIAGE"
+CODING_SCHEME = CodingSchemeIdentificationItem(
+    designator=TRIAGE_SCHEME, name="Pneumonia triage outcomes",
+    responsible_organization=MANUFACTURER, version="1")
 FLAGGED = Decision.FLAGGED.text
 NOT_FLAGGED = Decision.NOT_FLAGGED.text
 NEEDS_REVIEW = Decision.NEEDS_HUMAN_LOOK.text
+TRIAGE_OUTCOME = hd.sr.CodedConcept("OUTCOME", TRIAGE_SCHEME, "Triage outcome")
+NOT_ASSESSED_BECAUSE = hd.sr.CodedConcept("NOT_ASSESSED", TRIAGE_SCHEME,
+                                          "Reason not assessed")
 # The triage score (app/services/triage.py): the probability rescaled so that the operating
 # point is 0.5 for every model; the number a viewer should show beside the outcome.
 TRIAGE_SCORE = hd.sr.CodedConcept("TRIAGE_SCORE", TRIAGE_SCHEME, "Triage score")
@@ -57,29 +86,31 @@ TRIAGE_CODES = {
     NOT_FLAGGED: hd.sr.CodedConcept("NOT_FLAGGED", TRIAGE_SCHEME, NOT_FLAGGED),
     NEEDS_REVIEW: hd.sr.CodedConcept("NEEDS_REVIEW", TRIAGE_SCHEME, NEEDS_REVIEW),
 }
+PRESENCE_CODES = {FLAGGED: PRESENT, NOT_FLAGGED: ABSENT, NEEDS_REVIEW: UNDETERMINED}
 DISCLAIMER = "Prioritisation aid, not a diagnosis: every film is still read by a clinician."
 
-# Type 2 elements of the Patient and General Study modules: highdicom copies them from the
-# evidence and needs them present (empty when the source has none).
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-          "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-# Further patient and study identifiers a PACS matches on, copied when present.
-_ALSO_COPIED = ("IssuerOfPatientID", "StudyDescription", "PatientAge")
 
-
-def _judged(prediction: Prediction) -> bool:
+def _judged(prediction: Prediction | Judgement) -> bool:
     return getattr(prediction, "assessable", True) is not False
 
 
-def triage_text(prediction: Prediction) -> str:
+def triage_text(prediction: Prediction | Judgement) -> str:
     """The triage outcome in the worklist's words (app/services/triage.py)."""
     return decision(_judged(prediction), prediction.flagged).text
 
 
+def reason_code(reason: str) -> hd.sr.CodedConcept:
+    """An assessability reason (app/contract/assessability.py) as a private code: its code
+    in capitals (SH, at most 16), its first sentence as the meaning (LO, at most 64)."""
+    meaning = REASONS.get(reason, reason.replace("_", " ")).split(";")[0].split(" (")[0]
+    return hd.sr.CodedConcept(reason.upper()[:16], TRIAGE_SCHEME, meaning.rstrip(".")[:64])
+
+
 @dataclass(frozen=True)
 class ResultBuilder:
-    """The results for one scored film (app/dicom/ingest.py's ResultsBuilder): the SR, and
-    the secondary capture when `secondary_capture` is on."""
+    """The results of scored films: `recipe` at once (the ingest, app/dicom/ingest.py's
+    ResultsBuilder), `build` when they are delivered (app/dicom/delivery.py); a secondary
+    capture beside the SR when `secondary_capture` is on."""
 
     secondary_capture: bool = True
 
@@ -91,105 +122,139 @@ class ResultBuilder:
         """Build one throw-away SR, so the first film does not pay highdicom's one-time
         load of the standard's tables (0.7 s on the 2-core machine). Call it at start-up,
         beside the model's warm-up."""
-        from app.services.film import ImageFacts
+        header = Dataset()
+        header.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+        header.SOPInstanceUID = header.StudyInstanceUID = generate_uid()
+        header.SeriesInstanceUID = generate_uid()
+        header.Modality, header.Rows, header.Columns = "CR", 1, 1
+        judgement = Judgement(0.5, 0.5, False, (), "warm-up", "0", datetime.now(UTC), "")
+        self.build(Recipe.of(sanitise(header).dataset, judgement, None))
 
-        source = Dataset()
-        source.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-        source.SOPInstanceUID = source.StudyInstanceUID = generate_uid()
-        source.SeriesInstanceUID = generate_uid()
-        source.Modality, source.Rows, source.Columns = "CR", 1, 1
-        facts = ImageFacts(1, 1, "DICOM", "MONOCHROME2", None)
-        structured_report(source, Prediction(0.5, "warm-up", False, 0.5, "warm-up", 0, facts,
-                                             0.0))
+    def recipe(self, source: Dataset, prediction: Prediction,
+               made_at: datetime | None = None) -> Recipe:
+        """What the delivery queue keeps to build the results of `prediction` on the film
+        `source` (its header is enough), made at `made_at` (now). Raises ResultsNotMade
+        (app/dicom/failures.py) when the film's identity cannot be carried as received."""
+        header = sanitise(source)
+        if header.repairs:
+            log.info("%s: results made from a repaired header: %s",
+                     header.dataset.SOPInstanceUID, "; ".join(map(str, header.repairs)))
+        display = prediction.display if self.secondary_capture else None
+        return Recipe.of(header.dataset, Judgement.of(prediction, made_at or datetime.now(UTC)),
+                         display)
 
-    def __call__(self, source: Dataset, prediction: Prediction) -> tuple[Dataset, ...]:
-        """The SR, and the secondary capture when on and the prediction kept its display
-        pixels (`Prediction.display`)."""
-        report = structured_report(source, prediction)
-        if not self.secondary_capture or prediction.display is None:
+    def build(self, recipe: Recipe) -> tuple[Dataset, ...]:
+        """The SR, and the secondary capture when the recipe holds its pixels; the same
+        objects every time for the same recipe."""
+        report = structured_report(recipe.header, recipe.judgement)
+        if recipe.display is None:
             return (report,)
-        return report, secondary_capture(source, prediction, prediction.display)
+        return report, secondary_capture(recipe.header, recipe.judgement, recipe.display)
+
+    def build_job(self, parts: Sequence[bytes]) -> tuple[Dataset, ...]:
+        """A delivery job's results (app/dicom/delivery.py Build): built from its recipe;
+        a job queued before recipes holds its Part 10 instances, sent as they are."""
+        if len(parts) == 1 and is_recipe(parts[0]):
+            return self.build(Recipe.decode(parts[0]))
+        return tuple(pydicom.dcmread(io.BytesIO(part)) for part in parts)
 
 
-def structured_report(source: Dataset, prediction: Prediction) -> hd.sr.ComprehensiveSR:
-    """The TID 1500 report of `prediction` on the film `source` (its header is enough)."""
-    evidence = evidence_header(source)
+def structured_report(header: Dataset, judgement: Judgement) -> hd.sr.ComprehensiveSR:
+    """The TID 1500 report of `judgement` on the film whose sanitised header is `header`."""
+    evidence = copy.deepcopy(header)
+    outcome = triage_text(judgement)
     algorithm = hd.sr.AlgorithmIdentification(
-        name=prediction.model_name, version=str(prediction.model_version),
-        parameters=[f"operating point {prediction.threshold:.6g}"], manufacturer=MANUFACTURER)
+        name=judgement.model_name, version=judgement.model_version,
+        parameters=[f"operating point {judgement.threshold:.6g}"], manufacturer=MANUFACTURER)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(source, prediction, "tracking"), identifier="pneumonia triage"),
+            uid=_uid(header, judgement, "tracking"), identifier="pneumonia triage"),
         finding_type=PNEUMONIA,
         algorithm_id=algorithm,
         # A film the model cannot judge carries no probability: its raw output means
         # nothing clinically and must not reach the viewer as a measurement.
         measurements=[
-            *([hd.sr.Measurement(name=TRIAGE_SCORE,
-                                 value=prediction.triage_score,
+            *([hd.sr.Measurement(name=TRIAGE_SCORE, value=judgement.triage_score,
                                  unit=SCORE_UNIT, algorithm_id=algorithm),
-               hd.sr.Measurement(name=PROBABILITY, value=prediction.probability,
+               hd.sr.Measurement(name=PROBABILITY, value=judgement.probability,
                                  unit=PROBABILITY_UNIT, algorithm_id=algorithm)]
-              if _judged(prediction) else []),
-            hd.sr.Measurement(name=OPERATING_POINT, value=prediction.threshold,
-                              unit=PROBABILITY_UNIT)],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
-            name=PNEUMONIA, value=TRIAGE_CODES[triage_text(prediction)])],
+              if _judged(judgement) else []),
+            # Its algorithm too: a viewer that reads every measurement's content (OHIF's
+            # SR viewport) found none under this one.
+            hd.sr.Measurement(name=OPERATING_POINT, value=judgement.threshold,
+                              unit=PROBABILITY_UNIT, algorithm_id=algorithm)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=PRESENCE, value=PRESENCE_CODES[outcome]),
+            hd.sr.QualitativeEvaluation(name=TRIAGE_OUTCOME, value=TRIAGE_CODES[outcome]),
+            *(hd.sr.QualitativeEvaluation(name=NOT_ASSESSED_BECAUSE, value=reason_code(r))
+              for r in judgement.reasons)],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(evidence)])
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[MANUFACTURER, prediction.model_name]),
-            name=prediction.model_name, manufacturer_name=MANUFACTURER,
-            model_name=f"{prediction.model_name} v{prediction.model_version}"))
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, judgement.model_name]),
+            name=judgement.model_name, manufacturer_name=MANUFACTURER,
+            model_name=_model_name(judgement)))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CHEST_IMAGING, imaging_measurements=[group],
-        # TID 1603's descriptors of a radiograph need these two; without them the source
-        # is referenced by the group and the evidence sequence only.
+        # TID 1603's descriptors of a radiograph need these; without them the source is
+        # referenced by the group and the evidence sequence only.
         referenced_images=[evidence] if _library_ready(evidence) else None)
+    when = _local(judgement)
     sr = hd.sr.ComprehensiveSR(
         evidence=[evidence], content=report,
-        series_instance_uid=_series_uid(source, "SR"), series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=_uid(source, prediction, "SR"), instance_number=1,
+        series_instance_uid=_series_uid(header, "SR"), series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=_uid(header, judgement, "SR"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description=SR_SERIES_DESCRIPTION, transfer_syntax_uid=ExplicitVRLittleEndian)
-    _copy_identifiers(evidence, sr)
+        series_description=SR_SERIES_DESCRIPTION, transfer_syntax_uid=ExplicitVRLittleEndian,
+        coding_schemes=[CODING_SCHEME], content_date=when.date(), content_time=when.time(),
+        specific_character_set=None, **_equipment(judgement))
+    _finish(sr, header, judgement)
     return sr
 
 
-def secondary_capture(source: Dataset, prediction: Prediction,
+def secondary_capture(header: Dataset, judgement: Judgement,
                       display: Display) -> hd.sc.SCImage:
     """The film as the pipeline kept it for display with the triage result written above
     it, and its heat map laid over it when it has one: (h, w, 3) RGB."""
-    evidence = evidence_header(source)
-    pixels = burn_in(display, prediction)
+    evidence = copy.deepcopy(header)
+    pixels = burn_in(display, judgement)
     orientation = evidence.get("PatientOrientation")
+    when = _local(judgement)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=evidence, pixel_array=pixels, photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT",
         # highdicom needs one for a patient image; replaced below by the source's own value,
         # or left empty (Type 2) rather than guessed.
         patient_orientation=("L", "F"),
-        series_instance_uid=_series_uid(source, "SC"), series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=_uid(source, prediction, "SC"), instance_number=1,
+        series_instance_uid=_series_uid(header, "SC"), series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=_uid(header, judgement, "SC"), instance_number=1,
         manufacturer=MANUFACTURER, series_description=SC_SERIES_DESCRIPTION,
-        transfer_syntax_uid=ExplicitVRLittleEndian)
+        transfer_syntax_uid=ExplicitVRLittleEndian, content_date=when.date(),
+        content_time=when.time(), specific_character_set=None, **_equipment(judgement))
     sc.PatientOrientation = orientation if orientation else None
-    # What the film shows, so that a viewer (and dciodvfy's Laterality rule: a chest is
-    # not a paired structure) knows the body part.
-    for keyword in ("BodyPartExamined", "Laterality"):
-        if evidence.get(keyword):
-            sc[keyword] = copy.deepcopy(evidence[keyword])
+    # What the film shows, so that a viewer knows the body part; another term (a source's
+    # typo, a part dciodvfy does not know) is left out. Laterality (Type 2C) only where the
+    # body part is not the chest, which is unpaired: the source's, or empty (unknown).
+    if evidence.get("BodyPartExamined") == "CHEST":
+        sc.BodyPartExamined = "CHEST"
+    else:
+        sc.Laterality = evidence.get("Laterality") or None
     sc.BurnedInAnnotation = "YES"
     sc.ConversionType = "WSD"  # made by a workstation, not digitised
-    sc.DerivationDescription = f"{triage_text(prediction)}; {DISCLAIMER}"[:1024]
+    sc.SecondaryCaptureDeviceManufacturer = MANUFACTURER
+    sc.SecondaryCaptureDeviceManufacturerModelName = _model_name(judgement)
+    sc.SecondaryCaptureDeviceSoftwareVersions = _software_versions(judgement)
+    sc.DateOfSecondaryCapture = when.strftime("%Y%m%d")
+    sc.TimeOfSecondaryCapture = when.strftime("%H%M%S")
+    sc.DerivationDescription = f"{triage_text(judgement)}; {DISCLAIMER}"[:1024]
     sc.SourceImageSequence = [_reference(evidence)]
-    _copy_identifiers(evidence, sc)
+    _finish(sc, header, judgement)
     return sc
 
 
-def burn_in(display: Display, prediction: Prediction) -> np.ndarray:
+def burn_in(display: Display, prediction: Prediction | Judgement) -> np.ndarray:
     """The film ((H, W) uint8) in RGB with the heat map over it and a band of text above:
     (h, w, 3) uint8, at least _MIN_WIDTH px wide so that the text is legible."""
     image = Image.fromarray(display.film).convert("RGB")
@@ -215,7 +280,8 @@ def burn_in(display: Display, prediction: Prediction) -> np.ndarray:
 _MIN_WIDTH = 768
 
 
-def _lines(prediction: Prediction, heatmap: bool = False) -> list[tuple[str, str]]:
+def _lines(prediction: Prediction | Judgement,
+           heatmap: bool = False) -> list[tuple[str, str]]:
     outcome = triage_text(prediction)
     colour = {FLAGGED: "#ffb000", NOT_FLAGGED: "white", NEEDS_REVIEW: "#7fd0ff"}[outcome]
     lines = [(f"AI triage for pneumonia: {outcome}", colour),
@@ -227,29 +293,53 @@ def _lines(prediction: Prediction, heatmap: bool = False) -> list[tuple[str, str
     return lines
 
 
-def _score_lines(prediction: Prediction) -> list[tuple[str, str]]:
+def _score_lines(prediction: Prediction | Judgement) -> list[tuple[str, str]]:
     return [(f"triage score {prediction.triage_score_text}/100 (flagged at "
              f"{FLAGGED_FROM_TEXT} and above)", "white"),
             (f"calibrated probability {percent(prediction.probability)}, operating point "
              f"{percent(prediction.threshold)}", "white")]
 
 
-def evidence_header(source: Dataset) -> Dataset:
-    """`source`'s header without its pixels, its Type 2 patient and study elements present."""
-    header = copy.copy(source)
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in header:
-            delattr(header, keyword)
-    for keyword in _TYPE2:
-        if keyword not in header:
-            setattr(header, keyword, None)
-    return header
+def _model_name(judgement: Judgement) -> str:
+    return f"{judgement.model_name} v{judgement.model_version}"[:64]
 
 
-def _copy_identifiers(evidence: Dataset, target: Dataset) -> None:
+def _software_versions(judgement: Judgement) -> list[str]:
+    return [f"{MANUFACTURER} {judgement.software}"[:64], _model_name(judgement)]
+
+
+def _equipment(judgement: Judgement) -> dict:
+    """The node as the device that made the object (General Equipment: Type 3 at the top
+    level, where viewers and PACS look for it)."""
+    return {"manufacturer_model_name": _model_name(judgement),
+            "software_versions": _software_versions(judgement)}
+
+
+def _local(judgement: Judgement) -> datetime:
+    """When the judgement was made, in the node's time zone (DICOM dates are local), to
+    the microsecond: the results' content and creation dates, the same at every build."""
+    return judgement.made_at.astimezone()
+
+
+def _finish(result: Dataset, header: Dataset, judgement: Judgement) -> None:
+    """What every result gets after highdicom: the source's further identifiers, its
+    character set, and creation dates fixed by the recipe (highdicom stamps the clock)."""
     for keyword in _ALSO_COPIED:
-        if keyword in evidence:
-            target[keyword] = copy.deepcopy(evidence[keyword])
+        if keyword in header:
+            result[keyword] = copy.deepcopy(header[keyword])
+    if "SpecificCharacterSet" in header:
+        result.SpecificCharacterSet = copy.deepcopy(header.SpecificCharacterSet)
+    when = _local(judgement)
+    result.InstanceCreationDate = when.strftime("%Y%m%d")
+    result.InstanceCreationTime = when.strftime("%H%M%S.%f")
+    result.TimezoneOffsetFromUTC = when.strftime("%z")
+    for item in result.get("ContributingEquipmentSequence", []):  # highdicom, as a library
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S.%f%z")
+
+
+# Further patient and study identifiers a PACS matches on, copied when present.
+_ALSO_COPIED = ("IssuerOfPatientID", "StudyDescription", "PatientAge")
 
 
 def _reference(evidence: Dataset) -> Dataset:
@@ -260,17 +350,16 @@ def _reference(evidence: Dataset) -> Dataset:
 
 
 def _library_ready(evidence: Dataset) -> bool:
-    return "PatientOrientation" in evidence and "ImagerPixelSpacing" in evidence \
-        and len(evidence.PatientOrientation) == 2
+    return all(keyword in evidence for keyword in (
+        "PatientOrientation", "ImagerPixelSpacing", "Modality", "Rows", "Columns"))
 
 
-def _series_uid(source: Dataset, kind: str) -> str:
+def _series_uid(header: Dataset, kind: str) -> str:
     """One series per study and kind of result: every film's SR of a study in one."""
-    return generate_uid(entropy_srcs=[str(source.StudyInstanceUID), MANUFACTURER, kind])
+    return generate_uid(entropy_srcs=[str(header.StudyInstanceUID), MANUFACTURER, kind])
 
 
-def _uid(source: Dataset, prediction: Prediction, kind: str) -> str:
+def _uid(header: Dataset, judgement: Judgement, kind: str) -> str:
     return generate_uid(entropy_srcs=[
-        str(source.SOPInstanceUID), prediction.model_name, str(prediction.model_version),
-        repr(prediction.threshold), kind])
-
+        str(header.SOPInstanceUID), judgement.model_name, str(judgement.model_version),
+        repr(judgement.threshold), kind])

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.dicom.delivery import Job, encode
+from app.dicom.delivery import Job
+from app.dicom.failures import ResultsFailure
 from app.dicom.ingest import IngestResult, NotStoredError
 from app.services.intake import film_record
+from app.services.observer import NO_METRICS, Observer
 from app.store import WorklistStore
 
 log = logging.getLogger("app.dicom")
@@ -21,23 +24,51 @@ log = logging.getLogger("app.dicom")
 
 class StoreCommit:
     """`commit(result)` for the node's ingest: NotStoredError when the database did not take
-    it (the door then answers Out of Resources, and the PACS retries)."""
+    it (the door then answers Out of Resources, and the PACS retries). With `max_pending`
+    results waiting for the PACS already, a film's results are not queued: it is listed
+    with reason queue_full, and counted in `metrics` (the bound is checked before the
+    transaction, so concurrent commits may pass it by a few)."""
 
-    def __init__(self, store: WorklistStore, thumbnails: bool = False) -> None:
+    def __init__(self, store: WorklistStore, thumbnails: bool = False,
+                 max_pending: int | None = None, metrics: Observer = NO_METRICS) -> None:
         self._store = store
         self._thumbnails = thumbnails
+        self._max_pending = max_pending
+        self._metrics = metrics
 
-    def __call__(self, result: IngestResult) -> None:
-        record = film_record(result.facts, result.source, result.received_at,
-                             result.scored_at, result.prediction, result.error,
-                             self._thumbnails)
-        results = {result.facts.sop_instance_uid: [encode(ds) for ds in result.results]} \
-            if result.results else None
+    def __call__(self, result: IngestResult) -> str | None:
+        """Commit `result`; the conflict the store found ("patient": listed in an entry of
+        its own; "instance": the film stored before under its SOP Instance UID stands),
+        whose results were not queued, or None."""
+        sop = result.facts.sop_instance_uid
         try:
-            self._store.add_films([record], results=results)
+            results, refused = self._queueable(result)
+            record = replace(film_record(result.facts, result.source, result.received_at,
+                                         result.scored_at, result.prediction, result.error,
+                                         self._thumbnails),
+                             patient_key=result.patient_key, content_hash=result.content_hash,
+                             results_error=refused or result.results_error)
+            added = self._store.add_received([record], results=results)
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("%s not stored: %s", result.facts.sop_instance_uid, type(exc).__name__)
+            log.warning("%s not stored: %s", sop, type(exc).__name__)
             raise NotStoredError() from exc
+        if refused is not None:
+            log.warning("%s: results not queued: %d results wait for the PACS already",
+                        sop, self._max_pending)
+            self._metrics.results_failed(refused)
+        conflict = added.conflicts.get(sop)
+        return None if conflict is None else conflict.value
+
+    def _queueable(self, result: IngestResult) -> tuple[dict[str, list[bytes]] | None,
+                                                        str | None]:
+        """The delivery job to queue with the film (its results' recipe), or None and
+        queue_full when `max_pending` results wait already."""
+        if not result.results:
+            return None, None
+        if self._max_pending is not None \
+                and self._store.pending_results() >= self._max_pending:
+            return None, ResultsFailure.QUEUE_FULL.value
+        return {result.facts.sop_instance_uid: list(result.results)}, None
 
 
 class StoreJobSource:
@@ -57,3 +88,6 @@ class StoreJobSource:
 
     def failed(self, job: Job, next_attempt: datetime, detail: str) -> None:
         self._store.delivery_failed(int(job.id), next_attempt, detail)
+
+    def abandoned(self, job: Job, reason: str) -> None:
+        self._store.delivery_abandoned(int(job.id), reason)

@@ -10,10 +10,14 @@ Store Instances Response (DICOM JSON, PS3.18 Table 10.5.3-1) out.
 - `multipart_body(instances)`: the other way, for sending results by STOW-RS.
 
 The per-instance outcome comes from the node's one status table (app/dicom/statuses.py):
-success -> ReferencedSOPSequence; a warning -> ReferencedSOPSequence with WarningReason;
-a failure -> FailedSOPSequence with FailureReason. The HTTP status is 200 when every instance
-was stored without warning, 202 when some were stored, 409 when none was, and 503 when none
-was because the node is busy or not ready (the client should send again).
+success (also an instance the node takes but does not score, an SR or a presentation
+state: acknowledged, ignored) -> ReferencedSOPSequence; a warning -> ReferencedSOPSequence
+with WarningReason; a failure -> FailedSOPSequence with FailureReason and an ErrorComment
+saying why; one without a valid SOP Instance UID, and the rest of a body that ended early
+(`not_read`), -> OtherFailuresSequence. Each part is stored whole or not at all. The HTTP
+status is 200 when every instance was stored without warning, 202 when some were stored,
+409 when none was, and 503 when none was because the node is busy or not ready (the client
+should send again).
 """
 
 from __future__ import annotations
@@ -27,9 +31,14 @@ from email.message import Message
 
 from pydicom import Dataset
 
-from app.contract.identifiers import deflated_from, instance_facts
+from app.contract.identifiers import (
+    InvalidInstanceError,
+    InvalidUidError,
+    deflated_from,
+    instance_facts,
+)
+from app.dicom.classes import STORAGE_CLASSES
 from app.dicom.ingest import Ingest, Received, UnreadableInstanceError
-from app.dicom.scp import STORAGE_CLASSES
 from app.dicom.statuses import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -40,7 +49,7 @@ from app.dicom.statuses import (
     error_status,
     result_status,
 )
-from app.errors import AppError, MalformedUploadError
+from app.errors import AppError, MalformedUploadError, ServerBusyError
 
 log = logging.getLogger("app.dicom")
 
@@ -134,13 +143,17 @@ class StowSession:
             received = Received.read(data)
             header = received.header
             sop_class, sop_instance = str(header.SOPClassUID), str(header.SOPInstanceUID)
-        except (UnreadableInstanceError, AttributeError, ValueError):
+        except UnreadableInstanceError as exc:
+            return InstanceOutcome(None, None, CANNOT_UNDERSTAND,
+                                   exc.comment if exc.comment != "data set not readable"
+                                   else "not a DICOM Part 10 file")
+        except (AttributeError, ValueError):
             return InstanceOutcome(None, None, CANNOT_UNDERSTAND, "not a DICOM Part 10 file")
         study = str(header.get("StudyInstanceUID", "")) or None
         known = {"sop_class_uid": sop_class, "sop_instance_uid": sop_instance}
         if sop_class not in STORAGE_CLASSES:
             return InstanceOutcome(**known, status=SOP_CLASS_NOT_SUPPORTED,
-                                   comment="only radiographs (CR, DX, SC) are taken")
+                                   comment="not a storage SOP class")
         if self._study is not None and study != self._study:
             return InstanceOutcome(**known, status=DOES_NOT_MATCH_SOP_CLASS,
                                    comment="Study Instance UID differs from the URL's")
@@ -148,11 +161,25 @@ class StowSession:
             result = self._ingest(received, self._source)
         except Exception as exc:  # noqa: BLE001 - each instance's failure is its own
             status, comment = error_status(exc)
-            if not isinstance(exc, AppError):
+            if isinstance(exc, InvalidUidError) and exc.missing in ("SOPClassUID",
+                                                                      "SOPInstanceUID"):
+                known = {"sop_class_uid": None, "sop_instance_uid": None}  # no UI to name
+            elif not isinstance(exc, AppError | InvalidInstanceError):
                 log.exception("STOW-RS instance not stored, unexpected error")
             return InstanceOutcome(**known, status=status, comment=comment)
         status, comment = result_status(result)
         return InstanceOutcome(**known, status=status, comment=comment)
+
+    def not_read(self, error: AppError) -> None:
+        """The body ended early (broken off, too many parts or bytes, too slow, the memory
+        budget full) after the parts so far: what was not read, as one other failure, so
+        that the response lists the parts that were stored beside it. A refusal for load
+        is Out of Resources (send the rest again); any other, Cannot Understand."""
+        status = OUT_OF_RESOURCES if isinstance(error, ServerBusyError) else CANNOT_UNDERSTAND
+        with self._lock:
+            read = len(self.outcomes)
+            self.outcomes.append(InstanceOutcome(
+                None, None, status, f"{error.code}: body not read after part {read}"))
 
     def response(self) -> tuple[int, dict]:
         """(HTTP status, Store Instances Response as DICOM JSON)."""
@@ -182,6 +209,8 @@ def _failed(outcome: InstanceOutcome) -> Dataset:
     item.ReferencedSOPClassUID = outcome.sop_class_uid
     item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
     item.FailureReason = outcome.status
+    if outcome.comment:  # why, as a C-STORE's Error Comment says it
+        item.ErrorComment = outcome.comment
     return item
 
 

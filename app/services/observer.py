@@ -9,6 +9,12 @@ from typing import Any
 
 import numpy as np
 
+# Fixed labels, so that no sender can invent series (app/metrics.py counts them).
+# What the DICOM node takes but does not score (app/dicom/classes.py `ignored_kind`).
+IGNORED_KINDS = ("structured_report", "presentation_state", "image", "other", "own_result")
+# Films not taken as what their UIDs say (app/store/records.py Conflict).
+CONFLICT_KINDS = ("patient", "instance")
+
 
 class Observer:
     """What the pipeline and the DICOM node report as they go; this base ignores it."""
@@ -29,8 +35,19 @@ class Observer:
     def association(self, result: str) -> None:
         """A DICOM association ended: released, aborted or rejected."""
 
+    def ignored(self, kind: str) -> None:
+        """The DICOM node acknowledged an instance it does not score (IGNORED_KINDS)."""
+
+    def conflict(self, kind: str) -> None:
+        """A film came under a study or SOP Instance UID that is another's (CONFLICT_KINDS):
+        not merged, no results sent."""
+
     def notified(self, seconds: float) -> None:
         """A film's results reached the PACS `seconds` after the film arrived."""
+
+    def results_failed(self, reason: str) -> None:
+        """A scored film's results will not reach the PACS: why (app/dicom/failures.py
+        ResultsFailure: identity, build, queue_full)."""
 
 
 NO_METRICS = Observer()

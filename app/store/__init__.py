@@ -9,6 +9,7 @@ from app.store.engine import database_url, make_engine
 from app.store.records import (
     AuditAction,
     AuditRecord,
+    Conflict,
     EntryNotFound,
     FilmRecord,
     FilmResult,
@@ -23,8 +24,8 @@ from app.store.schema import head, schema_problem, upgrade
 from app.store.service import WorklistStore
 
 __all__ = [
-    "MAX_ROW_ID", "AuditAction", "AuditRecord", "CursorKey", "EntryNotFound", "FilmRecord",
-    "FilmResult", "InvalidCursor", "Page", "PendingDelivery", "PurgeCounts", "RetentionThread",
-    "Status", "StudyEntry", "Undelivered", "WorklistStore",
+    "MAX_ROW_ID", "AuditAction", "AuditRecord", "Conflict", "CursorKey", "EntryNotFound",
+    "FilmRecord", "FilmResult", "InvalidCursor", "Page", "PendingDelivery", "PurgeCounts",
+    "RetentionThread", "Status", "StudyEntry", "Undelivered", "WorklistStore",
     "database_url", "decode_cursor", "head", "make_engine", "schema_problem", "upgrade",
 ]

@@ -21,7 +21,9 @@ _LENGTH = struct.Struct(">I")  # each instance's byte count, before its bytes
 
 @dataclass(frozen=True, kw_only=True)
 class PendingDelivery:
-    """One film's results not yet delivered: DICOM Part 10 instances, attempts so far."""
+    """One film's results not yet delivered: the parts its job was queued with (a recipe,
+    app/dicom/recipe.py; DICOM Part 10 instances in jobs queued before it), attempts so
+    far."""
 
     id: int
     study_id: int
@@ -97,6 +99,16 @@ def lease_due(session: Session, now: datetime, lease: timedelta,
 
 def done(session: Session, delivery_id: int) -> None:
     session.execute(delete(Delivery).where(Delivery.id == delivery_id))
+
+
+def abandoned(session: Session, delivery_id: int, reason: str) -> None:
+    """A job that can never be delivered (its results cannot be built): removed, and its
+    film marked with `reason` (app/dicom/failures.py) for the worklist."""
+    sop = session.scalar(delete(Delivery).where(Delivery.id == delivery_id)
+                         .returning(Delivery.sop_instance_uid))
+    if sop is not None:
+        session.execute(update(Film).where(Film.sop_instance_uid == sop)
+                        .values(results_error=reason[:64]))
 
 
 def failed(session: Session, delivery_id: int, next_attempt: datetime, detail: str) -> None:

@@ -39,6 +39,7 @@ UID_LENGTH = 64
 SHORT = 16
 LONG = 64
 ACTOR_LENGTH = 256
+HASH_LENGTH = 64  # a SHA-256 in hex
 
 # Engine-independent SQLAlchemy big integer that is SQLite's rowid alias there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -109,6 +110,13 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(SHORT), default="new")
     status_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))
     status_at: Mapped[datetime | None]
+    # Whose study it is: a salted hash of the first film's Patient ID and Issuer
+    # (app/contract/identifiers.py `patient_key`), never the values. A later film with
+    # another key is not merged (app/store/writes.py): it goes to an entry of its own,
+    # status "conflict", whose `conflict_of` is the Study Instance UID it carried (its own
+    # study_instance_uid is one derived from that UID and its key).
+    patient_key: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    conflict_of: Mapped[str | None] = mapped_column(String(UID_LENGTH))
 
     # Denormalised from the films by app/store/priority.py, in the transaction that adds them.
     # The leading film (highest triage score of an assessable frontal film): its probability
@@ -152,6 +160,13 @@ class Film(Base):
     warnings: Mapped[list[str]]
     error_code: Mapped[str | None] = mapped_column(String(LONG))  # a refused film's reason
     error_detail: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the film's encoded pixels as received (identifiers.py `pixel_hash`): the
+    # same SOP Instance UID sent again with other pixels is a conflict, not a retry.
+    content_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    # Why the film's results (SR, secondary capture) will not reach the PACS: a reason code
+    # of app/dicom/failures.py; None while they are on their way, delivered, or not made
+    # because no destination is set.
+    results_error: Mapped[str | None] = mapped_column(String(LONG))
     # Deferred: lists never load it; only when PNEUMONIA_WORKLIST_THUMBNAILS is on.
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     has_thumbnail: Mapped[bool] = column_property(thumbnail.column.is_not(None))
@@ -177,9 +192,12 @@ class AuditLog(Base):
 
 
 class Delivery(Base):
-    """A film's results (its SR and secondary capture, as DICOM Part 10 bytes) that have not
-    reached the PACS yet. They carry the study's own identifiers, which go back to the PACS
-    and nowhere else; the row is deleted once delivered, and with its study by retention."""
+    """A film's results that have not reached the PACS yet: `payload` holds what they are
+    built from (app/dicom/recipe.py: the header's identifiers they must carry, sanitised,
+    the score, the secondary capture's film at display size; rows queued before recipes hold
+    the SR and secondary capture as DICOM Part 10 bytes). The identifiers go back to the
+    PACS and nowhere else; the row is deleted once delivered (and the SQLite write-ahead log
+    checkpointed), and with its study by retention."""
 
     __tablename__ = "deliveries"
     __table_args__ = {"sqlite_autoincrement": True}

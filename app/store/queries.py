@@ -100,7 +100,8 @@ def to_entry(study: Any, films: Sequence[FilmResult]) -> StudyEntry:
         last_received_at=study.last_received_at, status=Status(study.status),
         status_by=study.status_by, status_at=study.status_at, priority=study.priority,
         triage_score=study.triage_score, flagged=study.flagged,
-        group=Group(study.sort_group).label, films=tuple(films))
+        group=Group(study.sort_group).label, films=tuple(films),
+        conflict_of=study.conflict_of)
 
 
 def _to_result(film: Any) -> FilmResult:
@@ -113,4 +114,4 @@ def _to_result(film: Any) -> FilmResult:
         threshold=film.threshold, flagged=film.flagged, assessable=film.assessable,
         reasons=tuple(film.reasons), warnings=tuple(film.warnings),
         error_code=film.error_code, error_detail=film.error_detail,
-        has_thumbnail=film.has_thumbnail)
+        results_error=film.results_error, has_thumbnail=film.has_thumbnail)

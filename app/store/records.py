@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.contract.triage_score import triage_score
-from app.store.models import UID_LENGTH
+from app.store.models import HASH_LENGTH, UID_LENGTH
 
 # A thumbnail is a small PNG for the list, never the film: refused above this size.
 MAX_THUMBNAIL_BYTES = 64 * 1024
@@ -22,6 +22,20 @@ class Status(StrEnum):
     OPENED = "opened"
     REPORTED = "reported"
     DISMISSED = "dismissed"
+    # Set by the store only: films of another patient than the one a study was first seen
+    # with, under its Study Instance UID (StudyEntry.conflict_of), listed apart for a human.
+    CONFLICT = "conflict"
+
+
+class Conflict(StrEnum):
+    """Why a film was not taken as what its UIDs say (WorklistStore.add_films)."""
+
+    # Another patient (Patient ID and Issuer) than its study was first seen with: listed in
+    # an entry of its own (status conflict), never merged, no results sent.
+    PATIENT = "patient"
+    # Its SOP Instance UID is stored already with other pixels, or in another study: the
+    # stored film stands, nothing is stored or sent for this one.
+    INSTANCE = "instance"
 
 
 class AuditAction(StrEnum):
@@ -72,6 +86,13 @@ class FilmRecord:
     error_code: str | None = None
     error_detail: str | None = None
     thumbnail: bytes | None = field(default=None, repr=False)
+    # Why the film's results will not reach the PACS (app/dicom/failures.py: identity,
+    # build, queue_full); None when they are queued, or none are made (no destination).
+    results_error: str | None = None
+    # identifiers.py's salted hash of the patient (None: no DICOM header, never compared)
+    # and SHA-256 of the encoded pixels (None: not known, never compared).
+    patient_key: str | None = field(default=None, repr=False)
+    content_hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("study_instance_uid", "sop_instance_uid", "series_instance_uid"):
@@ -92,6 +113,10 @@ class FilmRecord:
             raise ValueError("a scored film must carry the threshold it was scored at")
         if self.thumbnail is not None and len(self.thumbnail) > MAX_THUMBNAIL_BYTES:
             raise ValueError(f"a thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes")
+        for name in ("patient_key", "content_hash"):
+            value = getattr(self, name)
+            if value is not None and len(value) != HASH_LENGTH:
+                raise ValueError(f"{name} must be a hash of {HASH_LENGTH} hex digits")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +143,8 @@ class FilmResult:
     error_code: str | None
     error_detail: str | None
     has_thumbnail: bool
+    # Why its results will not reach the PACS (app/dicom/failures.py), or None.
+    results_error: str | None = None
 
     @property
     def triage_score(self) -> float | None:
@@ -156,6 +183,9 @@ class StudyEntry:
     flagged: bool
     group: str
     films: tuple[FilmResult, ...]
+    # Status conflict: the Study Instance UID its films carried, a study first seen with
+    # another patient (study_instance_uid is then one the store derived).
+    conflict_of: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.store.models import ACTOR_LENGTH, AuditLog, Film
 from app.store.records import (
     AuditAction,
     AuditRecord,
+    Conflict,
     EntryNotFound,
     FilmRecord,
     Page,
@@ -38,6 +40,15 @@ _ATTEMPTS = 3
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What `WorklistStore.add_received` stored: the entries, and the films that were
+    conflicts (SOP Instance UID -> why)."""
+
+    entries: list[StudyEntry]
+    conflicts: dict[str, Conflict]
 
 
 class WorklistStore:
@@ -66,17 +77,30 @@ class WorklistStore:
         per study, in order of first appearance. A film whose SOP Instance UID is stored
         already is left as it was (idempotent, also across processes). `results` (SOP
         Instance UID -> DICOM Part 10 instances for the PACS) are queued for delivery in the
-        same transaction. Committed on return.
+        same transaction. Committed on return. `add_received` also says which films were
+        conflicts.
+        """
+        return self.add_received(records, results).entries
+
+    def add_received(self, records: Sequence[FilmRecord],
+                     results: Mapping[str, Sequence[bytes]] | None = None) -> Added:
+        """`add_films`, and the films that were not taken as what their UIDs say
+        (app/store/writes.py `add_films`): a film of another patient than its study's is
+        listed in an entry of its own (status conflict), one whose SOP Instance UID is
+        stored with other pixels or in another study is not stored; neither has its
+        `results` queued, so nothing reaches the PACS under another film's identity.
         """
         if not records:
-            return []
+            return Added([], {})
         for attempt in range(_ATTEMPTS):
             try:
                 with self._write() as session:
-                    ids = writes.add_films(session, records)
-                    deliveries.queue(session, writes.insert_for(session), results or {},
+                    ids, conflicts = writes.add_films(session, records)
+                    kept = {sop: instances for sop, instances in (results or {}).items()
+                            if sop not in conflicts}
+                    deliveries.queue(session, writes.insert_for(session), kept,
                                      self._clock())
-                    return queries.by_ids(session.connection(), ids)
+                    return Added(queries.by_ids(session.connection(), ids), conflicts)
             except OperationalError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)
                 if sqlstate not in _RETRY_SQLSTATES or attempt == _ATTEMPTS - 1:
@@ -155,12 +179,18 @@ class WorklistStore:
         What was deleted; a pass that deletes anything appends a `purged` audit record."""
         with self._write() as session:
             counts = writes.purge(session, now, retention_days, audit_retention_days)
-        if counts.entries and self.engine.dialect.name == "sqlite":
-            # The deleted rows' old pages stay in the WAL file until a checkpoint rewrites
-            # them; best effort (readers in the middle of a transaction keep some for now).
+        if counts.entries:
+            self._checkpoint()
+        return counts
+
+    def _checkpoint(self) -> None:
+        """SQLite: deleted rows are overwritten in the file (secure_delete), but their old
+        pages stay in the WAL file until a checkpoint copies the new ones back and the log
+        is truncated; best effort (a reader in the middle of a transaction keeps some for
+        now, until the next one). PostgreSQL frees them at its next (auto)vacuum."""
+        if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return counts
 
     def due_deliveries(self, now: datetime, lease_seconds: float = 120.0,
                        limit: int = 20) -> list[deliveries.PendingDelivery]:
@@ -169,9 +199,17 @@ class WorklistStore:
             return deliveries.lease_due(session, now, timedelta(seconds=lease_seconds), limit)
 
     def delivery_done(self, delivery_id: int) -> None:
-        """Delivered: the results leave the database."""
+        """Delivered: the results leave the database, and (SQLite) its write-ahead log."""
         with self._write() as session:
             deliveries.done(session, delivery_id)
+        self._checkpoint()
+
+    def delivery_abandoned(self, delivery_id: int, reason: str) -> None:
+        """Never deliverable (its results cannot be built): the job leaves the database as
+        a delivered one does, its film keeps `reason` (app/dicom/failures.py)."""
+        with self._write() as session:
+            deliveries.abandoned(session, delivery_id, reason)
+        self._checkpoint()
 
     def delivery_failed(self, delivery_id: int, next_attempt: datetime, detail: str) -> None:
         """One more failed attempt; due again at `next_attempt`, `detail` saying why."""

@@ -5,6 +5,7 @@ Every function here runs inside the caller's transaction and commits nothing its
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from app.store.models import LONG, SHORT, AuditLog, Film, Study
 from app.store.priority import Group, summarise
 from app.store.records import (
     AuditAction,
+    Conflict,
     EntryNotFound,
     FilmRecord,
     PurgeCounts,
@@ -33,43 +35,114 @@ _LIMITS = {**dict.fromkeys(("accession_number", "patient_age", "patient_sex", "m
            **dict.fromkeys(("source", "model_name", "error_code"), LONG)}
 
 
-def add_films(session: Session, records: Sequence[FilmRecord]) -> list[int]:
+def add_films(session: Session, records: Sequence[FilmRecord]
+              ) -> tuple[list[int], dict[str, Conflict]]:
     """Store `records`; the ids of the studies that hold their films, in order of first
-    appearance (a film stored before under another study stays there).
+    appearance (a film stored before under another study stays there), and the films that
+    were not taken as what their UIDs say (SOP Instance UID -> Conflict):
 
-    Each study row is inserted if missing, then locked (FOR UPDATE on PostgreSQL; SQLite's
-    BEGIN IMMEDIATE has already locked the database), so that its priority is recomputed
-    from every committed film while no other transaction adds one. Studies are taken in UID
-    order so that two transactions never wait for each other in opposite orders.
+    - a film whose patient key differs from the one its study was first seen with is stored
+      in an entry of its own (status conflict, `conflict_study_uid`), never merged;
+    - a film whose SOP Instance UID is stored already with other pixels (content hash) or in
+      another study is not stored again: the stored film stands.
+
+    Each study row is inserted if missing (with its first film's patient key), then locked
+    (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE has already locked the database),
+    so that its key and its priority are read and recomputed while no other transaction
+    adds a film; the films' unique SOP Instance UID decides which of two concurrent films
+    under one UID is stored, and each transaction reads back the one that was. Studies are
+    taken in UID order (a conflict entry right after its study) so that two transactions
+    never wait for each other in opposite orders.
     """
     by_study: dict[str, list[FilmRecord]] = {}
     for record in records:
         by_study.setdefault(record.study_instance_uid, []).append(_cut(record))
+    conflicts: dict[str, Conflict] = {}
     for uid in sorted(by_study):
-        _add_study(session, by_study[uid])
+        _add_study(session, by_study[uid], conflicts)
     sops = [record.sop_instance_uid for record in records]
     holder = dict(session.execute(select(Film.sop_instance_uid, Film.study_id)
                                   .where(Film.sop_instance_uid.in_(sops))).all())
-    return list(dict.fromkeys(holder[sop] for sop in sops))
+    return list(dict.fromkeys(holder[sop] for sop in sops)), conflicts
 
 
-def _add_study(session: Session, records: list[FilmRecord]) -> None:
+def conflict_study_uid(study_uid: str, patient_key: str) -> str:
+    """The Study Instance UID of the entry that lists another patient's films under
+    `study_uid`: under the UUID-derived root 2.25 (PS3.5 B.2), the same for every replica."""
+    digest = hashlib.sha256(f"conflict\x00{study_uid}\x00{patient_key}".encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+def _add_study(session: Session, records: list[FilmRecord],
+               conflicts: dict[str, Conflict]) -> None:
     uid = records[0].study_instance_uid
+    study_id, key = _locked_study(session, uid, records, Status.NEW, None)
+    if key is None:  # stored before patient keys were kept: the first key seen is its own
+        key = next((record.patient_key for record in records if record.patient_key), None)
+        if key is not None:
+            session.execute(update(Study).where(Study.id == study_id).values(patient_key=key))
+    targets: dict[int, list[FilmRecord]] = {study_id: []}
+    apart: dict[str, list[FilmRecord]] = {}
+    for record in records:
+        if key is None or record.patient_key in (None, key):
+            targets[study_id].append(record)
+        else:
+            apart.setdefault(record.patient_key, []).append(record)  # type: ignore[arg-type]
+    moved: set[str] = set()
+    for patient, theirs in apart.items():
+        entry_id, _ = _locked_study(session, conflict_study_uid(uid, patient), theirs,
+                                    Status.CONFLICT, uid)
+        targets[entry_id] = theirs
+        moved |= {record.sop_instance_uid for record in theirs}
+    for target, theirs in targets.items():
+        if theirs:
+            session.execute(
+                insert_for(session)(Film).on_conflict_do_nothing(
+                    index_elements=["sop_instance_uid"]),
+                [_film_row(target, record) for record in theirs])
+            _read_back(session, target, theirs, conflicts)
+        _recompute(session, target, theirs)
+    for sop in moved:
+        conflicts.setdefault(sop, Conflict.PATIENT)
+
+
+def _locked_study(session: Session, uid: str, records: list[FilmRecord], status: Status,
+                  conflict_of: str | None) -> tuple[int, str | None]:
+    """(id, patient key) of the study row `uid`, inserted from `records` when missing, and
+    locked for this transaction."""
     insert = insert_for(session)
     first = min(records, key=lambda record: record.received_at)
-    study_id = None
-    while study_id is None:  # a retention pass may delete the row between the two statements
+    found = None
+    while found is None:  # a retention pass may delete the row between the two statements
         session.execute(insert(Study).values(
             study_instance_uid=uid, source=first.source, received_at=first.received_at,
-            last_received_at=first.received_at, status=Status.NEW.value, flagged=False,
+            last_received_at=first.received_at, status=status.value, flagged=False,
             film_count=0, sort_group=int(Group.NEEDS_REVIEW), sort_rank=1.0,
+            patient_key=first.patient_key, conflict_of=conflict_of,
             **{name: getattr(first, name) for name in _STUDY_FIELDS},
         ).on_conflict_do_nothing(index_elements=["study_instance_uid"]))
-        study_id = session.scalar(
-            select(Study.id).where(Study.study_instance_uid == uid).with_for_update())
-    session.execute(insert(Film).on_conflict_do_nothing(index_elements=["sop_instance_uid"]),
-                    [_film_row(study_id, record) for record in records])
-    _recompute(session, study_id, records)
+        found = session.execute(
+            select(Study.id, Study.patient_key).where(Study.study_instance_uid == uid)
+            .with_for_update()).first()
+    return found.id, found.patient_key
+
+
+def _read_back(session: Session, study_id: int, records: list[FilmRecord],
+               conflicts: dict[str, Conflict]) -> None:
+    """Which of `records` are stored as given: a SOP Instance UID whose stored film is in
+    another study, or has other pixels, is an instance conflict (the stored one stands). A
+    stored film without a hash (stored before hashes were kept) takes this one's."""
+    stored = {row.sop_instance_uid: row for row in session.execute(
+        select(Film.id, Film.sop_instance_uid, Film.study_id, Film.content_hash).where(
+            Film.sop_instance_uid.in_([record.sop_instance_uid for record in records])))}
+    for record in records:
+        row = stored[record.sop_instance_uid]
+        if row.study_id != study_id or None not in (row.content_hash, record.content_hash) \
+                and row.content_hash != record.content_hash:
+            conflicts[record.sop_instance_uid] = Conflict.INSTANCE
+        elif row.content_hash is None and record.content_hash is not None:
+            session.execute(update(Film).where(Film.id == row.id)
+                            .values(content_hash=record.content_hash))
 
 
 def _recompute(session: Session, study_id: int, records: list[FilmRecord]) -> None:
@@ -92,7 +165,7 @@ def _recompute(session: Session, study_id: int, records: list[FilmRecord]) -> No
 
 def _film_row(study_id: int, record: FilmRecord) -> dict[str, Any]:
     row = asdict(record)
-    for name in ("study_instance_uid", *_STUDY_FIELDS):
+    for name in ("study_instance_uid", "patient_key", *_STUDY_FIELDS):
         del row[name]
     row.update(study_id=study_id, reasons=list(record.reasons), warnings=list(record.warnings))
     return row

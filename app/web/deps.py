@@ -11,6 +11,7 @@ import pathlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -23,7 +24,7 @@ from app.config import Settings
 from app.dicom.ingest import Ingest, NotStoredError
 from app.dicom.stow import boundary_of
 from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
-from app.memory import give_back_memory
+from app.memory import Held, give_back_memory
 from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
@@ -197,6 +198,32 @@ async def read_batch(request: Request, settings: SettingsDep) -> AsyncIterator[F
 
 
 BatchDep = Annotated[FileStream, Depends(read_batch)]
+
+
+@dataclass
+class BodyPlaces:
+    """A STOW-RS request's share of the server: its bytes in the budget for bodies in flight
+    (`held`, which the DICOM node's C-STORE data sets share), and, from `admit()` once its
+    first part is in, a place among the worklist requests (ServerBusyError, 503, when none
+    is free), as a worklist upload takes one. Both kept until the answer is sent."""
+
+    held: Held
+    _take_place: Callable[[], object]
+    admitted: bool = False
+
+    def admit(self) -> None:
+        if not self.admitted:
+            self._take_place()
+            self.admitted = True
+
+
+async def stow_places(request: Request) -> AsyncIterator[BodyPlaces]:
+    state = request.app.state
+    with state.body_budget.reservation() as held, ExitStack() as places:
+        yield BodyPlaces(held, lambda: places.enter_context(state.batches.admit()))
+
+
+StowPlacesDep = Annotated[BodyPlaces, Depends(stow_places)]
 
 
 async def stow_boundary(request: Request) -> str:

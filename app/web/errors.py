@@ -36,6 +36,7 @@ from app.contract.errors import (
     NotAnImageError,
     RequestBudgetError,
     TooManyPixelsError,
+    UnsupportedEncodingError,
     UnsupportedFormatError,
     WorkerLostError,
 )
@@ -91,6 +92,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (EmptyImageError, 400),
     (NotAnImageError, 415),
     (UnsupportedFormatError, 415),
+    (UnsupportedEncodingError, 415),  # intact, in an encoding the decoder does not read
     (MultiFrameError, 415),
     (TooManyPixelsError, 413),
     (FileTooLargeError, 413),

@@ -20,6 +20,7 @@ from app.dicom.node import DicomNode
 from app.dicom.store_adapter import StoreCommit, StoreJobSource
 from app.errors import StartupError
 from app.logs import silence_decoder_chatter
+from app.memory import BodyBudget
 from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
@@ -38,7 +39,6 @@ from app.web.routes import (
     worklist,
     worklist_pages,
 )
-from app.web.upload import BodyBudget
 
 
 def resource_dir(configured: Path | None, name: str) -> Path:
@@ -87,8 +87,11 @@ def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
     naming PNEUMONIA_DICOM_PORT, when its port cannot be opened."""
     settings: Settings = app.state.settings
     node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
-                                   StoreCommit(store, settings.worklist_thumbnails),
-                                   StoreJobSource(store), metrics=app.state.metrics)
+                                   StoreCommit(store, settings.worklist_thumbnails,
+                                               settings.results_max_pending,
+                                               app.state.metrics),
+                                   StoreJobSource(store), metrics=app.state.metrics,
+                                   budget=app.state.body_budget)
     try:
         return node.start()  # only the SCP's bind raises OSError
     except OSError as exc:

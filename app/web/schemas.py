@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
 from app.contract.triage_score import score_text
+from app.dicom.failures import ResultsFailure
 from app.services.display import percent
 from app.services.drift import DriftState
 from app.services.film import ImageFacts
@@ -368,6 +369,11 @@ class WorklistFilm(BaseModel):
     reasons: list[str] = Field(description="Why not assessable (rotated, not_frontal, ...)")
     warnings: list[str]
     error: FilmProblem | None = None
+    results_error: FilmProblem | None = Field(
+        default=None, description="Why this film's results (SR and secondary capture) will "
+                                  "not reach the PACS (identity, build, queue_full): report "
+                                  "it from the PACS by hand. None: on their way or delivered, "
+                                  "or no results destination is set")
     thumbnail: str | None = Field(default=None, description="Path of its thumbnail PNG, when "
                                                             "one is stored")
 
@@ -388,7 +394,16 @@ class WorklistFilm(BaseModel):
             warnings=list(film.warnings),
             error=None if film.error_code is None else FilmProblem(
                 error=film.error_code, detail=film.error_detail or ""),
+            results_error=_results_problem(film.results_error),
             thumbnail=f"/worklist/films/{film.id}/thumbnail" if film.has_thumbnail else None)
+
+
+def _results_problem(code: str | None) -> FilmProblem | None:
+    if code is None:
+        return None
+    known = {failure.value: failure for failure in ResultsFailure}
+    failure = known.get(code, ResultsFailure.BUILD)
+    return FilmProblem(error=code, detail=failure.message)
 
 
 class WorklistEntry(BaseModel):
@@ -437,6 +452,11 @@ class WorklistEntry(BaseModel):
                                "reached the PACS yet; retried until they do")
     delivery_error: str | None = Field(default=None,
                                        description="Why the last delivery attempt failed")
+    conflict_of: str | None = Field(
+        default=None, description="Status conflict: the Study Instance UID its films carried, "
+        "of a study first seen with another patient (Patient ID and Issuer). They are listed "
+        "here, never merged into that study, and no result of them is sent; "
+        "study_instance_uid is one the worklist derived")
 
     @classmethod
     def of(cls, entry: StudyEntry, viewer_url: str | None,
@@ -455,10 +475,11 @@ class WorklistEntry(BaseModel):
             triage_score_text=score_shown, decision=outcome, decision_text=outcome.text,
             flagged=entry.flagged,
             group=entry.group,  # type: ignore[arg-type]
-            viewer_url=viewer_link(viewer_url, entry.study_instance_uid),
+            viewer_url=viewer_link(viewer_url, entry.conflict_of or entry.study_instance_uid),
             films=[WorklistFilm.of(film) for film in entry.films],
             undelivered_results=undelivered.count if undelivered else 0,
-            delivery_error=undelivered.last_error if undelivered else None)
+            delivery_error=undelivered.last_error if undelivered else None,
+            conflict_of=entry.conflict_of)
 
 
 class WorklistPage(BaseModel):

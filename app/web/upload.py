@@ -26,8 +26,8 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -47,6 +47,7 @@ from app.errors import (
     UploadTimeoutError,
     UploadTooLargeError,
 )
+from app.memory import Held
 
 # Room for the multipart boundaries and part headers around the file itself.
 _ENVELOPE_BYTES = 16 * 1024
@@ -65,50 +66,6 @@ def _unbounded(n: int) -> None:
 _RATE_GRACE_SECONDS = 2.0
 # Bytes of body handed to the parser's thread at once: one thread hop per piece.
 _PARSE_PIECE = 1 << 20
-
-
-class BodyBudget:
-    """The bytes of every request body in flight, together, within `limit`: one more chunk
-    that would pass it is refused at once (ServerBusyError, 503), so many slow or large
-    uploads cannot take the server's memory. Used on the event loop only: no lock."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    @contextmanager
-    def reservation(self) -> Iterator[Held]:
-        """One request's share: bytes taken as they arrive, given back as they leave the
-        process (a streamed file once decoded), and all of them when the request ends."""
-        held = Held(self)
-        try:
-            yield held
-        finally:
-            self.held -= held.taken
-
-
-class Held:
-    """One request's bytes in a BodyBudget."""
-
-    def __init__(self, budget: BodyBudget | None = None) -> None:
-        self._budget = budget
-        self.taken = 0
-
-    def take(self, n: int) -> None:
-        """Count `n` more bytes held; ServerBusyError when the budget has no room for them."""
-        budget = self._budget
-        if budget is not None:
-            if budget.held + n > budget.limit:
-                raise ServerBusyError()
-            budget.held += n
-        self.taken += n
-
-    def give(self, n: int) -> None:
-        """`n` of this request's bytes are no longer held."""
-        n = min(n, self.taken)
-        if self._budget is not None:
-            self._budget.held -= n
-        self.taken -= n
 
 
 async def read_file_field(request: Request, max_bytes: int, field: str = "file",
@@ -560,24 +517,24 @@ class RelatedParts(_Parts):
         self._current: list[bytes] = []
         self._size = 0
         # RFC 2046 allows a preamble before the first boundary, which python-multipart
-        # refuses: skipped here, keeping only the bytes a boundary may start in. The CRLF
-        # makes a boundary at the very start look like the others.
-        self._before: bytes | None = b"\r\n"
+        # refuses: skipped here, keeping only the bytes a boundary may start in (None once
+        # it is found). The CRLF makes a boundary at the very start look like the others.
+        self._preamble: bytes | None = b"\r\n"
         super().__init__(boundary.encode("latin-1"))
 
     def feed(self, chunks: list[bytes]) -> None:
-        if self._before is not None:
-            chunks = [self._skip_preamble(b"".join(chunks))]
+        if self._preamble is not None:
+            chunks = [self._after_preamble(self._preamble + b"".join(chunks))]
         super().feed(chunks)
 
-    def _skip_preamble(self, chunk: bytes) -> bytes:
-        seen = self._before + chunk  # type: ignore[operator]
+    def _after_preamble(self, seen: bytes) -> bytes:
+        """`seen` from its first boundary on, or nothing while none has come."""
         start = seen.find(self.delimiter)
         if start < 0:
-            self._before = seen[-(len(self.delimiter) - 1):]
+            self._preamble = seen[-(len(self.delimiter) - 1):]
             return b""
-        self._before = None
-        return seen[start + 2:]
+        self._preamble = None
+        return seen[start + 2:]  # from "--boundary": python-multipart's start
 
     def callbacks(self) -> dict:
         return {

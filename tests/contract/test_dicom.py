@@ -13,11 +13,19 @@ from app.contract.errors import (
     MultiFrameError,
     NotAnImageError,
     TooManyPixelsError,
+    UnsupportedEncodingError,
     UnsupportedFormatError,
 )
 from app.contract.preprocessing import decode
 from tests.builders.corpus import jpeg_cut_with_end_marker
-from tests.builders.dicom import dicom_bytes, with_voi_lut
+from tests.builders.dicom import (
+    dicom_bytes,
+    file_bytes,
+    nested,
+    study_film,
+    unsupported_films,
+    with_voi_lut,
+)
 from tests.builders.images import xray_like
 
 
@@ -61,3 +69,58 @@ def test_voi_lut_takes_the_rescaled_values():
 def test_image_errors_survive_a_trip_through_a_worker_process(error):
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error) and vars(copy) == vars(error)
+
+
+# --- intact, in an encoding the decoder does not read (issue 27) -----------------------------
+
+_UNSUPPORTED = unsupported_films(xray_like(96, 80))
+
+
+@pytest.mark.parametrize("name", sorted(_UNSUPPORTED))
+def test_an_intact_film_in_an_encoding_not_read_is_unsupported_not_damaged(name):
+    with pytest.raises(UnsupportedEncodingError) as raised:
+        decode(_UNSUPPORTED[name], 50_000_000)
+    error = raised.value
+    assert not isinstance(error, CorruptImageError)  # never "damaged or truncated"
+    assert error.code == "unsupported_encoding"
+    assert "damaged" not in error.message and error.feature in error.message
+    assert len(f"{error.code}: {error.brief}") <= 64  # fits a DICOM Error Comment
+    assert pickle.loads(pickle.dumps(error)).brief == error.brief  # from a decode worker
+
+
+@pytest.mark.parametrize(("name", "named"), [
+    ("jpeg-progressive", "1.2.840.10008.1.2.4.55"), ("jpeg-xl", "JPEG XL"),
+    ("htj2k", "High-Throughput JPEG 2000"), ("float-pixels", "float pixel data"),
+    ("jpeg-under-16-bits", "Bits Allocated"), ("icon-only", "Icon Image Sequence"),
+    ("deep-nesting", "nested deeper than 32")])
+def test_the_unsupported_encoding_is_named(name, named):
+    with pytest.raises(UnsupportedEncodingError) as raised:
+        decode(_UNSUPPORTED[name], 50_000_000)
+    assert named in raised.value.feature
+
+
+def test_a_transfer_syntax_not_read_says_which_by_uid():
+    with pytest.raises(UnsupportedEncodingError) as raised:
+        decode(_UNSUPPORTED["jpeg-xl"], 50_000_000)
+    assert raised.value.syntax == "1.2.840.10008.1.2.4.112"
+    assert raised.value.brief == "transfer syntax 1.2.840.10008.1.2.4.112"
+
+
+def test_a_film_cut_before_its_pixel_data_is_still_damaged_beside_an_icon():
+    """The icon rule does not hide a cut film: an icon, and a Pixel Data element that
+    begins but never ends."""
+    import io
+
+    import pydicom
+
+    film = pydicom.dcmread(io.BytesIO(_UNSUPPORTED["icon-only"]))
+    film.PixelData = xray_like(96, 80).tobytes()
+    film["PixelData"].VR = "OB"
+    data = file_bytes(film)
+    with pytest.raises(DamagedImageError):
+        decode(data[:-3000], 50_000_000)
+
+
+def test_a_film_nested_as_deep_as_the_limit_is_scored():
+    film = nested(study_film(xray_like(96, 80)), 32)
+    assert decode(film, 50_000_000).pixels.shape == (96, 80)

@@ -8,12 +8,21 @@ import tracemalloc
 import zlib
 
 import pydicom
+import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from app.contract.identifiers import instance_facts, read_header
-from tests.builders.dicom import file_bytes, study_film
+from app.contract.identifiers import (
+    InstanceFacts,
+    InvalidUidError,
+    instance_facts,
+    patient_key,
+    pixel_hash,
+    read_header,
+    read_header_at,
+)
+from tests.builders.dicom import PATIENT_ID, file_bytes, study_film
 from tests.builders.images import xray_like
 
 MIB = 1 << 20
@@ -86,3 +95,57 @@ def test_read_header_of_a_deflate_bomb_reads_its_first_mib_only():
     assert header is not None and header.SOPInstanceUID == ds.SOPInstanceUID
     assert "PixelData" not in header
     assert peak < 8 * MIB
+
+
+# --- UIDs and keys (issue 27) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("keyword", "value", "problem"), [
+    ("StudyInstanceUID", "1.2." + "3" * 70, "over 64 characters"),
+    ("SOPInstanceUID", "1.2.3.abc", "not digits and dots"),
+    ("SeriesInstanceUID", "1.2..3", "not digits and dots"),
+    ("SOPClassUID", "1.2.840.10008.5.1.4.1.1.1 x", "not digits and dots"),
+])
+def test_an_invalid_uid_is_refused_by_name(keyword, value, problem):
+    film = study_film(xray_like(64, 64))
+    setattr(film, keyword, value)
+    with pytest.raises(InvalidUidError) as raised:
+        InstanceFacts.of(film)
+    assert raised.value.missing == keyword and raised.value.problem == problem
+    assert raised.value.comment == f"invalid {keyword}: {problem}"
+    assert len(raised.value.comment) <= 64
+
+
+def test_a_uid_of_64_characters_with_a_leading_zero_is_taken():
+    film = study_film(xray_like(64, 64))
+    film.StudyInstanceUID = "1.2.03." + "4" * 57
+    assert InstanceFacts.of(film).study_instance_uid == film.StudyInstanceUID
+
+
+def test_the_patient_key_is_salted_and_keeps_nothing_of_the_patient():
+    film = study_film(xray_like(64, 64))
+    key = patient_key(film, b"secret-one")
+    assert len(key) == 64 and PATIENT_ID not in key
+    assert patient_key(film, b"secret-one") == key
+    assert patient_key(film, b"secret-two") != key  # the salt matters
+    film.IssuerOfPatientID = "HOSPITAL-B"
+    assert patient_key(film, b"secret-one") != key  # the issuer is part of the patient
+    film.PatientID, film.IssuerOfPatientID = PATIENT_ID + "  ", None
+    assert patient_key(film, b"secret-one") == key  # DICOM's padding is not
+
+
+def test_the_pixel_hash_is_of_the_pixels_not_the_header():
+    film = study_film(xray_like(64, 64))
+    data = file_bytes(film)
+    header, at = read_header_at(data)
+    assert "PixelData" not in header and data[at:at + 4] == b"\xe0\x7f\x10\x00"
+    renamed = study_film(xray_like(64, 64))
+    renamed.SOPInstanceUID, renamed.PatientName = film.SOPInstanceUID, "Other^Name"
+    other = file_bytes(renamed)
+    assert pixel_hash(other, read_header_at(other)[1]) == pixel_hash(data, at)
+    renamed.PixelData = xray_like(64, 64, seed=5).tobytes()
+    changed = file_bytes(renamed)
+    assert pixel_hash(changed, read_header_at(changed)[1]) != pixel_hash(data, at)
+    del renamed.PixelData
+    bare = file_bytes(renamed)
+    assert pixel_hash(bare, read_header_at(bare)[1]) is None

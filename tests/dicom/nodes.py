@@ -19,6 +19,7 @@ from app.contract.card import read_card
 from app.dicom.delivery import Job, encode
 from app.dicom.ingest import IngestResult, Received, ScoringIngest
 from app.dicom.scp import ScpOptions, StorageSCP
+from app.memory import BodyBudget
 from app.services.decode_pool import Decoder, InlineDecoder
 from app.services.pipeline import Scorer
 from tests.builders.dicom import file_bytes
@@ -76,6 +77,14 @@ def scoring_ingest(probability: float = 0.9, **options) -> tuple[ScoringIngest, 
     return ScoringIngest(lambda: scorer, recorder, **options), recorder
 
 
+def built(result: IngestResult) -> tuple[Dataset, ...]:
+    """The SR and secondary capture the delivery worker builds from an ingest's `results`
+    (its recipe): () when it made none."""
+    from app.dicom.results import ResultBuilder
+
+    return ResultBuilder().build_job(result.results) if result.results else ()
+
+
 def received(film: Dataset) -> Received:
     """`film` as a door hands it to the ingest: its Part 10 bytes and their header."""
     return Received.read(file_bytes(film))
@@ -89,11 +98,15 @@ class MemoryJobSource:
         self._lock = threading.Lock()
         self._jobs: dict[int | str, tuple[Job, datetime, str | None]] = {}
         self._next_id = 0
+        self.abandoned_reasons: list[str] = []  # of jobs that could never be built
 
-    def add(self, datasets: Sequence[Dataset], now: datetime | None = None) -> Job:
+    def add(self, parts: Sequence[Dataset | bytes], now: datetime | None = None) -> Job:
+        """A job of `parts`: an ingest's `results` (a recipe), or data sets (kept as Part 10
+        bytes, as jobs were before recipes)."""
         with self._lock:
             self._next_id += 1
-            job = Job(self._next_id, tuple(encode(ds) for ds in datasets))
+            job = Job(self._next_id, tuple(part if isinstance(part, bytes) else encode(part)
+                                           for part in parts))
             self._jobs[job.id] = (job, now or datetime.now(UTC), None)
             return job
 
@@ -110,6 +123,11 @@ class MemoryJobSource:
             again = Job(job.id, job.instances, job.attempts + 1)
             self._jobs[job.id] = (again, next_attempt, detail)
 
+    def abandoned(self, job: Job, reason: str) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+            self.abandoned_reasons.append(reason)
+
     def waiting(self) -> list[tuple[Job, datetime, str | None]]:
         """Every job not yet delivered, with its next attempt and last failure."""
         with self._lock:
@@ -117,10 +135,10 @@ class MemoryJobSource:
 
 
 @contextmanager
-def running_node(ingest, **options) -> Iterator[StorageSCP]:
-    """The Storage SCP on a free loopback port."""
+def running_node(ingest, budget: BodyBudget | None = None, **options) -> Iterator[StorageSCP]:
+    """The Storage SCP on a free loopback port; its data sets in flight in `budget`."""
     node = StorageSCP(ScpOptions(ae_title=NODE_AE, host="127.0.0.1", port=free_port(),
-                                 **options), ingest)
+                                 **options), ingest, budget=budget)
     with node:
         yield node
 

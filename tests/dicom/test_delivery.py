@@ -11,25 +11,46 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.contract.identifiers import InstanceFacts
 from app.dicom.delivery import (
     Backoff,
     DeliveryWorker,
     Destination,
+    encode,
     every,
     senders_from_settings,
     store_scu,
     stow_rs,
 )
+from app.dicom.ingest import ScoringIngest
 from app.dicom.results import ResultBuilder
+from app.dicom.store_adapter import StoreCommit, StoreJobSource
 from app.dicom.stow import StowSession, boundary_of
+from app.services.intake import film_record
+from app.services.observer import Observer
+from app.store import WorklistStore, upgrade
 from app.web.upload import RelatedParts
 from tests.builders.dicom import study_film
 from tests.builders.images import xray_like
-from tests.dicom.nodes import PACS_AE, MemoryJobSource, StandInPacs, received, scoring_ingest
+from tests.dicom.nodes import (
+    PACS_AE,
+    MemoryJobSource,
+    StandInPacs,
+    built,
+    received,
+    scoring_ingest,
+    stand_in_scorer,
+)
 from tests.servers import free_port, poll, settings_for_tests
 
 
 def _results(seed: int = 0):
+    ingest, _ = scoring_ingest(results=ResultBuilder())
+    return built(ingest(received(study_film(xray_like(96, 80, seed=seed))), "dicom:PACS"))
+
+
+def _recipe(seed: int = 0) -> tuple[bytes, ...]:
+    """A delivery job's parts as the ingest queues them: the results' recipe."""
     ingest, _ = scoring_ingest(results=ResultBuilder())
     return ingest(received(study_film(xray_like(96, 80, seed=seed))), "dicom:PACS").results
 
@@ -99,6 +120,44 @@ def test_result_whose_destination_is_down_is_delivered_when_it_comes_back():
     assert set(pacs.received) == {str(r.SOPInstanceUID) for r in results}
 
 
+def test_worker_builds_a_recipe_job_into_the_results_the_ingest_promised():
+    """The queue keeps the recipe; the worker builds the SR and secondary capture from it,
+    the same objects (UIDs, bytes) as a build at the ingest would have been."""
+    parts = _recipe()
+    promised = ResultBuilder().build_job(parts)
+    source = MemoryJobSource()
+    source.add(parts)
+    with StandInPacs() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                build=ResultBuilder().build_job)
+        assert worker.run_once() == 1
+    assert set(pacs.received) == {str(ds.SOPInstanceUID) for ds in promised}
+    assert source.waiting() == []
+
+
+class _Counted(Observer):
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def results_failed(self, reason: str) -> None:
+        self.failures.append(reason)
+
+
+def test_a_job_whose_results_cannot_be_built_is_abandoned_listed_and_counted(caplog):
+    """Not retried for ever, not dropped silently: its film gets the reason."""
+    counted, source = _Counted(), MemoryJobSource()
+    source.add([b"PTR1" + b"\x00\x00\x00\x05{oops"])  # a recipe cut short
+    with StandInPacs() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                build=ResultBuilder().build_job, metrics=counted)
+        assert worker.run_once() == 0
+    assert pacs.received == {} and source.waiting() == []
+    assert source.abandoned_reasons == ["build"] and counted.failures == ["build"]
+    assert "Traceback" not in caplog.text
+
+
 def test_backoff_doubles_up_to_its_longest():
     backoff = Backoff(first=5, longest=60, jitter=0)
     assert [backoff.delay(n) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
@@ -160,18 +219,18 @@ def _stow_server(status_of_ingest=None):
 
 
 def test_stow_rs_sender_delivers_a_secondary_capture_our_own_stow_reads():
-    """Our STOW-RS parser takes the SC the sender posts (and lists it as our own result)."""
+    """Our STOW-RS parser takes the SC the sender posts (and, as our own result,
+    acknowledges it without listing it)."""
     _, sc = _results()
     with _stow_server() as (url, recorder):
         outcome = stow_rs(url)([sc])
     assert outcome.delivered, outcome.detail
-    [result] = recorder.committed
-    assert result.facts.sop_instance_uid == sc.SOPInstanceUID
-    assert result.error.code == "dicom_own_result"
+    assert recorder.committed == []
 
 
 def test_stow_rs_sender_refused_is_not_delivered():
-    sr, _ = _results()  # an SR: not a class the node takes, so the stand-in refuses it
+    sr, _ = _results()
+    sr.SOPClassUID = "1.2.826.0.1.3680043.8.498.999"  # no storage class: refused (0x0122)
     with _stow_server() as (url, _):
         outcome = stow_rs(url)([sr])
     assert not outcome.delivered and "409" in outcome.detail
@@ -183,3 +242,76 @@ def test_senders_from_settings():
                                   results_dicomweb_url="http://127.0.0.1:1/studies")
     assert senders_from_settings(settings) is not None
     assert every([])([]).delivered
+
+
+# --- on the worklist store (app/dicom/store_adapter.py) -------------------------------------
+
+
+@pytest.fixture
+def worklist(tmp_path):
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    upgrade(url)
+    store = WorklistStore(url)
+    yield store
+    store.close()
+
+
+def _films_of(store: WorklistStore) -> dict[str, str | None]:
+    return {film.sop_instance_uid: film.results_error
+            for entry in store.entries(limit=500).entries for film in entry.films}
+
+
+def test_past_the_bound_a_film_s_results_are_refused_visibly_and_counted(worklist):
+    """Results wait while the PACS is down, each a recipe in the database: at most
+    PNEUMONIA_RESULTS_MAX_PENDING of them; past it a new film keeps its score, its results
+    are not made, and it says so."""
+    counted = _Counted()
+    scorer = stand_in_scorer(0.9)
+    ingest = ScoringIngest(lambda: scorer, StoreCommit(worklist, max_pending=2,
+                                                       metrics=counted), ResultBuilder())
+    films = [study_film(xray_like(96, 80, seed=seed)) for seed in range(3)]
+    for film in films:
+        ingest(received(film), "dicom:PACS")
+    assert worklist.pending_results() == 2
+    assert _films_of(worklist) == {films[0].SOPInstanceUID: None,
+                                   films[1].SOPInstanceUID: None,
+                                   films[2].SOPInstanceUID: "queue_full"}
+    assert counted.failures == ["queue_full"]
+
+
+def test_a_queued_job_that_cannot_be_built_leaves_the_queue_and_marks_its_film(worklist):
+    """A recipe the worker cannot build (here: cut short) is never retried for ever nor
+    dropped silently: the film gets reason build, the job leaves, the count moves."""
+    counted = _Counted()
+    scorer = stand_in_scorer(0.9)
+    ingest = ScoringIngest(lambda: scorer, StoreCommit(worklist), ResultBuilder())
+    film = study_film(xray_like(96, 80))
+    result = ingest(received(film), "dicom:PACS")
+    with worklist.engine.begin() as connection:  # the stored recipe, damaged
+        connection.exec_driver_sql("UPDATE deliveries SET payload = substr(payload, 1, 60)")
+    with StandInPacs() as pacs:
+        worker = DeliveryWorker(StoreJobSource(worklist),
+                                store_scu(Destination(PACS_AE, "127.0.0.1", pacs.port)),
+                                build=ResultBuilder().build_job, metrics=counted)
+        assert worker.run_once() == 0
+    assert pacs.received == {} and worklist.pending_results() == 0
+    assert _films_of(worklist) == {film.SOPInstanceUID: "build"}
+    assert counted.failures == ["build"] and result.results_error is None
+
+
+def test_a_job_from_before_recipes_is_delivered_as_it_was_queued(worklist):
+    """Rows queued by the previous version hold the SR and secondary capture as Part 10
+    bytes; after an upgrade they are sent as they are."""
+    ingest, _ = scoring_ingest(results=ResultBuilder())
+    film = study_film(xray_like(96, 80))
+    old = [encode(ds) for ds in built(ingest(received(film), "dicom:PACS"))]
+    record = film_record(InstanceFacts.of(film), "dicom:PACS", datetime.now(UTC), None, None,
+                         None)
+    worklist.add_films([record], results={film.SOPInstanceUID: old})
+    with StandInPacs() as pacs:
+        worker = DeliveryWorker(StoreJobSource(worklist),
+                                store_scu(Destination(PACS_AE, "127.0.0.1", pacs.port)),
+                                build=ResultBuilder().build_job,
+                                clock=lambda: datetime.now(UTC) + timedelta(seconds=1))
+        assert worker.run_once() == 1
+    assert len(pacs.received) == 2

@@ -5,6 +5,7 @@ fed byte by byte."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,7 +18,7 @@ from app.errors import MalformedUploadError, TooManyFilesError, UploadTooLargeEr
 from app.services.catalog import ModelCatalog
 from app.web.main import create_app
 from app.web.upload import RelatedParts
-from tests.builders.dicom import file_bytes, study_film
+from tests.builders.dicom import file_bytes, nested, study_film
 from tests.builders.images import xray_like
 from tests.dicom.nodes import scoring_ingest
 from tests.servers import settings_for_tests
@@ -174,15 +175,87 @@ def test_stow_of_a_body_declared_over_the_batch_limit_is_413_before_it_is_read()
     assert response.status_code == 413 and committed == []
 
 
-def test_stow_of_a_body_that_breaks_off_keeps_the_parts_before_and_is_400():
-    films = [study_film(xray_like(96, 80, seed=i)) for i in range(2)]
+def _post_streamed(client, body: bytes, content_type: str, boundary: str):
+    """POST `body` to the app as a client streams it, a chunk ending just after each part's
+    closing delimiter, so that the route stores a part before the next arrives (the
+    TestClient would send the body in one piece)."""
+    import anyio
+    import httpx
+
+    delimiter = b"\r\n--" + boundary.encode()
+    pieces = body.split(delimiter)
+    chunks = [pieces[0]]
+    for piece in pieces[1:]:
+        chunks[-1] += delimiter + piece[:1]
+        chunks.append(piece[1:])
+
+    async def stream():
+        for chunk in chunks:
+            yield chunk
+            await anyio.sleep(0.02)
+
+    async def post():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app),
+                                     base_url="http://testserver") as streaming:
+            return await streaming.post("/dicomweb/studies", content=stream(),
+                                        headers={"Content-Type": content_type})
+
+    return anyio.run(post)
+
+
+def test_stow_of_a_body_that_breaks_off_lists_the_parts_stored_and_what_was_not_read():
+    """PS3.18: the parts stored (their results queued) are in the answer, 202, beside an
+    other failure that says the rest of the body was not read; never a bare 400."""
+    films = [study_film(xray_like(96, 80, seed=i)) for i in range(3)]
     body, content_type = multipart_body([file_bytes(f) for f in films])
-    cut = body[:body.rindex(b"--") - 40]  # the second part's end never arrives
+    cut = body[:body.rindex(file_bytes(films[2])) + 100]  # the third part never ends
     with _client() as (client, committed):
-        response = client.post("/dicomweb/studies", content=cut,
+        response = _post_streamed(client, cut, content_type, content_type.split("=")[-1])
+    assert response.status_code == 202
+    answer = Dataset.from_json(response.json())
+    stored = [f.SOPInstanceUID for f in films[:2]]
+    assert [i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence] == stored
+    [other] = answer.OtherFailuresSequence
+    assert other.FailureReason == 0xC000
+    assert other.ErrorComment == "malformed_upload: body not read after part 2"
+    assert [r.facts.sop_instance_uid for r in committed] == stored  # the cut part: never
+
+
+def test_stow_of_too_many_parts_lists_the_parts_stored_before_the_limit():
+    films = [study_film(xray_like(96, 80, seed=i)) for i in range(3)]
+    body, content_type = multipart_body([file_bytes(f) for f in films])
+    with _client(max_batch_files=2) as (client, committed):
+        response = _post_streamed(client, body, content_type, content_type.split("=")[-1])
+    assert response.status_code == 202
+    answer = Dataset.from_json(response.json())
+    stored = [r.facts.sop_instance_uid for r in committed]
+    assert stored and [i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence] \
+        == stored  # exactly what was stored, as each part was read
+    assert answer.OtherFailuresSequence[0].ErrorComment.startswith("too_many_files: ")
+
+
+def test_stow_of_a_body_that_breaks_off_before_any_part_is_stored_is_400():
+    film = study_film(xray_like(96, 80))
+    body, content_type = multipart_body([file_bytes(film)])
+    with _client() as (client, committed):
+        response = client.post("/dicomweb/studies", content=body[:len(body) // 2],
                                headers={"Content-Type": content_type})
-    assert response.status_code == 400
-    assert [r.facts.sop_instance_uid for r in committed] == [films[0].SOPInstanceUID]
+    assert response.status_code == 400 and committed == []
+
+
+def test_stow_of_a_deeply_nested_instance_is_a_4xx_logged_once(caplog):
+    deep = nested(study_film(xray_like(96, 80)), 300)
+    with caplog.at_level(logging.INFO), _client() as (client, committed):
+        body, content_type = multipart_body([deep])
+        response = client.post("/dicomweb/studies", content=body,
+                               headers={"Content-Type": content_type})
+    assert response.status_code == 409
+    answer = Dataset.from_json(response.json())
+    assert answer.OtherFailuresSequence[0].ErrorComment == \
+        "sequences nested deeper than 32 levels"
+    assert committed == []
+    assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
+    assert len([r for r in caplog.records if r.name.startswith("app.")]) <= 2  # access line
 
 
 def test_stow_answers_each_part_by_its_content_type():
@@ -198,3 +271,41 @@ def test_stow_answers_each_part_by_its_content_type():
     assert answer.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == film.SOPInstanceUID
     assert answer.OtherFailuresSequence[0].FailureReason == 0xC000
     assert len(committed) == 1
+
+
+# The STOW-RS body in the server's bounds (issue 27): its bytes in the one budget for bodies
+# in flight, which the node's C-STORE data sets share, and a place among the worklist
+# requests. Before, a STOW-RS body counted in neither (16 concurrent 19 MiB parts: +925 MB).
+
+
+def test_stow_parts_count_in_the_body_budget_until_answered():
+    film = study_film(xray_like(256, 256))
+    with _client() as (client, committed):
+        state = client.app.state
+        ingest, held_while_scored = state.dicom_ingest, []
+
+        def spy(received, source):
+            held_while_scored.append(state.body_budget.held)
+            return ingest(received, source)
+
+        state.dicom_ingest = spy
+        response = _post(client, [film])
+        held_after = state.body_budget.held
+    assert response.status_code == 200 and len(committed) == 1
+    assert held_while_scored[0] >= len(film.PixelData) and held_after == 0
+
+
+def test_stow_past_the_body_budget_is_busy():
+    with _client(max_upload_memory_bytes=64 * 1024) as (client, committed):
+        response = _post(client, [study_film(xray_like(256, 256))])
+    assert response.status_code == 503 and response.json()["error"] == "busy"
+    assert committed == []
+
+
+def test_stow_takes_a_place_among_the_worklist_requests():
+    with _client(max_concurrent_batches=1) as (client, committed):
+        with client.app.state.batches.admit():  # a worklist upload being scored
+            busy = _post(client, [study_film(xray_like(64, 64))])
+        taken = _post(client, [study_film(xray_like(64, 64))])
+    assert busy.status_code == 503 and busy.json()["error"] == "busy"
+    assert taken.status_code == 200 and len(committed) == 1

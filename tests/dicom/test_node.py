@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from app.dicom.delivery import encode
 from app.dicom.node import DicomNode
+from app.dicom.recipe import is_recipe
 from app.errors import ModelNotReadyError
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import InlineDecoder
@@ -22,6 +22,7 @@ from tests.dicom.nodes import (
     Recorder,
     StandInModel,
     StandInPacs,
+    built,
     received,
 )
 from tests.servers import free_port, poll, settings_for_tests
@@ -60,10 +61,11 @@ def test_node_from_settings_scores_a_film_and_delivers_its_results(tmp_path):
         finally:
             node.stop()
     assert recorder.committed[0].facts.sop_instance_uid == film.SOPInstanceUID
-    assert {str(ds.SOPInstanceUID) for ds in recorder.committed[0].results} == \
+    # What the queue kept is the recipe; what the PACS got is what it builds.
+    assert {str(ds.SOPInstanceUID) for ds in built(recorder.committed[0])} == \
         set(pacs.received)
     assert jobs.waiting() == []
-    assert encode(recorder.committed[0].results[0])[128:132] == b"DICM"
+    assert is_recipe(recorder.committed[0].results[0])
 
 
 def test_node_without_a_destination_makes_no_results_and_no_scp_on_port_zero():

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.dicom.delivery import DeliveryWorker, Destination, store_scu
-from app.dicom.ingest import IngestResult, ScoringIngest, catalog_scorer
+from app.dicom.ingest import IngestResult, Received, ScoringIngest, catalog_scorer
 from app.dicom.results import PROBABILITY, SC_SERIES_NUMBER, ResultBuilder
 from app.services.decode_pool import InlineDecoder
 from app.services.pipeline import score_film
@@ -65,7 +65,7 @@ class _Wiring:
 
     def deliver_to(self, destination: Destination) -> DeliveryWorker:
         self.worker = DeliveryWorker(self.source, store_scu(destination, NODE_AE),
-                                     poll_seconds=0.5)
+                                     poll_seconds=0.5, build=ResultBuilder().build_job)
         return self.worker.start()
 
 
@@ -134,3 +134,83 @@ def test_orthanc_finishes_its_job_for_a_lateral_film_and_fails_it_for_a_damaged_
     assert job["FailedInstancesCount"] == 0 and job["InstancesCount"] == 1
     assert b"0xC000" in failed.value.read()
     assert [r.error.code for r in recorder.committed] == ["dicom_lateral_view", "corrupt_image"]
+
+
+@pytest.mark.slow
+def test_orthanc_routes_a_whole_study_and_its_job_completes(tmp_path):
+    """Orthanc sends a whole study: a CR, an SR, a grayscale presentation state, and the
+    node's own SR and secondary capture of the CR (stored in Orthanc as the node would
+    have delivered them). Every instance is taken, so Orthanc's job completes; only the CR
+    is listed and scored; the rest is counted by kind, never listed or sent back."""
+    from app.metrics import Metrics
+    from tests.builders.dicom import COMPREHENSIVE_SR, GSPS, study_object
+    from tests.builders.images import xray_like
+    from tests.dicom.nodes import built, scoring_ingest
+
+    film = study_film(xray_like(96, 80))
+    own = built(scoring_ingest(results=ResultBuilder())[0](
+        Received.read(file_bytes(film)), "dicom:PACS"))
+    study = [film, study_object(film, COMPREHENSIVE_SR, "SR"), study_object(film, GSPS, "PR"),
+             *own]
+    metrics = Metrics()
+    ingest, recorder = scoring_ingest(metrics=metrics, results=ResultBuilder())
+    with running_node(ingest, allowed_aes=("ORTHANC",)) as node, running_orthanc(
+            tmp_path / "orthanc", {"triage": (NODE_AE, "127.0.0.1", node.port)}) as pacs:
+        study_id = {pacs.upload(file_bytes(ds))["ParentStudy"] for ds in study}.pop()
+        job = pacs.send("triage", [study_id])
+    assert job["FailedInstancesCount"] == 0 and job["InstancesCount"] == len(study)
+    assert [r.facts.sop_instance_uid for r in recorder.committed] == [film.SOPInstanceUID]
+    assert recorder.committed[0].prediction is not None
+    counted = {kind: metrics.registry.get_sample_value("pneumonia_dicom_ignored_total",
+                                                       {"kind": kind})
+               for kind in ("structured_report", "presentation_state", "own_result")}
+    assert counted == {"structured_report": 1.0, "presentation_state": 1.0, "own_result": 2.0}
+
+
+@pytest.mark.slow
+def test_films_whose_headers_modalities_wrote_get_their_results_into_orthanc(tmp_path):
+    """Issue 27: a birth date 2019-03-04, sex FEMALE, a study time 10:15:00, and a Japanese
+    name under \\ISO 2022 IR 87 made the SR fail to build: the films were scored, Orthanc's
+    job succeeded, and no result ever came back. Now both studies get their SR and secondary
+    capture in Orthanc, under their identity as sent, the Japanese name intact."""
+    from pydicom.data import get_charset_files
+
+    from tests.builders.dicom import with_raw_elements
+    from tests.builders.images import xray_like
+    from tests.dicom.nodes import stand_in_scorer
+
+    careless = study_film(xray_like(96, 80))
+    careless = with_raw_elements(careless, {0x00100030: ("DA", b"2019-03-04"),
+                                            0x00100040: ("CS", b"FEMALE"),
+                                            0x00080030: ("TM", b"10:15:00")})
+    [japanese_file] = get_charset_files("chrH31.dcm")
+    name = bytes(__import__("pydicom").dcmread(japanese_file).get_item(0x00100010).value)
+    japanese = with_raw_elements(study_film(xray_like(96, 80)), {
+        0x00080005: ("CS", b"\\ISO 2022 IR 87"), 0x00100010: ("PN", name)})
+    source, scorer = MemoryJobSource(), stand_in_scorer(0.9)
+
+    def commit(result: IngestResult) -> None:
+        if result.results:
+            source.add(result.results)
+
+    ingest = ScoringIngest(lambda: scorer, commit, ResultBuilder())
+    with running_node(ingest, allowed_aes=("ORTHANC",)) as node, running_orthanc(
+            tmp_path / "orthanc", {"triage": (NODE_AE, "127.0.0.1", node.port)}) as pacs:
+        studies = [pacs.upload(data)["ParentStudy"] for data in (careless, japanese)]
+        for study in studies:
+            assert pacs.send("triage", [study])["FailedInstancesCount"] == 0
+        worker = DeliveryWorker(source, store_scu(Destination(pacs.ae_title, "127.0.0.1",
+                                                              pacs.dicom_port), NODE_AE),
+                                build=ResultBuilder().build_job)
+        assert worker.run_once() == 2
+        tags = {study: [pacs.tags(i["ID"]) for i in pacs.study_instances(study)]
+                for study in studies}
+    for study in studies:
+        classes = sorted(t["SOPClassUID"] for t in tags[study])
+        assert classes == sorted([COMPREHENSIVE_SR, SECONDARY_CAPTURE,
+                                  "1.2.840.10008.5.1.4.1.1.1"]), classes
+    results = [t for t in tags[studies[0]] if t["SOPClassUID"] != "1.2.840.10008.5.1.4.1.1.1"]
+    assert all(t.get("PatientBirthDate", "") == "" for t in results)
+    assert all(t["PatientID"] == "PID-7731-SECRET" for t in results)
+    names = {t["PatientName"] for t in tags[studies[1]]}
+    assert names == {"Yamada^Tarou=山田^太郎=やまだ^たろう"}  # the film's and its results'

@@ -13,6 +13,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -21,16 +22,31 @@ from pydicom.uid import (
 )
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage
 
+from app.dicom.classes import SCORED_CLASSES, STORAGE_CLASSES, TRANSFER_SYNTAXES, offered_syntaxes
 from app.dicom.ingest import NotStoredError, ScoringIngest
-from app.dicom.scp import STORAGE_CLASSES, TRANSFER_SYNTAXES
+from app.dicom.results import ResultBuilder
 from app.errors import ModelNotReadyError
+from app.metrics import Metrics
 from app.services.decode_pool import InlineDecoder
-from tests.builders.dicom import CT_SOP_CLASS, PATIENT_ID, PATIENT_NAME, file_bytes, study_film
+from tests.builders.dicom import (
+    COMPREHENSIVE_SR,
+    CT_SOP_CLASS,
+    GSPS,
+    JPEG_XL,
+    PATIENT_ID,
+    PATIENT_NAME,
+    file_bytes,
+    nested,
+    study_film,
+    study_object,
+    unsupported_films,
+)
 from tests.builders.images import xray_like
 from tests.dicom.nodes import (
     NODE_AE,
     PACS_AE,
     Recorder,
+    built,
     can_associate,
     running_node,
     scoring_ingest,
@@ -45,9 +61,14 @@ def _dcmtk(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=DCMTK_TIMEOUT)
 
 
-def _storescu(port: int, path, ae_title: str = PACS_AE) -> subprocess.CompletedProcess:
-    return _dcmtk("storescu", "-aet", ae_title, "-aec", NODE_AE, "127.0.0.1", str(port),
-                  str(path))
+def _storescu(port: int, path, *options: str,
+              ae_title: str = PACS_AE) -> subprocess.CompletedProcess:
+    return _dcmtk("storescu", *options, "-aet", ae_title, "-aec", NODE_AE, "127.0.0.1",
+                  str(port), str(path))
+
+
+def _counted(metrics: Metrics, family: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(family, labels) or 0.0
 
 
 def test_storescu_of_a_cr_is_stored(tmp_path):
@@ -65,17 +86,20 @@ def test_storescu_of_a_cr_is_stored(tmp_path):
     assert result.prediction.probability == pytest.approx(0.73)
 
 
-def test_storescu_of_a_ct_is_refused_at_negotiation(tmp_path):
-    ingest, recorder = scoring_ingest()
+def test_storescu_of_a_ct_is_acknowledged_and_ignored(tmp_path):
+    """A PACS routing a whole study sends its CT too: taken (Success), never listed,
+    scored or sent back, counted by its kind."""
+    metrics = Metrics()
+    ingest, recorder = scoring_ingest(metrics=metrics)
     film = study_film(xray_like(64, 64), sop_class=CT_SOP_CLASS, modality="CT")
     film.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
     with running_node(ingest) as node:
         run = _storescu(node.port, tmp_path / "ct.dcm")
-        assert not can_associate(node.port, sop_classes=(CTImageStorage,))
+        assert can_associate(node.port, sop_classes=(CTImageStorage,))
         assert can_associate(node.port, sop_classes=(ComputedRadiographyImageStorage,))
-    assert run.returncode != 0
-    assert "No presentation context" in run.stderr
+    assert run.returncode == 0, run.stderr
     assert recorder.committed == []
+    assert _counted(metrics, "pneumonia_dicom_ignored_total", kind="image") == 1
 
 
 def test_echoscu_is_answered():
@@ -102,6 +126,8 @@ def test_associate_with_a_caller_not_on_the_allow_list_is_rejected(tmp_path):
 def test_deflated_data_sets_are_not_accepted():
     """The association would inflate one whole in the server: the node does not offer it."""
     assert DeflatedExplicitVRLittleEndian not in TRANSFER_SYNTAXES
+    for sop_class in SCORED_CLASSES:
+        assert DeflatedExplicitVRLittleEndian not in offered_syntaxes(sop_class)
 
 
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian,
@@ -109,7 +135,7 @@ def test_deflated_data_sets_are_not_accepted():
                                     JPEG2000Lossless, RLELossless])
 def test_store_in_each_transfer_syntax_is_scored(syntax):
     """The sender's encoding travels to the pipeline: each one the node accepts decodes."""
-    assert syntax in TRANSFER_SYNTAXES
+    assert syntax in offered_syntaxes(SCORED_CLASSES[0])
     film = study_film(xray_like(96, 80), **_encoded(syntax))
     if not film.file_meta.TransferSyntaxUID.is_compressed:  # written again in `syntax`
         film.file_meta.TransferSyntaxUID = syntax
@@ -223,10 +249,12 @@ def test_store_of_a_data_set_without_its_study_uid_does_not_match_the_sop_class(
     assert recorder.committed == []
 
 
-def test_node_offers_radiograph_classes_only():
-    assert {str(uid) for uid in STORAGE_CLASSES} == {
+def test_node_scores_radiograph_classes_only_and_takes_every_storage_class():
+    assert {str(uid) for uid in SCORED_CLASSES} == {
         "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
         "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7"}
+    assert set(SCORED_CLASSES) < set(STORAGE_CLASSES)
+    assert {COMPREHENSIVE_SR, GSPS, CT_SOP_CLASS} < set(STORAGE_CLASSES)
 
 
 def test_store_logs_no_patient_name_or_id(tmp_path, caplog):
@@ -250,3 +278,168 @@ def test_store_logs_no_patient_name_or_id(tmp_path, caplog):
     assert PATIENT_ID in file_bytes(good).decode("latin-1")  # the films did carry them
     for secret in (PATIENT_ID, *PATIENT_NAME.split("^")):
         assert secret not in caplog.text
+
+
+# --- a whole study routed to the node; true statuses (issue 27) ---------------------------
+
+
+def _store_files(port: int, paths: list) -> list:
+    """C-STORE each Part 10 file as its bytes are (pynetdicom sends a path's data set
+    without decoding it), in one association: the response status data sets."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=PACS_AE)
+    for path in paths:
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE)
+    assert assoc.is_established, "the node refused the association"
+    try:
+        return [assoc.send_c_store(str(path)) for path in paths]
+    finally:
+        assoc.release()
+
+
+def test_store_of_a_study_s_sr_presentation_state_and_own_result_is_acknowledged():
+    """Every object of a routed study is taken (Success); only the radiograph is listed
+    and scored; the rest is counted by kind, never listed, scored or sent back."""
+    metrics = Metrics()
+    ingest, recorder = scoring_ingest(metrics=metrics, results=ResultBuilder())
+    film = study_film(xray_like(96, 80))
+    others = [study_object(film, COMPREHENSIVE_SR, "SR"), study_object(film, GSPS, "PR")]
+    with running_node(ingest) as node:
+        statuses = store(node.port, [film, *others])
+        own = built(recorder.committed[0])  # the node's own SR and secondary capture
+        statuses += store(node.port, list(own))
+    assert [s.Status for s in statuses] == [0x0000] * 5
+    assert [r.facts.sop_instance_uid for r in recorder.committed] == [film.SOPInstanceUID]
+    for kind, count in (("structured_report", 1), ("presentation_state", 1),
+                        ("own_result", 2)):
+        assert _counted(metrics, "pneumonia_dicom_ignored_total", kind=kind) == count
+
+
+_UNREAD_SYNTAXES = ("jpeg-progressive", "jpeg-xl", "htj2k")
+
+
+@pytest.mark.parametrize("name", sorted(_UNREAD_SYNTAXES))
+def test_a_radiograph_in_a_syntax_not_read_is_refused_at_negotiation(name, tmp_path):
+    """For the classes it scores, the node offers only the syntaxes the decoder reads: the
+    sender's context for another one is rejected (transfer syntaxes not supported), a final
+    answer that lets a PACS which can transcode send the film in one the node reads."""
+    from pynetdicom import AE
+
+    path = tmp_path / "film.dcm"
+    path.write_bytes(unsupported_films(xray_like(96, 80))[name])
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    ae = AE(ae_title=PACS_AE)
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, [ExplicitVRLittleEndian])
+    ingest, recorder = scoring_ingest()
+    with running_node(ingest) as node:
+        assoc = ae.associate("127.0.0.1", node.port, ae_title=NODE_AE)
+        try:
+            assert assoc.is_established
+            syntaxes = {str(c.transfer_syntax[0]) for c in assoc.accepted_contexts}
+        finally:
+            assoc.release()
+    assert syntaxes == {ExplicitVRLittleEndian}
+    assert [c.result for c in assoc.rejected_contexts] == [0x04]  # syntax not supported
+    assert recorder.committed == []
+
+
+@pytest.mark.parametrize("name", sorted(set(unsupported_films(xray_like(8, 8)))
+                                        - set(_UNREAD_SYNTAXES)))
+def test_store_in_an_encoding_not_read_is_a_final_failure_naming_it(name, tmp_path):
+    """Not "damaged", not "try again later": Cannot Understand (C000) with a comment that
+    names what is not read (a syntax the node does not read never gets this far, above)."""
+    path = tmp_path / "film.dcm"
+    path.write_bytes(unsupported_films(xray_like(96, 80))[name])
+    ingest, recorder = scoring_ingest()
+    with running_node(ingest) as node:
+        [status] = _store_files(node.port, [path])
+    assert status.Status == 0xC000, status
+    if name == "deep-nesting":  # refused before anything is read: never listed
+        assert status.ErrorComment == "sequences nested deeper than 32 levels"
+        assert recorder.committed == []
+        return
+    assert status.ErrorComment.startswith("unsupported_encoding: ")
+    [result] = recorder.committed  # listed, with its reason, for a human
+    assert result.prediction is None and result.error.code == "unsupported_encoding"
+
+
+def test_storescu_of_float_pixels_and_deep_nesting_gets_final_failures(tmp_path):
+    """dcmtk's storescu as the sender: float pixel data (listed, unsupported_encoding) and
+    a private sequence nested 300 deep (refused unread, which pydicom could not even read)
+    are both Error: Cannot Understand, never a refusal to retry."""
+    films = unsupported_films(xray_like(96, 80))
+    (tmp_path / "float.dcm").write_bytes(films["float-pixels"])
+    (tmp_path / "deep.dcm").write_bytes(nested(study_film(xray_like(96, 80)), 300))
+    ingest, recorder = scoring_ingest()
+    with running_node(ingest) as node:
+        runs = [_storescu(node.port, tmp_path / name, "-v") for name in ("float.dcm",
+                                                                          "deep.dcm")]
+    for run in runs:
+        assert "Received Store Response (Error: CannotUnderstand)" in run.stderr, run.stderr
+    [listed] = recorder.committed  # the float film, with its reason; the deep one never
+    assert listed.error.code == "unsupported_encoding"
+
+
+@pytest.mark.parametrize(("keyword", "value", "comment"), [
+    ("StudyInstanceUID", "1.2.826.0.1.3680043.8.498." + "7" * 60,
+     "invalid StudyInstanceUID: over 64 characters"),
+    ("SeriesInstanceUID", "1.2.3.4-5", "invalid SeriesInstanceUID: not digits and dots"),
+])
+def test_store_with_an_invalid_uid_is_a_final_failure_never_try_again(keyword, value,
+                                                                      comment, caplog):
+    """Over 64 characters, or not a UID: refused as final (A900), never scored, never
+    "out of resources" (which a PACS retries for ever)."""
+    film = study_film(xray_like(96, 80))
+    setattr(film, keyword, value)
+    ingest, recorder = scoring_ingest()
+    with caplog.at_level(logging.INFO), running_node(ingest) as node:
+        [status] = store(node.port, [film])
+    assert status.Status == 0xA900 and status.ErrorComment == comment
+    assert recorder.committed == []
+    assert "Traceback" not in caplog.text
+
+
+def test_storescu_of_a_film_with_an_over_long_uid_fails_once(tmp_path):
+    film = study_film(xray_like(96, 80))
+    film.StudyInstanceUID = "1.2.826.0.1.3680043.8.498." + "7" * 60
+    path = tmp_path / "long.dcm"
+    path.write_bytes(file_bytes(film))
+    ingest, recorder = scoring_ingest()
+    with running_node(ingest) as node:
+        run = _storescu(node.port, path, "-v")
+    assert "Received Store Response (Error: DataSetDoesNotMatchSOPClass)" in run.stderr
+    assert recorder.committed == []
+
+
+def test_store_of_a_deeply_nested_data_set_is_refused_in_one_log_line(tmp_path, caplog):
+    path = tmp_path / "deep.dcm"  # deep enough for the node, not for pynetdicom's reader
+    path.write_bytes(nested(study_film(xray_like(96, 80)), 40))
+    ingest, recorder = scoring_ingest()
+    with caplog.at_level(logging.INFO), running_node(ingest) as node:
+        [status] = _store_files(node.port, [path])
+    assert status.Status == 0xC000
+    assert status.ErrorComment == "sequences nested deeper than 32 levels"
+    ours = [r for r in caplog.records if r.name.startswith("app.")]
+    assert len([r for r in ours if "not readable" in r.getMessage()]) == 1
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    assert recorder.committed == []
+
+
+def test_a_sender_offering_a_syntax_the_decoder_reads_beside_one_it_does_not_gets_it():
+    """pynetdicom accepts, of a context's syntaxes, the first in the node's own list: those
+    the decoder reads, uncompressed first, come before the ones it takes only to refuse."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=PACS_AE)
+    ae.add_requested_context(ComputedRadiographyImageStorage,
+                             [JPEG_XL, JPEGBaseline8Bit, ImplicitVRLittleEndian])
+    ingest, _ = scoring_ingest()
+    with running_node(ingest) as node:
+        assoc = ae.associate("127.0.0.1", node.port, ae_title=NODE_AE)
+        [context] = assoc.accepted_contexts
+        assoc.release()
+    assert context.transfer_syntax[0] == ImplicitVRLittleEndian

@@ -9,7 +9,15 @@ from pydicom import Dataset
 
 from app.dicom.stow import DICOM, StowSession, UnsupportedMediaTypeError, boundary_of
 from app.errors import MalformedUploadError, ModelNotReadyError
-from tests.builders.dicom import CT_SOP_CLASS, file_bytes, study_film
+from tests.builders.dicom import (
+    COMPREHENSIVE_SR,
+    CT_SOP_CLASS,
+    GSPS,
+    file_bytes,
+    study_film,
+    study_object,
+    unsupported_films,
+)
 from tests.builders.images import xray_like
 from tests.dicom.nodes import scoring_ingest
 
@@ -66,14 +74,14 @@ def test_stow_of_several_instances_answers_each():
         [*good, damaged, lateral, ct, other_study, b"not dicom at all"], study_uid=study)
     assert status == 202
     referenced = {i.ReferencedSOPInstanceUID: i for i in answer.ReferencedSOPSequence}
-    assert set(referenced) == {f.SOPInstanceUID for f in (*good, lateral)}
+    assert set(referenced) == {f.SOPInstanceUID for f in (*good, lateral, ct)}
     assert referenced[lateral.SOPInstanceUID].WarningReason == 0xB000
+    assert "WarningReason" not in referenced[ct.SOPInstanceUID]  # taken, ignored
     failed = {i.ReferencedSOPInstanceUID: i.FailureReason for i in answer.FailedSOPSequence}
-    assert failed == {damaged.SOPInstanceUID: 0xC000, ct.SOPInstanceUID: 0x0122,
-                      other_study.SOPInstanceUID: 0xA900}
+    assert failed == {damaged.SOPInstanceUID: 0xC000, other_study.SOPInstanceUID: 0xA900}
     [other] = answer.OtherFailuresSequence
     assert other.FailureReason == 0xC000
-    # The damaged and the lateral film are listed with their reasons; the CT never arrives.
+    # The damaged and the lateral film are listed with their reasons; the CT is not.
     assert len(recorder.committed) == 5
 
 
@@ -92,8 +100,58 @@ def test_stow_while_the_model_loads_asks_to_send_again():
 
 
 def test_stow_of_nothing_stored_is_a_conflict():
-    status, answer, _ = _session([study_film(xray_like(64, 64), sop_class=CT_SOP_CLASS)])
+    damaged = study_film(xray_like(64, 64))
+    damaged.PixelData = damaged.PixelData[:50]
+    status, answer, _ = _session([damaged])
     assert status == 409
+    [failed] = answer.FailedSOPSequence
+    assert failed.FailureReason == 0xC000 and "corrupt_image" in failed.ErrorComment
+
+
+def test_stow_of_a_study_s_sr_and_presentation_state_is_taken_and_ignored():
+    film = study_film(xray_like(64, 64))
+    others = [study_object(film, COMPREHENSIVE_SR, "SR"), study_object(film, GSPS, "PR")]
+    status, answer, recorder = _session([film, *others])
+    assert status == 200
+    assert {i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence} == {
+        ds.SOPInstanceUID for ds in (film, *others)}
+    assert [r.facts.sop_instance_uid for r in recorder.committed] == [film.SOPInstanceUID]
+
+
+def test_stow_of_an_instance_that_is_no_storage_class_is_refused():
+    film = study_film(xray_like(64, 64), sop_class="1.2.826.0.1.3680043.8.498.999")
+    status, answer, recorder = _session([film])
+    assert status == 409 and answer.FailedSOPSequence[0].FailureReason == 0x0122
+    assert recorder.committed == []
+
+
+@pytest.mark.parametrize("name", sorted(unsupported_films(xray_like(8, 8))))
+def test_stow_of_an_encoding_not_read_is_a_failure_naming_it_never_503(name):
+    status, answer, recorder = _session([unsupported_films(xray_like(96, 80))[name]])
+    assert status == 409
+    if name == "deep-nesting":  # refused before it is read: no UIDs to name it by
+        [other] = answer.OtherFailuresSequence
+        assert other.FailureReason == 0xC000
+        assert other.ErrorComment == "sequences nested deeper than 32 levels"
+        return
+    [failed] = answer.FailedSOPSequence
+    syntax = name in ("jpeg-progressive", "jpeg-xl", "htj2k")
+    assert failed.FailureReason == (0xC122 if syntax else 0xC000)
+    assert failed.ErrorComment.startswith("unsupported_encoding: ")
+    assert recorder.committed[0].error.code == "unsupported_encoding"
+
+
+@pytest.mark.parametrize(("keyword", "where"), [("StudyInstanceUID", "FailedSOPSequence"),
+                                                ("SOPInstanceUID", "OtherFailuresSequence")])
+def test_stow_of_an_over_long_uid_is_a_final_failure_not_503(keyword, where):
+    film = study_film(xray_like(64, 64))
+    setattr(film, keyword, "1.2.826.0.1.3680043.8.498." + "7" * 60)
+    status, answer, recorder = _session([film])
+    assert status == 409  # none stored, and not "busy": a client must not send it again
+    [item] = answer.get(where)
+    assert item.FailureReason == 0xA900
+    assert item.ErrorComment == f"invalid {keyword}: over 64 characters"
+    assert recorder.committed == []
 
 
 def test_a_deflated_instance_is_refused_without_inflating_it():

@@ -125,6 +125,9 @@ def _studies_of_both_models() -> tuple[list[list[FilmRecord]], list[str]]:
     return [[record] for record in records] + several, order
 
 
+_AFTER_0002 = {"results_error", "content_hash"}  # film columns of later revisions
+
+
 def _store_as_0002(url: str, studies: list[list[FilmRecord]]) -> None:
     """Each study's films, written as revision 0002's code wrote them: priority the highest
     probability of a film that counts, sort_rank its negative."""
@@ -144,7 +147,7 @@ def _store_as_0002(url: str, studies: list[list[FilmRecord]]) -> None:
                     sort_rank=1.0 if priority is None else -priority))
                 for record in films:
                     row = {name: value for name, value in asdict(record).items()
-                           if name in Film.__table__.c}
+                           if name in Film.__table__.c and name not in _AFTER_0002}
                     connection.execute(insert(Film.__table__).values(
                         {**row, "study_id": study_id, "reasons": list(record.reasons),
                          "warnings": list(record.warnings)}))
@@ -203,3 +206,89 @@ def test_downgrade_puts_back_the_probability_order(empty_url: str) -> None:
     finally:
         engine.dispose()
     assert _studies(empty_url, *_RANKED) == before
+
+
+# --- 0004: why a film's results will not reach the PACS ------------------------------------
+
+
+def _film_columns(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns("films")}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_to_0004_adds_results_error_and_downgrade_drops_it(empty_url: str) -> None:
+    studies, _ = _studies_of_both_models()
+    upgrade(empty_url, "0003")
+    _store_as_0002(empty_url, studies)
+    before = _studies(empty_url, *_RANKED)
+    assert "results_error" not in _film_columns(empty_url)
+    upgrade(empty_url, "0004")
+    assert "results_error" in _film_columns(empty_url)
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as connection:  # films stored before: no reason known
+            assert connection.execute(text(
+                "SELECT count(*) FROM films WHERE results_error IS NOT NULL")).scalar() == 0
+            connection.execute(text("UPDATE films SET results_error = 'identity' "
+                                    "WHERE sop_instance_uid = 'M5.1'"))
+        with for_writing(engine).begin() as connection:
+            command.downgrade(schema.alembic_config(connection), "0003")
+    finally:
+        engine.dispose()
+    assert "results_error" not in _film_columns(empty_url)
+    upgrade(empty_url)  # and up again, to head
+    assert schema_problem(empty_url) is None
+    assert _studies(empty_url, *_RANKED) == before  # nothing of the list moved
+
+
+# --- 0005: patient keys, conflict entries and pixel hashes ----------------------------------
+
+
+def _columns(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_to_0005_keeps_the_list_and_downgrade_lists_conflicts_as_new(
+        empty_url: str) -> None:
+    studies, _ = _studies_of_both_models()
+    upgrade(empty_url, "0004")
+    _store_as_0002(empty_url, studies)
+    before = _studies(empty_url, *_RANKED)
+    upgrade(empty_url)
+    assert {"patient_key", "conflict_of"} <= _columns(empty_url, "studies")
+    assert "content_hash" in _columns(empty_url, "films")
+    assert _studies(empty_url, *_RANKED) == before  # nothing of the list moved
+    if empty_url.startswith("postgresql"):  # _store_as_0002 wrote the ids itself
+        engine = make_engine(empty_url)
+        with engine.begin() as connection:
+            connection.execute(text("SELECT setval(pg_get_serial_sequence('studies', 'id'),"
+                                    " (SELECT max(id) FROM studies))"))
+        engine.dispose()
+    store = WorklistStore(empty_url)
+    try:  # a study stored before takes its first key; another patient's film is apart
+        store.add_films([film("M8", "M8.9", 0.5, patient_key="1" * 64)])
+        added = store.add_received([film("M8", "M8.10", 0.5, patient_key="2" * 64)])
+        assert [e.status for e in store.entries(status="conflict").entries] == ["conflict"]
+    finally:
+        store.close()
+    assert list(added.conflicts.values()) == ["patient"]
+    engine = make_engine(empty_url)
+    try:
+        with for_writing(engine).begin() as connection:
+            command.downgrade(schema.alembic_config(connection), "0004")
+        with engine.connect() as connection:
+            statuses = connection.execute(text("SELECT status FROM studies")).scalars().all()
+    finally:
+        engine.dispose()
+    assert "conflict" not in statuses and statuses.count("new") == len(studies) + 1
+    assert "patient_key" not in _columns(empty_url, "studies")
+    assert "content_hash" not in _columns(empty_url, "films")
+    upgrade(empty_url)  # and up again
+    assert schema_problem(empty_url) is None

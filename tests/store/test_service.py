@@ -9,8 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from app.contract.triage_score import triage_score
 from app.store import (
     AuditAction,
+    Conflict,
     EntryNotFound,
     FilmRecord,
     InvalidCursor,
@@ -293,4 +295,68 @@ def test_status_counts_names_every_status(store: WorklistStore) -> None:
     entries = store.add_films([film("1"), film("2"), film("3")])
     store.set_status(entries[0].id, Status.REPORTED, "dr. a")
     assert store.status_counts() == {Status.NEW: 2, Status.OPENED: 0, Status.REPORTED: 1,
-                                     Status.DISMISSED: 0}
+                                     Status.DISMISSED: 0, Status.CONFLICT: 0}
+
+
+# --- study and instance integrity (issue 27) -------------------------------------------------
+
+VICTIM, OTHER = "1" * 64, "2" * 64  # two patients' keys (salted hashes, never the IDs)
+
+
+def test_a_film_of_another_patient_is_listed_apart_and_its_results_never_queued(
+        store: WorklistStore) -> None:
+    mine = film("S", "S.1", 0.2, patient_key=VICTIM, content_hash="a" * 64)
+    theirs = film("S", "S.2", 0.99, patient_key=OTHER, content_hash="b" * 64, minutes=1)
+    store.add_received([mine], {"S.1": [b"sr of S.1"]})
+    added = store.add_received([theirs], {"S.2": [b"sr of S.2"]})
+    assert added.conflicts == {"S.2": Conflict.PATIENT}
+    [victim, apart] = sorted(store.entries().entries, key=lambda e: e.status != Status.NEW)
+    assert victim.study_instance_uid == "S"
+    assert victim.triage_score == triage_score(0.2, mine.threshold)
+    assert [f.sop_instance_uid for f in victim.films] == ["S.1"]  # its score did not jump
+    assert apart.status == Status.CONFLICT and apart.conflict_of == "S"
+    assert apart.study_instance_uid != "S"
+    assert [f.sop_instance_uid for f in apart.films] == ["S.2"]
+    assert [d.sop_instance_uid for d in store.due_deliveries(T0 + timedelta(days=1))] == \
+        ["S.1"]
+    assert store.status_counts()[Status.CONFLICT] == 1
+    # The same patient's next film joins the conflict entry, not the study.
+    again = film("S", "S.3", 0.5, patient_key=OTHER, content_hash="c" * 64, minutes=2)
+    assert store.add_received([again]).conflicts == {"S.3": Conflict.PATIENT}
+    assert store.entry(apart.id).films[-1].sop_instance_uid == "S.3"
+
+
+def test_the_same_sop_instance_uid_with_other_pixels_is_a_conflict_and_the_first_stands(
+        store: WorklistStore) -> None:
+    first = film("S", "S.1", 0.2, patient_key=VICTIM, content_hash="a" * 64)
+    store.add_received([first], {"S.1": [b"sr"]})
+    store.delivery_done(store.due_deliveries(T0 + timedelta(days=1))[0].id)  # delivered
+    other = film("S", "S.1", 0.9, patient_key=VICTIM, content_hash="b" * 64, minutes=1)
+    added = store.add_received([other], {"S.1": [b"another sr under the same uid"]})
+    assert added.conflicts == {"S.1": Conflict.INSTANCE}
+    [entry] = store.entries().entries
+    assert [f.probability for f in entry.films] == [0.2]
+    assert store.due_deliveries(T0 + timedelta(days=1)) == []  # nothing new under the UID
+    # The same pixels again (a PACS retrying) is no conflict.
+    assert store.add_received([first]).conflicts == {}
+
+
+def test_the_same_sop_instance_uid_in_another_study_is_a_conflict(
+        store: WorklistStore) -> None:
+    store.add_received([film("S", "S.1", 0.2, patient_key=VICTIM, content_hash="a" * 64)])
+    moved = film("T", "S.1", 0.2, patient_key=VICTIM, content_hash="a" * 64)
+    assert store.add_received([moved], {"S.1": [b"sr"]}).conflicts == \
+        {"S.1": Conflict.INSTANCE}
+    assert [e.study_instance_uid for e in store.entries().entries] == ["S"]
+
+
+def test_a_study_stored_before_keys_were_kept_takes_the_first_key_it_sees(
+        store: WorklistStore) -> None:
+    store.add_films([film("S", "S.1", 0.2)])  # no key, no hash: stored by older code
+    assert store.add_received([film("S", "S.2", patient_key=VICTIM)]).conflicts == {}
+    assert store.add_received([film("S", "S.3", patient_key=OTHER)]).conflicts == \
+        {"S.3": Conflict.PATIENT}
+    assert store.add_received([film("S", "S.1", 0.2, content_hash="d" * 64)]).conflicts \
+        == {}  # an unhashed film takes the first hash it is sent again with
+    assert store.add_received([film("S", "S.1", 0.2, content_hash="e" * 64)]).conflicts \
+        == {"S.1": Conflict.INSTANCE}

@@ -1,5 +1,6 @@
 """add_films under concurrency and crashes, on SQLite and PostgreSQL: two OS processes
-racing on one SOP Instance UID, and a writer killed with SIGKILL at a random moment."""
+racing on one SOP Instance UID, two replicas racing on conflicting films, and a writer
+killed with SIGKILL at a random moment."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.store import FilmRecord, WorklistStore
 from app.store.models import Film, Study
-from tests.store.factories import film
+from tests.store.factories import T0, film
 from tests.store.writer import FILMS_PER_STUDY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,3 +140,83 @@ def test_add_films_survives_kill_9(url: str) -> None:
         # at most the one being written when killed is stored but not printed
         assert len({uid for uid, *_ in counted if uid.startswith(f"kill{attempt}.")}) in (
             len(printed), len(printed) + 1)
+
+
+# --- study and instance integrity across replicas (issue 27) ---------------------------------
+
+KEY = {"left": "a" * 64, "right": "b" * 64}  # each racer's patient key and pixel hash
+T_LATER = T0.replace(year=2100)  # every queued delivery is due by then
+
+
+def _conflict_round(round_: int, name: str) -> FilmRecord:
+    """Even rounds: a new study, each racer a film of its own patient under its UID. Odd
+    rounds: each racer other pixels under one new SOP Instance UID."""
+    if round_ % 2 == 0:
+        return film(f"who.{round_}", f"who.{round_}.{name}", 0.3, patient_key=KEY[name],
+                    content_hash=KEY[name])
+    return film(f"what.{round_}", f"what.{round_}.1", 0.3, patient_key=KEY["left"],
+                content_hash=KEY[name])
+
+
+def _conflict_racer(url: str, name: str, barrier: multiprocessing.synchronize.Barrier,
+                    results: multiprocessing.Queue) -> None:
+    store = WorklistStore(url)  # a replica: its own engine and connections
+    try:
+        for round_ in range(ROUNDS):
+            record = _conflict_round(round_, name)
+            barrier.wait(timeout=60)
+            added = store.add_received([record], {record.sop_instance_uid: [b"sr"]})
+            conflict = added.conflicts.get(record.sop_instance_uid)
+            results.put((round_, name, None if conflict is None else conflict.value))
+    except BaseException as exc:
+        results.put((-1, name, repr(exc)))
+        barrier.abort()
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_two_replicas_racing_on_conflicting_films_merge_neither(url: str) -> None:
+    """Two replicas, at the same moment, each a film of another patient under one new
+    Study Instance UID, or other pixels under one SOP Instance UID: the database's
+    uniqueness and the study row's lock decide, never a read before a write. One film is
+    the study's (or the instance), the other a conflict, each told so; only the taken
+    one's results are queued."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    racers = [context.Process(target=_conflict_racer, args=(url, name, barrier, results))
+              for name in KEY]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=240)
+    told = [results.get(timeout=5) for _ in range(2 * ROUNDS)]
+    assert [racer.exitcode for racer in racers] == [0, 0], told
+    store = WorklistStore(url)
+    try:
+        with Session(store.engine) as session:
+            studies = {row.study_instance_uid: row for row in session.execute(
+                select(Study.study_instance_uid, Study.patient_key, Study.status,
+                       Study.conflict_of, Study.film_count))}
+            films = {sop: digest for sop, digest in session.execute(
+                select(Film.sop_instance_uid, Film.content_hash))}
+        queued = {d.sop_instance_uid for d in store.due_deliveries(T_LATER, limit=500)}
+    finally:
+        store.close()
+    for round_ in range(ROUNDS):
+        conflicts = {name: kind for r, name, kind in told if r == round_}
+        assert sorted(conflicts.values(), key=str) == sorted(
+            [None, "patient" if round_ % 2 == 0 else "instance"], key=str), conflicts
+        [winner] = [name for name, kind in conflicts.items() if kind is None]
+        [loser] = [name for name, kind in conflicts.items() if kind is not None]
+        winning = _conflict_round(round_, winner)
+        assert winning.sop_instance_uid in queued
+        if round_ % 2 == 0:
+            study = studies[f"who.{round_}"]
+            assert study.patient_key == KEY[winner] and study.film_count == 1
+            [apart] = [s for s in studies.values() if s.conflict_of == f"who.{round_}"]
+            assert apart.status == "conflict" and apart.patient_key == KEY[loser]
+            assert _conflict_round(round_, loser).sop_instance_uid not in queued
+        else:
+            assert films[f"what.{round_}.1"] == KEY[winner]  # the first pixels stand
+            assert queued & {f"what.{round_}.1"} == {f"what.{round_}.1"}

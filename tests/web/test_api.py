@@ -12,6 +12,7 @@ from app.contract.errors import CorruptImageError, NotAnImageError, UnsupportedF
 from app.services.display import percent
 from app.services.saved_model import find_model
 from app.web.errors import describe
+from tests.builders.dicom import unsupported_films
 from tests.builders.images import (
     encode,
     exif_rotated_jpeg,
@@ -202,3 +203,32 @@ def test_predict_batch_of_identical_images_is_deterministic(client):
     probabilities = {model_output(post(client, data).json()) for _ in range(3)}
     assert len(probabilities) == 1
     assert np.isfinite(list(probabilities)[0])
+
+
+# --- unsupported_encoding at every door (issue 27) ------------------------------------------
+
+_NOT_READ = unsupported_films(xray_like(96, 80))
+
+
+@pytest.mark.parametrize("name", sorted(_NOT_READ))
+def test_predict_of_an_intact_film_in_an_encoding_not_read_is_415_naming_it(client, name):
+    response = post(client, _NOT_READ[name], "film.dcm")
+    assert response.status_code == 415
+    body = response.json()
+    assert body["error"] == "unsupported_encoding"
+    assert "damaged" not in body["detail"] and "not read" in body["detail"]
+
+
+def test_batch_and_page_answer_unsupported_encoding_beside_the_films_they_score(client):
+    files = [("files", ("xl.dcm", _NOT_READ["jpeg-xl"], "application/dicom")),
+             ("files", ("film.jpeg", jpeg_bytes(), "image/jpeg"))]
+    batch = client.post("/predict/batch", files=files).json()
+    [refused, scored] = batch["results"]
+    assert refused["error"]["error"] == "unsupported_encoding"
+    assert refused["error"]["status"] == 415 and "JPEG XL" in refused["error"]["detail"]
+    assert scored["error"] is None  # the other file of the batch is read
+    page = client.post("/", files={"files": ("xl.dcm", _NOT_READ["jpeg-xl"],
+                                             "application/dicom")},
+                       headers={"Accept": "text/html"})
+    assert page.status_code == 415
+    assert "JPEG XL" in html.unescape(page.text) and "damaged" not in page.text

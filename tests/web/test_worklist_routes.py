@@ -602,3 +602,19 @@ def test_two_servers_on_one_postgresql_see_each_others_entries_at_once(tmp_path)
                     "status"] == "reported"
             assert http.get(one + "/worklist/entries").json()["total"] == 2
     assert not (tmp_path / "a" / "worklist.db").exists()  # not the embedded database
+
+
+def test_a_conflict_is_listed_apart_with_the_study_uid_it_carried(client):
+    """Films of another patient under a study's UID (issue 27): an entry of status conflict,
+    in the JSON and on the page, its viewer link to the study it named."""
+    uid = new_study_uid()
+    store_of(client).add_received([film(uid, f"{uid}.1", 0.2, patient_key="1" * 64)])
+    store_of(client).add_received([film(uid, f"{uid}.2", 0.9, patient_key="2" * 64)])
+    [entry] = client.get("/worklist/entries", params={"status": "conflict"}).json()["entries"]
+    assert entry["conflict_of"] == uid and entry["study_instance_uid"] != uid
+    assert entry["viewer_url"].endswith(uid)
+    assert [f["sop_instance_uid"] for f in entry["films"]] == [f"{uid}.2"]
+    page = client.get("/worklist", headers={"Accept": "text/html"})
+    assert "Another patient&#39;s films under the Study Instance UID" in page.text \
+        or "Another patient's films under the Study Instance UID" in page.text
+    assert 'pneumonia_worklist_entries{status="conflict"} 1.0' in client.get("/metrics").text

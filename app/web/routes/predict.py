@@ -25,7 +25,9 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     401: "An access token is configured and the request did not carry it",
     404: "?model= names a model this server does not offer (GET /models lists them)",
     413: "File over the byte limit, or image over the pixel limit",
-    415: "Not an image, a format other than JPEG/PNG/DICOM, or an animation",
+    415: "Not an image, a format other than JPEG/PNG/DICOM, an animation, or an intact "
+         "DICOM in an encoding the server does not read (unsupported_encoding: JPEG XL, "
+         "JPEG progressive, float pixel data, ...)",
     422: "No 'file' field in the form, or a DICOM that must not be scored (CT, lateral, an "
          "unusable rescale, compressed pixels without file meta, ...)",
     408: "The upload was sent too slowly",

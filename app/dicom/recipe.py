@@ -1,0 +1,172 @@
+"""What the delivery queue keeps of one film's results until the PACS takes them: a recipe,
+from which app/dicom/results.py builds the SR and the secondary capture (again, identically,
+after a restart or a failed attempt), never the built objects.
+
+A recipe holds the sanitised header (app/dicom/header.py: the identity and the Type 2 study
+and patient elements the results must carry, nothing more of the header), the judgement
+(the model's answer, its operating point and when it was made) and, for a secondary capture,
+the film at display size with its heat map (the pixels the secondary capture shows, no
+others). Encoded as a few length-prefixed parts (`encode`): JSON, the header in the DICOM
+JSON model (so its text needs no character set), and two PNGs.
+
+The results' UIDs and dates are derived from the recipe alone (the source's UIDs, the model,
+its operating point, the time it was made), so that every build of a recipe is the same
+object, byte for byte: the PACS keeps one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import metadata
+
+import numpy as np
+from PIL import Image
+from pydicom import Dataset
+
+from app.contract.triage_score import score_text, triage_score
+from app.services.pipeline import Display, Prediction
+
+MAGIC = b"PTR1"  # a recipe; the queue's rows from before it hold Part 10 instances
+_LENGTH = struct.Struct(">I")
+
+
+@cache
+def software_version() -> str:
+    """The installed app's version (read once)."""
+    try:
+        return metadata.version("pneumonia-triage")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the results say of the film: the model's answer (a Prediction's fields the
+    results show), the time it was made (aware) and the software that made it."""
+
+    probability: float
+    threshold: float
+    flagged: bool
+    reasons: tuple[str, ...]
+    model_name: str
+    model_version: str
+    made_at: datetime
+    software: str
+
+    @classmethod
+    def of(cls, prediction: Prediction, made_at: datetime) -> Judgement:
+        return cls(float(prediction.probability), float(prediction.threshold),
+                   bool(prediction.flagged), tuple(getattr(prediction, "reasons", ())),
+                   prediction.model_name, str(prediction.model_version), made_at,
+                   software_version())
+
+    @property
+    def assessable(self) -> bool:
+        return not self.reasons
+
+    @property
+    def triage_score(self) -> float | None:
+        return triage_score(self.probability, self.threshold) if self.assessable else None
+
+    @property
+    def triage_score_text(self) -> str | None:
+        score = self.triage_score
+        return None if score is None else score_text(score)
+
+    def as_json(self) -> dict:
+        return {"probability": self.probability, "threshold": self.threshold,
+                "flagged": self.flagged, "reasons": list(self.reasons),
+                "model_name": self.model_name, "model_version": self.model_version,
+                "made_at": self.made_at.isoformat(), "software": self.software}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Judgement:
+        return cls(float(data["probability"]), float(data["threshold"]), bool(data["flagged"]),
+                   tuple(data["reasons"]), str(data["model_name"]),
+                   str(data["model_version"]), datetime.fromisoformat(data["made_at"]),
+                   str(data["software"]))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One film's results, unbuilt. `display`: the film ((H, W) uint8, at most 512 px) and
+    its heat map ((h, w) in 0-1, held to 1/255) for the secondary capture; None: SR only."""
+
+    header: Dataset
+    judgement: Judgement
+    display: Display | None = None
+
+    @classmethod
+    def of(cls, header: Dataset, judgement: Judgement, display: Display | None) -> Recipe:
+        """A recipe whose display is already as `decode` will give it back (the heat map in
+        steps of 1/255), so that the results built from it now and after a round trip
+        through the queue are the same."""
+        if display is not None and display.heat is not None:
+            display = Display(display.film, _heat_levels(display.heat).astype(np.float32)
+                              / np.float32(255))
+        # The header as `decode` gives it back too (an empty text value is '' there).
+        return cls(Dataset.from_json(header.to_json_dict()), judgement, display)
+
+    def encode(self) -> bytes:
+        parts = [json.dumps({"judgement": self.judgement.as_json(),
+                             "header": self.header.to_json_dict()}).encode()]
+        if self.display is not None:
+            parts.append(_png(self.display.film))
+            if self.display.heat is not None:
+                parts.append(_png(_heat_levels(self.display.heat)))
+        return MAGIC + b"".join(_LENGTH.pack(len(part)) + part for part in parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Recipe:
+        """Raises ValueError for bytes that are not a recipe."""
+        if not is_recipe(data):
+            raise ValueError("not a results recipe")
+        parts = unpack(data[len(MAGIC):])
+        head = json.loads(parts[0])
+        display = None
+        if len(parts) > 1:
+            heat = _array(parts[2]).astype(np.float32) / np.float32(255) \
+                if len(parts) > 2 else None
+            display = Display(_array(parts[1]), heat)
+        return cls(Dataset.from_json(head["header"]), Judgement.from_json(head["judgement"]),
+                   display)
+
+
+def is_recipe(data: bytes) -> bool:
+    return data[:len(MAGIC)] == MAGIC
+
+
+def unpack(payload: bytes) -> list[bytes]:
+    """Length-prefixed parts (a 4-byte big-endian length before each)."""
+    items, at = [], 0
+    while at < len(payload):
+        (length,) = _LENGTH.unpack_from(payload, at)
+        at += _LENGTH.size
+        if at + length > len(payload):
+            raise ValueError("a part runs past the end")
+        items.append(payload[at:at + length])
+        at += length
+    return items
+
+
+def _heat_levels(heat: np.ndarray) -> np.ndarray:
+    """(h, w) in 0-1 -> (h, w) uint8 in 0-255."""
+    return np.round(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # Level 1: five times faster than the default for a few per cent more bytes; these
+    # are kept for minutes, until the PACS takes the results.
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _array(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("L"))
