@@ -49,3 +49,15 @@ def live_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with running_server(log_path) as url:
         yield url, log_path
+
+
+@pytest.fixture
+def worklist(tmp_path):
+    """An embedded worklist store at the code's schema, in the test's own folder."""
+    from app.store import WorklistStore, upgrade
+
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    upgrade(url)
+    store = WorklistStore(url)
+    yield store
+    store.close()

@@ -28,7 +28,7 @@ from app.dicom.store_adapter import StoreCommit, StoreJobSource
 from app.dicom.stow import StowSession, boundary_of
 from app.services.intake import film_record
 from app.services.observer import Observer
-from app.store import WorklistStore, upgrade
+from app.store import WorklistStore
 from app.web.upload import RelatedParts
 from tests.builders.dicom import study_film
 from tests.builders.images import xray_like
@@ -245,15 +245,6 @@ def test_senders_from_settings():
 
 
 # --- on the worklist store (app/dicom/store_adapter.py) -------------------------------------
-
-
-@pytest.fixture
-def worklist(tmp_path):
-    url = f"sqlite:///{tmp_path / 'worklist.db'}"
-    upgrade(url)
-    store = WorklistStore(url)
-    yield store
-    store.close()
 
 
 def _films_of(store: WorklistStore) -> dict[str, str | None]:

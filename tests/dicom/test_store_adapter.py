@@ -11,7 +11,7 @@ import pytest
 from app.dicom.ingest import ScoringIngest
 from app.dicom.results import ResultBuilder
 from app.dicom.store_adapter import StoreCommit
-from app.store import WorklistStore, upgrade
+from app.store import WorklistStore
 from tests.builders.dicom import study_film
 from tests.builders.images import xray_like
 from tests.dicom.nodes import running_node, stand_in_scorer, store
@@ -19,15 +19,6 @@ from tests.dicom.nodes import running_node, stand_in_scorer, store
 pytestmark = pytest.mark.slow
 
 SECRET = b"install-secret-of-the-tests"
-
-
-@pytest.fixture
-def worklist(tmp_path):
-    url = f"sqlite:///{tmp_path / 'worklist.db'}"
-    upgrade(url)
-    store_ = WorklistStore(url)
-    yield store_
-    store_.close()
 
 
 def _ingest(worklist: WorklistStore, probability: float = 0.9) -> ScoringIngest:
