@@ -36,7 +36,6 @@ prints figures and asserts nothing; traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import errno
 import http.client
 import io
 import socket
@@ -63,6 +62,7 @@ from dicom_attacks import (  # noqa: E402
     ResultsPacs,
     Together,
     big_data_sets,
+    closed,
     pacs_films,
     rejected_flood,
     silent_sockets,
@@ -129,15 +129,6 @@ class Attack:
             thread.join(timeout=30)
 
 
-def _closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
-    except OSError as exc:
-        return exc.errno != errno.EAGAIN
-
-
 def idle_connections(port: int, silent: int = 1000, trickling: int = 100,
                      reopen_after: float = 1.0) -> Attack:
     """`silent` sockets that send nothing and `trickling` that send one header byte every
@@ -156,7 +147,7 @@ def idle_connections(port: int, silent: int = 1000, trickling: int = 100,
             if send:
                 last_byte = now
             for k, (sock, sent) in enumerate(socks):
-                if sock is not None and _closed(sock):
+                if sock is not None and closed(sock):
                     sock.close()
                     sock, closed_at[k] = None, now
                     attack.done += 1
@@ -197,7 +188,7 @@ def trickled_uploads(port: int, uploads: int = 16, rate: float = 17 * 1024) -> A
                              f"\r\n\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; "
                              f"filename=\"x.jpeg\"\r\n\r\n".encode())
                 chunk = int(rate / 10)
-                while attack.running and not _closed(sock):
+                while attack.running and not closed(sock):
                     sock.send(b"\xff" * chunk)
                     time.sleep(0.1)
             except OSError:

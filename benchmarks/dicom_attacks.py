@@ -74,7 +74,8 @@ class Threads:
             thread.join(timeout=60)
 
 
-def _closed(sock: socket.socket) -> bool:
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (a peek that neither blocks nor takes a byte)."""
     try:
         return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
     except BlockingIOError:
@@ -105,7 +106,7 @@ def held_sockets(port: int, count: int, source: str, every: float = 0.0,
             send = every > 0 and now - last >= every
             last = now if send else last
             for k, sock in enumerate(socks):
-                if sock is not None and _closed(sock):
+                if sock is not None and closed(sock):
                     sock.close()
                     sock, closed_at[k] = None, now
                     attack.count("closed by the node")
