@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     offered_models: list[str] | None = None
     # None = the threshold in the model card. An override is reported in every response.
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Ages, [first, last) in years, that this site has validated the default model on
+    # besides its card's intended ages (app/contract/intended_use.py): a DICOM film whose
+    # patient is in either range is ranked. E.g. PNEUMONIA_INTENDED_AGE_YEARS='[0, 18]'.
+    # None = the card's ages only. Recorded in the audit trail at each start.
+    intended_age_years: tuple[float, float] | None = None
 
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     # Decompression-bomb guard, checked from the image header before decoding: 50 MP is far
@@ -189,6 +194,15 @@ class Settings(BaseSettings):
     results_max_pending: int = Field(default=5000, gt=0)
     # --- end of the DICOM node's settings ---
 
+
+    @field_validator("intended_age_years")
+    @classmethod
+    def _ages_are_a_range(cls, ages: tuple[float, float] | None
+                          ) -> tuple[float, float] | None:
+        if ages is not None and not 0 <= ages[0] < ages[1]:
+            raise ValueError("PNEUMONIA_INTENDED_AGE_YEARS must be [first, last) years with "
+                             "0 <= first < last, e.g. [0, 18]")
+        return ages
 
     @field_validator("api_token")
     @classmethod

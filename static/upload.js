@@ -102,6 +102,9 @@
       document.getElementById("heat-film").src = data.heatmap.film;
       document.getElementById("heat-overlay").src = data.heatmap.overlay;
       document.getElementById("heat-note").textContent = data.heatmap.note;
+      const heatWarning = document.getElementById("heat-warning");
+      heatWarning.textContent = data.heatmap.warning || "";
+      heatWarning.hidden = !data.heatmap.warning;
     }
     result.hidden = false;
     error.hidden = true;

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "chest_xray"
 # The settings that decide what a catalog loads: apps that agree on them share one catalog.
 CATALOG_SETTINGS = {"model_dir", "model_name", "model_version", "offered_models", "threshold",
-                    "batch_wait_ms"}
+                    "batch_wait_ms", "intended_age_years"}
 
 
 # The worklist's embedded database of this test session: never the checkout's var/.

@@ -4,6 +4,7 @@
     python -m training assessability --data-dir DIR --out models/pneumonia/2
     python -m training drift-reference --data-dir DIR models/pneumonia/2
     python -m training redraw --from-report models/report.json
+    python -m training robustness --data-dir DIR --models pneumonia/2,pneumonia_compact/1
 
 Flags with no command before them run the experiments, as before there were commands:
 `python -m training --data-dir DIR ...` is `python -m training run --data-dir DIR ...`.
@@ -19,12 +20,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
 
-from training import assessability, drift_reference, redraw, run  # noqa: E402
+from training import assessability, drift_reference, redraw, robustness, run  # noqa: E402
 from training.command import FORMATTER, dispatch, name_of  # noqa: E402
 
 PROG = "python -m training"
 # Each module owns its flags (add_arguments) and its work (main); training/command.py.
-COMMANDS = {name_of(module): module for module in (run, assessability, drift_reference, redraw)}
+COMMANDS = {name_of(module): module
+            for module in (run, assessability, drift_reference, redraw, robustness)}
 DEFAULT_COMMAND = "run"  # what flags with no command before them mean
 
 

@@ -133,15 +133,18 @@ def load_arrays(
     channels: int,
     cache_dir: Path | None = None,
     workers: int = 4,
+    version: str = PREPROCESSING_VERSION,
 ) -> np.ndarray:
-    """Decode every file of `split` to model input, (N, H, W, C) uint8, cached on disk."""
-    cache_file = _cache_path(cache_dir, split, size, channels) if cache_dir else None
+    """Decode every file of `split` to the model input of preprocessing `version` (a model's
+    card's, to feed a model trained before; this code's by default), (N, H, W, C) uint8,
+    cached on disk."""
+    cache_file = _cache_path(cache_dir, split, size, channels, version) if cache_dir else None
     if cache_file is not None and cache_file.exists():
         with np.load(cache_file) as cached:
             return cached["images"]
 
     def load(path: Path) -> np.ndarray:
-        return load_model_input(path.read_bytes(), size, channels)
+        return load_model_input(path.read_bytes(), size, channels, version=version)
 
     # Pillow releases the GIL while decoding, so threads use both cores.
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -156,10 +159,12 @@ def load_arrays(
     return array
 
 
-def _cache_path(cache_dir: Path, split: Split, size: tuple[int, int], channels: int) -> Path:
-    """A cache key that changes with the files, their sizes, the input shape and the code."""
+def _cache_path(cache_dir: Path, split: Split, size: tuple[int, int], channels: int,
+                version: str) -> Path:
+    """A cache key that changes with the files, their sizes, the input shape and the
+    preprocessing version (3 crops borders: a version 2 cache is not its input)."""
     digest = hashlib.sha256()
-    digest.update(f"{PREPROCESSING_VERSION}|{size}|{channels}".encode())
+    digest.update(f"{version}|{size}|{channels}".encode())
     for path in split.paths:
         digest.update(f"|{path.resolve()}|{path.stat().st_size}".encode())
     return Path(cache_dir) / f"images-{digest.hexdigest()[:16]}.npz"

@@ -48,7 +48,8 @@ def write_reference(version_dir: Path, data_dir: Path, cache_dir: Path | None) -
     if validation.counts() != card.data.counts["validation"]:
         raise SystemExit(f"{version_dir}: the validation split {validation.counts()} is not "
                          f"the card's {card.data.counts['validation']}")
-    images = load_arrays(validation, card.input_size, card.channels, cache_dir)
+    images = load_arrays(validation, card.input_size, card.channels, cache_dir,
+                         version=card.input.preprocessing_version)
     scores = served_probabilities(version_dir, card, images)
     expected = card.metrics["validation"].roc_auc
     found = _roc_auc(validation.labels, scores)

@@ -203,6 +203,8 @@ FULL_PROTOCOL_DIFFERENCES = {
 EXPORTED_EXPERIMENT = 5
 # What each exported experiment is called in the models folder (each has its own versions).
 EXPORT_NAMES = {EXPORTED_EXPERIMENT: defaults.MODEL_NAME, 8: defaults.COMPACT_MODEL_NAME}
+# The served models, which `--protocol real-films` retrains (training/real_films.py).
+REAL_FILM_NUMBERS = tuple(EXPORT_NAMES)
 
 
 def parse_selection(text: str, allowed: tuple[int, ...] = STUDY_NUMBERS) -> list[int]:

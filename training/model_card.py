@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import keras
 
-from app.contract.card import CLASS_NAMES, SIGNATURE, ModelCard
+from app.contract.card import CLASS_NAMES, SIGNATURE, IntendedPopulation, ModelCard
 from app.contract.guard import GUARD_FILE
 from app.contract.preprocessing import PREPROCESSING_VERSION, RESAMPLING
 from training.augment import DESCRIPTIONS
@@ -24,6 +24,15 @@ DISCLAIMER = "Prioritisation aid, not a diagnosis."
 INTENDED_USE = ("Prioritisation aid for pediatric chest X-rays (ages 1-5, Guangzhou cohort): "
                 "orders a worklist so that likely pneumonia is read first. Not a diagnosis; "
                 "every image is still read by a clinician.")
+# Who the films were: the Kermany cohort, as its paper describes it. "One to five years old"
+# in completed years is from the first birthday up to the sixth: [1, 6) (the gate's rule,
+# app/contract/intended_use.py). Its films are frontal; the app takes AP and PA as frontal.
+INTENDED_POPULATION = IntendedPopulation(
+    age_years=(1.0, 6.0), projections=("AP", "PA"), body_part="CHEST", modalities=("CR", "DX"),
+    pixel_intent="FOR PRESENTATION",
+    source="Kermany et al., Cell 172(5), 2018: frontal chest X-rays of pediatric patients one "
+           "to five years old (Guangzhou Women and Children's Medical Center); ages 1 to 5 "
+           "read as from the first birthday up to the sixth")
 LIMITS = [
     "Trained and tested on one hospital's pediatric anterior-posterior films; adult, "
     "lateral or other-site images are out of distribution.",
@@ -58,7 +67,7 @@ def build_card(config: RunConfig, name: str, version: int, entry: dict, model: k
         version=version,
         description=(f"Model {experiment.number} of the original study: "
                      if of_study else f"Model {experiment.number}, beyond the original study: ")
-                    + experiment.description,
+                    + entry["description"],
         created=datetime.now(UTC).replace(microsecond=0),
         code_version=config.code_version,
         format="TensorFlow SavedModel",
@@ -78,10 +87,12 @@ def build_card(config: RunConfig, name: str, version: int, entry: dict, model: k
         metrics={part: binary_metrics(labels, trust.calibrated[part], op["threshold"])
                  for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))},
         training={**entry["recipe"], "protocol": protocol, "experiment": experiment.number,
-                  "augmentation": DESCRIPTIONS[experiment.augmentation], "seed": entry["seed"],
+                  "augmentation": DESCRIPTIONS[entry.get("augmentation", experiment.augmentation)],
+                  "seed": entry["seed"],
                   "parameters": entry["parameters"], "train_seconds": entry["train_seconds"]},
         data=dataset_info(parts, config.val_fraction, config.seed, config.limit_per_class),
         intended_use=INTENDED_USE,
+        intended_population=INTENDED_POPULATION,
         disclaimer=DISCLAIMER,
         limitations=LIMITS,
         operating_point=op,

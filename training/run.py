@@ -3,6 +3,7 @@
     python -m training run --data-dir DIR --experiments all --out models
     python -m training run --protocol study --data-dir DIR --out models
     python -m training run --protocol stronger --data-dir DIR --out models
+    python -m training run --protocol real-films --data-dir DIR --out models
 
 Flags with no command before them are this command, as before there were commands:
 `python -m training --data-dir DIR ...` (the Makefile's form) is `python -m training run
@@ -13,7 +14,9 @@ model 5 as a SavedModel with its model card. --protocol study runs the study as 
 did, over several seeds, plus an ablation from it to the full-data protocol; it adds to
 report.json and exports nothing. --protocol stronger trains the models beyond the study (8
 on) over several seeds, adds them to report.json and exports the best on validation beside
-model 5.
+model 5. --protocol real-films retrains the served models 5 and 8 on augmentations that draw
+what real films carry (text, markers, tubes, borders, ...; training/real_films.py) and exports
+each as a new version.
 """
 
 from __future__ import annotations
@@ -23,20 +26,29 @@ import os
 from pathlib import Path
 
 from training import defaults
-from training.experiments import EXPORT_NAMES, NEW_NUMBERS, STUDY_NUMBERS, parse_selection
+from training.experiments import (
+    EXPORT_NAMES,
+    NEW_NUMBERS,
+    REAL_FILM_NUMBERS,
+    STUDY_NUMBERS,
+    parse_selection,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `python -m training run`."""
-    parser.add_argument("--protocol", choices=("full", "study", "stronger"), default="full",
+    parser.add_argument("--protocol", choices=("full", "study", "stronger", "real-films"),
+                        default="full",
                         help="full: all of train/ with a validation split (default); "
-                             "study: the original study's protocol; stronger: models 8 on")
+                             "study: the original study's protocol; stronger: models 8 on; "
+                             "real-films: the served models 5 and 8 retrained on real-film "
+                             "augmentations")
     parser.add_argument("--data-dir", type=Path,
                         default=os.environ.get("PNEUMONIA_DATA_DIR"),
                         help="folder with train/ and test/ (default: $PNEUMONIA_DATA_DIR)")
     parser.add_argument("--experiments", default="all",
-                        help="'all' (1-7; stronger: 8 on), or numbers such as '5' or '1,5' "
-                             "or '3-7'")
+                        help="'all' (1-7; stronger: 8 on; real-films: 5 and 8), or numbers "
+                             "such as '5' or '1,5' or '3-7'")
     parser.add_argument("--out", type=Path, default=Path("models"),
                         help="where report.json, figures/ and the exported model go")
     parser.add_argument("--max-epochs", type=int, default=None,
@@ -72,7 +84,8 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     """Resolve and check what the flags cannot check alone: the experiment numbers and
     seeds for the protocol, and a --model-version that would overwrite a served model;
     `parser.error` (exit 2) for what is wrong."""
-    allowed = NEW_NUMBERS if args.protocol == "stronger" else STUDY_NUMBERS
+    allowed = {"stronger": NEW_NUMBERS, "real-films": REAL_FILM_NUMBERS}.get(args.protocol,
+                                                                           STUDY_NUMBERS)
     try:
         args.experiments = parse_selection(args.experiments, allowed)
     except ValueError as exc:
@@ -110,6 +123,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _study(args, command)
     if args.protocol == "stronger":
         return _stronger(args, command)
+    if args.protocol == "real-films":
+        from training.real_films import run_real_films  # imports Keras
+
+        run_real_films(_run_config(args, command), log=lambda line: print(line, flush=True))
+        return 0
     from training.full import run_full  # imports Keras: after argument errors
 
     run_full(_run_config(args, command), log=lambda line: print(line, flush=True))

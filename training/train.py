@@ -23,9 +23,10 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from training.augment import random_affine, random_xray
+from training.augment import RealFilmAugmentation, random_affine, random_xray
 from training.data import Arrays
 from training.experiments import EarlyStopping, Experiment
+from training.films import FilmBatches
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -142,8 +143,14 @@ def train_experiment(
     epochs: int | None = None,
     log: Callable[[str], None] = print,
     recipe: Recipe = FULL_RECIPE,
+    films: np.ndarray | None = None,
 ) -> TrainedModel:
-    """Build, compile and fit one experiment; logs one line per epoch."""
+    """Build, compile and fit one experiment; logs one line per epoch.
+
+    An experiment with the "real_films" augmentation trains on `films`, the fit part's
+    (N, H, W) uint8 films at their own resolution (training/films.py), in `data.y_fit`'s
+    order: each is augmented there and prepared as the app prepares it; `data.x_fit` then
+    only gives the input shape. ValueError without them."""
     keras.utils.set_random_seed(seed)  # weights, dropout
     epochs = epochs or experiment.epochs
     model = experiment.build(data.x_fit.shape[1:], rescale=recipe.rescale)
@@ -152,10 +159,7 @@ def train_experiment(
     auc = [keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, name="auc")] if selecting else []
     model.compile(optimizer=_optimizer(experiment), loss="binary_crossentropy",
                   metrics=["accuracy", *auc])
-    augment = random_xray if experiment.augmentation == "xray" else random_affine
-    once = None if recipe.fresh_augmentation else augment(data.x_fit, np.random.default_rng(seed))
-    batches = AugmentedBatches(data.x_fit, data.y_fit, experiment.batch_size, augment, seed,
-                               once)
+    batches = _batches(experiment, recipe, data, seed, films)
     tag = f"[{experiment.number} {experiment.name}]"
     callbacks = selection_callbacks(experiment.early_stopping) if selecting else []
     start = time.perf_counter()
@@ -173,8 +177,25 @@ def train_experiment(
     return TrainedModel(experiment=experiment, model=model,
                         history={k: [float(v) for v in values] for k, values in history.items()},
                         epochs=trained_epochs, seconds=seconds,
-                        images_seen=trained_epochs * len(data.y_fit), augmented_once=once,
+                        images_seen=trained_epochs * len(data.y_fit),
+                        augmented_once=batches.once,
                         best_epoch=best_epoch)
+
+
+def _batches(experiment: Experiment, recipe: Recipe, data: Arrays, seed: int,
+             films: np.ndarray | None) -> keras.utils.PyDataset:
+    """The training batches of `experiment`'s augmentation."""
+    if experiment.augmentation == "real_films":
+        if films is None or len(films) != len(data.y_fit):
+            raise ValueError("the real_films augmentation needs the fit part's films")
+        height, width, channels = data.x_fit.shape[1:]
+        # Two threads: drawing and cropping a 224 px film costs about 6 ms, a whole epoch
+        # of them more than model 5's training step does.
+        return FilmBatches(films, data.y_fit, experiment.batch_size, RealFilmAugmentation(),
+                           (height, width), channels, seed, workers=2)
+    augment = random_xray if experiment.augmentation == "xray" else random_affine
+    once = None if recipe.fresh_augmentation else augment(data.x_fit, np.random.default_rng(seed))
+    return AugmentedBatches(data.x_fit, data.y_fit, experiment.batch_size, augment, seed, once)
 
 
 def _optimizer(experiment: Experiment) -> keras.optimizers.Optimizer | str:

@@ -5,8 +5,13 @@ doubt is a short, stable reason code (part of the API, the CSV and the page):
 
 - `inverted`: the film looks like a negative (bone dark, lungs bright): the detector below.
 - `rotated`: the film looks sideways or upside down (90, 180 or 270 degrees): the detector.
-- `not_chest`: DICOM Body Part Examined (0018,0015) names another part of the body.
+- `not_chest`: DICOM Body Part Examined (0018,0015) names another part of the body than the
+  chest alone (CHESTABDOMEN, a babygram, too).
 - `not_frontal`: DICOM View Position (0018,5101) is oblique, decubitus, or several views.
+- `outside_intended_age`, `not_chest_radiograph`, `not_for_presentation`: the DICOM header
+  says the film is outside the population on the model card (intended_use.py): the
+  patient's age, a SOP class that is not a chest radiograph's (mammography, intra-oral,
+  ...), raw detector pixels ("For Processing").
 - `unlike_training`: the input guard (guard.py): coloured, far from a chest film's shape, or
   far from the training films' distribution. The model's output means nothing there either,
   so this alone makes a film not assessable (about 1% of in-distribution films: the guard's
@@ -44,12 +49,18 @@ REASONS: dict[str, str] = {
                 "trained on positive films only.",
     "rotated": "The film looks rotated (sideways or upside down); the model was trained on "
                "upright films only.",
-    "not_chest": "The film is not of the chest.",
+    "not_chest": "The film is not of the chest alone.",
     "not_frontal": "The film is not a frontal (AP/PA) view.",
     "unlike_training": "The film looks unlike the chest films the model was trained on.",
     "too_small": "The image is too small to read.",
     "no_contrast": "The film shows (almost) no grey levels: it is blank, or a window clipped "
                    "it to black and white.",
+    "outside_intended_age": "The patient's age is outside the ages the model was validated "
+                            "on.",
+    "not_chest_radiograph": "The DICOM class is not a chest radiograph's (mammography, "
+                            "intra-oral, ...); the model was validated on chest radiographs.",
+    "not_for_presentation": "The film holds raw detector pixels (For Processing), not an image "
+                            "processed for viewing.",
 }
 LOOK = "needs a human look"  # the group and label of films that are not assessable
 NOT_ASSESSABLE = "the model cannot judge these films, so it gives them no label."

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.contract.preprocessing import PREPROCESSING_VERSION, SERVES_PREPROCESSING_VERSIONS
+from app.contract.robustness import RobustnessInfo
 
 CARD_FILE = "model_card.json"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label; the model outputs P(PNEUMONIA)
@@ -181,6 +182,39 @@ class DataInfo(_Strict):
     subset_per_class: int | None
 
 
+class IntendedPopulation(_Strict):
+    """The films the model was validated on, as a DICOM header states them. The app's
+    intended-use gate (app/contract/intended_use.py) holds every DICOM film to it: a film
+    whose header says otherwise is not ranked but needs a human look, with a reason code.
+
+    `age_years` is [first, last): a patient is in it when first <= age < last, the age in
+    years as a fraction (Patient's Age, 0010,1010, or from Patient's Birth Date to the Study
+    Date). "Ages 1 to 5" in completed years is (1, 6): from the first birthday up to, not
+    including, the sixth. None: the card states no age range (a card written before this
+    field; no age is then checked unless the site sets one)."""
+
+    age_years: tuple[float, float] | None = Field(
+        default=None, description="[first, last) in years: first <= age < last")
+    # View Position (0018,5101) terms, PS3.3 C.8.11.5: which frontal views it was shown.
+    projections: tuple[str, ...] = Field(default=("AP", "PA"), min_length=1)
+    # Body Part Examined (0018,0015), a defined term of PS3.16 Annex L (CID 4031): the chest
+    # alone (CHESTABDOMEN, a babygram, is another part).
+    body_part: Literal["CHEST"] = "CHEST"
+    # Modality (0008,0060) of the projection radiographs it was shown; their SOP classes
+    # (PS3.4 B.5) are the ones the gate takes, beside secondary captures (scanned films).
+    modalities: tuple[Literal["CR", "DX"], ...] = Field(default=("CR", "DX"), min_length=1)
+    # Presentation Intent Type (0008,0068), PS3.3 C.8.11.1.1.1: processed for viewing.
+    pixel_intent: Literal["FOR PRESENTATION"] = "FOR PRESENTATION"
+    source: str = Field(default="", description="where these facts come from")
+
+    @model_validator(mode="after")
+    def _ages_are_a_range(self) -> IntendedPopulation:
+        if self.age_years is not None and not 0 <= self.age_years[0] < self.age_years[1]:
+            raise ValueError(f"age_years {list(self.age_years)} is not [first, last) with "
+                             "0 <= first < last")
+        return self
+
+
 class ModelCard(_Strict):
     name: str = Field(min_length=1)
     version: int = Field(gt=0)
@@ -199,6 +233,9 @@ class ModelCard(_Strict):
     training: TrainingInfo
     data: DataInfo
     intended_use: str
+    # A card written before it states no population: read as a chest radiograph model of
+    # unstated ages (every check of the gate but the age applies).
+    intended_population: IntendedPopulation = Field(default_factory=IntendedPopulation)
     disclaimer: str = Field(min_length=1, description="shown with every result")
     limitations: list[str]
     # Trust features; a card written before they existed has none of them.
@@ -207,6 +244,7 @@ class ModelCard(_Strict):
     explanation: Explanation | None = None
     input_guard: GuardInfo | None = None
     assessability: AssessabilityInfo | None = None
+    robustness: RobustnessInfo | None = None  # robustness.json beside it (issue 28)
 
     @model_validator(mode="after")
     def _positive_class_is_a_class(self) -> ModelCard:

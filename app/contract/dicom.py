@@ -13,8 +13,11 @@ are equal are grey films and are read as such, truly coloured ones are refused.
 Only single-frame projection radiographs are scored. What drove each decision is returned
 (`DicomInfo`) so a person can see why a file was taken, refused or marked not assessable:
 View Position (only AP and PA are frontal; lateral is refused; oblique, decubitus and several
-views are `not_frontal`) and Body Part Examined (`not_chest`). Patient identity (name, ID,
-birth date, accession number, ...) is never read into anything returned.
+views are `not_frontal`). The facts the intended-use gate (intended_use.py) holds against the
+model card's population are read here too: Body Part Examined, SOP Class UID, Presentation
+Intent Type and the patient's age in years. Patient identity (name, ID, birth date,
+accession number, ...) is never read into anything returned: the age from the Patient's
+Birth Date is computed here, on the fly, and only the age in years is kept.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from app.contract.dicom_age import age_of
 from app.contract.dicom_display import display
 from app.contract.dicom_frames import check_frame
 from app.contract.errors import (
@@ -65,7 +69,6 @@ LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LEFT LATERAL", "RIGHT LATERAL") 
 NOT_FRONTAL_VIEWS = ("RLD", "LLD", "RLO", "LLO", "LATERAL DECUBITUS", "DECUBITUS",
                      "LEFT LATERAL DECUBITUS", "RIGHT LATERAL DECUBITUS", "OBLIQUE", "LAO",
                      "RAO", "LPO", "RPO", "LEFT OBLIQUE", "RIGHT OBLIQUE")
-_CHEST_WORDS = ("CHEST", "THORAX", "LUNG")  # CHEST, CHESTABDOMEN, "PORTABLE CHEST", ...
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 GREY_TOLERANCE = 2.0  # mean channel difference (0-255) under which a colour film is grey
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
@@ -108,6 +111,12 @@ class DicomInfo:
     window: str  # "VOI LUT", "window 40/400", "data range 300 to 3000", "as stored (colour)"
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reasons: tuple[str, ...] = field(default_factory=tuple)  # not assessable: why
+    # What the intended-use gate reads (app/contract/intended_use.py). The age in years
+    # (a fraction), and what it came from (the tag names, never the dates); None: unknown.
+    age_years: float | None = None
+    age_from: str | None = None
+    sop_class: str | None = None  # SOP Class UID (0008,0016)
+    presentation_intent: str | None = None  # Presentation Intent Type (0008,0068), upper
 
 
 def looks_like_dicom(data: bytes) -> bool:
@@ -151,10 +160,7 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     modality = str(ds.get("Modality", "") or "").upper()
     warnings = _check_modality(ds, modality)
     view, reasons = _view(ds, warnings)
-    body_part = _text(ds, "BodyPartExamined")
-    if body_part is not None and not any(w in body_part.upper() for w in _CHEST_WORDS):
-        reasons.append("not_chest")
-        warnings.append(f"Body Part Examined (0018,0015) is {body_part}: not the chest.")
+    body_part = _text(ds, "BodyPartExamined")  # held to the card by the intended-use gate
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if max_pixels is not None and rows * columns > max_pixels:
         raise TooManyPixelsError(rows * columns, max_pixels)
@@ -184,12 +190,15 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     else:
         raise DicomNotScoredError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
                                 f"{photometric}: only grayscale radiographs are scored.")
+    age_years, age_from = age_of(ds)
     info = DicomInfo(
         modality=modality or "(absent)", view_position=view, body_part=body_part,
         study_date=_text(ds, "StudyDate"), photometric=photometric,
         transfer_syntax=str(syntax.name) + (" (no file meta)" if bare else ""),
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))), window=window,
-        warnings=tuple(warnings), reasons=tuple(dict.fromkeys(reasons)))
+        warnings=tuple(warnings), reasons=tuple(dict.fromkeys(reasons)),
+        age_years=age_years, age_from=age_from, sop_class=_text(ds, "SOPClassUID"),
+        presentation_intent=(_text(ds, "PresentationIntentType") or "").upper() or None)
     return pixels, info
 
 

@@ -10,7 +10,9 @@ errors to answers, not a list of third-party exception types to keep up to date.
 
 Two steps, kept apart so that other decoders (DICOM) can feed the second one:
   decode(bytes)        -> DecodedImage: an 8-bit grayscale (H, W) or RGB (H, W, 3) array
-  to_model_input(arr)  -> (size, size, channels) uint8, raw 0-255; scaling is a model layer
+  to_model_input(arr)  -> (size, size, channels) uint8, raw 0-255; scaling is a model layer.
+                          Its film is `model_film(arr, version)`: from version 3 without its
+                          uniform borders (app/contract/borders.py), as the model's card says.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from app.contract.borders import Box, crop_borders
 from app.contract.dicom import DicomInfo, looks_like_dicom, read_dicom
 from app.contract.errors import (
     CorruptImageError,
@@ -56,13 +59,22 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # how their files begin
 #    1's input. Half size, not 1/4 or 1/8: libjpeg's 1/4 and 1/8 scaling moved model 5's
 #    probability by 0.014 on a 2482x2570 original, half size by 0.001; and the time goes
 #    to entropy decoding, which no scaling avoids.
-PREPROCESSING_VERSION = "2"
-# Versions whose models this module serves: a model trained under version 1 saw the same
-# inputs, and on large films version 2 stays within 0.01 of version 1's probability
-# (tests/contract/test_reduced_decode.py, on the test split and full-size originals).
-SERVES_PREPROCESSING_VERSIONS = ("1", "2")
-RESAMPLING = ("bilinear, antialiased (Pillow), aspect ratio not preserved; films at least "
-              "eight times the input size first decoded at half size")
+# 3: uniform borders (black, white or flat grey strips along whole sides: a crop, a
+#    scanner's or a detector's edge, a collimator's frame) are cropped from the decoded film
+#    before the resize (app/contract/borders.py). A black edge of 2-4% of the width moved
+#    a pneumonia test film from 0.86 to 0.36-0.53 (issue 28). Decoding is unchanged.
+PREPROCESSING_VERSION = "3"
+# Versions whose models this module serves, each given its own version's input: the crop
+# only for version 3 (`model_film`, by the card's input.preprocessing_version), so models
+# of versions 1 and 2 get exactly the input they had. Version 2 gives films of the training
+# images' size version 1's input, and on large films stays within 0.01 of version 1's
+# probability (tests/contract/test_reduced_decode.py, on the test split and full-size
+# originals), so models of version 1 are given version 2's input.
+SERVES_PREPROCESSING_VERSIONS = ("1", "2", "3")
+CROPS_BORDERS_FROM = 3  # the first version whose models see films without their borders
+RESAMPLING = ("uniform borders cropped, then bilinear, antialiased (Pillow), aspect ratio not "
+              "preserved; films at least eight times the input size first decoded at half "
+              "size")
 # A film is halved only if the half still has this many pixels per model input pixel on
 # each side, so the final antialiased resize averages over many pixels of the film.
 REDUCE_MARGIN = 4
@@ -334,18 +346,51 @@ def _palette_is_gray(img: Image.Image) -> bool:
     return bool(np.all(triples[:, 0] == triples[:, 1]) and np.all(triples[:, 1] == triples[:, 2]))
 
 
-def to_model_input(pixels: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
-    """(H, W) or (H, W, 3) uint8 -> (height, width, channels) uint8 for the model.
+def crops_borders(version: str) -> bool:
+    """Whether a model of preprocessing `version` (its card's input.preprocessing_version)
+    sees films without their uniform borders. Raises ValueError for a version this module
+    does not serve (app/contract/card.py refuses such a card before any film)."""
+    if version not in SERVES_PREPROCESSING_VERSIONS:
+        raise ValueError(f"preprocessing version {version!r} is not one of "
+                         f"{SERVES_PREPROCESSING_VERSIONS}")
+    return int(version) >= CROPS_BORDERS_FROM
+
+
+def model_film(pixels: np.ndarray, version: str = PREPROCESSING_VERSION
+               ) -> tuple[np.ndarray, Box]:
+    """The part of a decoded (H, W) or (H, W, 3) uint8 film that a model of preprocessing
+    `version` sees, and where it lies: from version 3 the film without its uniform borders
+    (app/contract/borders.py; a view, not a copy), before it the whole film and
+    Box(0, 0, H, W). What the app shows beside a heatmap, which is drawn on this film."""
+    if crops_borders(version):
+        return crop_borders(pixels)
+    return pixels, Box(0, 0, pixels.shape[0], pixels.shape[1])
+
+
+def to_model_input(pixels: np.ndarray, size: tuple[int, int], channels: int,
+                   version: str = PREPROCESSING_VERSION) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 decoded film -> (height, width, channels) uint8 model input
+    for a model of preprocessing `version` (its card's; this code's by default): its
+    `model_film` resized. Training calls it on every film, augmented ones included, and the
+    app on every upload, so both give a model the same input.
 
     `size` is (height, width) as the model card states it. Pillow's bilinear resize widens its
     kernel when shrinking (antialiasing), so a 2500 px original and the dataset's 224 px copy
-    of it land on nearly the same 64x64 input.
+    of it land on nearly the same 64x64 input. Raises ValueError for `channels` other than 1
+    or 3 and for a version not served.
     """
+    return resize_to_input(model_film(pixels, version)[0], size, channels)
+
+
+def resize_to_input(film: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """The resize step of `to_model_input` alone, for a caller that already holds the
+    `model_film` (the app's film step, which also shows it): (H, W) or (H, W, 3) uint8 ->
+    (height, width, channels) uint8. Raises ValueError for `channels` other than 1 or 3."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     height, width = size
-    gray = pixels.ndim == 2
-    img = Image.fromarray(pixels, mode="L" if gray else "RGB")
+    gray = film.ndim == 2
+    img = Image.fromarray(np.ascontiguousarray(film), mode="L" if gray else "RGB")
     if channels == 1 and not gray:
         img = img.convert("L")
     img = img.resize((width, height), Image.Resampling.BILINEAR)
@@ -357,11 +402,13 @@ def to_model_input(pixels: np.ndarray, size: tuple[int, int], channels: int) -> 
     return arr
 
 
-def load_model_input(
-    data: bytes, size: tuple[int, int], channels: int, max_pixels: int | None = None
-) -> np.ndarray:
-    """Bytes straight to model input; what training uses for every file on disk."""
-    return to_model_input(decode(data, max_pixels, target=size).pixels, size, channels)
+def load_model_input(data: bytes, size: tuple[int, int], channels: int,
+                     max_pixels: int | None = None,
+                     version: str = PREPROCESSING_VERSION) -> np.ndarray:
+    """Bytes straight to the model input of a model of preprocessing `version`; what
+    training uses for every file on disk. Raises ImageError subclasses for the bytes."""
+    return to_model_input(decode(data, max_pixels, target=size).pixels, size, channels,
+                          version)
 
 
 # Other formats, by their first bytes: refused without a decode (precheck).

@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from app.contract.card import Calibration, DataInfo, GuardInfo, Metrics, OperatingPoint
+from app.contract.robustness import RULE, ModelRobustness
 
 REPORT_FILE = "report.json"
 
@@ -330,6 +331,56 @@ class StrongerSection(_Strict):
     wall_seconds: float = Field(ge=0)
 
 
+class VersionFigures(_Strict):
+    """One exported version at its own operating point (chosen on validation): validation
+    ROC AUC, and the test split's figures at that threshold."""
+
+    name: str
+    version: int = Field(gt=0)
+    threshold: float = Field(ge=0, le=1)
+    validation_roc_auc: float | None
+    test: OperatingMetrics
+
+
+class RetrainedModel(_Strict):
+    """A served model retrained on real-film augmentations, beside the version it follows."""
+
+    number: int
+    description: str
+    augmentation: str
+    preprocessing_version: str
+    train_seconds: float = Field(ge=0)
+    best_epoch: int | None
+    previous: VersionFigures | None  # the newest version before this run
+    retrained: VersionFigures
+
+
+class RealFilmSection(_Strict):
+    """`--protocol real-films`: models 5 and 8 retrained on augmentations that draw what
+    real films carry (training/augment.py), with the border crop of preprocessing 3."""
+
+    created: Created
+    command: str
+    code_version: str
+    seed: int
+    probabilities: dict[str, float]  # each augmentation family's chance per film
+    models: list[RetrainedModel]
+    wall_seconds: float = Field(ge=0)
+
+
+class RobustnessSection(_Strict):
+    """`python -m training robustness`: every measured model's table of perturbation
+    families (app/contract/robustness.py), old and new side by side; a model measured again
+    replaces its own entry and keeps the others'."""
+
+    created: Created
+    command: str
+    code_version: str
+    rule: str = RULE
+    models: list[ModelRobustness]
+    wall_seconds: float = Field(ge=0)
+
+
 # --- the report -------------------------------------------------------------------------------
 
 # What the full-data run always writes; `exported_model` and `trust` only when it exported.
@@ -362,6 +413,8 @@ class Report(_Strict):
     study_protocol: StudySection | None = None
     ablation: AblationSection | None = None
     stronger_models: StrongerSection | None = None
+    real_film_models: RealFilmSection | None = None
+    robustness: RobustnessSection | None = None
 
     @model_validator(mode="after")
     def _full_run_is_whole(self) -> Report:

@@ -28,7 +28,13 @@ from pydicom import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, UID_dictionary
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import (
+    BreastProjectionXRayImageStorageForPresentation,
+    BreastProjectionXRayImageStorageForProcessing,
     ComputedRadiographyImageStorage,
+    DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
@@ -38,12 +44,22 @@ from app.contract.dicom import DECODED_TRANSFER_SYNTAXES
 from app.dicom.results import MANUFACTURER  # how the node marks its results
 from app.services.observer import IGNORED_KINDS
 
-# Projection radiographs, and scanned films (secondary capture): what the model scores.
+# Projection radiographs, and scanned films (secondary capture): what the model scores;
+# and the projection X-ray classes of other parts (PS3.4 B.5: mammography, breast
+# projection, intra-oral), so that a film sent under one (a mammography class labelled DX)
+# is listed as needing a human look (app/contract/intended_use.py: not_chest_radiograph),
+# never silently ignored. "For Processing" ones come out not_for_presentation.
 SCORED_CLASSES: tuple[UID, ...] = (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
     SecondaryCaptureImageStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+    DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing,
+    BreastProjectionXRayImageStorageForPresentation,
+    BreastProjectionXRayImageStorageForProcessing,
 )
 # Every storage SOP class pynetdicom knows (170, PS3.4 Annex B and the retired ones).
 STORAGE_CLASSES: tuple[UID, ...] = tuple(

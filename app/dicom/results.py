@@ -99,11 +99,19 @@ def triage_text(prediction: Prediction | Judgement) -> str:
     return decision(_judged(prediction), prediction.flagged).text
 
 
+# Code Values are SH, at most 16 characters (PS3.5 6.2): the reasons whose names are longer
+# get a short code of their own rather than a cut one ("NOT_FOR_PRESENTA").
+SHORT_CODES = {"outside_intended_age": "OUTSIDE_AGE", "not_chest_radiograph": "NOT_CHEST_CLASS",
+               "not_for_presentation": "FOR_PROCESSING"}
+
+
 def reason_code(reason: str) -> hd.sr.CodedConcept:
     """An assessability reason (app/contract/assessability.py) as a private code: its code
-    in capitals (SH, at most 16), its first sentence as the meaning (LO, at most 64)."""
+    in capitals (SH, at most 16: SHORT_CODES for longer names), its first sentence as the
+    meaning (LO, at most 64)."""
     meaning = REASONS.get(reason, reason.replace("_", " ")).split(";")[0].split(" (")[0]
-    return hd.sr.CodedConcept(reason.upper()[:16], TRIAGE_SCHEME, meaning.rstrip(".")[:64])
+    code = SHORT_CODES.get(reason, reason.upper()[:16])
+    return hd.sr.CodedConcept(code, TRIAGE_SCHEME, meaning.rstrip(".")[:64])
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,8 @@ def burn_in(display: Display, prediction: Prediction | Judgement) -> np.ndarray:
         scale = _MIN_WIDTH / image.width
         image = image.resize((_MIN_WIDTH, round(image.height * scale)),
                              Image.Resampling.BILINEAR)
-    lines = _lines(prediction, heatmap=display.heat is not None)
+    lines = _lines(prediction, heatmap=display.heat is not None,
+                   heat_warning=display.heat_warning)
     size = max(12, image.width // 36)
     font = ImageFont.load_default(size=size)
     band = (len(lines) + 1) * int(size * 1.3)
@@ -280,8 +289,8 @@ def burn_in(display: Display, prediction: Prediction | Judgement) -> np.ndarray:
 _MIN_WIDTH = 768
 
 
-def _lines(prediction: Prediction | Judgement,
-           heatmap: bool = False) -> list[tuple[str, str]]:
+def _lines(prediction: Prediction | Judgement, heatmap: bool = False,
+           heat_warning: str | None = None) -> list[tuple[str, str]]:
     outcome = triage_text(prediction)
     colour = {FLAGGED: "#ffb000", NOT_FLAGGED: "white", NEEDS_REVIEW: "#7fd0ff"}[outcome]
     lines = [(f"AI triage for pneumonia: {outcome}", colour),
@@ -290,6 +299,9 @@ def _lines(prediction: Prediction | Judgement,
              (DISCLAIMER, "white")]
     if heatmap:
         lines.append(("Heatmap: the regions that moved the score most.", "white"))
+    if heat_warning:  # a map mostly outside the body says so (app/contract/body.py)
+        first, _, rest = heat_warning.partition(": ")  # two lines: the band's width
+        lines += [(f"{first}:", "#ffb000"), (rest, "#ffb000")]
     return lines
 
 

@@ -35,6 +35,8 @@ class ModelCatalog:
         self.report: dict | None = None
         self.failure: str | None = None  # why the model will never be ready
         self._threshold_override: float | None = None
+        # Settings.intended_age_years: the default model's widened ages, as its threshold.
+        self.site_age_years: tuple[float, float] | None = None
 
     @property
     def loading(self) -> bool:
@@ -54,9 +56,12 @@ class ModelCatalog:
         """The one way every door (the HTTP routes, the DICOM node, the folder command) gets
         its scorer: `model` at the threshold this catalog's rule gives it, decoding in
         `decoder` (films over `max_pixels` refused), heatmaps within `explanations`,
-        reporting to `metrics`."""
+        reporting to `metrics`, holding films to its card's intended population; for the
+        default model, with the ages the site has validated besides (Settings.
+        intended_age_years: like the threshold, one site's validation is of one model)."""
         return Scorer(model, self.threshold(model), decoder, max_pixels,
-                      explanations=explanations, metrics=metrics)
+                      explanations=explanations, metrics=metrics,
+                      site_age_years=self.site_age_years if model is self.default else None)
 
     def start(self, settings: Settings) -> threading.Thread:
         thread = threading.Thread(target=self.load, args=(settings,), name="model-loader",
@@ -66,6 +71,7 @@ class ModelCatalog:
 
     def load(self, settings: Settings) -> None:
         self._threshold_override = settings.threshold
+        self.site_age_years = settings.intended_age_years
         try:
             model = load_model(settings.model_dir, settings.model_name, settings.model_version)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said once
@@ -83,6 +89,10 @@ class ModelCatalog:
             for loaded in models.values():
                 loaded.micro_batch(wait_ms / 1000)
             log.info("micro-batching on: requests within %.1f ms share a model call", wait_ms)
+        if self.site_age_years is not None:
+            log.info("intended ages of %s: its card's %s and this site's %s years "
+                     "(PNEUMONIA_INTENDED_AGE_YEARS)", model.card.name,
+                     model.card.intended_population.age_years, list(self.site_age_years))
         self.report = _read_report(settings.model_dir / "report.json")
         self.models = models
         self.default = model

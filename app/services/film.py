@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from app.contract.assessability import REASONS, OrientationDetector, contrast_reasons
+from app.contract.borders import Box
 from app.contract.dicom import DicomInfo
 from app.contract.guard import InputGuard
-from app.contract.preprocessing import DecodedImage, decode, to_model_input
+from app.contract.intended_use import IntendedUse
+from app.contract.preprocessing import (
+    PREPROCESSING_VERSION,
+    DecodedImage,
+    decode,
+    model_film,
+    resize_to_input,
+)
 
 THUMBNAIL_SIZE = 96  # px, longest side, for the worklist
 HEATMAP_SIZE = 512  # px, longest side, of the film and overlay returned with ?explain=true
@@ -34,6 +42,11 @@ class FilmJob:
     keep_pixels: bool = False  # the film at HEATMAP_SIZE, for a heatmap
     thumbnail: bool = False
     detector: OrientationDetector | None = None  # polarity and rotation
+    # The card's population, widened by the site's ages: the intended-use gate.
+    intended_use: IntendedUse = field(default_factory=IntendedUse)
+    # The card's input.preprocessing_version: from 3 the model, its heatmap's film and the
+    # thumbnail see the film without its uniform borders (app/contract/preprocessing.py).
+    preprocessing_version: str = PREPROCESSING_VERSION
 
 
 @dataclass(frozen=True)
@@ -46,11 +59,23 @@ class ImageFacts:
     mode: str
     dicom: DicomInfo | None
     decode_warnings: tuple[str, ...] = ()  # how a plain file was read (16-bit range, ...)
+    # px of the upright file cropped from its top, left, bottom and right as uniform
+    # borders before scoring (preprocessing version 3); all 0: the whole film was scored.
+    borders_cropped: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @classmethod
-    def of(cls, decoded: DecodedImage) -> ImageFacts:
+    def of(cls, decoded: DecodedImage, box: Box | None = None) -> ImageFacts:
+        """The facts of a decoded file; `box`: where the scored film lies in its pixels
+        (preprocessing.model_film), which may be a reduced decode of the file."""
+        cropped = (0, 0, 0, 0)
+        if box is not None:
+            height, width = decoded.pixels.shape[:2]
+            down, across = decoded.height / height, decoded.width / width  # 2: a half decode
+            top, left, bottom, right = box.margins(height, width)
+            cropped = (round(top * down), round(left * across), round(bottom * down),
+                       round(right * across))
         return cls(decoded.width, decoded.height, decoded.format, decoded.mode, decoded.dicom,
-                   decoded.warnings)
+                   decoded.warnings, cropped)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -77,21 +102,28 @@ def prepare_film(job: FilmJob) -> PreparedFilm:
     """Bytes -> model input, image facts, warnings and assessability; raises ImageError
     subclasses (app/contract/errors.py) only."""
     decoded = decode(job.data, max_pixels=job.max_pixels, target=job.size)
-    model_input = to_model_input(decoded.pixels, job.size, job.channels)
+    # The film the model sees (its borders cropped, from version 3): the heatmap, drawn on
+    # the model input, is stretched over all of it (pipeline.draw_heatmap, the SC's burn-in).
+    film, box = model_film(decoded.pixels, job.preprocessing_version)
+    model_input = resize_to_input(film, job.size, job.channels)
     reasons, warnings = assess(job, decoded, model_input)
-    return PreparedFilm(model_input, ImageFacts.of(decoded), warnings,
-                        _thumbnail(decoded.pixels) if job.thumbnail else None,
-                        display_size(decoded.pixels) if job.keep_pixels else None,
+    return PreparedFilm(model_input, ImageFacts.of(decoded, box), warnings,
+                        _thumbnail(film) if job.thumbnail else None,
+                        display_size(film) if job.keep_pixels else None,
                         reasons)
 
 
 def assess(job: FilmJob, decoded: DecodedImage,
            model_input: np.ndarray) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(reason codes, warnings) from the DICOM tags' reasons (their warnings are the tags')
-    and cheap statistics of the decoded film: contrast, the input guard and the
-    polarity/rotation detector, each with its sentence for a person."""
+    """(reason codes, warnings) from the DICOM tags' reasons (their warnings are the tags'),
+    the intended-use gate (the DICOM header against the card's population) and cheap
+    statistics of the decoded film: contrast, the input guard and the polarity/rotation
+    detector, each with its sentence for a person."""
     reasons = list(decoded.dicom.reasons if decoded.dicom else ())
-    warnings: list[str] = []
+    found, warnings = job.intended_use.findings(decoded.dicom)
+    for code, text in found:
+        reasons.append(code)
+        warnings.append(text)
     for code in contrast_reasons(decoded.pixels):
         reasons.append(code)
         warnings.append(REASONS[code])

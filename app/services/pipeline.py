@@ -21,7 +21,9 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from app.contract.body import film_outside_share, heatmap_warning
 from app.contract.errors import ImageError, RequestBudgetError
+from app.contract.intended_use import IntendedUse
 from app.contract.preprocessing import precheck
 from app.contract.triage_score import score_text, triage_score
 from app.errors import ServerBusyError
@@ -43,6 +45,12 @@ class Heatmap:
     overlay: str
     width: int
     height: int
+    outside_body: float = 0.0  # share of the map's mass outside the body (app/contract/body.py)
+
+    @property
+    def warning(self) -> str | None:
+        """Said with a map that points mostly outside the body (issue 28); None otherwise."""
+        return heatmap_warning(self.outside_body)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,17 @@ class Display:
 
     film: np.ndarray  # (H, W) uint8, at most HEATMAP_SIZE px on its longest side
     heat: np.ndarray | None  # (h, w) float32 in 0-1 at the model input's size; None: no map
+
+    @property
+    def outside_body(self) -> float | None:
+        """As Heatmap's, from the arrays themselves (so a display rebuilt from the DICOM
+        delivery queue's recipe has it too); None: no map."""
+        return None if self.heat is None else film_outside_share(self.film, self.heat)
+
+    @property
+    def heat_warning(self) -> str | None:
+        share = self.outside_body
+        return None if share is None else heatmap_warning(share)
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,8 @@ class Scorer:
     # take the model from everyone else.
     explanations: Admission | None = None
     metrics: Observer = NO_METRICS  # the app's counts and drift (app/metrics.py)
+    # The ages a site has validated besides the card's (ModelCatalog's rule); None: none.
+    site_age_years: tuple[float, float] | None = None
 
     def explains(self, explain: bool) -> bool:
         """Whether asking for `explain` makes this scorer draw a heatmap, and so take a place
@@ -130,7 +151,10 @@ class Scorer:
         card = self.model.card
         return FilmJob(data, card.input_size, card.channels, self.model.guard,
                        self.max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail,
-                       detector=self.model.detector)
+                       detector=self.model.detector,
+                       preprocessing_version=card.input.preprocessing_version,
+                       intended_use=IntendedUse(card.intended_population,
+                                                self.site_age_years))
 
     def prediction(self, film: PreparedFilm, probability: float, seconds: float,
                    heatmap: Heatmap | None = None,
@@ -335,7 +359,8 @@ def draw_heatmap(pixels: np.ndarray, heat: np.ndarray) -> Heatmap:
     size = film.size
     return Heatmap(film=png_uri(film, quick=True),
                    overlay=png_uri(heat_layer(heat, size), quick=True),
-                   width=size[0], height=size[1])
+                   width=size[0], height=size[1],
+                   outside_body=film_outside_share(pixels, heat))
 
 
 def heat_layer(heat: np.ndarray, size: tuple[int, int]) -> Image.Image:

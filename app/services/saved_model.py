@@ -16,6 +16,7 @@ import numpy as np
 from app.contract.assessability import OrientationDetector
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.guard import InputGuard
+from app.contract.robustness import Robustness
 from app.services.batcher import MicroBatcher
 from app.services.occlusion import Occlusion
 
@@ -67,6 +68,11 @@ class ServedModel:
         self.detector = OrientationDetector.read(self.path)
         if self.card.assessability is not None and self.detector is None:
             raise CardError("assessability.file", f"{self.card.assessability.file} is missing")
+        # The report page shows it; a model serves without it (training/robustness.py).
+        try:
+            self.robustness = Robustness.read(self.path)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            self.robustness = None
         self._serve = tf.saved_model.load(str(self.path)).signatures[signature.name]
         self._constant = tf.constant
         self._batcher: MicroBatcher | None = None

@@ -163,6 +163,17 @@ def audit_trail(store: WorklistStore, *, entry_id: int | None = None, limit: int
     return records, records[-1].id if more and records else None
 
 
+def record_intended_ages(store: WorklistStore, ages: tuple[float, float],
+                         model_name: str) -> AuditRecord:
+    """The audit record, at start-up, of the ages the site has validated `model_name` on
+    besides its card's (Settings.intended_age_years): films of patients of those ages are
+    ranked from now on."""
+    return store.record_settings(AuditAction.INTENDED_USE, {
+        "setting": "PNEUMONIA_INTENDED_AGE_YEARS", "age_years": list(ages),
+        "model": model_name,
+        "meaning": f"{ages[0]:g} to under {ages[1]:g} years ranked besides the card's ages"})
+
+
 def viewer_link(template: str | None, study_uid: str) -> str | None:
     """The PACS viewer's address of a study: `template` (Settings.viewer_url) with
     {study_uid} replaced; None without a template."""

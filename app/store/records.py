@@ -43,6 +43,9 @@ class AuditAction(StrEnum):
     EXPORTED = "exported"  # the list or an entry left as CSV or JSON (WorklistStore.record)
     STATUS_CHANGED = "status_changed"  # written by WorklistStore.set_status only
     PURGED = "purged"  # written by retention: counts and cut-offs, actor "retention"
+    # The site's intended ages beside the card's (Settings.intended_age_years), written at
+    # each start by WorklistStore.record_settings, actor "settings".
+    INTENDED_USE = "intended_use"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -161,6 +161,18 @@ class WorklistStore:
                                       self._clock())
             return _to_audit(row)
 
+    def record_settings(self, action: AuditAction | str,
+                        detail: dict[str, Any]) -> AuditRecord:
+        """Append an audit record of a setting the server started with that changes what it
+        does with films (`intended_use`: the site's intended ages), actor "settings".
+        Raises ValueError for another action."""
+        action = AuditAction(action)
+        if action is not AuditAction.INTENDED_USE:
+            raise ValueError(f"record_settings() appends intended_use, not {action.value}")
+        with self._write() as session:
+            return _to_audit(writes.append_audit(session, "settings", action, None, detail,
+                                                 self._clock()))
+
     def audit(self, *, entry_id: int | None = None, limit: int = 100,
               before_id: int | None = None) -> list[AuditRecord]:
         """Audit records, newest first: all, or one entry's; `before_id` pages on."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -25,6 +26,7 @@ from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
 from app.services.display import count, decimal, when
+from app.services.worklist import record_intended_ages
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
 from app.web.auth import LoginThrottle
 from app.web.errors import install_error_handlers
@@ -39,6 +41,8 @@ from app.web.routes import (
     worklist,
     worklist_pages,
 )
+
+log = logging.getLogger("app")
 
 
 def resource_dir(configured: Path | None, name: str) -> Path:
@@ -101,6 +105,20 @@ def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
             "(0: no DICOM node; PNEUMONIA_HOST: the address)", "PNEUMONIA_DICOM_PORT") from exc
 
 
+def record_site_settings(store: WorklistStore, settings: Settings) -> None:
+    """The site's intended ages (Settings.intended_age_years), when set, in the audit trail
+    at each start. A database that `db upgrade` has not migrated yet cannot take the record
+    (nor films: /readyz says so): logged instead."""
+    if settings.intended_age_years is None:
+        return
+    problem = store.schema_problem()
+    if problem is not None:
+        log.warning("PNEUMONIA_INTENDED_AGE_YEARS %s not recorded in the audit trail: %s",
+                    list(settings.intended_age_years), problem)
+        return
+    record_intended_ages(store, settings.intended_age_years, settings.model_name)
+
+
 _ROUTE_THREADS = 40  # anyio's default
 
 
@@ -118,6 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with ExitStack() as started:
         store = app.state.store = open_store(settings)
         started.callback(store.close)
+        record_site_settings(store, settings)
         retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
                                     audit_retention_days=settings.audit_retention_days)
         retention.start()

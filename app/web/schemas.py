@@ -62,6 +62,11 @@ class HeatmapInfo(BaseModel):
     width: int
     height: int
     note: str = Field(description="What the map can and cannot show (the model card's)")
+    outside_body: float = Field(ge=0, le=1, description="Share of the map's mass outside the "
+                                "patient's body, found on the film itself")
+    warning: str | None = Field(default=None, description="Said when the map points mostly "
+                                "(over half) outside the body: it then does not show what "
+                                "the model read in the lungs")
 
 
 class ModelInfo(BaseModel):
@@ -121,7 +126,9 @@ class PredictionResponse(BaseModel):
                                          "reasons); it has no label and needs a human look")
     reasons: list[str] = Field(description="Why it is not assessable: inverted, rotated, "
                                            "not_chest, not_frontal, unlike_training, too_small, "
-                                           "no_contrast")
+                                           "no_contrast; outside the model card's population: "
+                                           "outside_intended_age, not_chest_radiograph, "
+                                           "not_for_presentation")
     unvalidated_probability: float | None = Field(
         default=None, ge=0, le=1, description="Only for a film that is not assessable: the "
         "model's raw output on it, which means nothing clinically; for audit, never a result")
@@ -160,7 +167,8 @@ class PredictionResponse(BaseModel):
             heatmap=None if p.heatmap is None else HeatmapInfo(
                 film=p.heatmap.film, overlay=p.heatmap.overlay, width=p.heatmap.width,
                 height=p.heatmap.height,
-                note=card.explanation.note if card.explanation else ""),
+                note=card.explanation.note if card.explanation else "",
+                outside_body=round(p.heatmap.outside_body, 4), warning=p.heatmap.warning),
             elapsed_ms=round(p.elapsed_ms, 2),
             note=card.disclaimer,
         )
@@ -563,12 +571,14 @@ class AuditEntry(BaseModel):
     id: int
     at: datetime
     actor: str = Field(description="The trusted proxy's user, 'token holder' or 'anonymous'")
-    action: Literal["opened", "exported", "status_changed", "purged"]
-    entry_id: int | None = Field(description="None: the whole list (an export, a purge)")
+    action: Literal["opened", "exported", "status_changed", "purged", "intended_use"]
+    entry_id: int | None = Field(description="None: the whole list (an export, a purge, a "
+                                             "setting)")
     study_instance_uid: str | None
     detail: dict[str, Any] | None = Field(description="The new status; an export's format "
                                                       "and filters (and a JSON page's paging "
-                                                      "and entry count); a purge's counts")
+                                                      "and entry count); a purge's counts; "
+                                                      "the site's intended ages")
 
     @classmethod
     def of(cls, record: AuditRecord) -> AuditEntry:

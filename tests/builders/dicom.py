@@ -39,7 +39,7 @@ def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits: i
     ds.PatientID = PATIENT_ID
     ds.PatientBirthDate = "20200229"
     ds.AccessionNumber = "ACC-99-SECRET"
-    ds.StudyDate = "20261126"
+    ds.StudyDate = "20241126"  # the patient 4 years old: within the card's intended ages
     ds.Modality = modality
     ds.BodyPartExamined = "CHEST"
     if view is not None:

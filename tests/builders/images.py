@@ -19,6 +19,33 @@ def xray_like(height: int = 96, width: int = 80, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def body_ellipse(height: int, width: int, grow: float = 0.0) -> np.ndarray:
+    """(H, W) bool: the body of `chest_on_air`, an ellipse filling most of the film, `grow`
+    px wider on every side."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return (((rows - height / 2) / (height * 0.47 + grow)) ** 2
+            + ((cols - width / 2) / (width * 0.36 + grow)) ** 2 < 1)
+
+
+def chest_on_air(height: int = 224, width: int = 224, seed: int = 0,
+                 marker: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(film (H, W) uint8, body (H, W) bool, lungs (H, W) bool): a body ellipse (grey 170)
+    on air (grey 12) at both sides, two lungs (grey 45) inside it, noise as a JPEG's, and
+    optionally a bright 'R' marker block in the air at the top left."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    body = body_ellipse(height, width)
+    lungs = np.zeros_like(body)
+    for centre in (0.36, 0.64):
+        lungs |= (((rows - height * 0.45) / (height * 0.27)) ** 2
+                  + ((cols - width * centre) / (width * 0.1)) ** 2 < 1)
+    film = np.where(body, 170.0, 12.0)
+    film[lungs] = 45
+    if marker:
+        film[10:26, 8:20] = 240
+    film += np.random.default_rng(seed).normal(0, 4, film.shape)
+    return np.clip(film, 0, 255).astype(np.uint8), body, lungs
+
+
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)

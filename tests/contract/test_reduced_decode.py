@@ -38,12 +38,12 @@ def models() -> list[ServedModel]:
 
 def _inputs(data: bytes, card) -> tuple[np.ndarray, np.ndarray]:
     """(reduced, full) model inputs of one file for one card."""
-    size, channels = card.input_size, card.channels
+    size, channels, version = card.input_size, card.channels, card.input.preprocessing_version
     reduced = decode(data, target=size)
     full = decode(data)  # no target: every pixel decoded, as version 1 did
     assert (reduced.width, reduced.height) == (full.width, full.height)
-    return (to_model_input(reduced.pixels, size, channels),
-            to_model_input(full.pixels, size, channels))
+    return (to_model_input(reduced.pixels, size, channels, version),
+            to_model_input(full.pixels, size, channels, version))
 
 
 def _gaps(files: list[bytes], model: ServedModel) -> np.ndarray:
@@ -104,12 +104,13 @@ def test_test_split_enlarged_to_clinic_size_scores_within_the_resolution_noise(d
     originals = [path.read_bytes() for path in paths]
     for model in models:
         size, channels = model.card.input_size, model.card.channels
+        version = model.card.input.preprocessing_version
         gaps = _gaps(files, model)
         enlargement = np.abs(
-            model.predict(np.stack([to_model_input(decode(d).pixels, size, channels)
+            model.predict(np.stack([to_model_input(decode(d).pixels, size, channels, version)
                                     for d in files]))
-            - model.predict(np.stack([to_model_input(decode(d).pixels, size, channels)
-                                      for d in originals])))
+            - model.predict(np.stack([to_model_input(decode(d).pixels, size, channels,
+                                                     version) for d in originals])))
         summary = (model.card.name, float(gaps.max()), int(np.sum(gaps > TOLERANCE)),
                    float(enlargement.max()), int(np.sum(enlargement > TOLERANCE)))
         assert np.mean(gaps > TOLERANCE) <= 0.03, summary

@@ -331,3 +331,29 @@ def test_highdicom_never_logs_a_patients_name_in_the_serving_process(caplog):
         _, _, results = _results(film=film)
     assert len(results) == 2 and str(results[0].PatientName) == "DOE JANE SECRET"
     assert "DOE JANE" not in caplog.text
+
+
+def test_a_secondary_capture_says_when_its_heatmap_points_outside_the_body():
+    """The warning travels with the recipe's arrays (the share is measured on them), so a
+    build after the delivery queue's round trip prints it too."""
+    from app.contract.body import heatmap_warning
+    from app.services.pipeline import Display
+    from tests.builders.images import chest_on_air
+
+    film = chest_on_air()[0]
+    on_air = np.zeros((64, 64), np.float32)
+    on_air[:, :5] = 1  # the strip of air at the left
+    on_body = np.zeros((64, 64), np.float32)
+    on_body[20:40, 26:38] = 1
+    judgement = Judgement(0.93, 0.5, True, (), "m", "1", datetime.now(UTC), "")
+    for heat, warned in ((on_air, True), (on_body, False)):
+        display = Recipe.decode(Recipe.of(pydicom.Dataset(), judgement,
+                                          Display(film, heat)).encode()).display
+        assert (display.heat_warning is not None) is warned
+        lines = [text for text, _ in _lines(judgement, heatmap=True,
+                                            heat_warning=display.heat_warning)]
+        if warned:
+            first, rest = heatmap_warning(display.outside_body).split(": ")
+            assert lines[-2:] == [f"{first}:", rest]
+        else:
+            assert lines[-1] == "Heatmap: the regions that moved the score most."

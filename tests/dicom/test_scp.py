@@ -252,7 +252,11 @@ def test_store_of_a_data_set_without_its_study_uid_does_not_match_the_sop_class(
 def test_node_scores_radiograph_classes_only_and_takes_every_storage_class():
     assert {str(uid) for uid in SCORED_CLASSES} == {
         "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
-        "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7"}
+        "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7",
+        # other parts' projection X-rays: listed as needing a human look, not ignored
+        "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.1.3", "1.2.840.10008.5.1.4.1.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"}
     assert set(SCORED_CLASSES) < set(STORAGE_CLASSES)
     assert {COMPREHENSIVE_SR, GSPS, CT_SOP_CLASS} < set(STORAGE_CLASSES)
 

@@ -49,3 +49,19 @@ def test_display_pixels_take_no_part_in_comparing_or_printing_predictions():
     shown = score_film(stand_in_scorer(), jpeg_bytes(300, 260), display=True)
     assert shown == dataclasses.replace(shown, display=None)
     assert "display" not in repr(shown)
+
+
+def test_a_heat_map_carries_its_share_outside_the_body_for_every_door():
+    from PIL import Image
+
+    from app.contract.body import film_outside_share, heatmap_warning
+    from tests.builders.images import chest_on_air, encode
+
+    film = encode(Image.fromarray(chest_on_air()[0]), "PNG")
+    shown = score_film(stand_in_scorer(), film, explain=True, display=True).display
+    assert shown.outside_body == film_outside_share(shown.film, shown.heat)
+    assert 0 < shown.outside_body < 1  # the stand-in's map rises to the right, over air too
+    assert shown.heat_warning == heatmap_warning(shown.outside_body)
+    drawn = score_film(stand_in_scorer(), film, explain=True).heatmap
+    assert drawn.outside_body == pytest.approx(shown.outside_body)
+    assert drawn.warning == heatmap_warning(drawn.outside_body)

@@ -17,7 +17,7 @@ from app.contract.drift import DriftReference
 from app.contract.report import read_report
 from app.services.saved_model import find_model
 from tests.builders.images import make_dataset_tree
-from training import assessability, drift_reference, redraw, run
+from training import assessability, drift_reference, redraw, robustness, run
 from training.cli import main, parse_args
 from training.command import alone_parser, run_alone
 
@@ -86,6 +86,7 @@ def test_cli_exports_model_5_with_a_card_the_app_can_read(smoke_run):
     assert drift is not None and drift.films == sum(card.data.counts["validation"].values())
     assert {"validation", "test"} <= card.metrics.keys()
     assert "not a diagnosis" in card.intended_use.lower() and card.disclaimer
+    assert card.intended_population.age_years == (1.0, 6.0)  # the gate's population
     assert card.limitations and card.code_version
     assert card.training.experiment == 5 and card.training.protocol == "full"
     signatures = tf.saved_model.load(str(version_dir)).signatures
@@ -134,6 +135,8 @@ COMMANDS = [
                                       "--out", "models/pneumonia_compact/1"]),
     ("drift-reference", drift_reference, ["--data-dir", "data", "models/pneumonia/2"]),
     ("redraw", redraw, ["--from-report", "models/report.json"]),
+    ("robustness", robustness, ["--data-dir", "data", "--models", "pneumonia/2,pneumonia/3",
+                                "--heatmap-films", "100"]),
 ]
 OLD_MODULES = {"assessability": "training.assessability",
                "drift-reference": "training.drift_reference", "redraw": "training.redraw"}

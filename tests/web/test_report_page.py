@@ -3,11 +3,15 @@ offered model's card one click away, and tables that fit a 1280 px page (real Ch
 
 import json
 import re
+import shutil
 
 import pytest
 from playwright.sync_api import expect
 
+from app.contract.report import write_report_sections
+from app.contract.robustness import HeatmapTruth, ModelRobustness, Perturbed, Robustness
 from app.services.display import decimal
+from app.services.saved_model import find_model
 from tests.servers import REPO
 
 REPORT = json.loads((REPO / "models" / "report.json").read_text())
@@ -103,3 +107,92 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
         expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
         page.go_back()
     page.close()
+
+
+# --- robustness (issue 28): the table of every model, and each card's own -------------------
+
+
+def _robustness(middle: dict[str, float], outside: float) -> Robustness:
+    """A table whose families flip `middle` at their middle strength, twice that at the
+    high one."""
+    def rows(rate: float) -> list[Perturbed]:
+        return [Perturbed(strength=s, flip_rate=r, flips_to_flagged=round(r * 500),
+                          flips_to_not_flagged=0, roc_auc=0.98 - r)
+                for s, r in ((0.25, rate / 2), (0.5, rate), (1.0, 2 * rate))]
+
+    return Robustness.of({name: rows(rate) for name, rate in middle.items()},
+                         measured_on="validation split (500 films)", films=500,
+                         positives=370, threshold=0.2, seed=42, clean_roc_auc=0.988,
+                         clean_flagged=380,
+                         heatmap=HeatmapTruth(films=500, drawn_from=500, seed=42,
+                                              outside_mean=outside, outside_median=outside,
+                                              mostly_outside=outside / 4))
+
+
+OLD = _robustness({"text": 0.015, "borders": 0.297}, outside=0.2)
+NEW = _robustness({"text": 0.004, "borders": 0.012}, outside=0.08)
+
+
+@pytest.fixture(scope="module")
+def robust_models(tmp_path_factory):
+    """The served model 5 with a robustness.json beside its card, the same network as
+    'plain' without one, and a report whose robustness section holds an old and a new
+    version of 'pneumonia'."""
+    root = tmp_path_factory.mktemp("robust-models")
+    served = find_model(REPO / "models", "pneumonia")
+    shutil.copytree(served, root / "pneumonia" / served.name)
+    OLD.write(root / "pneumonia" / served.name)
+    plain = root / "plain" / "1"
+    shutil.copytree(served, plain)
+    (plain / "robustness.json").unlink(missing_ok=True)
+    card = json.loads((plain / "model_card.json").read_text())
+    card.update(name="plain", version=1)
+    (plain / "model_card.json").write_text(json.dumps(card))
+    shutil.copy(REPO / "models" / "report.json", root / "report.json")
+    models = [ModelRobustness(**table.model_dump(), name="pneumonia", version=version)
+              for version, table in ((2, OLD), (3, NEW))]
+    write_report_sections(root, {"robustness": {
+        "created": "2026-01-01T00:00:00+00:00", "command": "python -m training robustness",
+        "code_version": "test", "models": [m.model_dump(mode="json") for m in models],
+        "wall_seconds": 1.0}})
+    return root
+
+
+def test_the_report_shows_old_and_new_models_robustness_side_by_side(client_factory,
+                                                                      robust_models):
+    with client_factory(model_dir=robust_models) as client:
+        page = client.get("/report").text
+    table = page[page.index('id="robustness-table"'):]
+    table = _text(table[:table.index("</table>")])
+    assert "pneumonia v2 pneumonia v3 low middle high low middle high" in table
+    assert "No perturbation: ROC AUC 0.988" in table
+    # Families as rows, each strength's flip rate with its ROC AUC under it, old then new.
+    assert ("borders 0.25 / 0.5 / 1.0 14.8% AUC 0.832 29.7% AUC 0.683 59.4% AUC 0.386 "
+            "0.6% AUC 0.974 1.2% AUC 0.968 2.4% AUC 0.956") in table
+    assert "Heatmap outside the body: mean, median 20.0%, 20.0% 8.0%, 8.0%" in table
+    text = _text(page)
+    assert "pneumonia v2 is robust to text; not robust to borders." in text
+    assert "pneumonia v3 is robust to every family measured: text, borders." in text
+    assert LONG_DECIMAL.findall(page) == []
+
+
+def test_a_models_card_shows_its_robustness_json_and_a_card_without_one_none(
+        client_factory, robust_models):
+    with client_factory(model_dir=robust_models) as client:
+        with_table = client.get("/report").text
+        without = client.get("/report?model=plain").text
+    card = with_table[with_table.index('<section id="card">'):]
+    assert 'id="card-robustness-table"' in card
+    assert "text 0.25 / 0.5 / 1.0 0.8% AUC 0.973 1.5% AUC 0.965 3.0% AUC 0.950" in _text(card)
+    assert "Model card: plain v1" in without
+    assert 'id="card-robustness-table"' not in without
+
+
+def test_the_models_page_says_what_each_model_is_not_robust_to(client_factory, robust_models):
+    with client_factory(model_dir=robust_models) as client:
+        page = client.get("/models", headers={"Accept": "text/html"}).text
+    row = page[page.index('id="model-pneumonia"'):]
+    row = row[:row.index("</tr>")]
+    assert "borders" in _text(row) and 'href="/report#card-robustness"' in row
+    plain = page[page.index('id="model-plain"'):]
+    assert "not measured" in _text(plain[:plain.index("</tr>")])

@@ -54,7 +54,9 @@ def test_saved_model_output_alone_is_the_calibrated_probability(data_dir):
     with (SERVED / "test_predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))[::40]
     batch = np.stack([load_model_input((data_dir / r["file"]).read_bytes(), CARD.input_size,
-                                       CARD.channels) for r in rows]).astype(np.float32)
+                                       CARD.channels,
+                                       version=CARD.input.preprocessing_version)
+                      for r in rows]).astype(np.float32)
     served = serving(**{CARD.signature.input: tf.constant(batch)})[CARD.signature.output]
     expected = np.asarray([float(r["probability"]) for r in rows])
     assert np.max(np.abs(served.numpy() - expected)) < 1e-5
@@ -95,7 +97,7 @@ def test_heatmap_differs_between_films_and_follows_a_mirror(data_dir, explainer)
 
     def film(name: str) -> np.ndarray:
         return load_model_input((data_dir / "test" / name).read_bytes(), CARD.input_size,
-                                CARD.channels)
+                                CARD.channels, version=CARD.input.preprocessing_version)
 
     normal = film("NORMAL/IM-0001-0001.jpeg")
     sick = [film(f"PNEUMONIA/{p.name}") for p in
@@ -150,7 +152,8 @@ def test_guard_false_alarms_on_the_validation_split_stay_under_5_percent(data_di
         decoded = decode(path.read_bytes())
         from app.contract.preprocessing import to_model_input
 
-        x = to_model_input(decoded.pixels, CARD.input_size, CARD.channels)
+        x = to_model_input(decoded.pixels, CARD.input_size, CARD.channels,
+                           CARD.input.preprocessing_version)
         alarms += bool(guard.warnings(x, decoded.pixels, decoded.width, decoded.height))
     rate = alarms / len(val.paths)
     assert rate <= 0.05

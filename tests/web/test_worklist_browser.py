@@ -69,7 +69,7 @@ def test_real_films_are_listed_in_priority_order(server, page, data_dir, tmp_pat
     normal = sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[2]
     ds = pydicom.dcmread(io.BytesIO(dicom_bytes(np.asarray(Image.open(normal).convert("L")))))
     ds.StudyInstanceUID, ds.AccessionNumber = generate_uid(), "A1042"
-    ds.PatientAge, ds.PatientSex = "006Y", "M"
+    ds.PatientAge, ds.PatientSex = "005Y", "M"
     buffer = io.BytesIO()
     ds.save_as(buffer)
     films.append(buffer.getvalue())

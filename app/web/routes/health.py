@@ -47,6 +47,7 @@ async def models(request: Request, catalog: CatalogDep,
     if not wants_html(request):
         return offered
     applied = {m.card.name: catalog.threshold(m) for m in catalog.models.values()}
+    robustness = {m.card.name: m.robustness for m in catalog.models.values()}
     return templates_of(request).TemplateResponse(
         request, "models.html", {"card": default.card, "models": offered.models,
-                                 "applied": applied})
+                                 "applied": applied, "robustness": robustness})

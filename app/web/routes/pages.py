@@ -5,6 +5,7 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.contract.robustness import STRENGTH_NAMES
 from app.errors import TooManyLoginsError
 from app.services.batch import worklist_csv, worklist_order, worklist_summary
 from app.services.pipeline import one_or_many, score_film, score_films
@@ -70,9 +71,11 @@ def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
 @router.get("/report", response_class=HTMLResponse)
 def report(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLResponse:
     """The evaluation report, then the card of the model asked (?model=NAME, else the
-    default), with links to every offered model's card; 404 page for a model not offered."""
+    default) with its robustness table, and links to every offered model's card; 404 page
+    for a model not offered."""
     return _render(request, "report.html", card=model.card, report=catalog.report,
-                   models=ModelsResponse.of(catalog).models)
+                   models=ModelsResponse.of(catalog).models, robustness=model.robustness,
+                   strength_names=STRENGTH_NAMES)
 
 
 @router.post("/login")

@@ -1,0 +1,82 @@
+"""The patient's age in years from a DICOM header, for the intended-use gate
+(app/contract/intended_use.py).
+
+Patient's Age (0010,1010) when it holds an age string; else the time from Patient's Birth
+Date (0010,0030) to the day the film was taken. The dates are read, used and dropped inside
+`age_of`: only the age in years and the names of the tags it came from leave it, so no birth
+date is ever kept, returned or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pydicom
+
+# Patient's Age (0010,1010), VR AS (PS3.5 Table 6.2-1): nnnD, nnnW, nnnM or nnnY. Archives
+# also write it without the zero padding ("45Y", "3M"): read too. Anything else is
+# malformed and the age is taken from the dates instead.
+_AGE_STRING = re.compile(r"\s*(\d{1,3})\s*([DWMY])\s*")
+_DAYS_PER_YEAR = 365.25
+_YEARS_PER_UNIT = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
+# The date the film was taken, in the order tried (each a DA, 0008,002x): the study's, the
+# acquisition's, the image content's.
+_FILM_DATES = (("StudyDate", "Study Date"), ("AcquisitionDate", "Acquisition Date"),
+               ("ContentDate", "Content Date"))
+
+
+def age_of(ds: pydicom.Dataset) -> tuple[float | None, str | None]:
+    """(age in years, what it came from): Patient's Age (0010,1010) when it is an age
+    string, else the time from Patient's Birth Date (0010,0030) to the first of the Study,
+    Acquisition and Content Dates that is not before it; (None, None) when neither is
+    known. A day is 1/365.25 year, a week 7 days, a month 1/12 year."""
+    text = _text(ds, "PatientAge")
+    match = _AGE_STRING.fullmatch(text) if text else None
+    if match:
+        return (int(match[1]) * _YEARS_PER_UNIT[match[2]],
+                f"Patient's Age (0010,1010) {text}")
+    birth = _date(ds, "PatientBirthDate")
+    for keyword, name in _FILM_DATES:
+        taken = _date(ds, keyword)
+        if birth is not None and taken is not None and taken >= birth:
+            return (years_between(birth, taken),
+                    f"Patient's Birth Date (0010,0030) and {name}")
+    return None, None
+
+
+def years_between(birth: date, day: date) -> float:
+    """Age in years on `day` of someone born on `birth` (day >= birth): completed years
+    plus the share of the current year of life, so that it is exactly n on the n-th
+    birthday (of a 29 February birth, on 28 February in a common year)."""
+    years = day.year - birth.year
+    if _birthday(birth, birth.year + years) > day:
+        years -= 1
+    last = _birthday(birth, birth.year + years)
+    following = _birthday(birth, birth.year + years + 1)
+    return years + (day - last).days / (following - last).days
+
+
+def _birthday(birth: date, year: int) -> date:
+    try:
+        return birth.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
+
+
+def _date(ds: pydicom.Dataset, keyword: str) -> date | None:
+    """A DA element (YYYYMMDD; the ACR-NEMA form YYYY.MM.DD too) as a date; None when it is
+    absent, a range, or no valid day."""
+    text = (_text(ds, keyword) or "").replace(".", "")
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
