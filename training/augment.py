@@ -712,14 +712,19 @@ class RealFilmAugmentation:
         return out.copy() if out is image else out
 
 
-DESCRIPTIONS["real_films"] = (
-    "on the fly, a new random draw every epoch, training part only, on each film at its source "
-    "resolution before preprocessing: marks of real films, each family independently of the "
-    "label with probability "
-    + ", ".join(f"{name} {p:g}" for name, p in DEFAULT_PROBABILITIES.items())
-    + " (text: burned-in dates, numbers, 'PORTABLE'; markers: L/R lead markers and arrows; "
-    "tubes: endotracheal and nasogastric tubes, central lines, ECG leads; borders: black or "
-    "white borders up to 12% of a side, or collimation; geometry: rotation within ±10°, zoom "
-    "within ±15%; contrast: gamma 0.6-1.6, contrast ±30%, brightness ±20 levels; jpeg: quality "
-    "95 to 20), each at a strength drawn uniformly from [0, 1]; no mirroring"
-)
+def describe_real_films(probabilities: dict[str, float]) -> str:
+    """The words the card and the report use for a RealFilmAugmentation's `probabilities`."""
+    return (
+        "on the fly, a new random draw every epoch, training part only, on each film at its "
+        "source resolution before preprocessing: marks of real films, each family "
+        "independently of the label with probability "
+        + ", ".join(f"{name} {probabilities.get(name, 0.0):g}" for name in FAMILIES)
+        + " (text: burned-in dates, numbers, 'PORTABLE'; markers: L/R lead markers and arrows; "
+        "tubes: endotracheal and nasogastric tubes, central lines, ECG leads; borders: black or "
+        "white borders up to 12% of a side, or collimation; geometry: rotation within ±10°, "
+        "zoom within ±15%; contrast: gamma 0.6-1.6, contrast ±30%, brightness ±20 levels; "
+        "jpeg: quality 95 to 20), each at a strength drawn uniformly from [0, 1]; no mirroring"
+    )
+
+
+DESCRIPTIONS["real_films"] = describe_real_films(DEFAULT_PROBABILITIES)

@@ -27,6 +27,9 @@ class RunConfig:
     target_sensitivity: float = defaults.TARGET_SENSITIVITY  # the exported operating point
     command: str = ""
     code_version: str = ""
+    # --protocol real-films: each augmentation family's chance per film (training/augment.py
+    # DEFAULT_PROBABILITIES where None).
+    augment_probabilities: dict[str, float] | None = None
 
     def epochs_for(self, recipe_epochs: int) -> int:
         """An experiment's epochs under this run's cap."""

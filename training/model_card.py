@@ -87,7 +87,8 @@ def build_card(config: RunConfig, name: str, version: int, entry: dict, model: k
         metrics={part: binary_metrics(labels, trust.calibrated[part], op["threshold"])
                  for part, labels in (("validation", arrays.y_val), ("test", arrays.y_test))},
         training={**entry["recipe"], "protocol": protocol, "experiment": experiment.number,
-                  "augmentation": DESCRIPTIONS[entry.get("augmentation", experiment.augmentation)],
+                  "augmentation": entry.get("augmentation_text")
+                  or DESCRIPTIONS[experiment.augmentation],
                   "seed": entry["seed"],
                   "parameters": entry["parameters"], "train_seconds": entry["train_seconds"]},
         data=dataset_info(parts, config.val_fraction, config.seed, config.limit_per_class),

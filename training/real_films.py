@@ -22,7 +22,7 @@ from pathlib import Path
 from app.contract.card import ModelCard, read_card
 from app.contract.preprocessing import PREPROCESSING_VERSION
 from app.contract.report import Report, write_report_sections
-from training.augment import DEFAULT_PROBABILITIES, DESCRIPTIONS
+from training.augment import DEFAULT_PROBABILITIES, RealFilmAugmentation, describe_real_films
 from training.config import RunConfig
 from training.evaluate import binary_metrics, evaluate_experiment
 from training.experiments import EXPERIMENTS, EXPORT_NAMES
@@ -46,6 +46,8 @@ def run_real_films(config: RunConfig, log: Callable[[str], None] = print) -> Rep
     log(f"data: fit {films.shape}, validation {arrays.x_val.shape}, test {arrays.x_test.shape}"
         f" in {time.perf_counter() - started:.1f}s")
     out = Path(config.out_dir)
+    augment = RealFilmAugmentation(dict(config.augment_probabilities or DEFAULT_PROBABILITIES))
+    log("augmentation: " + ", ".join(f"{k} {v:g}" for k, v in augment.probabilities.items()))
     models = []
     for number in config.experiments:
         experiment = replace(EXPERIMENTS[number], augmentation=AUGMENTATION,
@@ -57,9 +59,10 @@ def run_real_films(config: RunConfig, log: Callable[[str], None] = print) -> Rep
             f"{config.epochs_for(experiment.epochs)} epochs at most")
         trained = train_experiment(experiment, arrays, config.seed,
                                    epochs=config.epochs_for(experiment.epochs), log=log,
-                                   films=films)
+                                   films=films, film_augment=augment)
         entry, _ = evaluate_experiment(trained, arrays, config.seed, THRESHOLD)
         entry["augmentation"] = AUGMENTATION
+        entry["augmentation_text"] = describe_real_films(augment.probabilities)
         trust = assess(trained.model, arrays, config.target_sensitivity)
         retrained = _figures(name, config.model_version or next_version(out / name),
                              trust.operating_point["threshold"],
@@ -76,13 +79,13 @@ def run_real_films(config: RunConfig, log: Callable[[str], None] = print) -> Rep
             f"{retrained['test']['roc_auc']:.4f}; {trained.seconds:.0f}s")
         models.append({
             "number": number, "description": experiment.description,
-            "augmentation": DESCRIPTIONS[AUGMENTATION],
+            "augmentation": entry["augmentation_text"],
             "preprocessing_version": PREPROCESSING_VERSION,
             "train_seconds": round(trained.seconds, 1), "best_epoch": trained.best_epoch,
             "previous": previous, "retrained": retrained})
     section = {"created": now(), "command": config.command,
                "code_version": config.code_version, "seed": config.seed,
-               "probabilities": dict(DEFAULT_PROBABILITIES), "models": models,
+               "probabilities": dict(augment.probabilities), "models": models,
                "wall_seconds": round(time.perf_counter() - started, 1)}
     report = write_report_sections(out, {"real_film_models": section})
     log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")

@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-counts", type=_counts, default=defaults.STUDY_COUNTS,
                         help="study protocol: NORMAL,PNEUMONIA images drawn per seed "
                              "(the study's 84,1134; smaller only for smoke runs)")
+    parser.add_argument("--augment-probabilities", type=_probabilities, default=None,
+                        metavar="FAMILY=P,...",
+                        help="real-films protocol: each augmentation family's chance per film "
+                             "(e.g. 'geometry=0.8,contrast=0.6'); the others keep "
+                             "training/augment.py's defaults")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the SavedModel export (e.g. under the JAX backend)")
 
@@ -107,6 +112,18 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         # Refuse before hours of training, not at export time.
         parser.error(f"{existing} exists: a served model is never overwritten; "
                      "pick another --model-version, leave it out, or add --force")
+
+
+def _probabilities(text: str) -> dict[str, float]:
+    """'geometry=0.8,contrast=0.6' -> the default probabilities with those changed."""
+    from training.augment import DEFAULT_PROBABILITIES, RealFilmAugmentation
+
+    chosen = dict(DEFAULT_PROBABILITIES)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        chosen[name.strip()] = float(value)
+    RealFilmAugmentation(chosen)  # ValueError for an unknown family or a bad probability
+    return chosen
 
 
 def _counts(text: str) -> tuple[int, int]:
@@ -142,7 +159,8 @@ def _run_config(args: argparse.Namespace, command: str):
         val_fraction=args.val_fraction, seed=args.seed, max_epochs=args.max_epochs,
         limit_per_class=args.limit_per_class, cache_dir=args.cache_dir,
         export=not args.no_export, model_version=args.model_version, force=args.force,
-        target_sensitivity=args.target_sensitivity, command=command)
+        target_sensitivity=args.target_sensitivity, command=command,
+        augment_probabilities=args.augment_probabilities)
 
 
 def _stronger(args: argparse.Namespace, command: str) -> int:

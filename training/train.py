@@ -144,13 +144,15 @@ def train_experiment(
     log: Callable[[str], None] = print,
     recipe: Recipe = FULL_RECIPE,
     films: np.ndarray | None = None,
+    film_augment: RealFilmAugmentation | None = None,
 ) -> TrainedModel:
     """Build, compile and fit one experiment; logs one line per epoch.
 
     An experiment with the "real_films" augmentation trains on `films`, the fit part's
     (N, H, W) uint8 films at their own resolution (training/films.py), in `data.y_fit`'s
-    order: each is augmented there and prepared as the app prepares it; `data.x_fit` then
-    only gives the input shape. ValueError without them."""
+    order: each is augmented there by `film_augment` (default: RealFilmAugmentation()) and
+    prepared as the app prepares it; `data.x_fit` then only gives the input shape.
+    ValueError without them."""
     keras.utils.set_random_seed(seed)  # weights, dropout
     epochs = epochs or experiment.epochs
     model = experiment.build(data.x_fit.shape[1:], rescale=recipe.rescale)
@@ -159,7 +161,7 @@ def train_experiment(
     auc = [keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, name="auc")] if selecting else []
     model.compile(optimizer=_optimizer(experiment), loss="binary_crossentropy",
                   metrics=["accuracy", *auc])
-    batches = _batches(experiment, recipe, data, seed, films)
+    batches = _batches(experiment, recipe, data, seed, films, film_augment)
     tag = f"[{experiment.number} {experiment.name}]"
     callbacks = selection_callbacks(experiment.early_stopping) if selecting else []
     start = time.perf_counter()
@@ -183,7 +185,8 @@ def train_experiment(
 
 
 def _batches(experiment: Experiment, recipe: Recipe, data: Arrays, seed: int,
-             films: np.ndarray | None) -> keras.utils.PyDataset:
+             films: np.ndarray | None,
+             film_augment: RealFilmAugmentation | None) -> keras.utils.PyDataset:
     """The training batches of `experiment`'s augmentation."""
     if experiment.augmentation == "real_films":
         if films is None or len(films) != len(data.y_fit):
@@ -191,8 +194,9 @@ def _batches(experiment: Experiment, recipe: Recipe, data: Arrays, seed: int,
         height, width, channels = data.x_fit.shape[1:]
         # Two threads: drawing and cropping a 224 px film costs about 6 ms, a whole epoch
         # of them more than model 5's training step does.
-        return FilmBatches(films, data.y_fit, experiment.batch_size, RealFilmAugmentation(),
-                           (height, width), channels, seed, workers=2)
+        return FilmBatches(films, data.y_fit, experiment.batch_size,
+                           film_augment or RealFilmAugmentation(), (height, width), channels,
+                           seed, workers=2)
     augment = random_xray if experiment.augmentation == "xray" else random_affine
     once = None if recipe.fresh_augmentation else augment(data.x_fit, np.random.default_rng(seed))
     return AugmentedBatches(data.x_fit, data.y_fit, experiment.batch_size, augment, seed, once)

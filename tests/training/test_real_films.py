@@ -102,3 +102,18 @@ def test_real_films_protocol_exports_new_versions_beside_the_old(tmp_path):
         assert model.predict(np.zeros((1, 64, 64, 3), np.float32)).shape == (1,)
     report = json.loads((out / "report.json").read_text())
     assert [e["number"] for e in report["experiments"]] == [5]  # the full run's, kept
+
+
+def test_augment_probabilities_change_only_the_families_named():
+    from training.augment import DEFAULT_PROBABILITIES, describe_real_films
+    from training.cli import parse_args
+
+    args = parse_args(["run", "--protocol", "real-films", "--data-dir", "d",
+                       "--augment-probabilities", "geometry=0.8, contrast=0.6"])
+    assert args.augment_probabilities == {**DEFAULT_PROBABILITIES, "geometry": 0.8,
+                                          "contrast": 0.6}
+    assert "geometry 0.8" in describe_real_films(args.augment_probabilities)
+    for wrong in ("curves=0.5", "geometry=1.5", "geometry"):
+        with pytest.raises(SystemExit):
+            parse_args(["run", "--protocol", "real-films", "--data-dir", "d",
+                        "--augment-probabilities", wrong])
