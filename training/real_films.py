@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app.contract.card import ModelCard, read_card
 from app.contract.preprocessing import PREPROCESSING_VERSION
-from app.contract.report import Report, write_report_sections
+from app.contract.report import REPORT_FILE, Report, read_report, write_report_sections
 from training.augment import DEFAULT_PROBABILITIES, RealFilmAugmentation, describe_real_films
 from training.config import RunConfig
 from training.evaluate import binary_metrics, evaluate_experiment
@@ -80,16 +80,28 @@ def run_real_films(config: RunConfig, log: Callable[[str], None] = print) -> Rep
         models.append({
             "number": number, "description": experiment.description,
             "augmentation": entry["augmentation_text"],
-            "preprocessing_version": PREPROCESSING_VERSION,
+            "probabilities": dict(augment.probabilities),
+            "preprocessing_version": PREPROCESSING_VERSION, "command": config.command,
+            "code_version": config.code_version, "created": now(),
             "train_seconds": round(trained.seconds, 1), "best_epoch": trained.best_epoch,
             "previous": previous, "retrained": retrained})
-    section = {"created": now(), "command": config.command,
-               "code_version": config.code_version, "seed": config.seed,
-               "probabilities": dict(augment.probabilities), "models": models,
-               "wall_seconds": round(time.perf_counter() - started, 1)}
+    kept = _kept(out, {m["number"] for m in models})
+    section = {"seed": config.seed,
+               "models": sorted(kept + models, key=lambda m: m["number"])}
     report = write_report_sections(out, {"real_film_models": section})
-    log(f"report written to {out / 'report.json'}; wall time {section['wall_seconds']}s")
+    log(f"report written to {out / 'report.json'}; wall time "
+        f"{time.perf_counter() - started:.1f}s")
     return report
+
+
+def _kept(out: Path, retrained: set[int]) -> list[dict]:
+    """The models an earlier run of this protocol retrained and this one did not."""
+    if not (out / REPORT_FILE).is_file():
+        return []
+    earlier = read_report(out).real_film_models
+    if earlier is None:
+        return []
+    return [m.model_dump(mode="json") for m in earlier.models if m.number not in retrained]
 
 
 def _figures(name: str, version: int, threshold: float, validation: dict, test: dict) -> dict:

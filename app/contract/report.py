@@ -348,7 +348,11 @@ class RetrainedModel(_Strict):
     number: int
     description: str
     augmentation: str
+    probabilities: dict[str, float]  # each augmentation family's chance per film
     preprocessing_version: str
+    command: str  # the run that made it (a run may retrain one model and keep the other)
+    code_version: str
+    created: Created
     train_seconds: float = Field(ge=0)
     best_epoch: int | None
     previous: VersionFigures | None  # the newest version before this run
@@ -359,13 +363,8 @@ class RealFilmSection(_Strict):
     """`--protocol real-films`: models 5 and 8 retrained on augmentations that draw what
     real films carry (training/augment.py), with the border crop of preprocessing 3."""
 
-    created: Created
-    command: str
-    code_version: str
     seed: int
-    probabilities: dict[str, float]  # each augmentation family's chance per film
-    models: list[RetrainedModel]
-    wall_seconds: float = Field(ge=0)
+    models: list[RetrainedModel]  # by model number; each run replaces the models it trained
 
 
 class RobustnessSection(_Strict):

@@ -102,6 +102,16 @@ def test_real_films_protocol_exports_new_versions_beside_the_old(tmp_path):
         assert model.predict(np.zeros((1, 64, 64, 3), np.float32)).shape == (1,)
     report = json.loads((out / "report.json").read_text())
     assert [e["number"] for e in report["experiments"]] == [5]  # the full run's, kept
+    # A second run of model 5 alone, with other probabilities, replaces model 5's entry and
+    # keeps model 8's.
+    again = subprocess.run([sys.executable, "-m", "training", "--protocol", "real-films",
+                            "--experiments", "5", "--augment-probabilities", "geometry=0.8",
+                            *common], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    five, eight_kept = read_report(out).real_film_models.models
+    assert five.retrained.version == 3 and five.probabilities["geometry"] == 0.8
+    assert "geometry 0.8" in five.augmentation and "--experiments 5" in five.command
+    assert eight_kept == eight
 
 
 def test_augment_probabilities_change_only_the_families_named():
