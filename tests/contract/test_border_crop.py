@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.contract.borders import MAX_SHARE, Box, crop_borders
+from app.contract.borders import MAX_SHARE, SEARCH_SIDE, Box, crop_borders
 from app.contract.preprocessing import (
     PREPROCESSING_VERSION,
     SERVES_PREPROCESSING_VERSIONS,
     crops_borders,
+    decode,
     load_model_input,
     model_film,
     to_model_input,
@@ -127,10 +128,30 @@ def test_an_rgb_film_is_cropped_as_its_grey():
     assert cropped.shape == (box.bottom - box.top, box.right - box.left, 3)
 
 
-def test_a_border_of_a_clinic_size_film_is_found_within_2_px():
+def test_a_border_of_a_clinic_size_film_is_found_within_one_search_block():
+    """A film over SEARCH_SIDE is searched reduced (so that its whole and half-size decodes
+    are cut alike): its border is found to within one block, 6 px of 2,900 here, a tenth of
+    one pixel of the 64 px input."""
     film = xray_like(2900, 2400, seed=4)
     pixels, truth = bordered(film, 0, top=60, left=70, bottom=40, right=90)
-    assert off_by(crop_borders(pixels)[1], truth) <= 2
+    assert off_by(crop_borders(pixels)[1], truth) <= -(-2900 // SEARCH_SIDE)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["NORMAL/IM-0099-0001.jpeg", "NORMAL/NORMAL2-IM-0313-0001.jpeg",
+                                  "NORMAL/NORMAL2-IM-0336-0001.jpeg"])
+def test_a_large_jpeg_and_its_half_size_decode_are_cut_alike(data_dir, name):
+    """preprocessing.decode reads a large JPEG at half size (its DCT scaling, a smoother
+    edge): the crop must land where the whole decode's does. Test films with black strips,
+    enlarged to a clinic's 1,024 px: searched whole, these were cut 7 px further in at half
+    size."""
+    film = Image.open(data_dir / "test" / name).convert("L")
+    data = encode(film.resize((1024, 1024), Image.Resampling.BICUBIC), "JPEG", quality=92)
+    whole, half = decode(data).pixels, decode(data, target=(64, 64)).pixels
+    assert half.shape[0] * 2 == whole.shape[0]  # the half-size path was taken
+    whole_box, half_box = crop_borders(whole)[1], crop_borders(half)[1]
+    assert whole_box.left > 0  # there is a strip to cut
+    assert all(abs(a - 2 * b) <= 2 for a, b in zip(whole_box, half_box)), (whole_box, half_box)
 
 
 @pytest.mark.parametrize("pixels", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8),

@@ -13,14 +13,15 @@ import pytest
 from playwright.sync_api import expect
 
 from app.contract.card import ModelCard
+from app.services.saved_model import find_model
 from tests.servers import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
 
 # static/style.css: --flagged and --not-flagged.
 COLOURS = {"flagged": "rgb(179, 38, 30)", "not_flagged": "rgb(47, 111, 79)"}
-MODELS = {"pneumonia": REPO / "models/pneumonia/2", "pneumonia_compact":
-          REPO / "models/pneumonia_compact/1"}
+# Each at its newest version: what ?model=NAME serves.
+MODELS = {name: find_model(REPO / "models", name) for name in ("pneumonia", "pneumonia_compact")}
 MARGIN = 0.01  # away from the operating point: the served and the committed answers agree
 
 

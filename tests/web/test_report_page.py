@@ -36,7 +36,8 @@ def _text(page: str) -> str:
 def test_the_report_shows_rounded_numbers_and_keeps_the_raw_ones_in_report_json(client):
     page = client.get("/report").text
     assert LONG_DECIMAL.findall(page) == []
-    card = json.loads((REPO / "models" / "pneumonia" / "2" / "model_card.json").read_text())
+    served = find_model(REPO / "models", "pneumonia")  # the newest version: the default
+    card = json.loads((served / "model_card.json").read_text())
     assert len(str(card["threshold"])) > 6  # the raw value really is long
     assert f'<span id="card-threshold">{card["threshold"]:.3f}</span>' in page
     model_5 = next(e for e in REPORT["experiments"] if e["number"] == 5)
@@ -50,6 +51,21 @@ def test_the_report_shows_rounded_numbers_and_keeps_the_raw_ones_in_report_json(
     op = REPORT["trust"]["operating_point"]["test"]
     lo, hi = op["sensitivity_ci"]
     assert f"{op['sensitivity']:.3f} ({lo:.3f}–{hi:.3f})" in text
+
+
+def test_the_report_shows_each_served_model_before_and_after_its_retraining(client):
+    """The real-films section: old and new versions side by side, test figures at each
+    one's own validation operating point, as report.json has them."""
+    section = REPORT["real_film_models"]
+    text = _text(client.get("/report").text)
+    assert "The served models retrained on what real films carry" in text
+    for model in section["models"]:
+        for key, what in (("previous", "before"), ("retrained", "retrained")):
+            v = model[key]
+            figures = " ".join(f"{x:.3f}" for x in (
+                v["validation_roc_auc"], v["test"]["roc_auc"], v["test"]["accuracy"],
+                v["test"]["recall"], v["test"]["specificity"], v["threshold"]))
+            assert f"{v['name']} v{v['version']} {what} {figures}" in text
 
 
 def test_every_offered_model_has_its_card_linked_from_the_report(client):
