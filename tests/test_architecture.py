@@ -1,7 +1,8 @@
 """The code's shape, checked by folder: only `app/web/` imports the web stack, nothing outside it
-but the entry points reaches it, no import circle in app/ or training/, serving never imports
-training, app/'s top level stays small, and decode workers are free of the web stack,
-TensorFlow and Keras."""
+but the entry points reaches it, only `app/archive/` imports Ray and pyarrow and nothing but
+the entry points reaches it (serving never imports them), no import circle in app/ or
+training/, serving never imports training, app/'s top level stays small, and decode workers
+are free of the web stack, TensorFlow and Keras."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ WEB_PACKAGE = "app.web"
 # The entry points: they compose the doors, so they may import app.web (never the web stack
 # itself: `serve` lives in app/web/server.py).
 ENTRY_POINTS = ("app.__main__", "app.cli")
+# Archive scoring (issue 29): the one package that may import Ray Data and pyarrow (the
+# `archive` extra, which serving neither installs nor imports).
+ARCHIVE = ("ray", "pyarrow")
+ARCHIVE_PACKAGE = "app.archive"
 # What app/'s top level holds: the entry points, the one settings class, the error
 # vocabulary, logging, memory and metrics (issue 26); everything else lives in a package.
 MAX_TOP_LEVEL_MODULES = 8
@@ -120,6 +125,26 @@ def web_violations(root: Path = REPO) -> list[str]:
     return found
 
 
+def archive_violations(root: Path = REPO) -> list[str]:
+    """Each module of app/ outside app/archive/ that imports Ray or pyarrow, or (the entry
+    points apart) reaches app/archive/ through our own imports."""
+    paths = _sources(root, ("app",))
+    graph = import_graph(root)
+    inside = lambda name: name == ARCHIVE_PACKAGE or name.startswith(ARCHIVE_PACKAGE + ".")  # noqa: E731
+    found = []
+    for name, path in sorted(paths.items()):
+        if inside(name):
+            continue
+        direct = {m.split(".")[0] for m in _imports(path, name)} & set(ARCHIVE)
+        if direct:
+            found.append(f"{name} imports {sorted(direct)}")
+        if name not in ENTRY_POINTS:
+            reached = sorted(m for m in _reachable(graph, name) if inside(m))
+            if reached:
+                found.append(f"{name} reaches the archive package through {reached}")
+    return found
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
@@ -147,6 +172,28 @@ def test_the_web_rule_catches_a_module_outside_the_web_package(tmp_path, source)
     assert [line for line in web_violations(tmp_path) if line.startswith("app.services.leaky")]
     (tmp_path / "app/services/leaky.py").write_text("import numpy\n")
     assert web_violations(tmp_path) == []
+
+
+def test_only_the_archive_package_imports_ray_and_pyarrow():
+    assert (REPO / "app/archive/engine.py").is_file()  # the rule has something to guard
+    assert archive_violations() == []
+
+
+@pytest.mark.parametrize("source", ["import ray\n", "from pyarrow import parquet\n",
+                                    "def f():\n    import ray.data\n",
+                                    "from app.archive.run import status\n"])
+def test_the_archive_rule_catches_a_module_outside_the_archive_package(tmp_path, source):
+    """A service (or the web package: serving) that imports Ray or pyarrow, or the archive
+    package, even inside a function, breaks the rule."""
+    for package in ("app", "app/services", "app/archive"):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "app/archive/run.py").write_text("import ray\n")
+    (tmp_path / "app/services/leaky.py").write_text(source)
+    assert [line for line in archive_violations(tmp_path)
+            if line.startswith("app.services.leaky")]
+    (tmp_path / "app/services/leaky.py").write_text("import numpy\n")
+    assert archive_violations(tmp_path) == []
 
 
 def test_serving_never_imports_training():
