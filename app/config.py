@@ -54,9 +54,14 @@ class Settings(BaseSettings):
     # The folder command, which serves nobody else, uses them all.
     batch_decode_workers: int | None = Field(default=None, gt=0)
 
-    # Bounds under load. Films admitted for decoding across all scoring requests (taken once
-    # a request's bytes are all in): one more is answered 503 with Retry-After at once, never
-    # queued. Requests beyond max_connections in flight get 503 (health routes excepted).
+    # Bounds under load. Places for films admitted for decoding across all scoring requests
+    # (taken once a request's bytes are all in, in the request's thread): a film takes one
+    # place per 8 MiB its header says it decodes to (app/services/weight.py: one for any
+    # ordinary film, twelve for a 49-megapixel 16-bit PNG). Past them, up to decode_queue
+    # films wait their turn in order, each at most decode_queue_seconds (ordinary overload
+    # queues rather than failing); one more, or one that waited that long, is answered 503
+    # with Retry-After. Requests beyond max_connections in flight get 503 (health routes
+    # excepted).
     # An upload must keep sending (a pause longer than upload_idle_seconds) and finish
     # within upload_total_seconds, or it gets 408; the bytes of all uploads in flight share
     # max_upload_memory_bytes (over it: 503 at once).
@@ -64,6 +69,11 @@ class Settings(BaseSettings):
     # 8 clients' small uploads into a storm of 503s and cut throughput fivefold, while the
     # memory of the worst case (16 films of 50 megapixels in flight on 2 cores) is bounded.
     max_concurrent_decodes: int = Field(default=8 * (os.cpu_count() or 1), gt=0)
+    # Each waiting film holds a route thread (added to the pool, as the heatmaps' queue is)
+    # and its body (within max_upload_memory_bytes). 32 clients of small films want 25 to
+    # 30 places on 2 cores: half of them were refused without a queue (benchmarks/load.py).
+    decode_queue: int = Field(default=64, ge=0)
+    decode_queue_seconds: float = Field(default=30.0, ge=0)
     max_upload_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # Heatmaps (?explain=true) computed at once: one per two cores (at least one); one more
     # is 503 at once. One per core let 16 clients looping on them take both cores of a
@@ -100,8 +110,9 @@ class Settings(BaseSettings):
     # committed models and 967 MiB through two streamed worklists of 83 MB.
     server_memory_mb: int = Field(default=SERVER_MEMORY_MB, gt=0)
     # Micro-batching (app/services/batcher.py): single-film predictions arriving within this
-    # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, off on
-    # a CPU (where it only adds latency); 0 = off.
+    # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, no
+    # window on a CPU (where waiting only adds latency); 0 = no window: the films that
+    # arrive while a model call runs share the next one.
     batch_wait_ms: float | None = Field(default=None, ge=0)
     # Connections held open; past it, a new one closes the oldest that has not sent its
     # request head (app/web/server.py). Requests in flight have the same cap, health routes
@@ -186,6 +197,10 @@ class Settings(BaseSettings):
     # A secondary capture (the film with the result burned in) beside each SR, for viewers
     # that do not render structured reports; most PACS viewers need it.
     results_secondary_capture: bool = True
+    # Associations (or STOW-RS requests) delivering results at once, each carrying every
+    # job of its share of a pass (app/dicom/delivery.py): one thread, one association a
+    # film, delivered about 3 films/s.
+    results_associations: int = Field(default=4, gt=0)
     # Results that may wait for the PACS at once (while it is down or refusing them), each
     # kept as a recipe of a few hundred KB (app/dicom/recipe.py: the header's identifiers,
     # the score, the secondary capture's film). Past it a new film's results are not made:
@@ -226,8 +241,9 @@ class Settings(BaseSettings):
     # 27). None = 32 random bytes made once in STATE_DIR/identity.key. Replicas that share
     # DATABASE_URL must share it: set the same value on each.
     identity_secret: SecretStr | None = None
-    # Keep a small PNG of each film beside its result. Off by default: a thumbnail is a
-    # picture of the patient's film, which the worklist otherwise never keeps.
+    # Keep a small PNG of each film beside its result, and a copy at display size (512 px)
+    # for the study view. Off by default: both are pictures of the patient's film, which
+    # the worklist otherwise never keeps (the study view then links to the PACS).
     worklist_thumbnails: bool = False
     # Entries are deleted this many days after their last film arrived: a triage list is
     # worked within days; the report in the PACS, not this list, is the record.
@@ -243,6 +259,12 @@ class Settings(BaseSettings):
     # Only set it when clients cannot reach the app except through that proxy: anyone who
     # can, can claim any name.
     trusted_user_header: str | None = None
+    # A silent trial (issue 31): every film is scored and stored, reads are captured and
+    # GET /operations/performance measures what the model would have done, but no page or
+    # API answer for clinicians carries a result (the worklist lists studies in arrival
+    # order), no SR or secondary capture leaves for the PACS, and every page shows a banner.
+    # Turning it on or off is recorded in the audit trail at the next start.
+    shadow_mode: bool = False
     # --- end of the worklist's settings --------------------------------------------------
 
     @field_validator("viewer_url")

@@ -173,6 +173,27 @@ class NoThumbnailError(AppError):
                "PNEUMONIA_WORKLIST_THUMBNAILS is on).")
 
 
+class NoDisplayError(NoThumbnailError):
+    code = "no_film_copy"
+    message = ("No copy of this film is kept here (films are kept only while "
+               "PNEUMONIA_WORKLIST_THUMBNAILS is on): it is in the PACS.")
+
+
+class NoHeatmapError(NoThumbnailError):
+    code = "no_heatmap"
+    message = ("No heatmap for this film: the model could not judge it, this model draws "
+               "none, or no copy of the film is kept.")
+
+
+class ShadowModeError(AppError):
+    """A clinician asked for a result while the server runs in shadow mode (issue 31)."""
+
+    code = "shadow_mode"
+    message = ("This server runs in shadow mode (PNEUMONIA_SHADOW_MODE): films are scored and "
+               "stored for a silent trial, and no result is shown. Add films to the worklist "
+               "instead.")
+
+
 class InvalidCursorError(AppError):
     code = "invalid_cursor"
     message = ("The paging cursor is not one this server wrote. Start again from the first "

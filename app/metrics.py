@@ -21,6 +21,7 @@ Families (names and labels are a contract: deploy/ alerts and the dashboard use 
     pneumonia_dicom_conflicts_total{kind}                      DICOM ingest: patient, instance
     pneumonia_time_to_notification_seconds                     delivery worker
     pneumonia_results_failed_total{reason}                     DICOM ingest, commit, delivery
+    pneumonia_results_withheld_total                           DICOM commit, shadow mode
     pneumonia_decode_slots_busy, pneumonia_decode_slots        scrape time: the admission
     pneumonia_results_pending                                  scrape time: the store
     pneumonia_results_pending_limit                            PNEUMONIA_RESULTS_MAX_PENDING
@@ -28,6 +29,9 @@ Families (names and labels are a contract: deploy/ alerts and the dashboard use 
     pneumonia_ready                                            scrape time: model and store
     pneumonia_drift_psi{model,statistic}                       scrape time: the drift monitor
     pneumonia_drift_window_films{model}, pneumonia_drift_psi_threshold
+    pneumonia_reads{model,version,kind}                        scrape time: live performance
+    pneumonia_performance{model,version,figure,bound}          scrape time: from the reads
+    pneumonia_performance_validated{model,version,figure,bound}  scrape time: the card's
 
 Decode time is measured in the serving process around the decoder's `prepare`, so films
 decoded in worker processes count without prometheus-client's multiprocess mode: a worker
@@ -52,7 +56,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from app.contract.drift import PSI_THRESHOLD
-from app.dicom.failures import ResultsFailure
+from app.dicom.failures import FAILURES
 from app.logs import note_film
 from app.services.drift import DriftMonitor
 from app.services.observer import CONFLICT_KINDS, IGNORED_KINDS, Observer
@@ -131,8 +135,12 @@ class Metrics(Observer):
             "identifier not valid DICOM), build (the results could not be made from the "
             "header), queue_full (PNEUMONIA_RESULTS_MAX_PENDING results waiting); each is "
             "shown on its worklist entry", ["reason"], registry=registry)
-        for reason in ResultsFailure:
+        for reason in FAILURES:
             self.results_failures.labels(reason.value)
+        self.results_withheld_total = Counter(
+            "pneumonia_results_withheld_total", "Scored films whose results (SR, secondary "
+            "capture) were kept from the PACS on purpose: PNEUMONIA_SHADOW_MODE is on",
+            registry=registry)
         self.results_pending_limit = Gauge(
             "pneumonia_results_pending_limit", "Results that may wait for the PACS at once "
             "(PNEUMONIA_RESULTS_MAX_PENDING); past it a film's results are not made",
@@ -148,10 +156,13 @@ class Metrics(Observer):
         metrics.results_pending_limit.set(settings.results_max_pending)
         return metrics
 
-    def watch(self, store: Any, decoder: Any, ready: Callable[[], bool]) -> None:
+    def watch(self, store: Any, decoder: Any, ready: Callable[[], bool],
+              performance: Callable[[], Any] | None = None) -> None:
         """Read at every scrape from now on: the worklist store, the decoder's admission,
-        and whether the app is ready."""
+        whether the app is ready, and the live performance (`performance()`: an
+        app/services/performance.py Report over its default window)."""
         self._scrape.store, self._scrape.decoder, self._scrape.ready = store, decoder, ready
+        self._scrape.performance = performance
 
     def text(self) -> bytes:
         """The registry in the Prometheus text format (the store's gauges are read now:
@@ -170,13 +181,14 @@ class Metrics(Observer):
     def inferred(self, seconds: float) -> None:
         self.inference_seconds.observe(seconds)
 
-    def scored(self, model: Any, model_input: np.ndarray, prediction: Any) -> None:
+    def scored(self, model: Any, model_input: np.ndarray, prediction: Any,
+               statistics: tuple[tuple[str, float], ...] = ()) -> None:
         name = prediction.model_name
         self.films_scored.labels(name, "true" if prediction.flagged else "false").inc()
         self.score.labels(name).observe(prediction.probability)
         for reason in prediction.reasons:
             self.guard_warnings.labels(reason).inc()
-        self.drift.observe(model, model_input, prediction.probability)
+        self.drift.observe(model, model_input, prediction.probability, statistics)
         note_film(name, "not_assessable" if not prediction.assessable
                   else "flagged" if prediction.flagged else "not_flagged")
 
@@ -193,8 +205,11 @@ class Metrics(Observer):
     def notified(self, seconds: float) -> None:
         self.notification_seconds.observe(max(seconds, 0.0))
 
+    def results_withheld(self) -> None:
+        self.results_withheld_total.inc()
+
     def results_failed(self, reason: str) -> None:
-        known = {failure.value for failure in ResultsFailure}
+        known = {failure.value for failure in FAILURES}
         self.results_failures.labels(reason if reason in known else "build").inc()
 
 
@@ -207,11 +222,13 @@ class _ScrapeTime:
         self.store: Any = None
         self.decoder: Any = None
         self.ready: Callable[[], bool] | None = None
+        self.performance: Callable[[], Any] | None = None
 
     def collect(self) -> Iterable[Metric]:
         yield from self._decode_slots()
         yield from self._store()
         yield from self._drift()
+        yield from self._performance()
 
     def _decode_slots(self) -> Iterable[Metric]:
         busy = GaugeMetricFamily("pneumonia_decode_slots_busy", "Films admitted for decoding "
@@ -268,3 +285,48 @@ class _ScrapeTime:
         yield psi
         yield films
         yield threshold
+
+    def _performance(self) -> Iterable[Metric]:
+        """The live figures over the default window of reads, and the card's beside them:
+        what the PneumoniaTriageLiveSensitivityLow alert compares. A model with no reads in
+        the window has no series."""
+        reads = GaugeMetricFamily("pneumonia_reads", "Radiologists' reads in the live "
+                                  "performance window (the last reads), by the model that "
+                                  "answered the study and kind: judged (assessable, a "
+                                  "definite read), indeterminate, not_assessable",
+                                  labels=["model", "version", "kind"])
+        live = GaugeMetricFamily("pneumonia_performance", "Live sensitivity, specificity, "
+                                 "PPV, NPV and flagged rate from the reads in the window: the "
+                                 "estimate and its 95% Wilson interval (bound: estimate, "
+                                 "low, high); absent while a figure has no reads",
+                                 labels=["model", "version", "figure", "bound"])
+        validated = GaugeMetricFamily("pneumonia_performance_validated", "The model card's "
+                                      "figures at its operating point, with their 95% Wilson "
+                                      "intervals", labels=["model", "version", "figure", "bound"])
+        if self.performance is not None:
+            try:
+                report = self.performance()
+            except Exception as exc:  # noqa: BLE001 - the database down: the rest still shown
+                log.warning("performance gauges not read: %s", type(exc).__name__)
+                report = None
+            for model in report.models if report is not None else ():
+                labels = [model.model or "none", model.version or "none"]
+                for kind, count in (("judged", model.judged),
+                                    ("indeterminate", model.indeterminate),
+                                    ("not_assessable", model.not_assessable)):
+                    reads.add_metric([*labels, kind], count)
+                _figures(live, labels, model.figures)
+                if model.reference is not None:
+                    _figures(validated, labels, model.reference.figures)
+        yield reads
+        yield live
+        yield validated
+
+
+def _figures(family: GaugeMetricFamily, labels: list[str], figures: dict[str, Any]) -> None:
+    for name, figure in figures.items():
+        if figure.value is None:
+            continue
+        for bound, value in (("estimate", figure.value), ("low", figure.low),
+                             ("high", figure.high)):
+            family.add_metric([*labels, name, bound], value)

@@ -6,13 +6,17 @@ On loopback it starts the app (`python -m app`) and the naive baseline
 (`benchmarks/naive_app.py`: Starlette form parsing, full Pillow decode, resize,
 one model call per request), each alone, and drives them with 1, 8 and 32 concurrent
 clients sending three kinds of upload: the full-size samples, 224x224 test-split JPEGs and
-16-bit PNGs made from the samples. It prints requests/s, p50/p95/p99, the server's peak
-resident memory (the server process and its decode workers together, sampled every 20 ms)
-and its time from process start to ready; then a decode-bound ceiling (a bare loop decoding
-the same uploads at reduced scale on every core) and the ratios. For the app alone it also
-measures the server-side time of a 2-megapixel JPEG (the `elapsed_ms` it reports, one client)
-and its memory through 8 concurrent uploads of a 49-megapixel 16-bit PNG (the naive baseline
-is not sent those: it needs about 1.2 GB per upload).
+16-bit PNGs made from the samples. It prints requests/s, p50/p95/p99, the answers that were
+not 200 (503s among them), the CPU each answer cost the server (the server process and its
+decode workers together, user and system time over the level, divided by the requests
+answered), a /healthz probe's p99 and worst latency through the level (a new connection
+every 50 ms), the 1-minute load average before each level, the server's peak resident
+memory (the server process and its decode workers together, sampled every 20 ms) and its
+time from process start to ready; then a decode-bound ceiling (a bare loop decoding the same
+uploads at reduced scale on every core) and the ratios. For the app alone it also measures
+the server-side time of a 2-megapixel JPEG (the `elapsed_ms` it reports, one client) and its
+memory through 8 concurrent uploads of a 49-megapixel 16-bit PNG (the naive baseline is not
+sent those: it needs about 1.2 GB per upload).
 A benchmark, not a test: it prints figures and asserts nothing. Every loop is bounded by
 its time budget; traffic goes to 127.0.0.1 only.
 """
@@ -31,9 +35,11 @@ import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +67,81 @@ def inputs(data_dir: Path) -> dict[str, list[bytes]]:
 def _tree_rss_mib(pid: int) -> float:
     """Resident memory of a process and its descendants, MiB (memory_tree.tree_memory)."""
     return tree_memory(pid).tree / 2**20
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process, of its children it has reaped (a decode
+    worker replaced), and of its descendants alive now."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        with suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
+
+
+def load_average() -> float:
+    """The 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+class HealthProbe:
+    """GET /healthz on a new connection every `interval` s while in its block: the
+    latencies (ms) and the probes that failed."""
+
+    def __init__(self, port: int, interval: float = 0.05) -> None:
+        self.port, self.interval = port, interval
+        self.ms: list[float] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("GET", "/healthz")
+                # The naive baseline has no /healthz: its 404 still times the answer.
+                ok = connection.getresponse().status in (200, 404)
+                connection.close()
+            except OSError:
+                ok = False
+            if ok:
+                self.ms.append((time.perf_counter() - started) * 1000)
+            else:
+                self.failed += 1
+            self._stop.wait(self.interval)
+
+    def figures(self) -> dict:
+        ms = sorted(self.ms) or [float("nan")]
+        return {"health_p99": ms[int(0.99 * (len(ms) - 1))], "health_max": ms[-1],
+                "health_failed": self.failed}
+
+
+def measured(server: Server, uploads: list[bytes], clients: int, seconds: float,
+             path: str = "/predict") -> dict:
+    """`drive`, with the server tree's CPU per request answered (ms), /healthz's latency
+    through it and the load average before it."""
+    load = load_average()
+    cpu = tree_cpu_seconds(server.process.pid)
+    with HealthProbe(server.port) as probe:
+        result = drive(server.port, uploads, clients, seconds, path)
+    cpu = tree_cpu_seconds(server.process.pid) - cpu
+    answered = sum(result["statuses"].values())
+    return {**result, **probe.figures(), "load": load,
+            "cpu_ms": 1000 * cpu / answered if answered else float("nan"),
+            "refused": result["statuses"].get(503, 0)}
 
 
 class Server:
@@ -219,10 +300,11 @@ def app_only(port: int, server: Server, data_dir: Path, seconds: float) -> dict:
           f"round trip p50 {two['p50']:.1f} ms", flush=True)
     huge = _png16_of_megapixels(data_dir, 49.0)
     server.reset_peak()
-    burst = drive(port, [huge], 8, seconds)
+    burst = measured(server, [huge], 8, seconds)
     print(f"  49-megapixel 16-bit PNG ({len(huge) / 2**20:.0f} MiB), 8 clients: "
           f"{burst['ok']} answered 200, statuses {burst['statuses']}, p50 {burst['p50']:.0f} ms; "
-          f"peak resident memory {server.peak:.0f} MiB", flush=True)
+          f"peak resident memory {server.peak:.0f} MiB; CPU {burst['cpu_ms']:.0f} ms a film; "
+          f"/healthz p99 {burst['health_p99']:.0f} ms; load {burst['load']:.1f}", flush=True)
     return {"two_mp": two, "huge": burst, "huge_peak": server.peak}
 
 
@@ -253,11 +335,15 @@ def main() -> None:
         print(f"{name}: ready {server.ready_seconds:.1f} s after start", flush=True)
         for set_name, uploads in sets.items():
             for clients in CLIENTS:
-                result = drive(port, uploads, clients, args.seconds)
+                result = measured(server, uploads, clients, args.seconds)
                 rows.append((name, set_name, clients, result))
                 print(f"  {set_name:<38} {clients:>2} clients: {result['rps']:7.1f} req/s  "
                       f"p50 {result['p50']:7.1f}  p95 {result['p95']:7.1f}  "
-                      f"p99 {result['p99']:7.1f} ms  ({result['failed']} failed)", flush=True)
+                      f"p99 {result['p99']:7.1f} ms  ({result['failed']} failed, "
+                      f"{result['refused']} of them 503)  CPU {result['cpu_ms']:5.2f} ms a "
+                      f"film  /healthz p99 {result['health_p99']:.0f} ms (max "
+                      f"{result['health_max']:.0f}, {result['health_failed']} failed)  "
+                      f"load {result['load']:.1f}", flush=True)
         print(f"{name}: peak resident memory {server.peak:.0f} MiB (with its children)",
               flush=True)
         peaks[name], ready[name] = server.peak, server.ready_seconds
@@ -271,17 +357,38 @@ def main() -> None:
     for set_name, value in ceilings.items():
         print(f"  {set_name:<38} {value:7.1f} images/s")
 
-    print("\n| upload | clients | app req/s | p50 / p99 ms | naive req/s | app / naive | "
-          "app / ceiling |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| upload | clients | app req/s | p50 / p99 ms | app 503s | app CPU ms/film | "
+          "naive req/s | naive CPU ms/film | app / naive | app / ceiling | /healthz p99 ms | "
+          "load (app, naive) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     table = {(n, s, c): r for n, s, c, r in rows}
     for set_name in sets:
         for clients in CLIENTS:
             app_r, naive_r = table["app", set_name, clients], table["naive", set_name, clients]
             print(f"| {set_name} | {clients} | {app_r['rps']:.1f} | {app_r['p50']:.0f} / "
-                  f"{app_r['p99']:.0f} | {naive_r['rps']:.1f} | "
+                  f"{app_r['p99']:.0f} | {app_r['refused']} | {app_r['cpu_ms']:.2f} | "
+                  f"{naive_r['rps']:.1f} | {naive_r['cpu_ms']:.2f} | "
                   f"{app_r['rps'] / naive_r['rps']:.2f}x | "
-                  f"{app_r['rps'] / ceilings[set_name]:.0%} |")
+                  f"{app_r['rps'] / ceilings[set_name]:.0%} | {app_r['health_p99']:.0f} | "
+                  f"{app_r['load']:.1f}, {naive_r['load']:.1f} |")
+
+    print("\ntargets:")
+    for set_name, target in zip(sets, (3.0, 1.0, 1.0)):
+        app8, naive8 = table["app", set_name, 8], table["naive", set_name, 8]
+        ratio, spread = app8["rps"] / naive8["rps"], app8["p99"] / app8["p50"]
+        print(f"  {set_name}, 8 clients: {ratio:.2f}x naive (at least {target:g}x: "
+              f"{'met' if ratio >= target else 'missed'}), p99 / p50 {spread:.1f} (at most 3: "
+              f"{'met' if spread <= 3 else 'missed'})")
+    for set_name in sets:
+        app32, naive32 = table["app", set_name, 32], table["naive", set_name, 32]
+        ratio = app32["rps"] / naive32["rps"]
+        print(f"  {set_name}, 32 clients: {app32['refused']} answered 503 (none: "
+              f"{'met' if not app32['refused'] else 'missed'}), {ratio:.2f}x naive's "
+              f"successful req/s (at least 1: {'met' if ratio >= 1 else 'missed'}), /healthz "
+              f"p99 {app32['health_p99']:.0f} ms (under 100: "
+              f"{'met' if app32['health_p99'] < 100 else 'missed'})")
+    print(f"  8 x 49 MP 16-bit PNG: process tree peak {extra['huge_peak']:.0f} MiB (under 1024: "
+          f"{'met' if extra['huge_peak'] < 1024 else 'missed'})")
 
     full = next(iter(sets))
     app8, naive8 = table["app", full, 8], table["naive", full, 8]

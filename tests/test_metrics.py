@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from app.dicom.failures import ResultsFailure
+from app.dicom.failures import FAILURES
 from app.services.decode_pool import DecodePool
 from app.services.observer import CONFLICT_KINDS, IGNORED_KINDS
 from app.store import Status
@@ -32,7 +32,9 @@ FAMILIES = {
     "pneumonia_worklist_entries": "gauge", "pneumonia_drift_psi": "gauge",
     "pneumonia_ready": "gauge", "pneumonia_dicom_ignored": "counter",
     "pneumonia_dicom_conflicts": "counter", "pneumonia_results_failed": "counter",
-    "pneumonia_results_pending_limit": "gauge",
+    "pneumonia_results_pending_limit": "gauge", "pneumonia_results_withheld": "counter",
+    "pneumonia_reads": "gauge", "pneumonia_performance": "gauge",
+    "pneumonia_performance_validated": "gauge",
 }
 DELIVERY_SECONDS = 60  # a safety net on a loaded 2-core machine, not the thing measured
 
@@ -82,7 +84,7 @@ def test_metrics_text_parses_and_holds_every_family(pooled):
     for family, kinds in (("pneumonia_dicom_ignored_total", IGNORED_KINDS),
                           ("pneumonia_dicom_conflicts_total", CONFLICT_KINDS),
                           ("pneumonia_results_failed_total",
-                           tuple(failure.value for failure in ResultsFailure))):
+                           tuple(failure.value for failure in FAILURES))):
         assert {label for (name, labels), _ in samples.items() if name == family
                 for _, label in labels} == set(kinds)
 

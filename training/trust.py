@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from app.contract.guard import InputGuard, fit_guard, guard_features
+from app.contract.intervals import wilson
 from training.data import Arrays
 
 ECE_BINS = 10
@@ -58,16 +59,6 @@ def threshold_for_sensitivity(labels: np.ndarray, probabilities: np.ndarray,
     positives = np.sort(probabilities[labels == 1])[::-1]
     needed = max(1, math.ceil(target * len(positives)))
     return float(positives[needed - 1])
-
-
-def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of a proportion."""
-    if total == 0:
-        return [0.0, 1.0]
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def rates_with_intervals(labels: np.ndarray, probabilities: np.ndarray,

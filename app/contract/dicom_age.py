@@ -32,10 +32,9 @@ def age_of(ds: pydicom.Dataset) -> tuple[float | None, str | None]:
     Acquisition and Content Dates that is not before it; (None, None) when neither is
     known. A day is 1/365.25 year, a week 7 days, a month 1/12 year."""
     text = _text(ds, "PatientAge")
-    match = _AGE_STRING.fullmatch(text) if text else None
-    if match:
-        return (int(match[1]) * _YEARS_PER_UNIT[match[2]],
-                f"Patient's Age (0010,1010) {text}")
+    years = age_string_years(text)
+    if years is not None:
+        return years, f"Patient's Age (0010,1010) {text}"
     birth = _date(ds, "PatientBirthDate")
     for keyword, name in _FILM_DATES:
         taken = _date(ds, keyword)
@@ -43,6 +42,13 @@ def age_of(ds: pydicom.Dataset) -> tuple[float | None, str | None]:
             return (years_between(birth, taken),
                     f"Patient's Birth Date (0010,0030) and {name}")
     return None, None
+
+
+def age_string_years(text: str | None) -> float | None:
+    """A Patient's Age (0010,1010) age string ("007Y", "3M") in years; None for anything
+    else (empty, malformed)."""
+    match = _AGE_STRING.fullmatch(text) if text else None
+    return int(match[1]) * _YEARS_PER_UNIT[match[2]] if match else None
 
 
 def years_between(birth: date, day: date) -> float:

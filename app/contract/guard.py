@@ -61,9 +61,11 @@ class InputGuard:
         return [text for _, text in self.findings(model_input, pixels, width, height)]
 
     def findings(self, model_input: np.ndarray, pixels: np.ndarray, width: int,
-                 height: int) -> list[tuple[str, str]]:
+                 height: int, distance: float | None = None) -> list[tuple[str, str]]:
         """(reason code, text) of each doubt: `too_small` for a tiny image, else
-        `unlike_training` (app/contract/assessability.py has the codes)."""
+        `unlike_training` (app/contract/assessability.py has the codes). `distance`: the
+        model input's distance, when the caller has it already (the app's decode worker
+        keeps it for the drift statistics)."""
         found = []
         if pixels.ndim == 3:
             channels = pixels.astype(np.int16)
@@ -78,7 +80,9 @@ class InputGuard:
         if min(width, height) < MIN_SIDE:
             found.append(("too_small",
                           f"The image is only {width}x{height} pixels: too small to read."))
-        if float(self.distances(guard_features(model_input))[0]) > self.threshold:
+        if distance is None:
+            distance = float(self.distances(guard_features(model_input))[0])
+        if distance > self.threshold:
             found.append(("unlike_training", "The image looks unlike the chest films the model "
                           "was trained on; its score may mean nothing."))
         return found

@@ -17,6 +17,9 @@ class ResultsFailure(StrEnum):
     IDENTITY = "identity"  # a UID or patient identifier that cannot be carried as received
     BUILD = "build"  # the SR or secondary capture could not be built (or rebuilt) from it
     QUEUE_FULL = "queue_full"  # PNEUMONIA_RESULTS_MAX_PENDING results were waiting already
+    # Not a failure: withheld on purpose while PNEUMONIA_SHADOW_MODE is on (issue 31), counted
+    # apart (pneumonia_results_withheld_total), never alerted on.
+    SHADOW_MODE = "shadow_mode"
 
     @property
     def message(self) -> str:
@@ -32,7 +35,11 @@ MESSAGES = {
     ResultsFailure.QUEUE_FULL: "No result was sent to the PACS: too many results were "
                                "waiting for it (PNEUMONIA_RESULTS_MAX_PENDING). Report this "
                                "film from the PACS by hand.",
+    ResultsFailure.SHADOW_MODE: "No result was sent to the PACS: the node ran in shadow mode "
+                                "(PNEUMONIA_SHADOW_MODE), a silent trial that sends none.",
 }
+# The reasons that are failures: counted in pneumonia_results_failed_total and alerted on.
+FAILURES = tuple(reason for reason in ResultsFailure if reason is not ResultsFailure.SHADOW_MODE)
 
 
 class ResultsNotMade(Exception):

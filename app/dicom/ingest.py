@@ -51,6 +51,7 @@ from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
 from app.services.observer import NO_METRICS, Observer
 from app.services.pipeline import Prediction, Scorer, score_film
+from app.services.weight import dicom_decoded_bytes, places
 
 log = logging.getLogger("app.dicom")
 
@@ -142,8 +143,8 @@ class ResultsBuilder(Protocol):
     """Makes the recipe of the objects to send back for one scored film
     (app/dicom/results.py ResultBuilder)."""
 
-    # Whether they show the film (a secondary capture): the film is then scored with its
-    # heat map, and its prediction keeps both as arrays (`Prediction.display`).
+    # Whether they show the film (a secondary capture): its prediction then keeps the film
+    # and its model input as arrays (`Prediction.display`), the heat map's source.
     needs_display: bool
 
     def recipe(self, source: Dataset, prediction: Prediction) -> Recipe:
@@ -174,10 +175,14 @@ class ScoringIngest:
     def __init__(self, scorer: Callable[[], Scorer], commit: Commit,
                  results: ResultsBuilder | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 secret: bytes | None = None, metrics: Observer = NO_METRICS) -> None:
+                 secret: bytes | None = None, metrics: Observer = NO_METRICS,
+                 keep_display: bool = False) -> None:
         self._scorer = scorer
         self._commit = commit
         self._results = results
+        # The film at display size goes to `commit` too, for the worklist's study view
+        # (Settings.worklist_thumbnails, issue 31); otherwise only the results see it.
+        self._keep_display = keep_display
         self._clock = clock
         # The per-install secret of the patient key (app/dicom/identity.py); None: films
         # carry no key, and no study is checked for another patient's films.
@@ -196,11 +201,15 @@ class ScoringIngest:
                                 scored_at=None, prediction=None, error=None, ignored=ignored)
         scorer = self._scorer()  # ModelNotReadyError before any work
         prediction, error, results, results_error = None, None, (), None
-        with scorer.decoder.admit():  # ServerBusyError: every decode slot is taken
+        # The places its header says it costs, waited for in the admission's line (in this
+        # association's thread); ServerBusyError when the line is full or the wait too long.
+        decoded = dicom_decoded_bytes(header) or len(received.data)
+        with scorer.decoder.admit(places(decoded, scorer.decoder.admission.limit)):
             prediction, error = self._score(scorer, received.data)
         if prediction is not None and self._results is not None:
             results, results_error = self._recipe(facts, header, prediction)
-        if prediction is not None and prediction.display is not None:
+        if prediction is not None and prediction.display is not None \
+                and not self._keep_display:
             # The pixels were for the results only: not kept with the outcome.
             prediction = dataclasses.replace(prediction, display=None)
         result = IngestResult(facts=facts, source=source, received_at=arrived,
@@ -235,11 +244,13 @@ class ScoringIngest:
 
     def _score(self, scorer: Scorer,
                data: bytes) -> tuple[Prediction, None] | tuple[None, ImageError]:
-        """(prediction, None), the prediction with its display pixels when the results show
-        the film; or (None, why not scored)."""
-        display = self._results is not None and self._results.needs_display
+        """(prediction, None), the prediction with its display pixels (and the model input
+        its heat map is drawn from at delivery: the C-STORE is answered without waiting
+        for it) when the results show the film or the study view keeps it; or (None, why
+        not scored)."""
+        shown = self._results is not None and self._results.needs_display
         try:
-            return score_film(scorer, data, explain=display, display=display), None
+            return score_film(scorer, data, display=shown or self._keep_display), None
         except ImageError as exc:  # listed with its reason, never scored
             return None, exc
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 
+import numpy as np
+
 from app.config import Settings
 from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_settings
 from app.dicom.identity import install_secret
 from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
-from app.dicom.results import ResultBuilder
+from app.dicom.recipe import Judgement
+from app.dicom.results import Explainer, ResultBuilder
 from app.dicom.scp import StorageSCP
 from app.memory import BodyBudget
 from app.services.catalog import ModelCatalog
@@ -29,6 +32,21 @@ from app.services.decode_pool import Decoder
 from app.services.observer import NO_METRICS, Observer
 
 log = logging.getLogger("app.dicom")
+
+
+def catalog_explainer(catalog: ModelCatalog) -> Explainer:
+    """The heat map of a judgement's model input, drawn by the model that made it when the
+    catalog still serves that version (its occlusion map, app/services/occlusion.py); None
+    otherwise, or for a model whose card describes no map."""
+
+    def explain(judgement: Judgement, model_input: np.ndarray) -> np.ndarray | None:
+        model = catalog.models.get(judgement.model_name)
+        if model is None or str(model.card.version) != judgement.model_version \
+                or not model.can_explain:
+            return None
+        return model.explain(model_input[None])[1][0]
+
+    return explain
 
 
 class DicomNode:
@@ -51,14 +69,21 @@ class DicomNode:
         Films, associations and deliveries are reported to `metrics`; the data sets the
         SCP is receiving count in `budget` (the app's one budget for bodies in flight).
         Films carry the patient key of the install's secret (app/dicom/identity.py:
-        StartupError when there is none and the state folder cannot hold one)."""
+        StartupError when there is none and the state folder cannot hold one). In shadow
+        mode no delivery worker runs: results made are withheld where they would be queued
+        (StoreCommit), and any queued before wait until shadow mode is left."""
         sender = sender or senders_from_settings(settings)
         results: ResultBuilder | None = None
         worker: DeliveryWorker | None = None
         if sender is not None and jobs is not None:
-            # The ingest makes each film's recipe; the worker builds the results from it.
-            results = ResultBuilder(settings.results_secondary_capture)
-            worker = DeliveryWorker(jobs, sender, metrics=metrics, build=results.build_job)
+            # The ingest makes each film's recipe; the worker builds the results from it,
+            # the secondary capture's heat map drawn then by the model that judged it.
+            results = ResultBuilder(settings.results_secondary_capture,
+                                    explainer=catalog_explainer(catalog))
+            if not settings.shadow_mode:
+                worker = DeliveryWorker(jobs, sender, metrics=metrics,
+                                        build=results.build_job,
+                                        associations=settings.results_associations)
 
         def commit_then_wake(result: IngestResult) -> str | None:
             conflict = commit(result)
@@ -68,7 +93,8 @@ class DicomNode:
 
         ingest = ScoringIngest(catalog_scorer(catalog, decoder, settings.max_image_pixels,
                                               metrics), commit_then_wake, results,
-                               secret=install_secret(settings), metrics=metrics)
+                               secret=install_secret(settings), metrics=metrics,
+                               keep_display=settings.worklist_thumbnails)
         return cls(ingest, StorageSCP.from_settings(settings, ingest, metrics, budget),
                    worker, results)
 

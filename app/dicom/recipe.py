@@ -5,9 +5,12 @@ after a restart or a failed attempt), never the built objects.
 A recipe holds the sanitised header (app/dicom/header.py: the identity and the Type 2 study
 and patient elements the results must carry, nothing more of the header), the judgement
 (the model's answer, its operating point and when it was made) and, for a secondary capture,
-the film at display size with its heat map (the pixels the secondary capture shows, no
-others). Encoded as a few length-prefixed parts (`encode`): JSON, the header in the DICOM
-JSON model (so its text needs no character set), and two PNGs.
+the film at display size and either its heat map or the model input it is computed from at
+delivery (the node answers a C-STORE once the film is scored and committed: the map, two
+model calls of up to 26 film copies, is drawn by the delivery worker; app/dicom/results.py).
+Encoded as a few length-prefixed parts (`encode`): JSON, the header in the DICOM JSON model
+(so its text needs no character set), and two PNGs (tens of KB for a film: the queue never
+holds a built result).
 
 The results' UIDs and dates are derived from the recipe alone (the source's UIDs, the model,
 its operating point, the time it was made), so that every build of a recipe is the same
@@ -104,21 +107,29 @@ class Recipe:
     @classmethod
     def of(cls, header: Dataset, judgement: Judgement, display: Display | None) -> Recipe:
         """A recipe whose display is already as `decode` will give it back (the heat map in
-        steps of 1/255), so that the results built from it now and after a round trip
-        through the queue are the same."""
-        if display is not None and display.heat is not None:
-            display = Display(display.film, _heat_levels(display.heat).astype(np.float32)
-                              / np.float32(255))
+        steps of 1/255; without one, the model input kept to draw it from; neither for a
+        film the model cannot judge, which gets no map), so that the results built from it
+        now and after a round trip through the queue are the same."""
+        if display is not None:
+            heat = None if display.heat is None else \
+                _heat_levels(display.heat).astype(np.float32) / np.float32(255)
+            source = display.model_input if heat is None and judgement.assessable else None
+            display = Display(display.film, heat, source)
         # The header as `decode` gives it back too (an empty text value is '' there).
         return cls(Dataset.from_json(header.to_json_dict()), judgement, display)
 
     def encode(self) -> bytes:
-        parts = [json.dumps({"judgement": self.judgement.as_json(),
-                             "header": self.header.to_json_dict()}).encode()]
+        pixels: list[tuple[str, bytes]] = []
         if self.display is not None:
-            parts.append(_png(self.display.film))
+            pixels.append(("film", _png(self.display.film)))
             if self.display.heat is not None:
-                parts.append(_png(_heat_levels(self.display.heat)))
+                pixels.append(("heat", _png(_heat_levels(self.display.heat))))
+            elif self.display.model_input is not None:
+                pixels.append(("model_input", _png(self.display.model_input)))
+        parts = [json.dumps({"judgement": self.judgement.as_json(),
+                             "header": self.header.to_json_dict(),
+                             "pixels": [name for name, _ in pixels]}).encode(),
+                 *(png for _, png in pixels)]
         return MAGIC + b"".join(_LENGTH.pack(len(part)) + part for part in parts)
 
     @classmethod
@@ -128,13 +139,26 @@ class Recipe:
             raise ValueError("not a results recipe")
         parts = unpack(data[len(MAGIC):])
         head = json.loads(parts[0])
+        # Recipes queued before the model input was kept name no parts: a film and a map.
+        names = head.get("pixels", ["film", "heat"][:len(parts) - 1])
+        pixels = dict(zip(names, parts[1:]))
         display = None
-        if len(parts) > 1:
-            heat = _array(parts[2]).astype(np.float32) / np.float32(255) \
-                if len(parts) > 2 else None
-            display = Display(_array(parts[1]), heat)
+        if "film" in pixels:
+            heat = _array(pixels["heat"]).astype(np.float32) / np.float32(255) \
+                if "heat" in pixels else None
+            source = _array(pixels["model_input"], gray=False) \
+                if "model_input" in pixels else None
+            display = Display(_array(pixels["film"]), heat, source)
         return cls(Dataset.from_json(head["header"]), Judgement.from_json(head["judgement"]),
                    display)
+
+    def with_heat(self, heat: np.ndarray | None) -> Recipe:
+        """This recipe with the heat map drawn from its model input (held, as `of` holds
+        one, to steps of 1/255); as it is when `heat` is None."""
+        if heat is None or self.display is None:
+            return self
+        levels = _heat_levels(heat).astype(np.float32) / np.float32(255)
+        return Recipe(self.header, self.judgement, Display(self.display.film, levels))
 
 
 def is_recipe(data: bytes) -> bool:
@@ -163,10 +187,17 @@ def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     # Level 1: five times faster than the default for a few per cent more bytes; these
     # are kept for minutes, until the PACS takes the results.
+    if pixels.ndim == 3 and pixels.shape[2] == 1:  # a grey model input
+        pixels = pixels[:, :, 0]
     Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def _array(png: bytes) -> np.ndarray:
+def _array(png: bytes, gray: bool = True) -> np.ndarray:
+    """A PNG's pixels: grey (H, W) uint8, or with `gray` off as stored (an RGB model input:
+    (H, W, 3); a grey one: (H, W, 1), as the model takes it)."""
     with Image.open(io.BytesIO(png)) as image:
-        return np.asarray(image.convert("L"))
+        if gray:
+            return np.asarray(image.convert("L"))
+        pixels = np.asarray(image.convert("RGB" if image.mode in ("RGB", "P") else "L"))
+        return pixels if pixels.ndim == 3 else pixels[:, :, None]

@@ -25,9 +25,11 @@ from __future__ import annotations
 import copy
 import io
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import highdicom as hd
 import numpy as np
@@ -114,13 +116,21 @@ def reason_code(reason: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(code, TRIAGE_SCHEME, meaning.rstrip(".")[:64])
 
 
+# Draws a film's heat map at delivery: (the judgement, the (h, w, C) uint8 model input) ->
+# the (h, w) map in 0-1, or None when the model that made the judgement cannot draw one
+# now (not served any more, or a card without an explanation).
+Explainer = Callable[[Judgement, np.ndarray], "np.ndarray | None"]
+
+
 @dataclass(frozen=True)
 class ResultBuilder:
     """The results of scored films: `recipe` at once (the ingest, app/dicom/ingest.py's
     ResultsBuilder), `build` when they are delivered (app/dicom/delivery.py); a secondary
-    capture beside the SR when `secondary_capture` is on."""
+    capture beside the SR when `secondary_capture` is on, with the heat map `explainer`
+    draws from the recipe's model input (None: no map)."""
 
     secondary_capture: bool = True
+    explainer: Explainer | None = field(default=None, compare=False)
 
     @property
     def needs_display(self) -> bool:
@@ -152,12 +162,22 @@ class ResultBuilder:
                          display)
 
     def build(self, recipe: Recipe) -> tuple[Dataset, ...]:
-        """The SR, and the secondary capture when the recipe holds its pixels; the same
-        objects every time for the same recipe."""
+        """The SR, and the secondary capture when the recipe holds its pixels (with the heat
+        map drawn now from its model input, for a film the model judged); the same objects
+        every time for the same recipe and model."""
         report = structured_report(recipe.header, recipe.judgement)
         if recipe.display is None:
             return (report,)
+        recipe = recipe.with_heat(self._heat(recipe))
+        assert recipe.display is not None
         return report, secondary_capture(recipe.header, recipe.judgement, recipe.display)
+
+    def _heat(self, recipe: Recipe) -> np.ndarray | None:
+        display = recipe.display
+        if display is None or display.heat is not None or display.model_input is None \
+                or self.explainer is None or not recipe.judgement.assessable:
+            return None
+        return self.explainer(recipe.judgement, display.model_input)
 
     def build_job(self, parts: Sequence[bytes]) -> tuple[Dataset, ...]:
         """A delivery job's results (app/dicom/delivery.py Build): built from its recipe;
@@ -264,29 +284,51 @@ def secondary_capture(header: Dataset, judgement: Judgement,
 
 def burn_in(display: Display, prediction: Prediction | Judgement) -> np.ndarray:
     """The film ((H, W) uint8) in RGB with the heat map over it and a band of text above:
-    (h, w, 3) uint8, at least _MIN_WIDTH px wide so that the text is legible."""
+    (h, W, 3) uint8, at the film's display size (at most 512 px a side: pipeline's
+    HEATMAP_SIZE), its lines wrapped to that width. Never scaled up: a 224 px film's
+    capture was 957 x 768 x 3 (2.2 MB) at a minimum width of 768 px, for text alone."""
     image = Image.fromarray(display.film).convert("RGB")
     if display.heat is not None:
         overlay = heat_layer(display.heat, image.size).convert("RGBA")
         image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
-    if image.width < _MIN_WIDTH:
-        scale = _MIN_WIDTH / image.width
-        image = image.resize((_MIN_WIDTH, round(image.height * scale)),
-                             Image.Resampling.BILINEAR)
     lines = _lines(prediction, heatmap=display.heat is not None,
                    heat_warning=display.heat_warning)
-    size = max(12, image.width // 36)
-    font = ImageFont.load_default(size=size)
-    band = (len(lines) + 1) * int(size * 1.3)
+    size = max(_MIN_FONT_PX, image.width // 36)
+    font = _font(size)
+    step, margin = int(size * 1.3), size // 2
+    wrapped = [(part, colour) for text, colour in lines
+               for part in _wrap(text, font, image.width - 2 * margin)]
+    band = len(wrapped) * step + 2 * margin
     canvas = Image.new("RGB", (image.width, image.height + band), "black")
     canvas.paste(image, (0, band))
     draw = ImageDraw.Draw(canvas)
-    for row, (text, colour) in enumerate(lines):
-        draw.text((size // 2, size // 2 + row * int(size * 1.3)), text, fill=colour, font=font)
+    for row, (text, colour) in enumerate(wrapped):
+        draw.text((margin, margin + row * step), text, fill=colour, font=font)
     return np.asarray(canvas)
 
 
-_MIN_WIDTH = 768
+_MIN_FONT_PX = 11  # legible in a viewer at 1:1 and below
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at `size` px, loaded once (loading it cost 3 ms a film)."""
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+          width: int) -> list[str]:
+    """`text` in lines of at most `width` px in `font` (words kept whole; a word longer
+    than the width on a line of its own)."""
+    if font.getlength(text) <= width:
+        return [text]
+    average = max(font.getlength(text) / len(text), 1.0)
+    columns = max(int(width / average), 8)
+    while True:
+        lines = textwrap.wrap(text, columns, break_long_words=False) or [text]
+        if columns <= 8 or all(font.getlength(line) <= width for line in lines):
+            return lines
+        columns -= 2
 
 
 def _lines(prediction: Prediction | Judgement, heatmap: bool = False,

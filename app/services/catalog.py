@@ -37,6 +37,13 @@ class ModelCatalog:
         self._threshold_override: float | None = None
         # Settings.intended_age_years: the default model's widened ages, as its threshold.
         self.site_age_years: tuple[float, float] | None = None
+        # Earlier versions of the offered models, asked as NAME/VERSION and loaded on first
+        # use (most requests never ask one; loading them all would slow every start).
+        self.versions: dict[str, list[int]] = {}  # name -> every version in MODEL_DIR
+        self._earlier: dict[str, ServedModel] = {}
+        self._earlier_lock = threading.Lock()
+        self._model_dir: Path | None = None
+        self._wait_ms = 0.0
 
     @property
     def loading(self) -> bool:
@@ -70,8 +77,8 @@ class ModelCatalog:
         return thread
 
     def load(self, settings: Settings) -> None:
-        self._threshold_override = settings.threshold
-        self.site_age_years = settings.intended_age_years
+        self._threshold_override, self.site_age_years = model_terms(settings,
+                                                                    settings.model_name)
         try:
             model = load_model(settings.model_dir, settings.model_name, settings.model_version)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said once
@@ -84,7 +91,10 @@ class ModelCatalog:
                 models[name] = load_model(settings.model_dir, name, None)
             except Exception as exc:  # noqa: BLE001 - the default still serves
                 log.warning("model %s not offered: %s", name, _first_line(exc))
-        wait_ms = _batch_wait_ms(settings)
+        wait_ms = self._wait_ms = _batch_wait_ms(settings)
+        self._model_dir = settings.model_dir
+        self.versions = {name: sorted(versions) for name, versions
+                         in available_models(settings.model_dir).items() if name in models}
         if wait_ms:
             for loaded in models.values():
                 loaded.micro_batch(wait_ms / 1000)
@@ -101,8 +111,45 @@ class ModelCatalog:
                  model.card.name, model.card.version)
 
     def choose(self, name: str | None) -> ServedModel | None:
-        """The model called `name` (None: the default), or None if it is not offered."""
-        return self.default if name is None else self.models.get(name)
+        """The model called `name` (None: the default; NAME/VERSION: an earlier version
+        already loaded by `earlier`), or None if it is not offered or not loaded yet."""
+        if name is None:
+            return self.default
+        return self.models.get(name) or self._earlier.get(name)
+
+    def earlier(self, name: str) -> ServedModel | None:
+        """Version VERSION of an offered model asked as NAME/VERSION (`?model=pneumonia/2`),
+        loaded and warmed up on first use (seconds: call it off the event loop) and kept;
+        None for a model not offered or a version not in MODEL_DIR. Its card's threshold
+        and ages apply (Settings.threshold and intended_age_years are the default's)."""
+        base, _, version = name.partition("/")
+        if base not in self.models or not version.isdigit():
+            return None
+        number = int(version)
+        if self.models[base].card.version == number:
+            return self.models[base]
+        if number not in self.versions.get(base, ()) or self._model_dir is None:
+            return None
+        with self._earlier_lock:
+            if name not in self._earlier:
+                model = load_model(self._model_dir, base, number)
+                if self._wait_ms:
+                    model.micro_batch(self._wait_ms / 1000)
+                self._earlier[name] = model
+                log.info("model %s v%s loaded on first use", base, number)
+        return self._earlier[name]
+
+
+def model_terms(settings: Settings, name: str | None
+                ) -> tuple[float | None, tuple[float, float] | None]:
+    """(threshold, site's ages) that the settings set for the model called `name` (None:
+    the default), each None where its card's own apply: Settings.threshold and
+    Settings.intended_age_years belong to the default model (Settings.model_name) alone,
+    since one number cannot suit two models and one site's validation is of one model.
+    ModelCatalog's rule, for a door that loads no catalog (app/archive/)."""
+    if name not in (None, settings.model_name):
+        return None, None
+    return settings.threshold, settings.intended_age_years
 
 
 def _batch_wait_ms(settings: Settings) -> float:

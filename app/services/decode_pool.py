@@ -12,8 +12,9 @@ So it runs outside the server process, in `workers` processes (default: one per 
   server out of memory; a worker that dies anyway is replaced the same way;
 - a worker that reached its cap (a MemoryError anywhere in the film's error), or whose
   address space stays high after a film (above `retire_mb`; by default more than half of
-  the room between its size at rest and the cap), as a decoder that does not give back what
-  it took leaves it, is replaced, never reused: the next film
+  the room between its size at rest and the cap; read after every film but those of at
+  most 4 megapixels, which cannot leave that much), as a decoder that does not give back
+  what it took leaves it, is replaced, never reused: the next film
   must not fail for the last one's sake (two such uploads once left every worker unable to
   decode ordinary films while /readyz said 200);
 - a request that finds no free worker within `wait` seconds (default: `timeout`) is
@@ -25,9 +26,12 @@ threads can deadlock, and the workers need only the light contract package.
 `InlineDecoder` does the same work in the calling thread: for tests, tools, and
 `decode_workers = 0`.
 
-Both own the one admission rule (`admit`): at most `admitted` films in flight (waiting for a
-worker or decoding) across every door; one more is refused at once (ServerBusyError, 503
-over HTTP), never queued.
+Both own the one admission rule (`admit`): at most `admitted` places of films in flight
+(waiting for a worker or decoding) across every door, each film taking the places its header
+says it will cost (`film_weight`: one for any ordinary film); past them up to `queue` films
+wait their turn, in order, in the caller's thread (never the event loop), each at most
+`queue_seconds`; one more, or one that waited that long, is refused (ServerBusyError, 503
+over HTTP, Out of Resources over DICOM).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import os
 import pickle
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection
@@ -62,57 +67,87 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Admission:
-    """At most `limit` films (or requests) in flight. Taking a place never waits, unless
-    the admission has a queue: then up to `queue` callers wait, each at most `wait`
-    seconds, and one more is refused at once."""
+    """At most `limit` places taken at once (None: no limit), by films (or requests) that
+    each take `weight` of them. One that finds too few free waits in a line of at most
+    `queue` callers, first come first served, for at most `wait` seconds; one more caller,
+    or one that waited that long, is refused (ServerBusyError). The line is served in
+    order: a heavy film at its head is not overtaken by light ones behind it. A weight
+    over `limit` counts as `limit` (such a film runs alone)."""
 
     def __init__(self, limit: int | None, queue: int = 0, wait: float = 0.0) -> None:
         self.limit = limit
         self.queue, self.wait = queue, wait
-        self._free = threading.BoundedSemaphore(limit) if limit else None
+        self._lock = threading.Lock()
+        self._line: deque[_Waiter] = deque()
         self.busy = 0  # places taken now, for GET /metrics (counted only under a limit)
-        self.waiting = 0  # callers waiting for a place now
-        self._busy_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting in the line now."""
+        return len(self._line)
 
     @property
     def full(self) -> bool:
-        """Every place and every place in the queue is taken now (a hint: one may free up a
-        moment later)."""
-        return self._free is not None and \
-            self.busy + self.waiting >= (self.limit or 0) + self.queue
+        """No place is free and the line is full now (a hint: one may free up a moment
+        later)."""
+        return self.limit is not None and self.busy >= self.limit \
+            and len(self._line) >= self.queue
 
     @property
     def has_room(self) -> bool:
         """A place is free now, without waiting (a hint, as `full` is)."""
-        return self._free is None or self.busy < (self.limit or 0)
+        return self.limit is None or (self.busy < self.limit and not self._line)
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
-        """A place for one film (or one request's films) for the block; ServerBusyError at
-        once when none is free and the queue is full, or after `wait` seconds in it."""
-        if self._free is None:
+    def admit(self, weight: int = 1, queue: bool = True) -> Iterator[None]:
+        """`weight` places (at least one) for the block; ServerBusyError at once when too
+        few are free and the line is full (or, without `queue`, at once when too few are
+        free: for a caller on the event loop, which must never wait here), or after `wait`
+        seconds in the line."""
+        if self.limit is None:
             yield
             return
-        if not self._free.acquire(blocking=False):
-            with self._busy_lock:
-                if self.waiting >= self.queue:
-                    raise ServerBusyError()
-                self.waiting += 1
-            try:
-                placed = self._free.acquire(timeout=self.wait)
-            finally:
-                with self._busy_lock:
-                    self.waiting -= 1
-            if not placed:
-                raise ServerBusyError()
-        with self._busy_lock:
-            self.busy += 1
+        weight = min(max(int(weight), 1), self.limit)
+        self._take(weight, queue)
         try:
             yield
         finally:
-            with self._busy_lock:
-                self.busy -= 1
-            self._free.release()
+            with self._lock:
+                self.busy -= weight
+                self._grant()
+
+    def _take(self, weight: int, queue: bool) -> None:
+        with self._lock:
+            if not self._line and self.busy + weight <= (self.limit or 0):
+                self.busy += weight
+                return
+            if not queue or len(self._line) >= self.queue:
+                raise ServerBusyError()
+            waiter = _Waiter(weight)
+            self._line.append(waiter)
+        if waiter.granted.wait(self.wait):
+            return
+        with self._lock:
+            if waiter.granted.is_set():  # granted as the wait ran out
+                return
+            self._line.remove(waiter)
+            self._grant()  # the films behind it may fit now
+        raise ServerBusyError()
+
+    def _grant(self) -> None:
+        """Places to the head of the line while they fit. Call under the lock."""
+        while self._line and self.busy + self._line[0].weight <= (self.limit or 0):
+            waiter = self._line.popleft()
+            self.busy += waiter.weight
+            waiter.granted.set()
+
+
+class _Waiter:
+    __slots__ = ("granted", "weight")
+
+    def __init__(self, weight: int) -> None:
+        self.weight = weight
+        self.granted = threading.Event()
 
 
 class Decoder(Protocol):
@@ -121,7 +156,7 @@ class Decoder(Protocol):
     # raises ImageError subclasses; `bulk`: one film of many (a worklist request)
     def prepare(self, job: FilmJob, bulk: bool = False) -> PreparedFilm: ...
 
-    def admit(self) -> AbstractContextManager[None]: ...
+    def admit(self, weight: int = 1, queue: bool = True) -> AbstractContextManager[None]: ...
 
     def close(self) -> None: ...
 
@@ -135,15 +170,16 @@ class _Admitting:
     def admission(self) -> Admission:  # its counts, for GET /metrics
         return self._admission
 
-    def admit(self):
-        return self._admission.admit()
+    def admit(self, weight: int = 1, queue: bool = True):
+        return self._admission.admit(weight, queue)
 
 
 class InlineDecoder(_Admitting):
     """Decode in the calling thread."""
 
-    def __init__(self, admitted: int | None = None) -> None:
-        self._admission = Admission(admitted)
+    def __init__(self, admitted: int | None = None, line: int = 0,
+                 line_seconds: float = 0.0) -> None:
+        self._admission = Admission(admitted, line, line_seconds)
 
     def prepare(self, job: FilmJob, bulk: bool = False) -> PreparedFilm:
         return prepare_film(job)
@@ -186,10 +222,11 @@ class DecodePool(_Admitting):
 
     def __init__(self, workers: int, timeout: float, memory_mb: int | None = None,
                  wait: float | None = None, admitted: int | None = None,
-                 retire_mb: float | None = None, bulk_workers: int | None = None) -> None:
+                 retire_mb: float | None = None, bulk_workers: int | None = None,
+                 line: int = 0, line_seconds: float = 0.0) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
-        self._admission = Admission(admitted)
+        self._admission = Admission(admitted, line, line_seconds)
         # Films of worklist requests (`bulk`) decode on at most this many workers at once
         # (None: all), so single films, which a clinician or a PACS is waiting on, always
         # find the rest: two worklists of large films on every worker cut single films to
@@ -250,7 +287,7 @@ class DecodePool(_Admitting):
         sent = False
         try:
             worker.wait_started(_START_SECONDS)
-            worker.conn.send(job)
+            worker.conn.send(job.lean())  # the model's guard and detector by reference
             sent = True
             if not worker.conn.poll(self.timeout):
                 log.warning("a decode ran past its %.0f s budget: worker %d stopped and "
@@ -258,7 +295,7 @@ class DecodePool(_Admitting):
                 worker = self._replace(worker)
                 raise DecodeBudgetError(self.timeout)
             ok, value, spent = _loads(worker.conn.recv_bytes())
-            if spent or self._holds_too_much(worker):
+            if spent or (not _small(ok, value) and self._holds_too_much(worker)):
                 log.info("decode worker %d %s: replaced", worker.process.pid,
                          "reached its memory cap" if spent else "kept its memory after a film")
                 worker = self._replace(worker)
@@ -315,6 +352,18 @@ class DecodePool(_Admitting):
         if not ok:
             raise answer
         return answer
+
+
+# A film of at most this many pixels, decoded, cannot leave a worker holding half its cap
+# (a few copies of it, even in float64, are tens of MB): its worker's memory is not read.
+_SMALL_FILM_PIXELS = 4_000_000
+
+
+def _small(ok: bool, value: object) -> bool:
+    """Whether a decode worker's answer is a film of at most _SMALL_FILM_PIXELS (its
+    file's size as decoded; an error is never small: its film's size is unknown)."""
+    facts = getattr(value, "facts", None) if ok else None
+    return facts is not None and facts.width * facts.height <= _SMALL_FILM_PIXELS
 
 
 def address_space(pid: int) -> int | None:

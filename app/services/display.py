@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from markupsafe import Markup
+
 
 def percent(probability: float) -> str:
     """'43.2%'; never '100.0%' or '0.0%', because the model is never certain.
@@ -25,6 +27,17 @@ def when(moment: datetime, seconds: bool = False) -> str:
     """'2025-03-01 08:00' in UTC, as the worklist's pages show times (an aware datetime from
     either database, whatever its session's time zone)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def local_time(moment: datetime | None, seconds: bool = False) -> Markup:
+    """A time as the pages show it: `when`'s UTC text in a <time class="local"> element
+    carrying the moment in ISO 8601, which the pages' script (static/localtime.js
+    `localText`, the same format) rewrites in the browser's time zone. Empty for None."""
+    if moment is None:
+        return Markup("")
+    iso = moment.astimezone(UTC).isoformat()
+    return Markup('<time class="local" datetime="{}"{}>{}</time>').format(
+        iso, Markup(" data-seconds") if seconds else "", when(moment, seconds))
 
 
 def decimal(value: float | None, places: int = 3) -> str:

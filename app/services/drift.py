@@ -94,10 +94,12 @@ class DriftMonitor:
         self._windows: dict[tuple[str, int], _Window | None] = {}
         self._lock = threading.Lock()
 
-    def observe(self, model: Any, model_input: np.ndarray, probability: float) -> None:
+    def observe(self, model: Any, model_input: np.ndarray, probability: float,
+                statistics: tuple[tuple[str, float], ...] = ()) -> None:
         """One scored film of `model` (a ServedModel: its card, folder and guard): its
-        (H, W, C) uint8 model input and the probability served. A film already in the
-        window is not counted again."""
+        (H, W, C) uint8 model input, the probability served and its input statistics as the
+        decoder computed them (app/services/film.py PreparedFilm.statistics); those missing
+        are computed here. A film already in the window is not counted again."""
         window = self._window_of(model)
         if window is None:
             return
@@ -105,7 +107,9 @@ class DriftMonitor:
         with self._lock:
             if digest in window.seen:
                 return  # spare the statistics; `add` checks again under the lock
-        values = film_statistics(model_input, model.guard)
+        values = dict(statistics)
+        if any(name not in values for name in window.values if name != "score"):
+            values = film_statistics(model_input, model.guard)
         values["score"] = probability
         with self._lock:
             window.add(digest, values)

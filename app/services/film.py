@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -16,7 +18,8 @@ from PIL import Image
 from app.contract.assessability import REASONS, OrientationDetector, contrast_reasons
 from app.contract.borders import Box
 from app.contract.dicom import DicomInfo
-from app.contract.guard import InputGuard
+from app.contract.drift import input_statistics as drift_statistics
+from app.contract.guard import InputGuard, guard_features
 from app.contract.intended_use import IntendedUse
 from app.contract.preprocessing import (
     PREPROCESSING_VERSION,
@@ -47,6 +50,22 @@ class FilmJob:
     # The card's input.preprocessing_version: from 3 the model, its heatmap's film and the
     # thumbnail see the film without its uniform borders (app/contract/preprocessing.py).
     preprocessing_version: str = PREPROCESSING_VERSION
+    # The model's folder, where `guard` and `detector` were read from: a job sent to a
+    # decode worker carries this reference instead of their matrices (61 of a job's 67 KB;
+    # `lean`), and the worker reads them once (`_checks_of`). None: the objects only.
+    checks_from: str | None = None
+
+    def lean(self) -> FilmJob:
+        """This job as a decode worker gets it: the guard and detector by reference."""
+        if self.checks_from is None or (self.guard is None and self.detector is None):
+            return self
+        return replace(self, guard=None, detector=None)
+
+    def checks(self) -> tuple[InputGuard | None, OrientationDetector | None]:
+        """(guard, detector): the job's own, or those of the model folder it names."""
+        if self.checks_from is None or self.guard is not None or self.detector is not None:
+            return self.guard, self.detector
+        return _checks_of(self.checks_from)
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,10 @@ class PreparedFilm:
     thumbnail: str | None  # data: URI of a PNG, THUMBNAIL_SIZE on its longest side
     pixels: np.ndarray | None  # at most HEATMAP_SIZE on its longest side
     reasons: tuple[str, ...] = ()  # why the model cannot judge it; empty: assessable
+    # The drift monitor's input statistics (app/contract/drift.py `input_statistics`: no
+    # `score`), computed here from what the checks computed anyway, so that the serving
+    # process computes none of them.
+    statistics: tuple[tuple[str, float], ...] = ()
 
     @property
     def assessable(self) -> bool:
@@ -106,19 +129,41 @@ def prepare_film(job: FilmJob) -> PreparedFilm:
     # the model input, is stretched over all of it (pipeline.draw_heatmap, the SC's burn-in).
     film, box = model_film(decoded.pixels, job.preprocessing_version)
     model_input = resize_to_input(film, job.size, job.channels)
-    reasons, warnings = assess(job, decoded, model_input)
+    guard, _ = job.checks()
+    distance = None if guard is None else float(guard.distances(guard_features(model_input))[0])
+    reasons, warnings = assess(job, decoded, model_input, distance)
     return PreparedFilm(model_input, ImageFacts.of(decoded, box), warnings,
                         _thumbnail(film) if job.thumbnail else None,
                         display_size(film) if job.keep_pixels else None,
-                        reasons)
+                        reasons, input_statistics(model_input, distance))
 
 
-def assess(job: FilmJob, decoded: DecodedImage,
-           model_input: np.ndarray) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def input_statistics(model_input: np.ndarray,
+                     guard_distance: float | None) -> tuple[tuple[str, float], ...]:
+    """The drift statistics of one (H, W, C) uint8 model input (app/contract/drift.py's,
+    the guard's distance given rather than computed again)."""
+    found = [(name, float(values[0]))
+             for name, values in drift_statistics(model_input[None], None).items()]
+    if guard_distance is not None:
+        found.append(("guard_distance", guard_distance))
+    return tuple(found)
+
+
+@lru_cache(maxsize=8)
+def _checks_of(folder: str) -> tuple[InputGuard | None, OrientationDetector | None]:
+    """A model folder's guard and detector, read once per process (a decode worker's)."""
+    return InputGuard.read(Path(folder)), OrientationDetector.read(Path(folder))
+
+
+def assess(job: FilmJob, decoded: DecodedImage, model_input: np.ndarray,
+           guard_distance: float | None = None
+           ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(reason codes, warnings) from the DICOM tags' reasons (their warnings are the tags'),
     the intended-use gate (the DICOM header against the card's population) and cheap
     statistics of the decoded film: contrast, the input guard and the polarity/rotation
-    detector, each with its sentence for a person."""
+    detector, each with its sentence for a person. `guard_distance`: the guard's distance
+    of `model_input`, when the caller has computed it already."""
+    guard, detector = job.checks()
     reasons = list(decoded.dicom.reasons if decoded.dicom else ())
     found, warnings = job.intended_use.findings(decoded.dicom)
     for code, text in found:
@@ -127,13 +172,13 @@ def assess(job: FilmJob, decoded: DecodedImage,
     for code in contrast_reasons(decoded.pixels):
         reasons.append(code)
         warnings.append(REASONS[code])
-    if job.guard is not None:
-        for code, text in job.guard.findings(model_input, decoded.pixels, decoded.width,
-                                             decoded.height):
+    if guard is not None:
+        for code, text in guard.findings(model_input, decoded.pixels, decoded.width,
+                                         decoded.height, distance=guard_distance):
             reasons.append(code)
             warnings.append(text)
-    if job.detector is not None and "no_contrast" not in reasons:
-        for code in job.detector.judge(decoded.pixels).reasons:
+    if detector is not None and "no_contrast" not in reasons:
+        for code in detector.judge(decoded.pixels).reasons:
             reasons.append(code)
             warnings.append(REASONS[code])
     return tuple(dict.fromkeys(reasons)), tuple(warnings)

@@ -28,9 +28,11 @@ class Observer:
     def inferred(self, seconds: float) -> None:
         """One model call (one film, or a chunk of a batch) took `seconds`."""
 
-    def scored(self, model: Any, model_input: np.ndarray, prediction: Any) -> None:
-        """`model` (a ServedModel) scored a film: its (H, W, C) uint8 model input and its
-        Prediction (app/services/pipeline.py)."""
+    def scored(self, model: Any, model_input: np.ndarray, prediction: Any,
+               statistics: tuple[tuple[str, float], ...] = ()) -> None:
+        """`model` (a ServedModel) scored a film: its (H, W, C) uint8 model input, its
+        Prediction (app/services/pipeline.py) and its drift statistics as the decoder
+        computed them (PreparedFilm.statistics; empty: not computed)."""
 
     def association(self, result: str) -> None:
         """A DICOM association ended: released, aborted or rejected."""
@@ -48,6 +50,9 @@ class Observer:
     def results_failed(self, reason: str) -> None:
         """A scored film's results will not reach the PACS: why (app/dicom/failures.py
         ResultsFailure: identity, build, queue_full)."""
+
+    def results_withheld(self) -> None:
+        """A scored film's results were kept from the PACS on purpose: shadow mode."""
 
 
 NO_METRICS = Observer()

@@ -37,6 +37,13 @@ Predict = Callable[[np.ndarray], np.ndarray]
 _BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))
 
 
+def saturated(probability: np.ndarray) -> np.ndarray:
+    """(N,) probability -> (N,) bool: those float32 holds as 1 or 0, whose logit it has
+    lost: 21 of model 5 v3's 522 validation films, 3 of v2's, none of model 8's."""
+    p = np.asarray(probability, np.float32)
+    return (p >= np.float32(_BELOW_ONE)) | (p <= np.finfo(np.float32).tiny)
+
+
 def logit(probability: np.ndarray) -> np.ndarray:
     """(N,) probability -> (N,) float64 log-odds. The serving signature's probability is
     sigmoid(a * z + b) of the network's logit z, a > 0 (the card's `calibration`), so

@@ -21,8 +21,11 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from app.contract.assessability import OrientationDetector
 from app.contract.body import film_outside_share, heatmap_warning
+from app.contract.card import ModelCard
 from app.contract.errors import ImageError, RequestBudgetError
+from app.contract.guard import InputGuard
 from app.contract.intended_use import IntendedUse
 from app.contract.preprocessing import precheck
 from app.contract.triage_score import score_text, triage_score
@@ -31,6 +34,7 @@ from app.services.decode_pool import Admission, Decoder, InlineDecoder
 from app.services.film import FilmJob, ImageFacts, PreparedFilm, png_uri
 from app.services.observer import NO_METRICS, Observer
 from app.services.saved_model import ServedModel
+from app.services.weight import decoded_bytes, places
 
 CHUNK = 64  # films per model call when scoring many
 T = TypeVar("T")
@@ -61,6 +65,9 @@ class Display:
 
     film: np.ndarray  # (H, W) uint8, at most HEATMAP_SIZE px on its longest side
     heat: np.ndarray | None  # (h, w) float32 in 0-1 at the model input's size; None: no map
+    # (h, w, C) uint8: what the model saw, from which a door that draws the map later (the
+    # DICOM node, at delivery: app/dicom/recipe.py) computes it; None: not kept.
+    model_input: np.ndarray | None = None
 
     @property
     def outside_body(self) -> float | None:
@@ -148,13 +155,16 @@ class Scorer:
         return explain and self.model.can_explain and self.explanations is not None
 
     def job(self, data: bytes, keep_pixels: bool = False, thumbnail: bool = False) -> FilmJob:
-        card = self.model.card
-        return FilmJob(data, card.input_size, card.channels, self.model.guard,
-                       self.max_pixels, keep_pixels=keep_pixels, thumbnail=thumbnail,
-                       detector=self.model.detector,
-                       preprocessing_version=card.input.preprocessing_version,
-                       intended_use=IntendedUse(card.intended_population,
-                                                self.site_age_years))
+        model = self.model
+        folder = getattr(model, "path", None)  # a stand-in model (tests) has none
+        return film_job(model.card, model.guard, model.detector, self.max_pixels, data,
+                        site_age_years=self.site_age_years, keep_pixels=keep_pixels,
+                        thumbnail=thumbnail, checks_from=None if folder is None else str(folder))
+
+    def places(self, data: bytes) -> int:
+        """The decoder's admission places `data` takes, from its header
+        (app/services/weight.py)."""
+        return places(decoded_bytes(data), self.decoder.admission.limit)
 
     def prediction(self, film: PreparedFilm, probability: float, seconds: float,
                    heatmap: Heatmap | None = None,
@@ -168,20 +178,41 @@ class Scorer:
             image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
             guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons,
             display=display)
-        self.metrics.scored(self.model, film.model_input, prediction)
+        self.metrics.scored(self.model, film.model_input, prediction,
+                            statistics=film.statistics)
         return prediction
+
+
+def film_job(card: ModelCard, guard: InputGuard | None,
+             detector: OrientationDetector | None, max_pixels: int, data: bytes, *,
+             site_age_years: tuple[float, float] | None = None, keep_pixels: bool = False,
+             thumbnail: bool = False, checks_from: str | None = None) -> FilmJob:
+    """The decode job of `data` for a model: its card's input size, channels and
+    preprocessing version, its input guard and orientation detector (saved_model.read_checks),
+    films over `max_pixels` refused, and the intended-use gate of its card's population
+    widened by the site's ages (None: the card's only). Scorer.job's, and the archive's
+    (app/archive/), which decodes where no model is loaded. `checks_from`: the model's
+    folder, so that a decode worker reads the guard and detector there once rather than
+    getting them with every job (FilmJob.lean)."""
+    return FilmJob(data, card.input_size, card.channels, guard, max_pixels,
+                   keep_pixels=keep_pixels, thumbnail=thumbnail, detector=detector,
+                   preprocessing_version=card.input.preprocessing_version,
+                   intended_use=IntendedUse(card.intended_population, site_age_years),
+                   checks_from=checks_from)
 
 
 def score_film(scorer: Scorer, data: bytes, explain: bool = False,
                admit: bool = False, display: bool = False) -> Prediction:
     """One film: its prediction, with its occlusion heatmap when `explain` (and the model
-    can). `admit`: take the film's place in the decoder's admission here, after its place
+    can). `admit`: take the film's places in the decoder's admission here (as many as its
+    header says it costs: `Scorer.places`, waiting in the admission's line), after its place
     among the explanations (a film waiting for a heatmap must not hold a decode place that
-    a plain film could use); otherwise the caller holds it. `display`: the prediction keeps
+    a plain film could use); otherwise the caller holds them. `display`: the prediction keeps
     the film at display size and the heat map as arrays (`Prediction.display`) instead of
     the heatmap's PNGs; without it no pixels outlive the call. Raises ImageError
     subclasses (app/contract/errors.py), or ServerBusyError when no decode worker is free,
-    or when `explain` finds the explanations' budget and its queue full."""
+    when the admission's line is full or the film waited its time in it, or when `explain`
+    finds the explanations' budget and its queue full."""
     try:
         return _score_film(scorer, data, explain, admit, display)
     except ImageError as exc:
@@ -195,8 +226,10 @@ def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool,
     budget = scorer.explanations if explain and scorer.explanations else Admission(None)
     precheck(data)  # refusals that need no decoder, made before one is taken
     # ServerBusyError before any decoding when the explanations' budget and queue are full,
-    # or after its wait in the queue.
-    with budget.admit(), scorer.decoder.admit() if admit else nullcontext():
+    # or after its wait in the queue; then the same for the decoder's admission, where the
+    # film takes the places its header says it costs.
+    with budget.admit(), \
+            scorer.decoder.admit(scorer.places(data)) if admit else nullcontext():
         started = time.perf_counter()
         film = _decode(scorer, scorer.job(data, keep_pixels=explain or display))
         model = scorer.model
@@ -211,7 +244,10 @@ def _score_film(scorer: Scorer, data: bytes, explain: bool, admit: bool,
         heatmap = shown = None
         if display:
             assert film.pixels is not None  # the job kept them
-            shown = Display(film.pixels, heat)
+            # The model input too while there is no map yet, for a door that draws it
+            # later (the DICOM node), when the model can draw one.
+            source = film.model_input if heat is None and model.can_explain else None
+            shown = Display(film.pixels, heat, source)
         elif heat is not None:
             heatmap = draw_heatmap(film.pixels, heat)
     return scorer.prediction(film, float(probabilities[0]), time.perf_counter() - started,
@@ -223,8 +259,8 @@ Source = bytes | Callable[[], bytes]  # a file's bytes, or a function that reads
 
 def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
                 thumbnails: bool = False, parallel: int = 1,
-                chunk: int = CHUNK, budget_seconds: float | None = None
-                ) -> Iterator[FileResult]:
+                chunk: int = CHUNK, budget_seconds: float | None = None,
+                display: bool = False) -> Iterator[FileResult]:
     """Many films, in the order given: one FileResult each, yielded as each chunk of
     `chunk` films is scored in one model call. A file that cannot be scored carries its
     error and never fails the others. `files` holds (name, bytes or a function that reads
@@ -237,7 +273,9 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
     files left get RequestBudgetError, unread: time spent waiting for `files` to give the
     next one (a client still sending it) is not counted, so a slow but steady upload is
     not cut short for its own pace. An error raised by `files` itself (a body that breaks
-    off) is raised here, after the results of the files before it."""
+    off) is raised here, after the results of the files before it. `display`: each
+    prediction keeps the film at display size (`Prediction.display`, no heat map), for the
+    worklist's study view."""
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     waited = [0.0]  # seconds spent waiting for `files`
 
@@ -264,7 +302,8 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
             data = source() if callable(source) else source
             del source
             precheck(data)
-            film = _decode(scorer, scorer.job(data, thumbnail=thumbnails), bulk=True)
+            film = _decode(scorer, scorer.job(data, thumbnail=thumbnails, keep_pixels=display),
+                           bulk=True)
             return index, name, film, None, time.perf_counter() - started
         except (ImageError, ServerBusyError) as exc:  # this file's answer, not the others'
             if isinstance(exc, ImageError):
@@ -284,8 +323,10 @@ def score_films(scorer: Scorer, files: Iterable[tuple[str, Source]],
             probabilities = {p[0]: float(q) for p, q in zip(ready, out)}
         model_seconds = (time.perf_counter() - started) / max(len(ready), 1)
         for index, name, film, error, seconds in batch:
+            # `display`: the film at display size, for the worklist's study view (issue 31).
             prediction = None if film is None else scorer.prediction(
-                film, probabilities[index], seconds + model_seconds)
+                film, probabilities[index], seconds + model_seconds,
+                display=None if film.pixels is None else Display(film.pixels, None))
             yield FileResult(index, name, prediction, error)
 
 

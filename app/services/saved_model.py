@@ -17,8 +17,8 @@ from app.contract.assessability import OrientationDetector
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.guard import InputGuard
 from app.contract.robustness import Robustness
-from app.services.batcher import MicroBatcher
-from app.services.occlusion import Occlusion
+from app.services.batcher import MicroBatcher, SharedCalls
+from app.services.occlusion import Occlusion, saturated
 
 
 class ModelNotFoundError(LookupError):
@@ -47,6 +47,20 @@ def find_model(model_dir: Path, name: str, version: int | None = None) -> Path:
     return Path(model_dir) / name / str(version)
 
 
+def read_checks(path: Path, card: ModelCard) -> tuple[InputGuard | None,
+                                                     OrientationDetector | None]:
+    """The input guard and the orientation detector saved beside the model at `path`, or
+    None where its card describes none; CardError when the card names one that is missing.
+    NumPy only (no TensorFlow): what a decoder needs of a model (pipeline.film_job)."""
+    guard = InputGuard.read(path)
+    if card.input_guard is not None and guard is None:
+        raise CardError("input_guard.file", f"{card.input_guard.file} is missing")
+    detector = OrientationDetector.read(path)
+    if card.assessability is not None and detector is None:
+        raise CardError("assessability.file", f"{card.assessability.file} is missing")
+    return guard, detector
+
+
 class ServedModel:
     """A SavedModel's serving signature plus its validated card; thread-safe to call."""
 
@@ -62,20 +76,20 @@ class ServedModel:
         # the SavedModel's `explain` signature, which measures every position of it at once.
         self._occlusion = (None if self.card.explanation is None else
                            Occlusion(self.card.explanation, *self.card.input_size))
-        self.guard = InputGuard.read(self.path)
-        if self.card.input_guard is not None and self.guard is None:
-            raise CardError("input_guard.file", f"{self.card.input_guard.file} is missing")
-        self.detector = OrientationDetector.read(self.path)
-        if self.card.assessability is not None and self.detector is None:
-            raise CardError("assessability.file", f"{self.card.assessability.file} is missing")
+        self.guard, self.detector = read_checks(self.path, self.card)
         # The report page shows it; a model serves without it (training/robustness.py).
         try:
             self.robustness = Robustness.read(self.path)
         except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             self.robustness = None
-        self._serve = tf.saved_model.load(str(self.path)).signatures[signature.name]
+        loaded = tf.saved_model.load(str(self.path))
+        self._serve = loaded.signatures[signature.name]
+        # The full-grid map on the network's own logit: for the films whose served
+        # probability is too sure to carry its logit (occlusion.saturated).
+        self._explain_full = loaded.signatures.get(signature.explain)
         self._constant = tf.constant
-        self._batcher: MicroBatcher | None = None
+        # Single films share model calls with those waiting beside them (batcher.py).
+        self._batcher: MicroBatcher | SharedCalls = SharedCalls(self.predict)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, C) raw 0-255 pixels -> (N,) float32 P(positive class), in one call of
@@ -86,12 +100,14 @@ class ServedModel:
         return self._serve(**{self._input: batch})[self._output].numpy().reshape(-1)
 
     def micro_batch(self, wait_seconds: float, max_batch: int = 32) -> None:
-        """From now on, `predict_shared` joins concurrent calls into one model call."""
+        """From now on, `predict_shared` waits up to `wait_seconds` for company (a GPU's
+        way); without it, calls share what is waiting, without a window."""
         self._batcher = MicroBatcher(self.predict, wait_seconds, max_batch)
 
     def predict_shared(self, images: np.ndarray) -> np.ndarray:
-        """As `predict`, through the micro-batcher when one is on."""
-        return self._batcher.predict(images) if self._batcher else self.predict(images)
+        """As `predict`, in a model call shared with the films of other threads waiting
+        for one (batcher.py)."""
+        return self._batcher.predict(images)
 
     @property
     def can_explain(self) -> bool:
@@ -104,7 +120,17 @@ class ServedModel:
         of `predict` (one for a card without a coarse pass). LookupError without one."""
         if self._occlusion is None:
             raise LookupError("this model's card describes no explanation")
-        return self._occlusion.explain(self.predict, images)
+        probabilities, maps = self._occlusion.explain(self.predict, images)
+        sure = saturated(probabilities)
+        if sure.any() and self._explain_full is not None:
+            # float32 rounds these to 1 (or 0): no occluded copy can show a drop of their
+            # logit, and the two-pass map would be blank. The SavedModel's explain signature
+            # measures the whole grid on the logit itself (training/export.py).
+            batch = self._constant(np.asarray(images, dtype=np.float32)[sure])
+            full = self._explain_full(**{self._input: batch})
+            maps = maps.copy()
+            maps[sure] = full[self.card.signature.heatmap].numpy()
+        return probabilities, maps
 
     def warm_up(self) -> None:
         """One inference on a blank image so the first user does not pay for graph setup."""

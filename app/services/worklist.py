@@ -7,22 +7,34 @@ errors become request errors here (app/errors.py), so routes stay a call and a s
 
 from __future__ import annotations
 
+import base64
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import quote
 
+from app.contract.dicom_age import age_string_years
 from app.contract.triage_score import score_text
-from app.errors import InvalidCursorError, NoThumbnailError, UnknownEntryError
+from app.errors import (
+    InvalidCursorError,
+    NoDisplayError,
+    NoHeatmapError,
+    NoThumbnailError,
+    UnknownEntryError,
+)
 from app.services.display import csv_row
+from app.services.pipeline import Scorer, score_film
 from app.services.triage import Decision
 from app.store import (
     MAX_ROW_ID,
     AuditAction,
     AuditRecord,
     EntryNotFound,
+    Finding,
     InvalidCursor,
     Page,
+    Sort,
     Status,
     StudyEntry,
     WorklistStore,
@@ -37,6 +49,21 @@ GROUP_LABELS = {group: d.text[:1].upper() + d.text[1:] for group, d in GROUP_DEC
 # What a clinician can set from the page ("new" stays settable through the API).
 STATUS_ACTIONS = {Status.OPENED: "Opened", Status.REPORTED: "Reported",
                   Status.DISMISSED: "Dismissed"}
+# A radiologist's read, as the page offers it: each finding's key (the page's script and
+# the buttons' accesskey hints) and its words. A finding, never a triage word.
+READ_ACTIONS = {Finding.PNEUMONIA: ("p", "Pneumonia"),
+                Finding.NO_PNEUMONIA: ("n", "No pneumonia"),
+                Finding.INDETERMINATE: ("i", "Indeterminate")}
+# The list's orders as its column headers offer them.
+SORT_LABELS = {Sort.PRIORITY: "priority", Sort.NEWEST: "newest first",
+               Sort.OLDEST: "oldest first"}
+# Age bands the list shows instead of the age (issue 31): [from, to) in years and the words.
+# 1-5 y is the committed cards' intended ages (their intended_population, [1, 6)).
+AGE_BANDS = ((0.0, 1.0, "under 1 y"), (1.0, 6.0, "1-5 y"), (6.0, 11.0, "6-10 y"),
+             (11.0, 18.0, "11-17 y"), (18.0, math.inf, "18 y or over"))
+# The characters of a Study Instance UID the list shows without an accession number: the
+# end, which differs between studies of one site (its start is the site's root).
+UID_TAIL = 8
 # Ids are 64-bit in the database: a larger one is refused before it reaches it.
 MAX_ID = MAX_ROW_ID
 EXPORT_PAGE = 500  # entries read per query while a CSV export streams
@@ -55,6 +82,13 @@ class ListFilters:
     status: Status | None = None
     received_from: Moment | None = None
     received_to: Moment | None = None
+    sort: Sort = Sort.PRIORITY
+
+    @property
+    def narrows(self) -> bool:
+        """Some filter leaves entries out (the order alone does not)."""
+        return any(value is not None
+                   for value in (self.status, self.received_from, self.received_to))
 
     def window(self) -> tuple[datetime | None, datetime | None]:
         """received_from <= an entry's arrival < received_to, as aware datetimes."""
@@ -64,8 +98,15 @@ class ListFilters:
         """The filters as query parameters (for links and the audit trail)."""
         values = {"status": self.status.value if self.status else None,
                   "received_from": _iso(self.received_from),
-                  "received_to": _iso(self.received_to)}
+                  "received_to": _iso(self.received_to),
+                  "sort": None if self.sort is Sort.PRIORITY else self.sort.value}
         return {name: value for name, value in values.items() if value is not None}
+
+
+def start_of(moment: Moment | None) -> datetime | None:
+    """A moment as an aware datetime: a date from its start in UTC, a datetime without an
+    offset in UTC (ListFilters' rule); None for None."""
+    return _bound(moment, end=False)
 
 
 def _iso(moment: Moment | None) -> str | None:
@@ -90,13 +131,13 @@ def _bound(moment: Moment | None, end: bool) -> datetime | None:
 
 def list_page(store: WorklistStore, filters: ListFilters, *, limit: int, offset: int = 0,
               cursor: str | None = None) -> Page:
-    """One page of the list in its order (group, then triage score: app/store/priority.py).
-    Raises InvalidCursorError."""
+    """One page of the list in the filters' order (by default group, then triage score:
+    app/store/priority.py). Raises InvalidCursorError."""
     received_from, received_to = filters.window()
     try:
         return store.entries(status=filters.status, received_from=received_from,
                              received_to=received_to, limit=limit, offset=offset,
-                             cursor=cursor)
+                             cursor=cursor, sort=filters.sort)
     except InvalidCursor as exc:  # app/store/cursors.py: nothing forged reaches the database
         raise InvalidCursorError() from exc
 
@@ -146,6 +187,80 @@ def change_status(store: WorklistStore, entry_id: int, status: Status | str,
         raise UnknownEntryError(entry_id) from exc
 
 
+def record_read(store: WorklistStore, entry_id: int, finding: Finding | str,
+                actor: str) -> StudyEntry:
+    """Give or change a study's read (audited in the same transaction; the same finding
+    again records nothing). Raises UnknownEntryError, ValueError for an unknown finding."""
+    try:
+        return store.set_read(entry_id, Finding(finding), actor)
+    except EntryNotFound as exc:
+        raise UnknownEntryError(entry_id) from exc
+
+
+def display_film(store: WorklistStore, film_id: int) -> bytes:
+    """A film's display copy (PNG), kept while thumbnails are. Raises NoDisplayError."""
+    found = store.display(film_id)
+    if found is None:
+        raise NoDisplayError()
+    return found
+
+
+def heatmap_overlay(store: WorklistStore, scorer: Scorer,
+                    film_id: int) -> tuple[bytes, str | None]:
+    """The occlusion heatmap of a stored film, as a transparent PNG overlay of its display
+    copy, and the warning said with a map that points mostly outside the body (or None):
+    the film is scored again from that copy, through the pipeline as an upload is (its heat
+    drawn over it, pipeline.draw_heatmap), since the full film is not kept. Only for a film
+    the model judged, by the scorer's model and version. Raises NoHeatmapError,
+    ServerBusyError (the explanations' places are taken)."""
+    film = store.film(film_id)
+    card = scorer.model.card
+    if film is None or not film.has_display or film.probability is None \
+            or not film.assessable or film.error_code is not None \
+            or (film.model_name, film.model_version) != (card.name, str(card.version)):
+        raise NoHeatmapError()
+    shown = store.display(film_id)
+    if shown is None:  # deleted by retention meanwhile
+        raise NoHeatmapError()
+    drawn = score_film(scorer, shown, explain=True, admit=scorer.explains(True)).heatmap
+    if drawn is None:  # the model draws none, or the copy alone is not assessable
+        raise NoHeatmapError()
+    return base64.b64decode(drawn.overlay.partition(",")[2]), drawn.warning
+
+
+def age_band(patient_age: str | None) -> str | None:
+    """The band of a DICOM age string ("004Y" -> "1-5 y"), what the list shows; None when
+    there is none or it is not an age string."""
+    years = age_string_years(patient_age)
+    if years is None:
+        return None
+    return next(words for low, high, words in AGE_BANDS if low <= years < high)
+
+
+def study_label(entry: StudyEntry) -> str:
+    """How the list names a study: its accession number, else the end of the Study Instance
+    UID it came with ("…" and UID_TAIL characters), so that an upload's 2.25 UID fits a
+    line. The whole UID stays beside it (title and copy) and in every answer."""
+    if entry.accession_number:
+        return entry.accession_number
+    uid = entry.conflict_of or entry.study_instance_uid
+    return uid if len(uid) <= UID_TAIL + 1 else "…" + uid[-UID_TAIL:]
+
+
+def record_shadow_mode(store: WorklistStore, shadow_mode: bool) -> AuditRecord | None:
+    """The audit record, at start-up, of PNEUMONIA_SHADOW_MODE turned on or off (None when
+    it is as the last record says, or off with no record: the default): who ran the trial
+    silently and when it ended are in the trail."""
+    last = store.last_record(AuditAction.SHADOW_MODE)
+    was_on = bool(last and last.detail and last.detail.get("shadow_mode"))
+    if was_on == shadow_mode:
+        return None
+    return store.record_settings(AuditAction.SHADOW_MODE, {
+        "setting": "PNEUMONIA_SHADOW_MODE", "shadow_mode": shadow_mode,
+        "meaning": "results kept from clinicians and the PACS, measured only" if shadow_mode
+        else "shadow mode left: results shown and sent again"})
+
+
 def thumbnail(store: WorklistStore, film_id: int) -> bytes:
     """A film's stored thumbnail PNG. Raises NoThumbnailError."""
     found = store.thumbnail(film_id)
@@ -187,26 +302,36 @@ def viewer_link(template: str | None, study_uid: str) -> str | None:
 CSV_COLUMNS = ("rank", "group", "decision", "triage_score", "priority", "flagged", "status",
                "status_by", "status_at", "study_instance_uid", "accession_number", "patient_age",
                "patient_sex", "study_date", "received_at", "source", "films", "models",
-               "notes")
+               "notes", "read", "read_by", "read_at")
+# What a clinician's CSV leaves empty in shadow mode: the model's result.
+_RESULT_COLUMNS = frozenset({"group", "decision", "triage_score", "priority", "flagged",
+                             "models", "notes"})
 
 
-def export_csv(store: WorklistStore, filters: ListFilters, actor: str) -> Iterator[str]:
+def export_csv(store: WorklistStore, filters: ListFilters, actor: str,
+               shadow_mode: bool = False) -> Iterator[str]:
     """Every entry the filters match, in list order, as CSV (RFC 4180, "\\n" line ends;
-    every cell through `csv_cell`, the one rule against spreadsheet formulas). The export is
-    recorded in the audit trail, with its filters, before the first line; the rows are read
-    a page at a time as they are sent, so the list's size bounds no memory."""
+    every cell through `csv_cell`, the one rule against spreadsheet formulas); in shadow
+    mode without the model's result. The export is recorded in the audit trail, with its
+    filters, before the first line; the rows are read a page at a time as they are sent,
+    so the list's size bounds no memory."""
     store.record(actor, AuditAction.EXPORTED, None, {"format": "csv", **filters.query()})
-    return _csv_lines(store, filters)
+    return _csv_lines(store, filters, shadow_mode)
 
 
-def _csv_lines(store: WorklistStore, filters: ListFilters) -> Iterator[str]:
+def _csv_lines(store: WorklistStore, filters: ListFilters,
+               shadow_mode: bool) -> Iterator[str]:
     yield csv_row(CSV_COLUMNS)
     rank, cursor, first = 0, None, True
     while first or cursor is not None:
         page = list_page(store, filters, limit=EXPORT_PAGE, cursor=cursor)
         for entry in page.entries:
             rank += 1
-            yield csv_row(entry_cells(rank, entry))
+            cells = entry_cells(rank, entry)
+            if shadow_mode:
+                cells = ["" if column in _RESULT_COLUMNS else cell
+                         for column, cell in zip(CSV_COLUMNS, cells, strict=True)]
+            yield csv_row(cells)
         cursor, first = page.next_cursor, False
 
 
@@ -231,7 +356,10 @@ def entry_cells(rank: int, entry: StudyEntry) -> list[str]:
             _iso(entry.status_at) or "", entry.study_instance_uid,
             entry.accession_number or "", entry.patient_age or "", entry.patient_sex or "",
             _iso(entry.study_date) or "", entry.received_at.isoformat(), entry.source,
-            str(len(entry.films)), "; ".join(models), "; ".join(entry_notes(entry))]
+            str(len(entry.films)), "; ".join(models), "; ".join(entry_notes(entry)),
+            entry.read.finding.value if entry.read else "",
+            entry.read.read_by if entry.read else "",
+            _iso(entry.read.read_at) if entry.read else ""]
 
 
 def entry_notes(entry: StudyEntry) -> list[str]:

@@ -13,9 +13,13 @@ from app.store.records import (
     EntryNotFound,
     FilmRecord,
     FilmResult,
+    Finding,
     InvalidCursor,
+    JudgedRead,
     Page,
     PurgeCounts,
+    Read,
+    Sort,
     Status,
     StudyEntry,
 )
@@ -25,7 +29,8 @@ from app.store.service import WorklistStore
 
 __all__ = [
     "MAX_ROW_ID", "AuditAction", "AuditRecord", "Conflict", "CursorKey", "EntryNotFound",
-    "FilmRecord", "FilmResult", "InvalidCursor", "Page", "PendingDelivery", "PurgeCounts",
-    "RetentionThread", "Status", "StudyEntry", "Undelivered", "WorklistStore",
+    "FilmRecord", "FilmResult", "Finding", "InvalidCursor", "JudgedRead", "Page",
+    "PendingDelivery", "PurgeCounts", "Read", "RetentionThread", "Sort", "Status",
+    "StudyEntry", "Undelivered", "WorklistStore",
     "database_url", "decode_cursor", "head", "make_engine", "schema_problem", "upgrade",
 ]

@@ -101,6 +101,11 @@ def done(session: Session, delivery_id: int) -> None:
     session.execute(delete(Delivery).where(Delivery.id == delivery_id))
 
 
+def done_all(session: Session, delivery_ids: Sequence[int]) -> None:
+    """Several delivered jobs removed in one statement."""
+    session.execute(delete(Delivery).where(Delivery.id.in_(list(delivery_ids))))
+
+
 def abandoned(session: Session, delivery_id: int, reason: str) -> None:
     """A job that can never be delivered (its results cannot be built): removed, and its
     film marked with `reason` (app/dicom/failures.py) for the worklist."""

@@ -1,8 +1,8 @@
 """The worklist's tables: studies (one entry per Study Instance UID), their films, the audit log.
 
 What is never a column, by design: patient name, patient ID, birth date, file name, and the
-film's pixels (a thumbnail only when the caller passes one). tests/store/test_models.py
-checks the column names.
+film's pixels (a thumbnail and a display copy only when the caller passes them). Beside them,
+radiologists' reads (issue 31). tests/store/test_models.py checks the column names.
 """
 
 from __future__ import annotations
@@ -170,6 +170,15 @@ class Film(Base):
     # Deferred: lists never load it; only when PNEUMONIA_WORKLIST_THUMBNAILS is on.
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     has_thumbnail: Mapped[bool] = column_property(thumbnail.column.is_not(None))
+    # The film as the model saw it, at display size (a PNG, HEATMAP_SIZE px on its longest
+    # side), for the study view: kept under the same setting and for as long as the
+    # thumbnail (issue 31). Deferred as the thumbnail is.
+    display: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    has_display: Mapped[bool] = column_property(display.column.is_not(None))
+    # The window the DICOM display pipeline applied (app/contract/dicom.py DicomInfo.window:
+    # the VOI LUT, a window centre and width, or the data's own range); None for a plain
+    # image file.
+    window: Mapped[str | None] = mapped_column(String(LONG))
 
     study: Mapped[Study] = relationship(back_populates="films")
 
@@ -189,6 +198,30 @@ class AuditLog(Base):
     entry_id: Mapped[int | None] = mapped_column(BigId, index=True)
     study_instance_uid: Mapped[str | None] = mapped_column(String(UID_LENGTH))
     detail: Mapped[dict[str, Any] | None]
+
+
+class StudyRead(Base):
+    """A radiologist's read of a study (issue 31): the finding, who gave it and when, and
+    what the model had answered for the study at that moment (its group, and the model,
+    version and operating point of the film that decided it), so that live performance is
+    measured against the answer the reader judged. One per study, changeable: each change
+    is an audit record (action `read`); deleted with its study by retention."""
+
+    __tablename__ = "reads"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("studies.id", ondelete="CASCADE"), unique=True)
+    finding: Mapped[str] = mapped_column(String(SHORT))  # pneumonia, no_pneumonia, ...
+    read_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    # The window of GET /operations/performance: the last reads, or those since a date.
+    read_at: Mapped[datetime] = mapped_column(index=True)
+    # The model's answer when read: priority.Group's label (flagged, routine, needs_review).
+    model_group: Mapped[str] = mapped_column(String(SHORT))
+    model_name: Mapped[str | None] = mapped_column(String(LONG))
+    model_version: Mapped[str | None] = mapped_column(String(SHORT))
+    threshold: Mapped[float | None]
 
 
 class Delivery(Base):

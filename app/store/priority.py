@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from app.contract.triage_score import triage_score
 
@@ -54,6 +54,9 @@ class FilmLike(Protocol):
     def error_code(self) -> str | None: ...
     @property
     def view_position(self) -> str | None: ...
+
+
+F = TypeVar("F", bound=FilmLike)
 
 
 @dataclass(frozen=True)
@@ -96,14 +99,20 @@ def _urgency(film: FilmLike) -> tuple[float, float]:
     return (-1.0 if found is None else found, film.probability or 0.0)
 
 
+def leading(films: Iterable[F]) -> F | None:
+    """The study's leading film: of the films that count, the one with the highest triage
+    score; None when none counts."""
+    return max((film for film in films if counts(film)), key=_urgency, default=None)
+
+
 def summarise(films: Iterable[FilmLike]) -> Summary:
     """The study's priority, triage score, flag and group from all its films (at least
     one). Raises ValueError for a counted film's probability or threshold outside [0, 1]."""
     films = list(films)
     counted = [film for film in films if counts(film)]
-    leading = max(counted, key=_urgency, default=None)
-    priority = None if leading is None else leading.probability
-    ranked = None if leading is None else score(leading)
+    lead = leading(counted)
+    priority = None if lead is None else lead.probability
+    ranked = None if lead is None else score(lead)
     flagged = any(film.flagged for film in counted)
     doubtful = any(not film.assessable or film.error_code is not None for film in films)
     if flagged:

@@ -13,6 +13,9 @@ from app.store.models import HASH_LENGTH, UID_LENGTH
 
 # A thumbnail is a small PNG for the list, never the film: refused above this size.
 MAX_THUMBNAIL_BYTES = 64 * 1024
+# The study view's film at display size (512 px on its longest side, 8 bits: a PNG of a
+# chest film is 150 to 300 KB): refused above this size.
+MAX_DISPLAY_BYTES = 1024 * 1024
 
 
 class Status(StrEnum):
@@ -46,6 +49,28 @@ class AuditAction(StrEnum):
     # The site's intended ages beside the card's (Settings.intended_age_years), written at
     # each start by WorklistStore.record_settings, actor "settings".
     INTENDED_USE = "intended_use"
+    READ = "read"  # a study's read set or changed: written by WorklistStore.set_read only
+    # PNEUMONIA_SHADOW_MODE turned on or off, at the first start after the change, actor
+    # "settings" (WorklistStore.record_settings).
+    SHADOW_MODE = "shadow_mode"
+
+
+class Sort(StrEnum):
+    """The list's orders: by priority (groups, then triage score: app/store/priority.py),
+    or by arrival, newest or oldest first (the shadow mode's order, issue 31)."""
+
+    PRIORITY = "priority"
+    NEWEST = "newest"
+    OLDEST = "oldest"
+
+
+class Finding(StrEnum):
+    """A radiologist's read of a study (issue 31): what performance is measured against.
+    `indeterminate` is counted, never taken as either side."""
+
+    PNEUMONIA = "pneumonia"
+    NO_PNEUMONIA = "no_pneumonia"
+    INDETERMINATE = "indeterminate"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +114,10 @@ class FilmRecord:
     error_code: str | None = None
     error_detail: str | None = None
     thumbnail: bytes | None = field(default=None, repr=False)
+    # The film at display size, as the model saw it (a PNG), passed only when the
+    # thumbnails setting is on; and the window the DICOM display pipeline applied.
+    display: bytes | None = field(default=None, repr=False)
+    window: str | None = None
     # Why the film's results will not reach the PACS (app/dicom/failures.py: identity,
     # build, queue_full); None when they are queued, or none are made (no destination).
     results_error: str | None = None
@@ -116,6 +145,8 @@ class FilmRecord:
             raise ValueError("a scored film must carry the threshold it was scored at")
         if self.thumbnail is not None and len(self.thumbnail) > MAX_THUMBNAIL_BYTES:
             raise ValueError(f"a thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes")
+        if self.display is not None and len(self.display) > MAX_DISPLAY_BYTES:
+            raise ValueError(f"a display copy must be at most {MAX_DISPLAY_BYTES} bytes")
         for name in ("patient_key", "content_hash"):
             value = getattr(self, name)
             if value is not None and len(value) != HASH_LENGTH:
@@ -148,6 +179,8 @@ class FilmResult:
     has_thumbnail: bool
     # Why its results will not reach the PACS (app/dicom/failures.py), or None.
     results_error: str | None = None
+    has_display: bool = False  # its display copy (WorklistStore.display) is kept
+    window: str | None = None  # the window the DICOM display pipeline applied
 
     @property
     def triage_score(self) -> float | None:
@@ -189,6 +222,32 @@ class StudyEntry:
     # Status conflict: the Study Instance UID its films carried, a study first seen with
     # another patient (study_instance_uid is then one the store derived).
     conflict_of: str | None = None
+    read: Read | None = None  # the radiologist's read, once given
+
+
+@dataclass(frozen=True, kw_only=True)
+class Read:
+    """A study's read: the finding, who gave it and when (aware UTC)."""
+
+    finding: Finding
+    read_by: str
+    read_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgedRead:
+    """A read beside the model's answer it judged, for live performance: `model_group` is
+    the study's group when read (flagged, routine, needs_review: app/store/priority.py), and
+    `model_name`, `model_version`, `threshold` those of the film that decided it (None when
+    no film was scored)."""
+
+    entry_id: int
+    finding: Finding
+    read_at: datetime
+    model_group: str
+    model_name: str | None
+    model_version: str | None
+    threshold: float | None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,12 @@ from app.store.records import (
     Conflict,
     EntryNotFound,
     FilmRecord,
+    FilmResult,
+    Finding,
+    JudgedRead,
     Page,
     PurgeCounts,
+    Sort,
     Status,
     StudyEntry,
 )
@@ -109,12 +113,14 @@ class WorklistStore:
 
     def entries(self, *, status: Status | str | None = None,
                 received_from: datetime | None = None, received_to: datetime | None = None,
-                limit: int = 50, offset: int = 0, cursor: str | None = None) -> Page:
-        """A page of the list in priority order (app/store/priority.py), with the total the
-        filters match. `received_from` <= first film's arrival < `received_to` (aware).
-        Page on with `offset` or with the previous page's `next_cursor` (stable while
-        entries arrive). Raises ValueError for a bad status, limit (1..MAX_PAGE) or offset,
-        InvalidCursor (a ValueError) for a cursor this store did not write.
+                limit: int = 50, offset: int = 0, cursor: str | None = None,
+                sort: Sort | str = Sort.PRIORITY) -> Page:
+        """A page of the list in priority order (app/store/priority.py), or by arrival
+        (`sort`), with the total the filters match. `received_from` <= first film's arrival
+        < `received_to` (aware). Page on with `offset` or with the previous page's
+        `next_cursor` (stable while entries arrive; a cursor continues the order it was
+        written in). Raises ValueError for a bad status, sort, limit (1..MAX_PAGE) or
+        offset, InvalidCursor (a ValueError) for a cursor this store did not write.
         """
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             raise ValueError(f"limit must lie in 1..{MAX_PAGE} and offset be >= 0")
@@ -125,7 +131,7 @@ class WorklistStore:
         with self.engine.connect() as connection:
             return queries.page(connection, status=status, received_from=received_from,
                                 received_to=received_to, limit=limit, offset=offset,
-                                cursor=cursor)
+                                cursor=cursor, sort=Sort(sort))
 
     def entry(self, entry_id: int) -> StudyEntry:
         """One entry with its films. Raises EntryNotFound."""
@@ -139,6 +145,35 @@ class WorklistStore:
         """A film's thumbnail PNG, or None (none stored, or no such film)."""
         with Session(self.engine) as session:
             return session.scalar(select(Film.thumbnail).where(Film.id == film_id))
+
+    def film(self, film_id: int) -> FilmResult | None:
+        """One stored film as the list shows it, or None."""
+        with self.engine.connect() as connection:
+            return queries.film_by_id(connection, film_id)
+
+    def display(self, film_id: int) -> bytes | None:
+        """A film at display size, as the model saw it (a PNG), or None (none kept, or no
+        such film)."""
+        with Session(self.engine) as session:
+            return session.scalar(select(Film.display).where(Film.id == film_id))
+
+    def set_read(self, entry_id: int, finding: Finding | str, actor: str) -> StudyEntry:
+        """Give or change a study's read, by `actor`, now (app/store/writes.py set_read):
+        an audit record in the same transaction, none when the finding is the one it has.
+        Raises EntryNotFound, ValueError for an unknown finding or an empty actor."""
+        finding, actor = Finding(finding), _actor(actor)
+        with self._write() as session:
+            writes.set_read(session, entry_id, finding, actor, self._clock())
+            return queries.by_ids(session.connection(), [entry_id])[0]
+
+    def judged_reads(self, *, since: datetime | None = None,
+                     last: int = 500) -> list[JudgedRead]:
+        """The newest `last` reads (at least 1) given at or after `since` (aware, or None),
+        newest first, each with the model's answer it judged. Raises ValueError."""
+        if last < 1 or (since is not None and since.tzinfo is None):
+            raise ValueError("last must be at least 1 and since an aware datetime")
+        with self.engine.connect() as connection:
+            return queries.judged_reads(connection, since=since, last=last)
 
     def set_status(self, entry_id: int, status: Status | str, actor: str) -> StudyEntry:
         """Set an entry's status, by `actor`, now; an audit record in the same transaction.
@@ -164,14 +199,24 @@ class WorklistStore:
     def record_settings(self, action: AuditAction | str,
                         detail: dict[str, Any]) -> AuditRecord:
         """Append an audit record of a setting the server started with that changes what it
-        does with films (`intended_use`: the site's intended ages), actor "settings".
-        Raises ValueError for another action."""
+        does with films (`intended_use`: the site's intended ages; `shadow_mode`: results
+        kept from clinicians and the PACS, or no longer), actor "settings". Raises
+        ValueError for another action."""
         action = AuditAction(action)
-        if action is not AuditAction.INTENDED_USE:
-            raise ValueError(f"record_settings() appends intended_use, not {action.value}")
+        if action not in (AuditAction.INTENDED_USE, AuditAction.SHADOW_MODE):
+            raise ValueError("record_settings() appends intended_use or shadow_mode, not "
+                             f"{action.value}")
         with self._write() as session:
             return _to_audit(writes.append_audit(session, "settings", action, None, detail,
                                                  self._clock()))
+
+    def last_record(self, action: AuditAction | str) -> AuditRecord | None:
+        """The newest audit record of `action`, or None."""
+        query = (select(AuditLog).where(AuditLog.action == AuditAction(action).value)
+                 .order_by(AuditLog.id.desc()).limit(1))
+        with Session(self.engine) as session:
+            row = session.scalar(query)
+            return None if row is None else _to_audit(row)
 
     def audit(self, *, entry_id: int | None = None, limit: int = 100,
               before_id: int | None = None) -> list[AuditRecord]:
@@ -214,6 +259,15 @@ class WorklistStore:
         """Delivered: the results leave the database, and (SQLite) its write-ahead log."""
         with self._write() as session:
             deliveries.done(session, delivery_id)
+        self._checkpoint()
+
+    def deliveries_done(self, delivery_ids: Sequence[int]) -> None:
+        """`delivery_done` for several at once: one transaction and one checkpoint (a
+        checkpoint a job cost the node's commits the write lock at every delivery)."""
+        if not delivery_ids:
+            return
+        with self._write() as session:
+            deliveries.done_all(session, delivery_ids)
         self._checkpoint()
 
     def delivery_abandoned(self, delivery_id: int, reason: str) -> None:

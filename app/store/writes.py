@@ -15,13 +15,14 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.store.models import LONG, SHORT, AuditLog, Film, Study
-from app.store.priority import Group, summarise
+from app.store.models import LONG, SHORT, AuditLog, Film, Study, StudyRead
+from app.store.priority import Group, leading, summarise
 from app.store.records import (
     AuditAction,
     Conflict,
     EntryNotFound,
     FilmRecord,
+    Finding,
     PurgeCounts,
     Status,
 )
@@ -198,6 +199,42 @@ def set_status(session: Session, entry_id: int, status: Status, actor: str,
                          entry_id=entry_id, study_instance_uid=study.study_instance_uid,
                          detail={"from": before, "to": status.value}))
     session.flush()  # the caller reads the entry back with Core, past the ORM's pending state
+
+
+def set_read(session: Session, entry_id: int, finding: Finding, actor: str,
+             now: datetime) -> bool:
+    """Give the study's read (or change it), by `actor`, now, with the model's answer it
+    judges: the study's group and the model, version and threshold of its leading film
+    (app/store/priority.py), or of its first scored film when none leads; and append its
+    audit record. The same finding again changes nothing (False). Raises EntryNotFound."""
+    study = session.scalar(select(Study).where(Study.id == entry_id).with_for_update())
+    if study is None:
+        raise EntryNotFound(entry_id)
+    read = session.scalar(select(StudyRead).where(StudyRead.study_id == entry_id))
+    before = None if read is None else read.finding
+    if before == finding.value:
+        return False
+    films = session.execute(select(
+        Film.probability, Film.threshold, Film.flagged, Film.assessable, Film.error_code,
+        Film.view_position, Film.model_name, Film.model_version).where(
+            Film.study_id == entry_id).order_by(Film.id)).all()
+    decided = leading(films) or next((f for f in films if f.model_name), None)
+    answer = {"model_group": Group(study.sort_group).label,
+              "model_name": decided.model_name if decided else None,
+              "model_version": decided.model_version if decided else None,
+              "threshold": decided.threshold if decided else None}
+    if read is None:
+        session.add(StudyRead(study_id=entry_id, finding=finding.value, read_by=actor,
+                              read_at=now, **answer))
+    else:
+        read.finding, read.read_by, read.read_at = finding.value, actor, now
+        for name, value in answer.items():
+            setattr(read, name, value)
+    session.add(AuditLog(at=now, actor=actor, action=AuditAction.READ.value,
+                         entry_id=entry_id, study_instance_uid=study.study_instance_uid,
+                         detail={"from": before, "to": finding.value}))
+    session.flush()  # the caller reads the entry back with Core
+    return True
 
 
 def append_audit(session: Session, actor: str, action: AuditAction, entry_id: int | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
@@ -23,16 +23,22 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.dicom.ingest import Ingest, NotStoredError
 from app.dicom.stow import boundary_of
-from app.errors import ModelNotReadyError, ServerBusyError, UnknownModelError
+from app.errors import (
+    ModelNotReadyError,
+    ServerBusyError,
+    ShadowModeError,
+    UnknownModelError,
+)
 from app.memory import Held, give_back_memory
 from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Decoder
+from app.services.performance import CardShelf
 from app.services.pipeline import Scorer
 from app.services.saved_model import ServedModel
 from app.services.worklist import MAX_ID, ListFilters
-from app.store import Status, WorklistStore
-from app.web.upload import FileStream, read_file_field, streamed_files
+from app.store import Sort, Status, WorklistStore
+from app.web.upload import FileStream, FileUpload, read_file_upload, streamed_files
 
 T = TypeVar("T")
 
@@ -66,6 +72,10 @@ def store_of(request: Request) -> WorklistStore:
     return request.app.state.store
 
 
+def cards_of(request: Request) -> CardShelf:
+    return request.app.state.cards
+
+
 def ingest_of(request: Request) -> Ingest | None:
     """The DICOM node's ingest (app/dicom/ingest.py), once the lifespan has made one."""
     return request.app.state.dicom_ingest
@@ -86,6 +96,15 @@ SettingsDep = Annotated[Settings, _on_loop(settings_of)]
 CatalogDep = Annotated[ModelCatalog, _on_loop(catalog_of)]
 MetricsDep = Annotated[Metrics, _on_loop(metrics_of)]
 StoreDep = Annotated[WorklistStore, _on_loop(store_of)]
+CardsDep = Annotated[CardShelf, _on_loop(cards_of)]
+
+async def results_shown(settings: SettingsDep) -> None:
+    """Dependency of the doors that answer a clinician with a result and store nothing
+    (/predict, /predict/batch, the upload page's form): ShadowModeError (403) in shadow
+    mode, where no clinician sees a result (issue 31)."""
+    if settings.shadow_mode:
+        raise ShadowModeError()
+
 
 _SCHEMA_CHECK_SECONDS = 5.0  # /readyz asks the database at most this often
 
@@ -115,13 +134,16 @@ DefaultModelDep = Annotated[ServedModel, Depends(ready_default)]
 async def get_model(
     catalog: CatalogDep,
     model: Annotated[str | None, Query(
-        description="Which model to ask, by name (GET /models lists them); "
-                    "left out: the server's default")] = None,
+        description="Which model to ask, by name (GET /models lists them), or "
+                    "NAME/VERSION for an earlier version; left out: the server's default",
+    )] = None,
 ) -> ServedModel:
     """The model asked for, or the default; 503 (with Retry-After while loading) until it is
     ready, 404 for a model this server does not offer."""
     await ready_default(catalog)
     chosen = catalog.choose(model)
+    if chosen is None and model and "/" in model:  # an earlier version: loaded on first use
+        chosen = await run_in_threadpool(catalog.earlier, model)
     if chosen is None:
         raise UnknownModelError(model or "", list(catalog.models))
     return chosen
@@ -148,29 +170,27 @@ def _timeouts(settings: Settings) -> tuple[float, float, float]:
 
 
 async def read_upload(request: Request, settings: SettingsDep, scorer: ScorerDep,
-                      explain: bool = False) -> AsyncIterator[bytes]:
-    """The bytes of the multipart field `file`, read in memory within the byte limit and the
-    server's budget for bodies in flight; then a place in the decoder's admission, taken
-    only once the bytes are all in (a slow upload never holds decode capacity). Both held
-    until the answer is sent; 503 at once when either is full.
+                      explain: bool = False) -> AsyncIterator[FileUpload]:
+    """The multipart body of the field `file`, read in memory within the byte limit and
+    the server's budget for bodies in flight (503 at once when it is full), held until the
+    answer is sent; parsed, admitted and scored by the route's one thread call
+    (`FileUpload.data`, then score_film's admission, which waits in its line rather than
+    refusing).
 
-    When the decoder's admission, or for `explain` the explanations' budget and its queue,
-    is already full as the request arrives, it is refused before its body is read: a client
-    looping on a full budget then costs a request head, not an upload parsed for nothing."""
+    When the decoder's admission (its places and its line), or for `explain` the
+    explanations' budget and its queue, is already full as the request arrives, it is
+    refused before its body is read: a client looping on a full budget then costs a request
+    head, not an upload read for nothing."""
     explains = scorer.explains(explain)
     budget = scorer.explanations if explains else decoder_of(request).admission
     if budget.full:
         raise ServerBusyError()
     with request.app.state.body_budget.reservation() as held:
-        data = await read_file_field(request, settings.max_upload_bytes,
+        yield await read_file_upload(request, settings.max_upload_bytes,
                                      timeouts=_timeouts(settings), take=held.take)
-        # A film for a heatmap takes its decode place once it has one among the
-        # explanations (score_film's `admit`), not while it waits for it.
-        with nullcontext() if explains else decoder_of(request).admit():
-            yield data
 
 
-UploadDep = Annotated[bytes, Depends(read_upload)]
+UploadDep = Annotated[FileUpload, Depends(read_upload)]
 
 
 async def read_batch(request: Request, settings: SettingsDep) -> AsyncIterator[FileStream]:
@@ -186,7 +206,8 @@ async def read_batch(request: Request, settings: SettingsDep) -> AsyncIterator[F
         with state.body_budget.reservation() as held, ExitStack() as places:
             def admit() -> None:
                 places.enter_context(state.batches.admit())
-                places.enter_context(decoder_of(request).admit())
+                # On the event loop: a place now or 503, never a wait in the line.
+                places.enter_context(decoder_of(request).admit(queue=False))
 
             async with streamed_files(request, "files", settings.max_batch_files,
                                       settings.max_upload_bytes, settings.max_batch_bytes,
@@ -268,6 +289,7 @@ Moment = Annotated[datetime | date | None, BeforeValidator(_day_or_moment)]
 
 
 async def list_filters(
+    settings: SettingsDep,
     status: Annotated[Status | None, BeforeValidator(_blank_is_none), Query(
         description="Only entries with this status")] = None,
     received_from: Annotated[Moment, Query(
@@ -277,10 +299,16 @@ async def list_filters(
     received_to: Annotated[Moment, Query(
         description="Only studies whose first film arrived before this moment; a date "
                     "includes that whole day (UTC)")] = None,
+    sort: Annotated[Sort | None, BeforeValidator(_blank_is_none), Query(
+        description="priority (the default: flagged first, highest triage score first), "
+                    "newest or oldest (by arrival); in shadow mode always oldest")] = None,
 ) -> ListFilters:
-    """The worklist's filters, shared by the API and the page (whose form sends empty
-    fields for "any")."""
-    return ListFilters(status=status, received_from=received_from, received_to=received_to)
+    """The worklist's filters and order, shared by the API and the page (whose form sends
+    empty fields for "any"). In shadow mode the order is arrival, oldest first: an order
+    by priority would tell clinicians the model's result."""
+    order = Sort.OLDEST if settings.shadow_mode else sort or Sort.PRIORITY
+    return ListFilters(status=status, received_from=received_from, received_to=received_to,
+                       sort=order)
 
 
 FiltersDep = Annotated[ListFilters, Depends(list_filters)]

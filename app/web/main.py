@@ -25,8 +25,9 @@ from app.memory import BodyBudget
 from app.metrics import Metrics
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
-from app.services.display import count, decimal, when
-from app.services.worklist import record_intended_ages
+from app.services.display import count, decimal, local_time, when
+from app.services.performance import CardShelf, measure
+from app.services.worklist import record_intended_ages, record_shadow_mode
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
 from app.web.auth import LoginThrottle
 from app.web.errors import install_error_handlers
@@ -93,7 +94,8 @@ def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
     node = DicomNode.from_settings(settings, app.state.catalog, app.state.decoder,
                                    StoreCommit(store, settings.worklist_thumbnails,
                                                settings.results_max_pending,
-                                               app.state.metrics),
+                                               app.state.metrics,
+                                               shadow_mode=settings.shadow_mode),
                                    StoreJobSource(store), metrics=app.state.metrics,
                                    budget=app.state.body_budget)
     try:
@@ -107,16 +109,19 @@ def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
 
 def record_site_settings(store: WorklistStore, settings: Settings) -> None:
     """The site's intended ages (Settings.intended_age_years), when set, in the audit trail
-    at each start. A database that `db upgrade` has not migrated yet cannot take the record
-    (nor films: /readyz says so): logged instead."""
-    if settings.intended_age_years is None:
-        return
+    at each start, and shadow mode turned on or off since the last start. A database that
+    `db upgrade` has not migrated yet cannot take the record (nor films: /readyz says so):
+    logged instead."""
     problem = store.schema_problem()
-    if problem is not None:
-        log.warning("PNEUMONIA_INTENDED_AGE_YEARS %s not recorded in the audit trail: %s",
-                    list(settings.intended_age_years), problem)
+    if problem is not None:  # shadow mode left: recorded at the first start that can
+        if settings.intended_age_years is not None or settings.shadow_mode:
+            log.warning("PNEUMONIA_INTENDED_AGE_YEARS %s and PNEUMONIA_SHADOW_MODE %s not "
+                        "recorded in the audit trail: %s", settings.intended_age_years,
+                        settings.shadow_mode, problem)
         return
-    record_intended_ages(store, settings.intended_age_years, settings.model_name)
+    if settings.intended_age_years is not None:
+        record_intended_ages(store, settings.intended_age_years, settings.model_name)
+    record_shadow_mode(store, settings.shadow_mode)
 
 
 _ROUTE_THREADS = 40  # anyio's default
@@ -129,10 +134,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     step fails (a StartupError: the port or folder it names)."""
     settings: Settings = app.state.settings
     # Routes run in anyio's worker threads (40 by default). Heatmap requests waiting in
-    # their queue each hold one: the pool grows by the queue, so a full queue never leaves
-    # other requests without a thread.
+    # their queue, and films waiting for the decoder's admission, each hold one: the pool
+    # grows by both queues, so full queues never leave other requests without a thread.
     limiter = anyio.to_thread.current_default_thread_limiter()
-    limiter.total_tokens = _ROUTE_THREADS + settings.explanation_queue
+    limiter.total_tokens = _ROUTE_THREADS + settings.explanation_queue + settings.decode_queue
     with ExitStack() as started:
         store = app.state.store = open_store(settings)
         started.callback(store.close)
@@ -146,12 +151,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                            timeout=settings.decode_timeout_seconds,
                                            memory_mb=settings.decode_memory_mb,
                                            admitted=settings.max_concurrent_decodes,
+                                           line=settings.decode_queue,
+                                           line_seconds=settings.decode_queue_seconds,
                                            bulk_workers=settings.batch_decode_workers
                                            or max(1, settings.decode_workers - 1))
         started.callback(_close_decoder, app)
         catalog, metrics = app.state.catalog, app.state.metrics
         metrics.watch(store, app.state.decoder, ready=lambda: catalog.default is not None
-                      and store.schema_problem() is None)
+                      and store.schema_problem() is None,
+                      performance=lambda: measure(store, app.state.cards.card))
         node = start_dicom_node(app, store)
         started.callback(node.stop)
         app.state.dicom_ingest = node.ingest
@@ -164,7 +172,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _close_decoder(app: FastAPI) -> None:
     app.state.decoder.close()
-    app.state.decoder = InlineDecoder(app.state.settings.max_concurrent_decodes)
+    app.state.decoder = inline_decoder(app.state.settings)
+
+
+def inline_decoder(settings: Settings) -> InlineDecoder:
+    """Decoding in the request's thread, under the same admission as the pool's."""
+    return InlineDecoder(settings.max_concurrent_decodes, settings.decode_queue,
+                         settings.decode_queue_seconds)
 
 
 def create_app(settings: Settings | None = None,
@@ -185,8 +199,10 @@ def create_app(settings: Settings | None = None,
     )
     app.state.settings = settings
     app.state.catalog = catalog or ModelCatalog()
+    # The cards of every model version reads judged (app/services/performance.py).
+    app.state.cards = CardShelf(settings.model_dir)
     # Until the lifespan starts the worker pool (or for good, with decode_workers = 0).
-    app.state.decoder = InlineDecoder(settings.max_concurrent_decodes)
+    app.state.decoder = inline_decoder(settings)
     # The DICOM node's ingest (app/dicom/ingest.py), set once the store is open; until then
     # STOW-RS answers 503.
     app.state.dicom_ingest = None
@@ -198,6 +214,7 @@ def create_app(settings: Settings | None = None,
     app.state.templates = Jinja2Templates(
         directory=resource_dir(settings.templates_dir, "templates"))
     app.state.templates.env.filters["when"] = when
+    app.state.templates.env.filters["local_time"] = local_time
     # The report's and the model pages' numbers: one rounding rule (app/services/display.py).
     app.state.templates.env.filters.update(decimal=decimal, count=count)
     app.state.login_throttle = LoginThrottle(settings.max_failed_logins,
@@ -208,6 +225,8 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = Metrics.from_settings(settings)
     # Every page's drift banner (templates/drift_banner.html) asks it when rendered.
     app.state.templates.env.globals.update(drift_state=app.state.metrics.drift.state)
+    # Every page's shadow-mode banner (templates/base.html) and the pages that hide results.
+    app.state.templates.env.globals.update(shadow_mode=settings.shadow_mode)
     install_error_handlers(app)
     app.state.static_dir = resource_dir(settings.static_dir, "static")
     app.mount("/static", StaticFiles(directory=app.state.static_dir), name="static")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, time
 from typing import Any, Literal
 
@@ -16,8 +17,23 @@ from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
 from app.services.triage import Decision, decision, probability_note
-from app.services.worklist import GROUP_DECISIONS, entry_triage_score, viewer_link
-from app.store import AuditRecord, FilmResult, Page, Status, StudyEntry, Undelivered
+from app.services.worklist import (
+    GROUP_DECISIONS,
+    age_band,
+    entry_triage_score,
+    study_label,
+    viewer_link,
+)
+from app.store import (
+    AuditRecord,
+    FilmResult,
+    Finding,
+    Page,
+    Read,
+    Status,
+    StudyEntry,
+    Undelivered,
+)
 from app.web.errors import describe
 
 
@@ -289,14 +305,17 @@ class OfferedModel(BaseModel):
     default: bool = Field(description="Asked when a request names no model")
     threshold: float = Field(description="The card's operating point")
     input: str = Field(description="What the network sees, e.g. '64x64, 3 channels'")
+    earlier_versions: list[int] = Field(default=[], description="Earlier versions in the "
+                                        "model folder, asked with ?model=NAME/VERSION")
 
     @classmethod
-    def of(cls, card, default: bool) -> OfferedModel:
+    def of(cls, card, default: bool, versions: list[int] = ()) -> OfferedModel:
         height, width = card.input_size
         return cls(name=card.name, version=card.version, description=card.description,
                    default=default, threshold=card.threshold,
                    input=f"{height}x{width}, {card.channels} channel"
-                         + ("s" if card.channels > 1 else ""))
+                         + ("s" if card.channels > 1 else ""),
+                   earlier_versions=[v for v in versions if v < card.version])
 
 
 class ModelsResponse(BaseModel):
@@ -305,7 +324,8 @@ class ModelsResponse(BaseModel):
     @classmethod
     def of(cls, catalog) -> ModelsResponse:
         """The models a loaded catalog offers, the default first (its insertion order)."""
-        return cls(models=[OfferedModel.of(m.card, default=m is catalog.default)
+        return cls(models=[OfferedModel.of(m.card, default=m is catalog.default,
+                                           versions=catalog.versions.get(m.card.name, []))
                            for m in catalog.models.values()])
 
 
@@ -366,14 +386,16 @@ class WorklistFilm(BaseModel):
     model_name: str | None
     model_version: str | None
     probability: float | None = Field(ge=0, le=1, description="None: not scored, or not "
-                                                              "assessable by the model")
+                                                              "assessable by the model, or "
+                                                              "shadow mode")
     probability_text: str | None
     triage_score: float | None = Field(ge=0, le=1, description=_TRIAGE_SCORE)
     triage_score_text: str | None
     threshold: float | None = Field(description="The decision threshold it was scored at")
     flagged: bool | None
-    assessable: bool = Field(description="The model can judge this film; false puts the "
-                                         "study in the 'needs a human look' group")
+    assessable: bool | None = Field(description="The model can judge this film; false puts "
+                                                "the study in the 'needs a human look' "
+                                                "group; null in shadow mode")
     reasons: list[str] = Field(description="Why not assessable (rotated, not_frontal, ...)")
     warnings: list[str]
     error: FilmProblem | None = None
@@ -384,12 +406,26 @@ class WorklistFilm(BaseModel):
                                   "or no results destination is set")
     thumbnail: str | None = Field(default=None, description="Path of its thumbnail PNG, when "
                                                             "one is stored")
+    display: str | None = Field(default=None, description="Path of the film at display size "
+                                "as the model saw it (a PNG), kept while thumbnails are")
+    heatmap: str | None = Field(default=None, description="Path of its heatmap overlay (a "
+                                "PNG of the display's size), drawn when asked; only for a "
+                                "film the model judged, never in shadow mode")
+    window: str | None = Field(default=None, description="The window the DICOM display "
+                                                         "pipeline applied")
 
     @classmethod
-    def of(cls, film: FilmResult) -> WorklistFilm:
+    def of(cls, film: FilmResult, shadow_mode: bool = False) -> WorklistFilm:
+        """The film as the API shows it; in shadow mode without the model's result (its
+        score, flag, assessability, reasons and warnings) or heatmap."""
+        if shadow_mode:
+            return cls.of(replace(film, probability=None, threshold=None, flagged=None,
+                                  reasons=(), warnings=())).model_copy(
+                update={"assessable": None, "heatmap": None})
         p = film.probability
         score = film.triage_score
         score_shown = None if score is None else score_text(score)
+        judged = p is not None and film.assessable and film.error_code is None
         return cls(
             id=film.id, sop_instance_uid=film.sop_instance_uid,
             series_instance_uid=film.series_instance_uid, modality=film.modality,
@@ -403,7 +439,11 @@ class WorklistFilm(BaseModel):
             error=None if film.error_code is None else FilmProblem(
                 error=film.error_code, detail=film.error_detail or ""),
             results_error=_results_problem(film.results_error),
-            thumbnail=f"/worklist/films/{film.id}/thumbnail" if film.has_thumbnail else None)
+            thumbnail=f"/worklist/films/{film.id}/thumbnail" if film.has_thumbnail else None,
+            display=f"/worklist/films/{film.id}/display" if film.has_display else None,
+            heatmap=f"/worklist/films/{film.id}/heatmap" if film.has_display and judged
+            else None,
+            window=film.window)
 
 
 def _results_problem(code: str | None) -> FilmProblem | None:
@@ -445,13 +485,24 @@ class WorklistEntry(BaseModel):
                                        "among its assessable frontal films, each at the "
                                        "operating point it was scored at (0.5 = flagged)")
     triage_score_text: str | None
-    decision: Decision = Field(description="flagged, not_flagged or needs_human_look: the "
-                                           "study's group in triage words")
-    decision_text: str
-    flagged: bool = Field(description="A film is at or above its threshold: a priority read")
-    group: Literal["flagged", "routine", "needs_review"] = Field(
+    decision: Decision | None = Field(description="flagged, not_flagged or "
+                                                  "needs_human_look: the study's group in "
+                                                  "triage words; null in shadow mode")
+    decision_text: str | None
+    flagged: bool | None = Field(description="A film is at or above its threshold: a "
+                                             "priority read; null in shadow mode")
+    group: Literal["flagged", "routine", "needs_review"] | None = Field(
         description="Flagged for a priority read; not flagged; or needs a human look (a film "
-                    "not assessable or not scored)")
+                    "not assessable or not scored); null in shadow mode")
+    result_shown: bool = Field(default=True, description="false in shadow mode "
+                               "(PNEUMONIA_SHADOW_MODE): the entry carries no score, "
+                               "decision or heatmap")
+    study_label: str = Field(default="", description="How the list names the study: its "
+                             "accession number, else the end of its Study Instance UID")
+    age_band: str | None = Field(default=None, description="The patient's age band from "
+                                 "the DICOM age string, e.g. '1-5 y'")
+    read: ReadInfo | None = Field(default=None, description="The radiologist's read, once "
+                                  "given (PUT /worklist/entries/{id}/read)")
     viewer_url: str | None = Field(description="The study in the PACS viewer, when "
                                                "PNEUMONIA_VIEWER_URL is set")
     films: list[WorklistFilm] = Field(description="Oldest first")
@@ -468,7 +519,16 @@ class WorklistEntry(BaseModel):
 
     @classmethod
     def of(cls, entry: StudyEntry, viewer_url: str | None,
-           undelivered: Undelivered | None = None) -> WorklistEntry:
+           undelivered: Undelivered | None = None,
+           shadow_mode: bool = False) -> WorklistEntry:
+        """The entry as the API and the pages show it; in shadow mode without the model's
+        result (score, probability, decision, group, flag) and with its films' blinded."""
+        if shadow_mode:
+            return cls.of(entry, viewer_url, undelivered).model_copy(update={
+                "priority": None, "priority_text": None, "triage_score": None,
+                "triage_score_text": None, "decision": None, "decision_text": None,
+                "flagged": None, "group": None, "result_shown": False,
+                "films": [WorklistFilm.of(film, shadow_mode=True) for film in entry.films]})
         p = entry.priority
         score, score_shown = entry_triage_score(entry)
         outcome = GROUP_DECISIONS[entry.group]
@@ -487,7 +547,8 @@ class WorklistEntry(BaseModel):
             films=[WorklistFilm.of(film) for film in entry.films],
             undelivered_results=undelivered.count if undelivered else 0,
             delivery_error=undelivered.last_error if undelivered else None,
-            conflict_of=entry.conflict_of)
+            conflict_of=entry.conflict_of, study_label=study_label(entry),
+            age_band=age_band(entry.patient_age), read=ReadInfo.of(entry.read))
 
 
 class WorklistPage(BaseModel):
@@ -503,10 +564,11 @@ class WorklistPage(BaseModel):
 
     @classmethod
     def of(cls, page: Page, viewer_url: str | None,
-           undelivered: dict[int, Undelivered] | None = None) -> WorklistPage:
+           undelivered: dict[int, Undelivered] | None = None,
+           shadow_mode: bool = False) -> WorklistPage:
         undelivered = undelivered or {}
-        return cls(entries=[WorklistEntry.of(e, viewer_url, undelivered.get(e.id))
-                            for e in page.entries],
+        return cls(entries=[WorklistEntry.of(e, viewer_url, undelivered.get(e.id),
+                                             shadow_mode) for e in page.entries],
                    total=page.total, next_cursor=page.next_cursor)
 
 
@@ -549,13 +611,35 @@ class WorklistUpload(BaseModel):
 
     @classmethod
     def of(cls, upload: StoredUpload, model: ModelCard, threshold: float,
-           viewer_url: str | None) -> WorklistUpload:
+           viewer_url: str | None, shadow_mode: bool = False) -> WorklistUpload:
         files = [StoredFileOutcome.of(f) for f in upload.files]
         return cls(model=ModelInfo(name=model.name, version=model.version),
                    threshold=threshold, count=len(files),
                    stored=sum(f.stored for f in files), files=files,
-                   entries=[WorklistEntry.of(e, viewer_url) for e in upload.entries],
+                   entries=[WorklistEntry.of(e, viewer_url, shadow_mode=shadow_mode)
+                            for e in upload.entries],
                    note=model.disclaimer)
+
+
+class ReadInfo(BaseModel):
+    """A study's read: the finding, who gave it and when."""
+
+    finding: Finding
+    read_by: str = Field(description="The trusted proxy's user, 'token holder' or "
+                                     "'anonymous' (see the audit trail)")
+    read_at: datetime
+
+    @classmethod
+    def of(cls, read: Read | None) -> ReadInfo | None:
+        return None if read is None else cls(finding=read.finding, read_by=read.read_by,
+                                             read_at=read.read_at)
+
+
+class ReadChange(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"finding": "pneumonia"}]})
+
+    finding: Finding = Field(description="pneumonia, no_pneumonia or indeterminate")
 
 
 class StatusChange(BaseModel):
@@ -571,14 +655,16 @@ class AuditEntry(BaseModel):
     id: int
     at: datetime
     actor: str = Field(description="The trusted proxy's user, 'token holder' or 'anonymous'")
-    action: Literal["opened", "exported", "status_changed", "purged", "intended_use"]
+    action: Literal["opened", "exported", "status_changed", "purged", "intended_use", "read",
+                    "shadow_mode"]
     entry_id: int | None = Field(description="None: the whole list (an export, a purge, a "
                                              "setting)")
     study_instance_uid: str | None
-    detail: dict[str, Any] | None = Field(description="The new status; an export's format "
-                                                      "and filters (and a JSON page's paging "
-                                                      "and entry count); a purge's counts; "
-                                                      "the site's intended ages")
+    detail: dict[str, Any] | None = Field(description="The new status or read; an export's "
+                                                      "format and filters (and a JSON page's "
+                                                      "paging and entry count); a purge's "
+                                                      "counts; the site's intended ages; "
+                                                      "shadow mode turned on or off")
 
     @classmethod
     def of(cls, record: AuditRecord) -> AuditEntry:

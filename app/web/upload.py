@@ -1,11 +1,15 @@
 """Read one file field out of a multipart request, in memory, with hard limits.
 
 Starlette's own form parsing spools uploads over 1 MB to a temporary file; X-rays must never
-touch the disk, so the body is streamed through python-multipart here instead (a test makes
+touch the disk, so the body is parsed by python-multipart here instead (a test makes
 any temporary-file creation fail during a request, and fails if this is swapped back).
 A declared Content-Length over the limit is refused before a single body byte is read, and
 the stream is abandoned as soon as it passes the limit, so an oversized upload is never held
 in memory.
+
+A single film (`read_file_upload`) is read on the event loop as it arrives and parsed by
+the request's one thread call, the one that scores it (`FileUpload.data`): one hand-off
+between the loop and a thread per request.
 
 A worklist's files stream (`streamed_files`): each file is handed to the scoring thread as
 soon as its closing boundary is in, while the event loop reads the rest of the body, and its
@@ -68,13 +72,63 @@ _RATE_GRACE_SECONDS = 2.0
 _PARSE_PIECE = 1 << 20
 
 
-async def read_file_field(request: Request, max_bytes: int, field: str = "file",
-                          timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
-                          take: Callable[[int], None] = _unbounded) -> bytes:
-    """The bytes of the one file part named `field`; raises UploadError subclasses."""
-    files = await read_files(request, field, max_files=1, max_file_bytes=max_bytes,
-                             max_total_bytes=max_bytes, timeouts=timeouts, take=take)
-    return files[0][1]
+class FileUpload:
+    """One file field's multipart body as it arrived (`read_file_upload`), parsed by `data()`
+    in the thread that calls it: the event loop only moves the bytes, and the request's one
+    thread call (app/web/routes/predict.py) parses, scores and answers."""
+
+    def __init__(self, chunks: list[bytes], boundary: bytes, field: str,
+                 max_bytes: int) -> None:
+        self._chunks = chunks
+        self._boundary = boundary
+        self._field = field
+        self._max_bytes = max_bytes
+
+    def data(self) -> bytes:
+        """The bytes of the one file part named `field`; raises UploadError subclasses.
+        Once: each chunk of the body is let go as soon as it is parsed."""
+        parts = _FileParts(self._boundary, self._field, 1, self._max_bytes, self._max_bytes)
+        chunks, self._chunks = self._chunks, []
+        chunks.reverse()
+        while chunks:
+            parts.feed([chunks.pop()])
+        parts.close()
+        return _only_file(parts, self._field, self._max_bytes)
+
+
+async def read_file_upload(request: Request, max_bytes: int, field: str = "file",
+                           timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
+                           take: Callable[[int], None] = _unbounded) -> FileUpload:
+    """The body of a form whose one file part is named `field`, read on the event loop
+    within `max_bytes` of file (a declared Content-Length over it refused before a byte is
+    read) and the uploads' time limits, each chunk counted by `take` (a BodyBudget
+    reservation) before it is kept; parsed later, off the loop (`FileUpload.data`). Raises
+    UploadError subclasses and ServerBusyError."""
+    boundary = _boundary(request, field, 1, max_bytes)
+    limit = max_bytes + _ENVELOPE_BYTES
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async for chunk in _chunks(request, *timeouts):
+            received += len(chunk)
+            if received > limit:
+                raise UploadTooLargeError(max_bytes)
+            take(len(chunk))
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientDisconnectedError() from exc
+    return FileUpload(chunks, boundary, field, max_bytes)
+
+
+def _only_file(parts: _FileParts, field: str, max_bytes: int) -> bytes:
+    """The one file the parts hold; MissingFileError without it, UploadTooLargeError for
+    one over `max_bytes`."""
+    if not parts.completed:
+        raise MissingFileError(field)
+    _, data = parts.completed[0]
+    if not isinstance(data, bytes):  # a file over its limit
+        raise UploadTooLargeError(max_bytes)
+    return data
 
 
 async def _chunks(request: Request, idle: float, total: float,
@@ -96,7 +150,10 @@ async def _chunks(request: Request, idle: float, total: float,
         if min_rate:
             wait = min(wait, started + _RATE_GRACE_SECONDS + received / min_rate - now)
         try:
-            chunk = await asyncio.wait_for(anext(stream), timeout=max(wait, 0.0))
+            # asyncio.timeout, not wait_for: no task of its own per chunk (Python 3.11's
+            # wait_for makes one).
+            async with asyncio.timeout(max(wait, 0.0)):
+                chunk = await anext(stream)
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
@@ -153,28 +210,6 @@ def _boundary(request: Request, field: str, max_files: int, max_total_bytes: int
     return boundary
 
 
-async def read_files(request: Request, field: str, max_files: int, max_file_bytes: int,
-                     max_total_bytes: int,
-                     timeouts: tuple[float, float, float] = _NO_TIMEOUTS,
-                     take: Callable[[int], None] = _unbounded,
-                     ) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every part named `field`, in upload order, within the limits;
-    each chunk's bytes counted by `take` (a BodyBudget reservation) before it is kept. A
-    file over `max_file_bytes` fails the request (UploadTooLargeError): for one file."""
-    boundary = _boundary(request, field, max_files, max_total_bytes)
-    parts = _FileParts(boundary, field, max_files, max_file_bytes, max_total_bytes)
-    async for _ in _parsed(request, parts, max_total_bytes + _ENVELOPE_BYTES * max_files,
-                           max_total_bytes, timeouts, take):
-        pass
-    if not parts.completed:
-        raise MissingFileError(field)
-    files = list(parts.completed)
-    for _, data in files:
-        if not isinstance(data, bytes):  # a file over its limit
-            raise UploadTooLargeError(max_file_bytes)
-    return files  # type: ignore[return-value]
-
-
 async def _parsed(request: Request, parts: _Parts, max_body_bytes: int, limit: int,
                   timeouts: tuple[float, float, float],
                   take: Callable[[int], None]) -> AsyncIterator[int]:
@@ -207,7 +242,8 @@ async def _parsed(request: Request, parts: _Parts, max_body_bytes: int, limit: i
                 pending = []
                 yield size
                 size = 0
-        await run_in_threadpool(parts.feed, pending)
+        if pending:  # a body whose end was parsed already costs no further thread call
+            await run_in_threadpool(parts.feed, pending)
         yield size
     except (UploadError, ServerBusyError):
         raise

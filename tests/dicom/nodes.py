@@ -77,12 +77,19 @@ def scoring_ingest(probability: float = 0.9, **options) -> tuple[ScoringIngest, 
     return ScoringIngest(lambda: scorer, recorder, **options), recorder
 
 
+def stand_in_explainer(judgement, model_input: np.ndarray) -> np.ndarray:
+    """The stand-in model's heat map of a model input, as the node's delivery worker draws
+    it (app/dicom/node.py catalog_explainer): (h, w) in 0-1."""
+    return StandInModel().explain(model_input[None])[1][0]
+
+
 def built(result: IngestResult) -> tuple[Dataset, ...]:
     """The SR and secondary capture the delivery worker builds from an ingest's `results`
-    (its recipe): () when it made none."""
+    (its recipe), the heat map drawn then by the stand-in model: () when it made none."""
     from app.dicom.results import ResultBuilder
 
-    return ResultBuilder().build_job(result.results) if result.results else ()
+    builder = ResultBuilder(explainer=stand_in_explainer)
+    return builder.build_job(result.results) if result.results else ()
 
 
 def received(film: Dataset) -> Received:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pynetdicom import evt
 
 from app.contract.identifiers import InstanceFacts
 from app.dicom.delivery import (
@@ -134,6 +135,104 @@ def test_worker_builds_a_recipe_job_into_the_results_the_ingest_promised():
         assert worker.run_once() == 1
     assert set(pacs.received) == {str(ds.SOPInstanceUID) for ds in promised}
     assert source.waiting() == []
+
+
+class _CountingPacs(StandInPacs):
+    """A stand-in PACS that counts the associations it was asked for."""
+
+    associations = 0
+
+    def start(self) -> _CountingPacs:
+        super().start()
+        self._server.bind(evt.EVT_ESTABLISHED, self._opened)
+        return self
+
+    def _opened(self, event) -> None:
+        self.associations += 1
+
+
+class _TogetherSource(MemoryJobSource):
+    """A job source that removes delivered jobs together, and says how it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed: list[list] = []
+
+    def done_all(self, jobs) -> None:
+        self.removed.append(sorted(job.id for job in jobs))
+        for job in jobs:
+            self.done(job)
+
+
+def test_a_pass_sends_its_jobs_in_one_association_and_removes_them_together():
+    """Five jobs due: one association carries all ten results, and the five leave the
+    queue in one call (one transaction for the store), not one association and one
+    transaction a film."""
+    source = _TogetherSource()
+    for seed in range(5):
+        source.add(_recipe(seed))
+    with _CountingPacs() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                build=ResultBuilder().build_job)
+        assert worker.run_once() == 5
+    assert pacs.associations == 1 and len(pacs.received) == 10
+    assert source.removed == [[1, 2, 3, 4, 5]] and source.waiting() == []
+
+
+def test_jobs_are_shared_among_parallel_associations_with_tcp_nodelay(monkeypatch):
+    """With two associations a pass's jobs go out on two connections at once, each with
+    Nagle's algorithm off (pynetdicom leaves it on)."""
+    import socket
+
+    import app.dicom.delivery as delivery
+
+    flags = []
+    real = delivery.no_delay
+
+    def recording(sock):
+        real(sock)
+        flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(delivery, "no_delay", recording)
+    source = _TogetherSource()
+    for seed in range(4):
+        source.add(_recipe(seed))
+    with _CountingPacs() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                build=ResultBuilder().build_job, associations=2)
+        try:
+            assert worker.run_once() == 4
+        finally:
+            worker.stop()
+    assert pacs.associations == 2 and len(pacs.received) == 8
+    assert flags == [1, 1] and source.removed == [[1, 2, 3, 4]]
+
+
+def test_a_refused_job_leaves_the_others_of_its_association_delivered():
+    """The PACS refuses one job's SR: that job waits for its next attempt, the others of
+    the same association are delivered."""
+    source = _TogetherSource()
+    refused = source.add(_recipe(0))
+    for seed in (1, 2):
+        source.add(_recipe(seed))
+    refused_uid = str(ResultBuilder().build_job(refused.instances)[0].SOPInstanceUID)
+
+    class Picky(_CountingPacs):
+        def _on_store(self, event):
+            if str(event.request.AffectedSOPInstanceUID) == refused_uid:
+                return 0xA700
+            return super()._on_store(event)
+
+    with Picky() as pacs:
+        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
+                                                              pacs.port)),
+                                build=ResultBuilder().build_job)
+        assert worker.run_once() == 2
+    assert pacs.associations == 1
+    [(waiting, _, detail)] = source.waiting()
+    assert waiting.id == refused.id and waiting.attempts == 1 and "0xA700" in detail
 
 
 class _Counted(Observer):

@@ -14,7 +14,14 @@ import pytest
 from PIL import Image
 
 from app.contract.assessability import REASONS
-from app.dicom.results import FLAGGED, NEEDS_REVIEW, PROBABILITY, TRIAGE_SCORE, ResultBuilder
+from app.dicom.results import (
+    FLAGGED,
+    NEEDS_REVIEW,
+    PROBABILITY,
+    SHORT_CODES,
+    TRIAGE_SCORE,
+    ResultBuilder,
+)
 from tests.builders.dicom import file_bytes, study_film
 from tests.builders.images import xray_like
 from tests.dicom.nodes import NODE_AE, built, running_node, scoring_ingest, store
@@ -81,7 +88,7 @@ def test_c_store_takes_it_lists_it_for_a_look_and_its_results_never_say_flagged(
     group, evaluations, sc = _sr_and_sc(looked)
     assert [v.meaning for v in evaluations["Triage outcome"]] == [NEEDS_REVIEW]
     assert {v.value for v in evaluations["Reason not assessed"]} >= {
-        code.upper()[:16] for code in codes}
+        SHORT_CODES.get(code, code.upper()) for code in codes}
     meanings = {v.meaning for v in evaluations["Reason not assessed"]}
     assert all(REASONS[code].split(" (")[0].rstrip(".")[:64] in meanings for code in codes)
     assert group.get_measurements(name=PROBABILITY) == []

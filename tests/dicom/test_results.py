@@ -32,7 +32,7 @@ from app.dicom.results import (
 )
 from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, file_bytes, study_film
 from tests.builders.images import xray_like
-from tests.dicom.nodes import built, received, scoring_ingest
+from tests.dicom.nodes import built, received, scoring_ingest, stand_in_explainer
 from tests.dicom.validate import problems
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -156,7 +156,7 @@ def test_results_built_again_from_their_recipe_are_the_same_objects():
     """The queue keeps the recipe and the worker builds at each attempt: every build, also
     after a restart, is the same instance, byte for byte (UIDs, dates and all)."""
     _, result, first = _results()
-    again = ResultBuilder().build_job(result.results)
+    again = ResultBuilder(explainer=stand_in_explainer).build_job(result.results)
     assert [file_bytes(ds) for ds in again] == [file_bytes(ds) for ds in first]
     recipe = Recipe.decode(result.results[0])
     assert Recipe.decode(recipe.encode()).encode() == recipe.encode()
@@ -226,7 +226,8 @@ def test_secondary_capture_is_a_valid_rgb_image_in_the_study():
     assert back.BurnedInAnnotation == "YES"
     assert back.SourceImageSequence[0].ReferencedSOPInstanceUID == film.SOPInstanceUID
     pixels = back.pixel_array
-    assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.shape[1] >= 768
+    # At the film's display size, never scaled up (a 224 px film's was 2.2 MB at 768 px).
+    assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.shape[1] == film.Columns
     assert (back.PatientName, back.PatientID) == (PATIENT_NAME, PATIENT_ID)
 
 
@@ -237,12 +238,51 @@ def _film_area(sc) -> np.ndarray:
 
 
 def test_secondary_capture_is_drawn_from_the_pipelines_pixels_and_heat_map():
-    """The film and its heat map come from the pipeline as arrays (no PNG made and read
-    back in the pipeline), travel in the recipe, and are not kept with the outcome."""
+    """The film and its model input come from the pipeline as arrays (no PNG made and read
+    back in the pipeline), travel in the recipe, and are not kept with the outcome; the heat
+    map is drawn from the model input when the results are built."""
     _, result, (_, sc) = _results()
     area = _film_area(sc)
     assert (area[..., 0].astype(int) - area[..., 2] > 30).any()  # red-yellow over grey
     assert result.prediction.heatmap is None and result.prediction.display is None
+
+
+def test_the_node_answers_before_the_heat_map_which_delivery_draws():
+    """The ingest scores the film without its occlusion map (two model calls of up to 26
+    copies) and queues the model input it is drawn from; the map is drawn once the results
+    are built, by the model that judged the film, and not at all for a film it could not
+    judge, or by a model that no longer serves (its secondary capture then has none)."""
+    from tests.dicom.nodes import StandInModel
+
+    explained = []
+
+    def explainer(judgement, model_input):
+        explained.append(model_input.shape)
+        return stand_in_explainer(judgement, model_input)
+
+    original = StandInModel.explain
+    calls = []
+    StandInModel.explain = lambda self, images: calls.append(len(images)) or original(
+        self, images)
+    try:
+        ingest, _ = scoring_ingest(0.8, results=ResultBuilder())
+        result = ingest(received(study_film(xray_like(160, 128))), "dicom:PACS")
+    finally:
+        StandInModel.explain = original
+    assert calls == []  # no map before the C-STORE is answered
+    recipe = Recipe.decode(result.results[0])
+    assert recipe.display.heat is None and recipe.display.model_input.shape == (64, 64, 3)
+    _, sc = ResultBuilder(explainer=explainer).build(recipe)
+    assert explained == [(64, 64, 3)]
+    area = pydicom.dcmread(io.BytesIO(file_bytes(sc))).pixel_array[-100:]
+    assert (area[..., 0].astype(int) - area[..., 2] > 30).any()
+    _, plain = ResultBuilder(explainer=lambda judgement, model_input: None).build(recipe)
+    area = pydicom.dcmread(io.BytesIO(file_bytes(plain))).pixel_array[-100:]
+    assert not (area[..., 0].astype(int) - area[..., 2] > 30).any()  # grey: no map
+    unjudged = dataclasses.replace(recipe, judgement=dataclasses.replace(
+        recipe.judgement, flagged=False, reasons=("inverted",)))
+    ResultBuilder(explainer=explainer).build(unjudged)
+    assert explained == [(64, 64, 3)]  # no map of an unvalidated score
 
 
 def test_secondary_capture_without_a_heatmap_shows_the_film_decoded_once():

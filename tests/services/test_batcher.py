@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from app.services.batcher import MicroBatcher
+from app.services.batcher import MicroBatcher, SharedCalls
 from tests.builders.images import jpeg_bytes, model_output
 
 
@@ -55,8 +55,57 @@ def test_the_app_micro_batches_when_asked_and_answers_as_without(client_factory)
                     films))
             answers[name] = [model_output(r.json()) for r in responses]
             model = client.app.state.catalog.default
+            # With a window, a MicroBatcher; without one, calls shared with those waiting.
+            kind = MicroBatcher if name == "batched" else SharedCalls
+            assert isinstance(model._batcher, kind)
             if name == "batched":
-                assert model._batcher is not None and model._batcher.calls < len(films)
-            else:
-                assert model._batcher is None
+                assert model._batcher.calls < len(films)
     np.testing.assert_allclose(answers["batched"], answers["plain"], atol=1e-6)
+
+
+def test_shared_calls_join_the_films_waiting_and_each_gets_its_own_answer():
+    """No window: the first caller's call starts at once; those that arrive while it runs
+    share the next one."""
+    import threading
+
+    from app.services.batcher import SharedCalls
+
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
+    def predict(images):
+        seen.append(len(images))
+        if len(seen) == 1:  # hold the first call until the others wait
+            started.set()
+            release.wait(10)
+        return images.reshape(len(images), -1).mean(axis=1)
+
+    shared = SharedCalls(predict, max_batch=8)
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(shared.predict, _film(0))
+        started.wait(10)
+        rest = [pool.submit(shared.predict, _film(v)) for v in range(1, 6)]
+        from tests.servers import poll
+
+        poll(lambda: len(shared._waiting) == 5, 10, "five films waiting")
+        release.set()
+        answers = [first.result()] + [f.result() for f in rest]
+    assert [float(a[0]) for a in answers] == list(range(6))
+    assert seen == [1, 5] and shared.calls == 2
+
+
+def test_a_failing_shared_call_fails_its_films_and_the_next_works():
+    from app.services.batcher import SharedCalls
+
+    calls = []
+
+    def predict(images):
+        calls.append(len(images))
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return np.zeros(len(images))
+
+    shared = SharedCalls(predict)
+    with pytest.raises(RuntimeError, match="device lost"):
+        shared.predict(_film(1))
+    assert shared.predict(_film(1)).tolist() == [0.0]

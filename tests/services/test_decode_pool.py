@@ -222,3 +222,86 @@ def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
     _until(lambda: refs[0]() is None, seconds=5)  # freed before any next job arrives
     server_end.close()
     worker.join(timeout=5)
+
+
+def test_a_job_carries_the_model_s_checks_by_reference_and_decodes_the_same():
+    """A pooled job names the model's folder instead of carrying its guard matrix and
+    orientation detector (61 of 67 KB a job); the worker reads them there, once, and the
+    film comes out as the inline decode of the full job gives it."""
+    import pickle
+
+    from app.contract.card import read_card
+    from app.services.pipeline import film_job
+    from app.services.saved_model import read_checks
+    from tests.servers import REPO
+
+    folder = REPO / "models" / "pneumonia" / "2"
+    card = read_card(folder)
+    guard, detector = read_checks(folder, card)
+    job = film_job(card, guard, detector, 60_000_000, jpeg_bytes(300, 260),
+                   checks_from=str(folder))
+    assert guard is not None and detector is not None
+    assert len(pickle.dumps(job.lean())) < len(pickle.dumps(job)) - 50_000
+    pool = DecodePool(1, timeout=30)
+    try:
+        pooled = pool.prepare(job)
+    finally:
+        pool.close()
+    inline = InlineDecoder().prepare(job)
+    np.testing.assert_array_equal(pooled.model_input, inline.model_input)
+    assert (pooled.reasons, pooled.guard_warnings, pooled.statistics) == \
+        (inline.reasons, inline.guard_warnings, inline.statistics)
+    assert dict(pooled.statistics).keys() == {"brightness", "contrast", "guard_distance"}
+
+
+def test_the_admission_lines_up_films_by_weight_first_come_first_served():
+    """Four places: a film of three and one of one take them all; a heavy film (three)
+    then waits at the head of the line and a light one behind it is not let past it; a
+    third caller finds the line (of two) full at once; a weight over the limit counts as
+    the limit; each place comes back."""
+    import threading
+
+    from app.services.decode_pool import Admission
+    from tests.servers import poll
+
+    admission = Admission(4, queue=2, wait=30)
+    order = []
+
+    def later(name, weight):
+        with admission.admit(weight):
+            order.append(name)
+
+    with admission.admit(3):
+        with admission.admit(1):
+            assert admission.busy == 4 and not admission.has_room
+            heavy = threading.Thread(target=later, args=("heavy", 3))
+            heavy.start()
+            poll(lambda: admission.waiting == 1, 10, "the heavy film in the line")
+            light = threading.Thread(target=later, args=("light", 1))
+            light.start()
+            poll(lambda: admission.waiting == 2, 10, "the light film behind it")
+            assert admission.full
+            with pytest.raises(ServerBusyError), admission.admit(1):
+                pass
+        # A place is free, enough for the light film, but it waits behind the heavy one.
+        assert admission.busy == 3 and admission.waiting == 2 and order == []
+    heavy.join()
+    light.join()
+    assert sorted(order) == ["heavy", "light"]
+    assert admission.busy == 0 and admission.waiting == 0
+    with admission.admit(99):  # over the limit: runs alone
+        assert admission.busy == 4
+
+
+def test_a_film_that_waits_its_time_in_the_line_is_refused_and_leaves_it():
+    from app.services.decode_pool import Admission
+
+    admission = Admission(1, queue=4, wait=0.2)
+    with admission.admit():
+        with pytest.raises(ServerBusyError), admission.admit():
+            pass
+        assert admission.waiting == 0
+        with pytest.raises(ServerBusyError), admission.admit(queue=False):  # never waits
+            pass
+    with admission.admit():
+        assert admission.busy == 1

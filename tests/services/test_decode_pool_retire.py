@@ -44,8 +44,30 @@ def test_a_worker_whose_memory_stays_high_after_a_film_is_replaced():
     pool = DecodePool(1, timeout=30, retire_mb=1)  # every worker is over 1 MB after a film
     try:
         before = worker_pids(pool)
-        assert pool.prepare(_job(jpeg_bytes())).model_input.shape == (64, 64, 3)
+        large = _big_png16(2100)  # 4.4 megapixels: its worker's memory is read
+        assert pool.prepare(_job(large)).model_input.shape == (64, 64, 3)
         assert worker_pids(pool) != before
+    finally:
+        pool.close()
+
+
+def test_after_a_small_film_its_worker_s_memory_is_not_read(monkeypatch):
+    """A film of at most 4 megapixels cannot leave its worker holding half its cap: no
+    read of /proc after it (one a film cost the server a system call or three per film),
+    and the worker is kept even under a limit every worker is over."""
+    import app.services.decode_pool as decode_pool
+
+    reads = []
+    real = decode_pool.address_space
+    monkeypatch.setattr(decode_pool, "address_space",
+                        lambda pid: reads.append(pid) or real(pid))
+    pool = DecodePool(1, timeout=30, retire_mb=1)
+    try:
+        pool.prepare(_job(jpeg_bytes()))  # the worker's start reads it once, at rest
+        reads.clear()
+        before = worker_pids(pool)
+        assert pool.prepare(_job(jpeg_bytes(seed=2))).model_input.shape == (64, 64, 3)
+        assert reads == [] and worker_pids(pool) == before
     finally:
         pool.close()
 

@@ -222,3 +222,22 @@ def test_negative_and_low_contrast_films_cross_the_drift_threshold(data_dir, cli
 
     assert flat["drifted"] and "contrast" in flat["models"][0]["drifted"]
     assert flat_gauges["contrast"] > threshold and flat_gauges["guard_distance"] > threshold
+
+
+def test_statistics_the_decoder_computed_are_used_as_they_are(tmp_path, monkeypatch):
+    """The decode worker sends the film's statistics with it (PreparedFilm.statistics):
+    the monitor in the serving process computes none of them again, and they are the
+    ones it would have computed."""
+    import app.services.drift as drift
+    from app.contract.drift import film_statistics
+    from app.services.film import input_statistics
+
+    model = _model_with_reference(tmp_path)
+    film = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    given = input_statistics(film, None)
+    expected = film_statistics(film, None)
+    assert dict(given) == pytest.approx(expected)
+    monitor = DriftMonitor(window=10, min_films=1, threshold=0.2)
+    monkeypatch.setattr(drift, "film_statistics", lambda *a: pytest.fail("computed again"))
+    monitor.observe(model, film, 0.4, given)
+    assert monitor.state().models[0].films == 1

@@ -19,7 +19,7 @@ from tests.builders.images import jpeg_bytes, xray_like
 def _outcomes(monkeypatch, *errors):
     """score_films answers each file with the error given (None: not scored either, which
     is enough here: the film is listed, unscored)."""
-    def score_films(scorer, files, thumbnails=False, budget_seconds=None):
+    def score_films(scorer, files, thumbnails=False, budget_seconds=None, display=False):
         return [FileResult(n, name, None, errors[n]) for n, (name, _) in enumerate(files)]
 
     monkeypatch.setattr(intake, "score_films", score_films)

@@ -116,13 +116,14 @@ def test_refused_files_never_reach_a_decode_worker(client):
 
 
 def test_heatmaps_waiting_in_their_queue_never_take_the_route_threads(client_factory):
-    """Each waiting heatmap holds a route thread: the pool grows by the queue's length."""
+    """Each waiting heatmap, and each film waiting in the decoder's line, holds a route
+    thread: the pool grows by both queues' lengths."""
     import anyio.to_thread
 
-    with client_factory(explanation_queue=45) as client:
+    with client_factory(explanation_queue=45, decode_queue=7) as client:
         tokens = client.portal.call(
             lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
-        assert tokens == 40 + 45
+        assert tokens == 40 + 45 + 7
 
 
 def test_a_worklist_s_time_budget_does_not_count_the_client_s_pace(monkeypatch):

@@ -125,7 +125,7 @@ def _studies_of_both_models() -> tuple[list[list[FilmRecord]], list[str]]:
     return [[record] for record in records] + several, order
 
 
-_AFTER_0002 = {"results_error", "content_hash"}  # film columns of later revisions
+_AFTER_0002 = {"results_error", "content_hash", "display", "window"}  # of later revisions
 
 
 def _store_as_0002(url: str, studies: list[list[FilmRecord]]) -> None:

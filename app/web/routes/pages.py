@@ -16,6 +16,7 @@ from app.web.deps import (
     ModelDep,
     ScorerDep,
     SettingsDep,
+    results_shown,
     templates_of,
 )
 from app.web.schemas import BatchEntry, ModelsResponse, PredictionResponse
@@ -42,7 +43,7 @@ def index(request: Request, catalog: CatalogDep, model: ModelDep) -> HTMLRespons
 
 
 @router.post("/", response_class=HTMLResponse,
-             dependencies=[Depends(require_token)])
+             dependencies=[Depends(require_token), Depends(results_shown)])
 def index_submit(request: Request, catalog: CatalogDep, scorer: ScorerDep,
                  files: BatchDep, settings: SettingsDep,
                  explain: bool = False) -> HTMLResponse:
