@@ -303,11 +303,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Jobs of a pass an association carries before a second one is opened beside it.
+JOBS_PER_ASSOCIATION = 4
+
+
 class DeliveryWorker:
     """A thread that delivers due jobs: at once when woken (`wake()`, after a commit), and
     every `poll_seconds` otherwise (retries, and jobs another process queued). Each pass
-    shares the due jobs among `associations` threads, each building its share and sending
-    it in one association (module docstring)."""
+    shares the due jobs among up to `associations` threads (one for every
+    JOBS_PER_ASSOCIATION jobs), each building its share and sending it in one association
+    (module docstring)."""
 
     def __init__(self, source: JobSource, send: Sender, backoff: Backoff = Backoff(),
                  poll_seconds: float = 1.0,
@@ -353,8 +358,9 @@ class DeliveryWorker:
         jobs = list(self._source.pending(self._clock()))
         if not jobs or self._stop.is_set():
             return 0
-        shares = [jobs[k::self.associations] for k in range(self.associations)]
-        shares = [share for share in shares if share]
+        # A few jobs go in one association: opening one costs more than sending a job.
+        count = min(self.associations, -(-len(jobs) // JOBS_PER_ASSOCIATION))
+        shares = [jobs[k::count] for k in range(count)]
         if self._senders is None or len(shares) == 1:
             sent = [self._deliver(share) for share in shares]
         else:

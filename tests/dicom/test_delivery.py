@@ -196,18 +196,18 @@ def test_jobs_are_shared_among_parallel_associations_with_tcp_nodelay(monkeypatc
 
     monkeypatch.setattr(delivery, "no_delay", recording)
     source = _TogetherSource()
-    for seed in range(4):
+    for seed in range(8):  # two associations' worth (JOBS_PER_ASSOCIATION)
         source.add(_recipe(seed))
     with _CountingPacs() as pacs:
         worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
                                                               pacs.port)),
-                                build=ResultBuilder().build_job, associations=2)
+                                build=ResultBuilder().build_job, associations=3)
         try:
-            assert worker.run_once() == 4
+            assert worker.run_once() == 8
         finally:
             worker.stop()
-    assert pacs.associations == 2 and len(pacs.received) == 8
-    assert flags == [1, 1] and source.removed == [[1, 2, 3, 4]]
+    assert pacs.associations == 2 and len(pacs.received) == 16
+    assert flags == [1, 1] and source.removed == [list(range(1, 9))]
 
 
 def test_a_refused_job_leaves_the_others_of_its_association_delivered():
