@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402
 from load import REPO, Server, _body, _tree_rss_mib, drive  # noqa: E402
 from memory_tree import free_port  # noqa: E402
 
@@ -225,35 +226,15 @@ def looping_posts(port: int, body: tuple[bytes, str], clients: int, path: str) -
     return attack
 
 
-class HealthProbe:
-    """GET /healthz on a new connection every 0.2 s: latencies (ms) and failures."""
+class HealthProbe(load.HealthProbe):
+    """load.py's /healthz probe, every 0.2 s from its creation until `stop`."""
 
     def __init__(self, port: int) -> None:
-        self.port, self.running = port, True
-        self.ms: list[float] = []
-        self.failed = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            started = time.perf_counter()
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                connection.request("GET", "/healthz")
-                ok = connection.getresponse().status == 200
-                connection.close()
-            except OSError:
-                ok = False
-            if ok:
-                self.ms.append((time.perf_counter() - started) * 1000)
-            else:
-                self.failed += 1
-            time.sleep(0.2)
+        super().__init__(port, interval=0.2)
+        self.__enter__()
 
     def stop(self) -> dict:
-        self.running = False
-        self._thread.join(timeout=15)
+        self.__exit__()
         ms = sorted(self.ms) or [float("nan")]
         return {"p50": statistics.median(ms), "max": ms[-1], "failed": self.failed,
                 "probes": len(self.ms) + self.failed}

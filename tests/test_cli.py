@@ -22,14 +22,7 @@ def test_score_folder_names_an_encoding_it_does_not_read_apart_from_damage(tmp_p
     folder.mkdir()
     (folder / "xl.dcm").write_bytes(unsupported_films(xray_like(96, 80))["jpeg-xl"])
     (folder / "film.jpeg").write_bytes(jpeg_bytes())
-    out = tmp_path / "worklist.csv"
-    run = subprocess.run(
-        [sys.executable, "-m", "app", "score", str(folder), "--out", str(out), "--quiet",
-         "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
-             "PNEUMONIA_STATE_DIR": str(tmp_path / "state")})
-    assert run.returncode == 0, run.stderr[-2000:]
-    rows = {row["file"]: row for row in csv.DictReader(out.open())}
+    rows, printed = _score_folder(folder, tmp_path)
     assert "JPEG XL" in rows["xl.dcm"]["error"]
     assert "damaged" not in rows["xl.dcm"]["error"]
     assert rows["film.jpeg"]["error"] == ""
@@ -64,6 +57,19 @@ def test_score_folder_ranks_no_film_outside_the_cards_population(tmp_path, data_
     (folder / "control.dcm").write_bytes(control)
     for name, (_, tags) in cases.items():
         (folder / name).write_bytes(fb.edited(control, **tags))
+    rows, printed = _score_folder(folder, tmp_path)
+    assert (rows["control.dcm"]["flagged"], rows["control.dcm"]["rank"]) == ("yes", "1")
+    for name, (code, _) in cases.items():
+        row = rows[name]
+        assert (row["group"], row["flagged"], row["rank"], row["triage_score"]) == (
+            "needs a human look", "no", "", ""), row
+        assert code in row["reasons"].split(), row
+    assert f"{len(cases)} need a human look" in printed
+
+
+def _score_folder(folder, tmp_path) -> tuple[dict[str, dict[str, str]], str]:
+    """`python -m app score FOLDER` with the committed models: its CSV rows by file name,
+    and what it printed."""
     out = tmp_path / "worklist.csv"
     run = subprocess.run(
         [sys.executable, "-m", "app", "score", str(folder), "--out", str(out), "--quiet",
@@ -71,11 +77,4 @@ def test_score_folder_ranks_no_film_outside_the_cards_population(tmp_path, data_
         env={**os.environ, "PNEUMONIA_MODEL_DIR": str(REPO / "models"),
              "PNEUMONIA_STATE_DIR": str(tmp_path / "state")})
     assert run.returncode == 0, run.stderr[-2000:]
-    rows = {row["file"]: row for row in csv.DictReader(out.open())}
-    assert (rows["control.dcm"]["flagged"], rows["control.dcm"]["rank"]) == ("yes", "1")
-    for name, (code, _) in cases.items():
-        row = rows[name]
-        assert (row["group"], row["flagged"], row["rank"], row["triage_score"]) == (
-            "needs a human look", "no", "", ""), row
-        assert code in row["reasons"].split(), row
-    assert f"{len(cases)} need a human look" in run.stdout
+    return {row["file"]: row for row in csv.DictReader(out.open())}, run.stdout

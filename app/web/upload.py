@@ -403,9 +403,40 @@ class _Parts:
 
     def __init__(self, boundary: bytes) -> None:
         self.delimiter = b"\r\n--" + boundary
+        self._header_name = self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}  # the part's headers, names in lower case
         self._parser = MultipartParser(boundary, self.callbacks())
 
     def callbacks(self) -> dict:
+        """python-multipart's callbacks: the headers are collected here, a subclass takes
+        the parts (`_part_begin`, `_part_data`, `_part_end`, `_headers_finished`)."""
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._add("_header_name", d[s:e]),
+            "on_header_value": lambda d, s, e: self._add("_header_value", d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _add(self, attribute: str, value: bytes) -> None:
+        setattr(self, attribute, getattr(self, attribute) + value)
+
+    def _header_end(self) -> None:
+        self._headers[self._header_name.lower()] = self._header_value
+        self._header_name = self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        """A part's headers are all in `_headers`."""
+
+    def _part_begin(self) -> None:
+        raise NotImplementedError
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        raise NotImplementedError
+
+    def _part_end(self) -> None:
         raise NotImplementedError
 
     def feed(self, chunks: list[bytes]) -> None:
@@ -442,9 +473,6 @@ class _FileParts(_Parts):
         self._files = 0
         self._total = 0
         self._parts = 0
-        self._header_name = b""
-        self._header_value = b""
-        self._headers: dict[bytes, bytes] = {}
         self._name = ""
         self._current: list[bytes] | None = None  # the data of a file part being read
         self._size = 0
@@ -452,29 +480,11 @@ class _FileParts(_Parts):
         self._maybe_unused_input = False
         super().__init__(boundary)
 
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._add("_header_name", d[s:e]),
-            "on_header_value": lambda d, s, e: self._add("_header_value", d[s:e]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _add(self, attribute: str, value: bytes) -> None:
-        setattr(self, attribute, getattr(self, attribute) + value)
-
     def _part_begin(self) -> None:
         self._parts += 1
         if self._parts > self.max_files + _EXTRA_PARTS:
             raise MalformedUploadError("too many parts")
         self._headers = {}
-
-    def _header_end(self) -> None:
-        self._headers[self._header_name.lower()] = self._header_value
-        self._header_name = self._header_value = b""
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
@@ -548,8 +558,6 @@ class RelatedParts(_Parts):
         self.completed: deque[Part] = deque()
         self.held = 0  # bytes of part data in the current part and in `completed`
         self.parts = 0
-        self._header_name = self._header_value = b""
-        self._headers: dict[bytes, bytes] = {}
         self._current: list[bytes] = []
         self._size = 0
         # RFC 2046 allows a preamble before the first boundary, which python-multipart
@@ -572,28 +580,11 @@ class RelatedParts(_Parts):
         self._preamble = None
         return seen[start + 2:]  # from "--boundary": python-multipart's start
 
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._add("_header_name", d[s:e]),
-            "on_header_value": lambda d, s, e: self._add("_header_value", d[s:e]),
-            "on_header_end": self._header_end,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _add(self, attribute: str, value: bytes) -> None:
-        setattr(self, attribute, getattr(self, attribute) + value)
-
     def _part_begin(self) -> None:
         self.parts += 1
         if self.parts > self.max_parts:
             raise TooManyFilesError(self.max_parts)
         self._headers, self._current, self._size = {}, [], 0
-
-    def _header_end(self) -> None:
-        self._headers[self._header_name.lower()] = self._header_value
-        self._header_name = self._header_value = b""
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
