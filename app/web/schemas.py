@@ -58,11 +58,17 @@ class ImageInfo(BaseModel):
     mode: str = Field(description="Pillow mode of the file (L, I;16, RGB, CMYK, ...); "
                                   "for DICOM its photometric interpretation")
     dicom: DicomSummary | None = None
+    borders_cropped: list[int] = Field(
+        default=[0, 0, 0, 0], min_length=4, max_length=4,
+        description="Pixels of the upright film cut from its top, left, bottom and right as "
+                    "uniform borders (black, white or collimation) before scoring, for models "
+                    "of preprocessing version 3 and later; all 0: the whole film was scored")
 
     @classmethod
     def of(cls, image: ImageFacts) -> ImageInfo:
         dicom = image.dicom
         return cls(width=image.width, height=image.height, format=image.format, mode=image.mode,
+                   borders_cropped=list(image.borders_cropped),
                    dicom=None if dicom is None else DicomSummary(
                        modality=dicom.modality, view_position=dicom.view_position,
                        body_part=dicom.body_part, study_date=dicom.study_date,

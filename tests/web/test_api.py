@@ -12,6 +12,7 @@ from app.contract.errors import CorruptImageError, NotAnImageError, UnsupportedF
 from app.services.display import percent
 from app.services.saved_model import find_model
 from app.web.errors import describe
+from tests.builders.borders import bordered
 from tests.builders.dicom import unsupported_films
 from tests.builders.images import (
     encode,
@@ -56,6 +57,8 @@ def test_predict_valid_image_returns_probability(client, data, fmt, mode, size):
     # Generated blobs are small and unlike chest films: not assessable, so no label.
     assert body["assessable"] is False and body["label"] is None and body["probability"] is None
     assert body["model"] == {"name": "pneumonia", "version": card.version}
+    cropped = body["image"].pop("borders_cropped")
+    assert len(cropped) == 4 and all(isinstance(px, int) and px >= 0 for px in cropped)
     assert body["image"] == {"width": size[0], "height": size[1], "format": fmt, "mode": mode,
                              "dicom": None}
     assert all(isinstance(w, str) and w for w in body["warnings"])
@@ -69,6 +72,16 @@ def test_predict_16bit_png_equals_its_8bit_picture(client):
     wide = model_output(post(client, png16_bytes()).json())
     narrow = model_output(post(client, png_bytes(mode="L")).json())
     assert abs(wide - narrow) < 1e-6
+
+
+def test_predict_tells_the_borders_it_cut_before_scoring(client):
+    """The served model (preprocessing version 3) scores a film without its uniform borders
+    and says how many pixels it cut from each side, in the file's upright pixels."""
+    pixels, _ = bordered(xray_like(400, 360, seed=3), 0, top=12, left=14, right=7)
+    image = post(client, encode(Image.fromarray(pixels), "PNG"), "x.png").json()["image"]
+    assert image["borders_cropped"] == [12, 14, 0, 7]
+    plain = post(client, png_bytes(mode="L"), "x.png").json()["image"]
+    assert plain["borders_cropped"] == [0, 0, 0, 0]
 
 
 def test_predict_exif_rotation_is_applied_before_the_model(client):
