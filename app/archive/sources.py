@@ -89,7 +89,7 @@ def _local(source: str, listing: bool) -> Iterator[Listed]:
             for name in sorted(files):
                 if not name.startswith("."):
                     file = os.path.join(folder, name)
-                    yield Listed(file, os.stat(file).st_size)
+                    yield Listed(file, _size(file))
     elif path.is_file():
         if listing and path.suffix.lower() in LIST_SUFFIXES:
             yield from _file_list(path)
@@ -97,6 +97,15 @@ def _local(source: str, listing: bool) -> Iterator[Listed]:
             yield Listed(str(path), path.stat().st_size)
     else:
         raise SourceError(f"{source}: no such file or folder")
+
+
+def _size(file: str) -> int:
+    """`file`'s size in bytes. Raises SourceError for a link that leads nowhere or in a
+    circle, or a file this user may not read the size of."""
+    try:
+        return os.stat(file).st_size
+    except OSError as exc:
+        raise SourceError(f"{file}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _file_list(path: Path) -> Iterator[Listed]:

@@ -61,3 +61,14 @@ def test_the_runs_own_output_inside_a_source_is_not_listed(tree):
 def test_a_source_that_names_nothing_is_refused(tmp_path, source):
     with pytest.raises(SourceError):
         list_sources([str(tmp_path / source) if "://" not in source else source])
+
+
+@pytest.mark.parametrize("target", ["loop.jpeg", "nowhere.jpeg"])
+def test_a_link_in_a_folder_that_leads_in_a_circle_or_nowhere_is_named(tree, target):
+    """A link to itself (ELOOP) or to a missing file: a SourceError naming it, not an
+    OSError's traceback."""
+    (tree / "sub" / "link.jpeg").symlink_to(tree / "sub" / target)
+    if target == "loop.jpeg":
+        (tree / "sub" / "loop.jpeg").symlink_to(tree / "sub" / "loop.jpeg")
+    with pytest.raises(SourceError, match="link.jpeg: cannot be read"):
+        list_sources([str(tree)])
