@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -379,6 +380,10 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
     """A worker's loop: one job in, (True, PreparedFilm) or (False, error) out. The error is
     the ImageError for a film that cannot be scored, or a RuntimeError naming anything else
     (a bug of ours, answered 500 by the app); the worker goes on either way."""
+    # Ctrl+C at a terminal reaches the whole process group: the server stops its workers
+    # itself, so a worker ignores it rather than print a KeyboardInterrupt's traceback.
+    if threading.current_thread() is threading.main_thread():  # a worker process's loop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_mb:
         import resource  # noqa: PLC0415 - POSIX only, and only in the worker
 
