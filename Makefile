@@ -12,18 +12,44 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Each install leaves a stamp in the venv once pip has succeeded, and runs again only when
+# pyproject.toml is newer than its stamp: `make run` and `make test` on a ready environment
+# install nothing (a reinstall under a running `make test` broke its collection, issue 33),
+# and an install that failed or was interrupted is not stamped, so the next run redoes it.
+STAMP := $(VENV)/.installed
+define pip_install
+	@rm -f $@
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e "$(1)"
+	@touch $@
+endef
+
 # Serving only: no scikit-learn, matplotlib or training stack.
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(STAMP)-serve: pyproject.toml setup.py | $(BIN)/python
+	$(call pip_install,.)
 
-install-train: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[train]"
+$(STAMP)-train: pyproject.toml setup.py | $(BIN)/python
+	$(call pip_install,.[train])
 
-install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# The dev extra holds the serving and training packages: a dev install stands for both.
+$(STAMP)-dev: pyproject.toml setup.py | $(BIN)/python
+	$(call pip_install,.[dev])
+	@touch $(STAMP)-serve $(STAMP)-train $(STAMP)-docs
 
-run: install
-	$(BIN)/pneumonia-triage serve
+install: $(STAMP)-serve
+install-train: $(STAMP)-train
+install-dev: $(STAMP)-dev
+
+# The documentation site that the app serves at /guide (docs/, mkdocs.yml), built into
+# site/ when missing or older than its pages; MkDocs and its theme are the docs extra.
+$(STAMP)-docs: pyproject.toml setup.py | $(BIN)/python
+	$(call pip_install,.[docs])
+
+site/index.html: mkdocs.yml $(wildcard docs/*.md) | $(STAMP)-docs
+	@NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet
+
+# Quiet on a ready environment: make echoes nothing, so every line is the app's own.
+run: install site/index.html
+	@$(BIN)/pneumonia-triage serve
 
 # Real components the tests drive, from Debian's packages, installed once when missing:
 # Chromium (browser tests; Playwright's own download is not used), PostgreSQL (a throw-away

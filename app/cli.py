@@ -11,6 +11,11 @@
 - `archive score SRC... --out DIR`, `archive status DIR`, `archive import DIR`: an archive
   (a PACS export, a folder tree, object storage) scored on Ray Data, embedded on this
   machine or on a cluster, resumable, into Parquet (app/archive/; the `archive` extra).
+- `validate --labels LABELS --out DIR`: the model measured on a site's labelled films, scored
+  by the archive engine: DIR/validation.json and DIR/report.html (app/archive/validate.py).
+- `site adopt DIR [--by NAME]`, `site revert`, `site show`: the site operating point of a
+  validation adopted into the state folder, or removed, or shown (app/services/site.py);
+  each is recorded in the worklist's audit trail.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up noise out
 
@@ -28,6 +34,10 @@ from pydantic import ValidationError  # noqa: E402
 from app.config import Settings, get_settings  # noqa: E402
 from app.contract.triage_score import FLAGGED_FROM_TEXT  # noqa: E402
 from app.errors import StartupError  # noqa: E402
+
+if TYPE_CHECKING:  # the archive extra's: imported where a command needs them
+    from app.archive.engine import Engine
+    from app.contract.validation import CardFigure, Proportion
 
 
 def find_files(folder: Path) -> list[Path]:
@@ -51,6 +61,7 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
 
     settings = settings or get_settings()
     catalog = ModelCatalog()
+    catalog.use_site(_site_profile(settings))
     catalog.load(settings.model_copy(update={
         "offered_models": [] if model_name in (None, settings.model_name) else [model_name]}))
     if catalog.default is None:
@@ -79,8 +90,10 @@ def score_folder(folder: Path, workers: int, progress: bool = True,
 def _score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
+    from app import logs
     from app.services.batch import worklist_csv, worklist_summary
 
+    logs.quiet_command()  # before TensorFlow: no CUDA line on a machine without a GPU
     settings = get_settings()
     workers = args.workers or settings.decode_workers or 1
     results, card = score_folder(args.folder, workers, progress=not args.quiet,
@@ -129,23 +142,23 @@ def _archive_ready(parser: argparse.ArgumentParser) -> None:
 
 def _archive_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _archive_ready(parser)
-    from app.archive.engine import Engine
+    from app import logs
     from app.archive.run import ArchiveError, Request, dry_run, score_archive
     from app.archive.sources import SourceError
     from app.services.saved_model import ModelNotFoundError
+    from app.services.site import SiteProfileError
 
     settings = get_settings()
     request = Request(tuple(args.sources), args.out, args.model, tuple(args.include),
                       args.resume, args.shard_rows)
-    engine = Engine(address=args.address, cpus=args.cpus, object_store_mb=args.object_store_mb,
-                    batch_size=args.batch_size, files_per_task=args.files_per_task,
-                    actor_cpus=args.num_cpus, actor_gpus=args.num_gpus, actors=args.actors)
+    logs.quiet_command()  # before TensorFlow and Ray: their start-up lines filtered
+    engine = _engine(args)
     try:
         if args.dry_run:
             print(dry_run(request, settings))
             return 0
         manifest = score_archive(request, engine, settings, progress=not args.quiet)
-    except (ArchiveError, SourceError, ModelNotFoundError) as exc:
+    except (ArchiveError, SourceError, ModelNotFoundError, SiteProfileError) as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     counts = manifest["counts"]
     print(f"{counts['rows']} rows written to {args.out}/results/ ({counts['flagged']} "
@@ -199,6 +212,38 @@ def _archive_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
+def _engine_options(command: argparse.ArgumentParser) -> None:
+    """The options of the archive engine (app/archive/engine.py Engine), for every command
+    that scores on it (`archive score`, `validate`)."""
+    command.add_argument("--address", default=None,
+                         help="a Ray cluster: auto, or ray://head:10001 (default: Ray "
+                              "embedded on this machine)")
+    command.add_argument("--batch-size", type=int, default=256, help="films per model call")
+    command.add_argument("--num-cpus", type=float, default=0.0,
+                         help="CPUs each scoring actor holds (default 0: it borrows the decode "
+                              "tasks' cores; on the CPU a model call is a small share of a "
+                              "film's cost)")
+    command.add_argument("--num-gpus", type=float, default=0.0,
+                         help="GPUs each scoring actor holds (default 0)")
+    command.add_argument("--actors", type=int, default=None,
+                         help="scoring actors (default: up to one per node, or per GPU share)")
+    command.add_argument("--files-per-task", type=int, default=32,
+                         help="files each decode task reads and decodes (default 32)")
+    command.add_argument("--cpus", type=int, default=None,
+                         help="embedded Ray: CPUs to use (default: every core)")
+    command.add_argument("--object-store-mb", type=int, default=512,
+                         help="embedded Ray: the object store's cap in MiB (default 512)")
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    """The Engine the `_engine_options` ask for."""
+    from app.archive.engine import Engine
+
+    return Engine(address=args.address, cpus=args.cpus, object_store_mb=args.object_store_mb,
+                  batch_size=args.batch_size, files_per_task=args.files_per_task,
+                  actor_cpus=args.num_cpus, actor_gpus=args.num_gpus, actors=args.actors)
+
+
 def _archive_parser(commands: argparse._SubParsersAction) -> None:
     archive = commands.add_parser(
         "archive", help="score an archive on Ray Data into Parquet, resumably (the archive "
@@ -213,24 +258,7 @@ def _archive_parser(commands: argparse._SubParsersAction) -> None:
                                                     "results/*.parquet")
     score.add_argument("--model", default=None,
                        help="which model to ask, by name (default: PNEUMONIA_MODEL_NAME)")
-    score.add_argument("--address", default=None,
-                       help="a Ray cluster: auto, or ray://head:10001 (default: Ray "
-                            "embedded on this machine)")
-    score.add_argument("--batch-size", type=int, default=256, help="films per model call")
-    score.add_argument("--num-cpus", type=float, default=0.0,
-                       help="CPUs each scoring actor holds (default 0: it borrows the decode "
-                            "tasks' cores; on the CPU a model call is a small share of a "
-                            "film's cost)")
-    score.add_argument("--num-gpus", type=float, default=0.0,
-                       help="GPUs each scoring actor holds (default 0)")
-    score.add_argument("--actors", type=int, default=None,
-                       help="scoring actors (default: up to one per node, or per GPU share)")
-    score.add_argument("--files-per-task", type=int, default=32,
-                       help="files each decode task reads and decodes (default 32)")
-    score.add_argument("--cpus", type=int, default=None,
-                       help="embedded Ray: CPUs to use (default: every core)")
-    score.add_argument("--object-store-mb", type=int, default=512,
-                       help="embedded Ray: the object store's cap in MiB (default 512)")
+    _engine_options(score)
     score.add_argument("--include", action="append", default=[], metavar="PATTERN",
                        help="only files whose name or path matches (fnmatch; repeatable)")
     score.add_argument("--resume", action="store_true",
@@ -250,6 +278,184 @@ def _archive_parser(commands: argparse._SubParsersAction) -> None:
                                             "entry per study, as the DICOM node does)")
     imports.add_argument("out", metavar="DIR")
     imports.set_defaults(run=_archive_import)
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _archive_ready(parser)
+    from app import logs
+    from app.archive.sources import SourceError
+    from app.archive.validate import REPORT_FILE, ValidateError, ValidateRequest, plan, validate
+    from app.archive.validate_labels import LabelsError
+    from app.contract.card import CardError
+    from app.services.saved_model import ModelNotFoundError
+    from app.services.site import SiteProfileError
+
+    settings = get_settings()
+    request = ValidateRequest(args.labels, args.out, args.model, args.target_sensitivity,
+                              resume=args.resume,
+                              **({} if args.seed is None else {"seed": args.seed}))
+    try:
+        planned = plan(request, settings)  # the labels checked whole: nothing scored yet
+        logs.quiet_command()  # before TensorFlow and Ray: their start-up lines filtered
+        made = validate(planned, _engine(args), settings, progress=not args.quiet)
+    except (LabelsError, ValidateError, SourceError, ModelNotFoundError, CardError,
+            SiteProfileError) as exc:
+        parser.exit(2, f"{parser.prog} validate: {exc}\n")
+    v = made.validation
+    card = {f.figure: f for f in v.card_operating_point.card if f.split == "test"}
+    site = v.site_operating_point
+    print(f"{v.films.used} of {v.films.listed} films used ({v.films.refused} refused, "
+          f"{v.films.not_assessable} need a human look); ROC AUC {v.auc.value:.3f} "
+          f"(95% CI {v.auc.low:.3f}-{v.auc.high:.3f}); at the card's threshold "
+          f"{v.model.threshold:.3f}: sensitivity {_share(v.card_operating_point.sensitivity)}"
+          f"{_verdict(card.get('sensitivity'))}, specificity "
+          f"{_share(v.card_operating_point.specificity)}{_verdict(card.get('specificity'))}; "
+          f"site operating point for sensitivity >= {site.target_sensitivity:.2f}: threshold "
+          f"{site.threshold:.3f}, specificity {_share(site.specificity)}. "
+          f"{v.run.films_per_second} films/s. Wrote {args.out}/validation.json and "
+          f"{args.out}/{REPORT_FILE}.")
+    return 0
+
+
+def _share(found: Proportion) -> str:
+    return "-" if found.value is None else f"{found.value:.3f}"
+
+
+def _verdict(found: CardFigure | None) -> str:
+    return "" if found is None or found.verdict is None else f" ({found.verdict} the card's)"
+
+
+def _validate_parser(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "validate", help="measure the model on this site's labelled films (the archive "
+                         "extra): DIR/validation.json and DIR/report.html")
+    check.add_argument("--labels", required=True, metavar="LABELS",
+                       help="a CSV with columns source,label[,subgroup:NAME...] (paths "
+                            "relative to the CSV, or URIs; label 1/0 or pneumonia/normal), "
+                            "or a folder with NORMAL/ and PNEUMONIA/ subfolders")
+    check.add_argument("--out", required=True, metavar="DIR",
+                       help="output folder: validation.json, report.html, scores/")
+    check.add_argument("--model", default=None,
+                       help="which model to validate, by name (default: PNEUMONIA_MODEL_NAME)")
+    check.add_argument("--target-sensitivity", type=float, default=None,
+                       help="the site operating point's sensitivity (default: the card's)")
+    check.add_argument("--seed", type=int, default=None,
+                       help="the bootstrap's seed (default: a fixed one, recorded)")
+    _engine_options(check)
+    check.add_argument("--resume", action="store_true",
+                       help="go on with DIR/scores: films already scored are not again")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(run=_validate)
+
+
+def _site_profile(settings: Settings):
+    """The site profile in the state folder, or None; a damaged one stops the command with
+    its message (app/services/site.py load)."""
+    from app.services import site
+
+    try:
+        return site.load(settings.state_dir)
+    except site.SiteProfileError as exc:
+        raise SystemExit(f"pneumonia-triage: {exc}") from None
+
+
+def _site(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Adopt, revert or show the site profile, each recorded in the audit trail by `--by`
+    (default: the OS user); nothing changes unless the trail can record it."""
+    from contextlib import nullcontext
+
+    from app.contract.site import MAX_ACTOR
+    from app.services import site
+    from app.web.main import open_store
+
+    settings = get_settings()
+    who = site.who_runs_this() if args.by is None else args.by.strip()
+    if not who or len(who) > MAX_ACTOR:  # checked before anything changes
+        problem = ("names no one" if not who
+                   else f"is longer than {MAX_ACTOR} characters")
+        parser.exit(2, f"{parser.prog}: --by {problem}\n")
+    store = open_store(settings)
+    try:
+        if (problem := store.schema_problem()) is not None:
+            parser.exit(2, f"{parser.prog}: the audit trail cannot record it, the worklist "
+                           f"database is not ready: {problem}\n")
+        try:
+            # A change and its record in turn; `show` changes nothing (a read-only folder).
+            with (nullcontext() if args.site_command == "show"
+                  else site.changing(settings.state_dir)):
+                if args.site_command == "adopt":
+                    change, profile = "adopted", site.adopt(settings.state_dir, args.dir, who)
+                elif args.site_command == "revert":
+                    change, profile = "reverted", site.revert(settings.state_dir)
+                else:
+                    change, profile = "shown", site.load(settings.state_dir)
+                site.record(store, change, profile, who)
+        except site.SiteProfileError as exc:
+            parser.exit(2, f"{parser.prog}: {exc}\n")
+    finally:
+        store.close()
+    print(_site_text(change, profile, settings.state_dir))
+    if change == "adopted" and (warning := _not_served(settings, profile)):
+        print(f"Warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _not_served(settings: Settings, profile) -> str | None:
+    """Why the server with these settings would not apply `profile` to the films it scores
+    by default: its model version is not in MODEL_DIR, or is not the version served (then
+    only requests asking NAME/VERSION get it). None when it applies."""
+    from app.services.saved_model import available_models
+
+    name, version = profile.model_name, profile.model_version
+    versions = available_models(settings.model_dir).get(name, [])
+    if version not in versions:
+        return (f"{settings.model_dir} holds no {name} v{version}: the server ignores this "
+                "profile (and says so on /readyz).")
+    served = settings.model_version if name == settings.model_name and \
+        settings.model_version is not None else versions[-1]
+    if version != served:
+        return (f"the server serves {name} v{served}, not v{version}: the profile applies "
+                f"only to requests that ask ?model={name}/{version}, and /readyz warns.")
+    return None
+
+
+def _site_text(change: str, profile, state_dir: Path) -> str:
+    if profile is None:
+        return ("No site profile: every model uses its card's operating point."
+                if change != "adopted" else "")
+    from app.contract.site import VALIDATIONS_FOLDER
+
+    point = (f"site operating point {profile.threshold:.4g} for {profile.model_name} "
+             f"v{profile.model_version} (the card's: {profile.card_threshold:.4g}), validated "
+             f"on {profile.films_used} films on {profile.validated_on}")
+    report = state_dir / VALIDATIONS_FOLDER / profile.validation_id / "report.html"
+    if change == "adopted":
+        return (f"Adopted the {point}, by {profile.adopted_by}; recorded in the audit trail. "
+                "The server applies it from its next start (restart it); `score` and "
+                f"`archive score` at once. Report: {report}. Undo: pneumonia-triage site "
+                "revert.")
+    if change == "reverted":
+        return (f"Reverted the {point}: the card's operating point applies from the "
+                f"server's next start. The validation stays at {report}.")
+    return (f"The {point}; adopted by {profile.adopted_by} at "
+            f"{profile.adopted_at.isoformat()}; validation {profile.validation_sha256}. "
+            f"Report: {report}.")
+
+
+def _site_parser(commands: argparse._SubParsersAction) -> None:
+    site = commands.add_parser(
+        "site", help="the site operating point adopted from a local validation")
+    sub = site.add_subparsers(dest="site_command", metavar="SITE_COMMAND", required=True)
+    adopt = sub.add_parser("adopt", help="adopt DIR's site operating point (DIR: what "
+                                         "`validate --out DIR` wrote) for its model version")
+    adopt.add_argument("dir", type=Path, metavar="DIR")
+    revert = sub.add_parser("revert", help="remove the site profile: the card's operating "
+                                           "point again")
+    show = sub.add_parser("show", help="the site profile in force")
+    for command in (adopt, revert, show):
+        command.add_argument("--by", default=None, metavar="NAME",
+                             help="who, for the audit trail (default: the OS user)")
+        command.set_defaults(run=_site)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "version's schema; run once per release before the replicas start"
     ).set_defaults(run=_db_upgrade)
     _archive_parser(commands)
+    _validate_parser(commands)
+    _site_parser(commands)
     return parser
 
 

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     # Other models the page and the API offer (?model=NAME), each at its newest version;
     # model_name stays the default. None = every model found in MODEL_DIR; [] = none.
     offered_models: list[str] | None = None
-    # None = the threshold in the model card. An override is reported in every response.
+    # The default model's threshold. None = the site profile's, for the model version it
+    # was validated on (`pneumonia-triage site adopt`), else the model card's; set, it wins
+    # over both (app/contract/site.py: the order). Reported in every response.
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # Ages, [first, last) in years, that this site has validated the default model on
     # besides its card's intended ages (app/contract/intended_use.py): a DICOM film whose
@@ -37,6 +39,8 @@ class Settings(BaseSettings):
     # None = the card's ages only. Recorded in the audit trail at each start.
     intended_age_years: tuple[float, float] | None = None
 
+    # One film's bytes (an upload, a file of a worklist, a DICOM data set, an archive's
+    # file); over it the file is refused, file_too_large (413 over HTTP).
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     # Decompression-bomb guard, checked from the image header before decoding: 50 MP is far
     # above any chest radiograph (the largest sample is 6.4 MP).
@@ -74,6 +78,7 @@ class Settings(BaseSettings):
     # 30 places on 2 cores: half of them were refused without a queue (benchmarks/load.py).
     decode_queue: int = Field(default=64, ge=0)
     decode_queue_seconds: float = Field(default=30.0, ge=0)
+    # The bytes of every upload and DICOM data set in flight, together; over it: 503 at once.
     max_upload_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # Heatmaps (?explain=true) computed at once: one per two cores (at least one); one more
     # is 503 at once. One per core let 16 clients looping on them take both cores of a
@@ -147,12 +152,17 @@ class Settings(BaseSettings):
     # (app.web.templates and app.web.static, the repository's templates/ and static/).
     templates_dir: Path | None = None
     static_dir: Path | None = None
+    # The documentation site (`mkdocs build` writes it from docs/; `make run` builds it when
+    # missing), served at /guide. A folder without an index.html: no /guide.
+    guide_dir: Path = Path("site")
 
     # Addresses whose X-Forwarded-For the server trusts for the client's address (uvicorn's
     # forwarded_allow_ips, comma-separated, "*" = any): behind a reverse proxy or Ingress,
     # its address, so the per-client login throttle counts clients, not the proxy.
     forwarded_allow_ips: str = "127.0.0.1"
 
+    # The address the web app and the DICOM node listen on: 0.0.0.0 (or the host's own
+    # address) for clients on other machines, a PACS among them.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
 

@@ -167,6 +167,13 @@ class UnknownEntryError(AppError):
                 "retention has deleted it.")
 
 
+class UnknownValidationError(AppError):
+    """No validation report with this id is kept in the state folder (/validation)."""
+
+    code = "unknown_validation"
+    message = "No validation report with this id is kept on this server."
+
+
 class NoThumbnailError(AppError):
     code = "no_thumbnail"
     message = ("No thumbnail is stored for this film (thumbnails are kept only when "

@@ -95,13 +95,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# uvicorn's start-up lines that say nothing a person can act on; its "Uvicorn running on
+# http://..." line (where to open the app) and its errors stay.
+_UVICORN_CHATTER = ("Started server process", "Waiting for application startup",
+                    "Application startup complete", "Shutting down",
+                    "Waiting for application shutdown", "Application shutdown complete",
+                    "Finished server process")
+# Third-party loggers that talk at INFO at every start or every film: alembic names each
+# migration it runs (the lifespan brings the worklist database to head at every start),
+# highdicom describes every SR and secondary capture it builds.
+QUIET_LIBRARIES = ("alembic", "highdicom", "pynetdicom", "ray")
+
+
 class _Chatter(logging.Filter):
-    """Alembic's two lines at every connection it inspects (each /readyz check and each
-    scrape asks whether the schema is at head): nothing an operator can act on."""
+    """Lines nothing an operator can act on: alembic's two at every connection it inspects
+    (each /readyz check and each scrape asks whether the schema is at head), and uvicorn's
+    start and stop steps (_UVICORN_CHATTER)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "alembic.runtime.migration" and record.getMessage()
-                    .startswith(("Context impl ", "Will assume ")))
+        message = record.getMessage()
+        if record.name == "alembic.runtime.migration":
+            return not message.startswith(("Context impl ", "Will assume "))
+        return not (record.name == "uvicorn.error" and record.levelno <= logging.INFO
+                    and message.startswith(_UVICORN_CHATTER))
 
 
 def configure(log_format: str, stream: IO[str] | None = None,
@@ -112,7 +128,10 @@ def configure(log_format: str, stream: IO[str] | None = None,
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_Chatter())
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        if library.level < logging.WARNING:  # NOTSET too; silence_decoder_chatter's kept
+            library.setLevel(logging.WARNING)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -181,6 +200,18 @@ def route_native_stderr() -> IO[str]:
 
     atexit.register(drain)
     return os.fdopen(os.dup(real), "w", buffering=1)
+
+
+def quiet_command() -> None:
+    """For a command at a terminal (`pneumonia-triage score`, `archive score`): descriptor 2
+    through the native filter (no CUDA line without a GPU, no line below
+    TF_CPP_MIN_LOG_LEVEL), warnings and errors as text lines, and `sys.stderr` on the real
+    stderr, so that a progress bar and a traceback show as they are. Call before
+    TensorFlow is imported."""
+    stream = route_native_stderr()
+    configure("text", stream, level=logging.WARNING)
+    silence_decoder_chatter()
+    sys.stderr = stream
 
 
 def silence_decoder_chatter() -> None:

@@ -17,7 +17,9 @@
   const progressText = document.getElementById("progress-text");
   const tbody = document.querySelector("#worklist-table tbody");
   const csvLink = document.getElementById("csv");
+  const heatSwitch = document.getElementById("show-heatmap");
   const GROUP = 4; // files per request: small enough for a smooth progress bar
+  let shownFile = null; // the film the result shows: the heatmap switch asks for its map
 
   function chosenFiles() {
     return [...input.files, ...(folder ? folder.files : [])];
@@ -65,6 +67,29 @@
     error.textContent = message;
   }
 
+  // Each reason as its sentence, the code on hover (templates/index.html does the same).
+  function reasonSpans(codes, sentences) {
+    return (codes || []).flatMap((code, i) => {
+      const span = document.createElement("span");
+      span.className = "reason";
+      span.dataset.code = code;
+      span.title = "reason code: " + code;
+      span.textContent = sentences[i] || code;
+      return [span, " "];
+    });
+  }
+
+  // Warnings in plain words (app/services/plain.py), the technical text on hover.
+  function noteSpans(notes) {
+    return (notes || []).flatMap((note) => {
+      const span = document.createElement("span");
+      span.className = "note-text";
+      if (note.technical) span.title = note.technical;
+      span.textContent = note.text;
+      return [span, " "];
+    });
+  }
+
   // The API's own words and numbers: display rules live in one place, on the server
   // (app/services/triage.py). The decision colours the badge, the score and the bar; the
   // bar's mark is the operating point, 50 for every model. A film the model cannot judge
@@ -75,7 +100,8 @@
     document.getElementById("file-name").textContent = filename || "";
     document.getElementById("scored").hidden = look;
     document.getElementById("look-note").hidden = !look;
-    document.getElementById("reasons").textContent = (data.reasons || []).join(", ");
+    document.getElementById("reasons").replaceChildren(
+      ...reasonSpans(data.reasons, data.reasons_text || []));
     const decision = document.getElementById("decision");
     decision.textContent = data.decision_text;
     decision.className = "decision " + data.decision;
@@ -87,15 +113,39 @@
     fill.setAttribute("class", "bar-fill " + data.decision);
     document.getElementById("probability").textContent = data.probability_text || "";
     document.getElementById("threshold").textContent = (data.threshold * 100).toFixed(1) + "%";
+    document.getElementById("operating-point").textContent = data.operating_point.text;
     document.getElementById("probability-note").textContent = data.probability_note +
       ` The triage score is this probability rescaled so that the model's operating point ` +
       `(${(data.threshold * 100).toFixed(1)}%) sits at 50, the same for every model.`;
     document.getElementById("image-info").textContent =
       `${data.image.width}×${data.image.height} ${data.image.format} (${data.image.mode})`;
     document.getElementById("elapsed").textContent = Math.round(data.elapsed_ms) + " ms";
+    const notes = data.warnings_text || [];
     const warnings = document.getElementById("warnings");
-    warnings.textContent = data.warnings.join(" ");
-    warnings.hidden = data.warnings.length === 0;
+    warnings.replaceChildren(...noteSpans(notes));
+    warnings.hidden = notes.length === 0;
+    const technical = notes.filter((n) => n.technical).map((n) => {
+      const item = document.createElement("li");
+      item.textContent = n.technical;
+      return item;
+    });
+    document.getElementById("technical-notes").replaceChildren(...technical);
+    const d = data.image.dicom;
+    document.getElementById("dicom-facts").textContent = d ? `DICOM: ${d.modality}` +
+      (d.view_position ? `, ${d.view_position}` : "") + (d.body_part ? `, ${d.body_part}` : "") +
+      (d.study_date ? `, study date ${d.study_date}` : "") + `; ${d.window}.` : "";
+    document.getElementById("technical").hidden = !d && technical.length === 0;
+    document.getElementById("heatmap-switch").hidden = look;
+    heatSwitch.checked = Boolean(data.heatmap);
+    document.getElementById("heatmap-status").textContent = "";
+    showHeatmap(data);
+    result.hidden = false;
+    error.hidden = true;
+    outcome.hidden = false;
+  }
+
+  // The heatmap of the film shown, or none (hidden).
+  function showHeatmap(data) {
     const heatmap = document.getElementById("heatmap");
     heatmap.hidden = !data.heatmap;
     if (data.heatmap) {
@@ -106,9 +156,6 @@
       heatWarning.textContent = data.heatmap.warning || "";
       heatWarning.hidden = !data.heatmap.warning;
     }
-    result.hidden = false;
-    error.hidden = true;
-    outcome.hidden = false;
   }
 
   // The model the page was opened for (?model=NAME); empty: the server's default.
@@ -129,17 +176,44 @@
     return data;
   }
 
-  // The heatmap has its own small budget on the server: when it is full, the film is
-  // scored without one rather than not at all.
-  async function scoreOne(file) {
-    const body = () => { const form = new FormData(); form.append("file", file); return form; };
-    try {
-      return await post("/predict?explain=true", body());
-    } catch (err) {
-      if (err.code !== "busy") throw err;
-      return await post("/predict", body());
-    }
+  function oneFile(file) {
+    const body = new FormData();
+    body.append("file", file);
+    return body;
   }
+
+  // One Score button: the film is scored without a heatmap (it costs far more than the
+  // score); the switch on the result asks for the map of the same film when turned on.
+  async function scoreOne(file) {
+    shownFile = file;
+    return await post("/predict", oneFile(file));
+  }
+
+  // The heatmap has its own small budget on the server: when it is full, the switch says
+  // so and turns itself off; the result stays as it is.
+  heatSwitch.addEventListener("change", async () => {
+    const status = document.getElementById("heatmap-status");
+    if (!heatSwitch.checked || !shownFile) {
+      document.getElementById("heatmap").hidden = true;
+      return;
+    }
+    const file = shownFile;
+    heatSwitch.disabled = true;
+    status.textContent = "Drawing the heatmap…";
+    try {
+      const data = await post("/predict?explain=true", oneFile(file));
+      if (file !== shownFile || !heatSwitch.checked) return; // another film since
+      status.textContent = data.heatmap ? "" : "No heatmap for this film.";
+      showHeatmap(data);
+    } catch (err) {
+      heatSwitch.checked = false;
+      status.textContent = err.code === "busy" ? "The server is drawing other heatmaps; " +
+        "try again in a moment." : (err instanceof TypeError ?
+        "The server could not be reached. Try again." : err.message);
+    } finally {
+      heatSwitch.disabled = false;
+    }
+  });
 
   // The server's rule (app/services/batch.py): judged films by highest probability,
   // upload order breaking ties; then films that need a human look (not assessable), then
@@ -168,7 +242,7 @@
   function worklistCsv(rows) {
     const groups = { scored: "scored", look: form.dataset.lookText, error: "not scored" };
     const lines = [["rank", "file", "decision", "triage_score", "probability", "flagged",
-      "warnings", "error", "group", "reasons"].join(",")];
+      "warnings", "error", "group", "reasons", "operating_point"].join(",")];
     rows.forEach((e, i) => {
       const group = groupOf(e);
       const scored = group === "scored";
@@ -176,7 +250,7 @@
         e.triage_score_text || "", scored ? e.probability.toFixed(6) : "",
         group === "error" ? "" : (e.flagged ? "yes" : "no"),
         e.warnings.join("; "), e.error ? e.error.detail : "", groups[group],
-        (e.reasons || []).join(" ")].map(csvCell).join(","));
+        (e.reasons || []).join(" "), e.operating_point || ""].map(csvCell).join(","));
     });
     return lines.join("\n") + "\n";
   }
@@ -235,9 +309,15 @@
       }
       cell(tr, e.filename, "name");
       const score = cell(tr, e.triage_score_text || "–", "score");
-      if (e.probability_text) score.title = "calibrated probability " + e.probability_text;
+      if (e.probability_text) {
+        score.title = "model output (for ML engineers): probability " + e.probability_text;
+      }
       cell(tr, e.decision_text || "not scored", "decision-cell " + kind);
-      cell(tr, e.error ? e.error.detail : e.warnings.join(" "), e.error ? "error" : "note");
+      const notes = cell(tr, e.error ? e.error.detail : "", e.error ? "error" : "note");
+      if (!e.error) {
+        notes.replaceChildren(...reasonSpans(e.reasons, e.reasons_text || []),
+          ...noteSpans(e.warnings_text));
+      }
       tbody.appendChild(tr);
     });
     if (csvLink.href) URL.revokeObjectURL(csvLink.href);

@@ -88,7 +88,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
             return response.status == 200
@@ -113,7 +113,7 @@ def server_process(log_path: Path, state_dir: Path | None = None,
                                    stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: process.poll() is not None or _ready(url), 90, "the server to start")
+        poll(lambda: process.poll() is not None or is_ready(url), 90, "the server to start")
         if process.poll() is not None:
             pytest.fail("server exited: " + log_path.read_text()[-2000:])
         yield url, process

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ from app import logs
 from app.logs import JsonFormatter, native_record
 from tests.builders.dicom import PATIENT_ID, PATIENT_NAME, dicom_bytes, study_film
 from tests.builders.images import jpeg_bytes, xray_like
-from tests.dicom.nodes import NODE_AE, store
-from tests.servers import free_port, running_server
+from tests.dicom.nodes import NODE_AE, StandInPacs, store
+from tests.servers import free_port, poll, running_server
 
 # What a line must never hold: the test films' patient (tests/builders/dicom.py) and the
 # client's file names.
@@ -170,3 +171,41 @@ def test_the_served_process_logs_only_json_without_cuda_lines_or_patient_data(tm
     assert predict["status"] == 200 and predict["model"] == "pneumonia"
     assert any(line["logger"] == "app.dicom" and "from dicom:PACS" in line["message"]
                for line in lines)
+
+
+# A text line (app/logs.py TEXT_FORMAT): level, logger, message.
+TEXT_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+([\w.\-]+): (.*)$")
+
+
+def _not_the_app_s_own(text: str) -> list[str]:
+    """The lines of a text-format log that come from no `app.*` logger; uvicorn's
+    "Uvicorn running on http://..." is allowed: it says where to open the app."""
+    strangers = []
+    for line in text.splitlines():
+        match = TEXT_LINE.match(line)
+        if match is None:  # a native line, a continuation, a progress bar: not the app's
+            strangers.append(line)
+            continue
+        _, name, message = match.groups()
+        if not (name.startswith("app.") or name == "app" or (
+                name == "uvicorn.error" and message.startswith("Uvicorn running on http"))):
+            strangers.append(line)
+    return strangers
+
+
+@pytest.mark.slow
+def test_a_start_and_a_dicom_result_print_only_the_app_s_own_lines(tmp_path):
+    """`pneumonia-triage serve` as `make run` starts it (text lines), with a DICOM node and
+    a results destination, on a fresh state folder (the worklist database created): a film
+    sent by C-STORE gets its SR and secondary capture built with highdicom and delivered.
+    No line of uvicorn's start-up steps, alembic's migrations, highdicom or TensorFlow."""
+    log_path, node_port = tmp_path / "server.log", free_port()
+    with StandInPacs() as pacs, running_server(
+            log_path, log_format="text", dicom_port=str(node_port), dicom_ae_title=NODE_AE,
+            results_destination=f"PACS@127.0.0.1:{pacs.port}", decode_workers="1"):
+        [status] = store(node_port, [study_film(xray_like(256, 256))])
+        assert status.Status in (0x0000, 0xB000, 0xB007)
+        poll(lambda: pacs.received, 60, "the results to reach the PACS")
+    text = log_path.read_text()
+    assert "ready" in text and "Uvicorn running on http" in text
+    assert _not_the_app_s_own(text) == [], text

@@ -15,10 +15,12 @@ model cannot judge has no probability, its raw output is `unvalidated_probabilit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+from pydicom import Dataset
 
 from app.contract.dicom import looks_like_dicom
 from app.contract.identifiers import InstanceFacts, pixel_hash, read_header_at
@@ -47,6 +49,11 @@ SCHEMA = pa.schema([
     ("accession_number", _TEXT), ("patient_age", _TEXT), ("patient_sex", _TEXT),
     ("modality", _TEXT), ("view_position", _TEXT), ("body_part", _TEXT),
     ("study_date", pa.date32()), ("study_time", pa.time64("us")),
+    # The equipment's facts, for a local validation's subgroups (app/archive/validate.py):
+    # Manufacturer (0008,0070), Manufacturer's Model Name (0008,1090), and the row spacing
+    # in mm of Pixel Spacing (0028,0030), else of Imager Pixel Spacing (0018,1164).
+    ("manufacturer", _TEXT), ("manufacturer_model", _TEXT),
+    ("pixel_spacing_mm", pa.float64()),
     ("content_hash", _TEXT),  # SHA-256 of a DICOM's encoded pixels (the node's)
     ("ignored", _TEXT),  # the node's kind of an instance it takes but never lists
     ("run_id", _TEXT), ("scored_at", pa.timestamp("us", tz="UTC")),
@@ -66,6 +73,7 @@ class Identity:
     facts: InstanceFacts
     content_hash: str | None = None
     ignored: str | None = None
+    equipment: Equipment | None = None
 
     @property
     def key(self) -> str:
@@ -83,7 +91,40 @@ def identify(data: bytes) -> Identity:
         return Identity(facts)
     if header is None:
         return Identity(facts)
-    return Identity(facts, pixel_hash(data, pixels_at), ignored_kind(header))
+    return Identity(facts, pixel_hash(data, pixels_at), ignored_kind(header),
+                    _equipment(header))
+
+
+@dataclass(frozen=True)
+class Equipment:
+    """The equipment's columns of a row (named as SCHEMA names them); None where the header
+    says nothing readable."""
+
+    manufacturer: str | None = None
+    manufacturer_model: str | None = None
+    pixel_spacing_mm: float | None = None
+
+
+def _equipment(header: Dataset) -> Equipment:
+    spacing = None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            spacing = float(header.get(keyword)[0])
+        except Exception:  # noqa: BLE001 - absent or malformed: try the next, else None
+            continue
+        if math.isfinite(spacing) and spacing > 0:
+            break
+        spacing = None
+    return Equipment(_text(header, "Manufacturer"), _text(header, "ManufacturerModelName"),
+                     spacing)
+
+
+def _text(header: Dataset, keyword: str) -> str | None:
+    try:
+        text = str(header.get(keyword) or "").strip()
+    except Exception:  # noqa: BLE001 - a malformed element reads as absent
+        return None
+    return text or None
 
 
 @dataclass(frozen=True)
@@ -110,7 +151,7 @@ def row(prepared: Prepared, prediction: Prediction | None, model: str, version: 
     if identity is not None:
         values.update({name: getattr(identity.facts, name) for name in _FACTS},
                       key=identity.key, content_hash=identity.content_hash,
-                      ignored=identity.ignored)
+                      ignored=identity.ignored, **vars(identity.equipment or Equipment()))
         values["sop_class_uid"] = identity.facts.sop_class_uid or None  # "": UIDs derived
     if prepared.error is not None:
         values["error"], values["error_detail"] = prepared.error

@@ -33,6 +33,7 @@ from app.archive.sources import Listed, list_sources
 from app.archive.stages import Decoding, Scoring
 from app.config import Settings
 from app.contract.card import CARD_FILE, ModelCard, read_card
+from app.services import site
 from app.services.catalog import model_terms
 from app.services.pipeline import film_job
 from app.services.saved_model import find_model, read_checks
@@ -167,7 +168,10 @@ def score_archive(request: Request, engine: Engine, settings: Settings,
                            "--out")
     cleared = output.clear_uncommitted()
     written = output.written()
-    threshold, ages = model_terms(settings, model.card.name)
+    # The site profile too (app/contract/site.py), for the version it names; a damaged one
+    # is SiteProfileError (a ValueError) before Ray starts.
+    threshold, ages = model_terms(settings, model.card.name, card=model.card,
+                                  site=site.load(settings.state_dir))
     guard, detector = read_checks(model.path, model.card)
     run_id = uuid.uuid4().hex[:12]
     decoding = Decoding(film_job(model.card, guard, detector, settings.max_image_pixels, b"",

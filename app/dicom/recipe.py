@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from pydicom import Dataset
 
+from app.contract.site import CARD_TEXT
 from app.contract.triage_score import score_text, triage_score
 from app.services.pipeline import Display, Prediction
 
@@ -60,13 +61,17 @@ class Judgement:
     model_version: str
     made_at: datetime
     software: str
+    # How the results name the threshold (OperatingPoint.text): the card's, or "site
+    # operating point, validated on N films on DATE" (app/contract/site.py).
+    operating_point: str = CARD_TEXT
 
     @classmethod
     def of(cls, prediction: Prediction, made_at: datetime) -> Judgement:
+        point = getattr(prediction, "point", None)  # a stand-in prediction (tests) has none
         return cls(float(prediction.probability), float(prediction.threshold),
                    bool(prediction.flagged), tuple(getattr(prediction, "reasons", ())),
                    prediction.model_name, str(prediction.model_version), made_at,
-                   software_version())
+                   software_version(), CARD_TEXT if point is None else point.text)
 
     @property
     def assessable(self) -> bool:
@@ -85,14 +90,17 @@ class Judgement:
         return {"probability": self.probability, "threshold": self.threshold,
                 "flagged": self.flagged, "reasons": list(self.reasons),
                 "model_name": self.model_name, "model_version": self.model_version,
-                "made_at": self.made_at.isoformat(), "software": self.software}
+                "made_at": self.made_at.isoformat(), "software": self.software,
+                "operating_point": self.operating_point}
 
     @classmethod
     def from_json(cls, data: dict) -> Judgement:
         return cls(float(data["probability"]), float(data["threshold"]), bool(data["flagged"]),
                    tuple(data["reasons"]), str(data["model_name"]),
                    str(data["model_version"]), datetime.fromisoformat(data["made_at"]),
-                   str(data["software"]))
+                   str(data["software"]),
+                   # A recipe queued before site profiles: the card's.
+                   str(data.get("operating_point", CARD_TEXT)))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from app.contract.assessability import REASONS
+from app.contract.site import CARD_TEXT
 from app.contract.triage_score import FLAGGED_FROM_TEXT
 from app.dicom.header import sanitise
 from app.dicom.recipe import Judgement, Recipe, is_recipe
@@ -193,7 +194,8 @@ def structured_report(header: Dataset, judgement: Judgement) -> hd.sr.Comprehens
     outcome = triage_text(judgement)
     algorithm = hd.sr.AlgorithmIdentification(
         name=judgement.model_name, version=judgement.model_version,
-        parameters=[f"operating point {judgement.threshold:.6g}"], manufacturer=MANUFACTURER)
+        parameters=[f"operating point {judgement.threshold:.6g}: {judgement.operating_point}"],
+        manufacturer=MANUFACTURER)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=_uid(header, judgement, "tracking"), identifier="pneumonia triage"),
@@ -348,10 +350,13 @@ def _lines(prediction: Prediction | Judgement, heatmap: bool = False,
 
 
 def _score_lines(prediction: Prediction | Judgement) -> list[tuple[str, str]]:
+    point = prediction.operating_point if isinstance(prediction, Judgement) \
+        else prediction.point.text
+    named = "" if point == CARD_TEXT else f" ({point})"  # the card's goes without saying
     return [(f"triage score {prediction.triage_score_text}/100 (flagged at "
              f"{FLAGGED_FROM_TEXT} and above)", "white"),
             (f"calibrated probability {percent(prediction.probability)}, operating point "
-             f"{percent(prediction.threshold)}", "white")]
+             f"{percent(prediction.threshold)}{named}", "white")]
 
 
 def _model_name(judgement: Judgement) -> str:

@@ -16,8 +16,10 @@ from app.services.display import csv_row
 from app.services.pipeline import FileResult
 from app.services.triage import Decision, decision, summary_text
 
+# operating_point: where the threshold a film was judged at comes from (card, site or
+# setting: app/contract/site.py), so a worklist says whose operating point flagged it.
 CSV_COLUMNS = ("rank", "file", "decision", "triage_score", "probability", "flagged",
-               "warnings", "error", "group", "reasons")
+               "warnings", "error", "group", "reasons", "operating_point")
 GROUPS = {"scored": "scored", "look": LOOK, "error": "not scored"}
 
 
@@ -54,15 +56,16 @@ def worklist_csv(results: Sequence[FileResult]) -> str:
         if p is None:
             lines.append(csv_row(["", result.filename, "not scored", "", "", "", "",
                                result.error.message if result.error else "", GROUPS[group],
-                               ""]))
+                               "", ""]))
         elif group == "look":  # no rank, no score, no probability: a person reads it
             lines.append(csv_row(["", result.filename, Decision.NEEDS_HUMAN_LOOK.text, "", "",
                                "no", "; ".join(p.warnings), "", GROUPS[group],
-                               " ".join(p.reasons)]))
+                               " ".join(p.reasons), p.point.source]))
         else:
             lines.append(csv_row([str(rank), result.filename,
                                decision(True, p.flagged).text,
                                p.triage_score_text or "",
                                f"{p.probability:.6f}", "yes" if p.flagged else "no",
-                               "; ".join(p.warnings), "", GROUPS[group], ""]))
+                               "; ".join(p.warnings), "", GROUPS[group], "",
+                               p.point.source]))
     return "".join(lines)

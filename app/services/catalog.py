@@ -18,8 +18,15 @@ import threading
 from pathlib import Path
 
 from app.config import Settings
-from app.contract.card import CardError
+from app.contract.card import CardError, ModelCard
 from app.contract.report import read_report
+from app.contract.site import (
+    CARD_TEXT,
+    THRESHOLD_SETTING,
+    OperatingPoint,
+    SiteProfile,
+    operating_point,
+)
 from app.services.decode_pool import Admission, Decoder
 from app.services.observer import NO_METRICS, Observer
 from app.services.pipeline import Scorer
@@ -35,6 +42,8 @@ class ModelCatalog:
         self.report: dict | None = None
         self.failure: str | None = None  # why the model will never be ready
         self._threshold_override: float | None = None
+        # The site profile in force (app/contract/site.py), set at each start by `use_site`.
+        self.site: SiteProfile | None = None
         # Settings.intended_age_years: the default model's widened ages, as its threshold.
         self.site_age_years: tuple[float, float] | None = None
         # Earlier versions of the offered models, asked as NAME/VERSION and loaded on first
@@ -49,13 +58,89 @@ class ModelCatalog:
     def loading(self) -> bool:
         return self.default is None and self.failure is None
 
+    def operating_point(self, model: ServedModel) -> OperatingPoint:
+        """The operating point of `model` and where it comes from, the one rule every door
+        asks (app/contract/site.py): Settings.threshold for the default model (one number
+        cannot suit two models), else the site profile for the model whose card's name and
+        version it names, else the card's."""
+        card = model.card
+        return operating_point(card.name, card.version, card.threshold, site=self.site,
+                               setting=self._threshold_override if model is self.default
+                               else None)
+
     def threshold(self, model: ServedModel) -> float:
-        """The decision threshold for `model`: Settings.threshold overrides the default
-        model's card (one number cannot suit two models); every other model uses its card's
-        operating point."""
-        if model is self.default and self._threshold_override is not None:
-            return self._threshold_override
-        return model.card.threshold
+        """The decision threshold for `model`: its operating point's."""
+        return self.operating_point(model).threshold
+
+    def name_threshold(self, name: str, version: str | int, threshold: float) -> str:
+        """How a stored film's threshold is named where films scored at other times are
+        listed (the worklist's CSV): "0.8231 (site operating point, validated on 615 films
+        on 2026-12-07)" when it is the operating point this server applies to that model
+        version now, "0.6245 (the model card's operating point)" when it is the card's, the
+        number alone otherwise (a setting or a profile since changed)."""
+        for model in [*self.models.values(), *self._earlier.values()]:
+            card = model.card
+            if (card.name, str(card.version)) != (name, str(version)):
+                continue
+            point = self.operating_point(model)
+            if abs(point.threshold - threshold) <= 1e-9:
+                return f"{threshold:.4g} ({point.text})"
+            if abs(card.threshold - threshold) <= 1e-9:
+                return f"{threshold:.4g} ({CARD_TEXT})"
+        return f"{threshold:.4g}"
+
+    def use_site(self, site: SiteProfile | None, *, say: bool = True) -> None:
+        """Serve with the site profile `site` (None: none), read from the state folder at
+        each start (app/services/site.py load); says which operating point applies once
+        the default model is loaded (`say`: False when the app stops and lets it go)."""
+        self.site = site
+        if say and self.default is not None:
+            self._say_operating_point()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What /readyz reports beside "ready": a site profile this server does not apply
+        (another version, or PNEUMONIA_THRESHOLD over it). Empty before the load."""
+        site, default = self.site, self.default
+        if site is None or default is None:
+            return []
+        if self.operating_point(default).source == "setting" and \
+                site.applies_to(default.card.name, default.card.version):
+            return [f"The site profile ({site.threshold:.4g}) of {site.model_name} v"
+                    f"{site.model_version} is not applied: {THRESHOLD_SETTING} "
+                    f"({self._threshold_override:.4g}) overrides it; unset it to use the "
+                    "site operating point."]
+        if any(site.applies_to(m.card.name, m.card.version) for m in self.models.values()):
+            return []
+        validated = f"{site.model_name} v{site.model_version}"
+        served = [f"{m.card.name} v{m.card.version}" for m in self.models.values()
+                  if m.card.name == site.model_name]
+        if not served:
+            return [f"The site profile was validated for {validated}, which this server "
+                    "does not offer: it is ignored. Run `pneumonia-triage site revert`, or "
+                    "offer that model."]
+        return [f"The site profile was validated for {validated}, but this server serves "
+                f"{served[0]}: the profile is ignored and the card's operating point "
+                f"applies. Validate {served[0]} on the site's films and adopt it, or run "
+                "`pneumonia-triage site revert`."]
+
+    def _say_operating_point(self) -> None:
+        """Which operating point the default model uses, once the site profile changes
+        after the load (a catalog shared by several apps, in tests), and what to do about
+        a site profile it does not use."""
+        model = self.default
+        assert model is not None
+        log.info("default %s v%s at %s", model.card.name, model.card.version,
+                 self._point_said(model))
+        for warning in self.warnings:
+            log.warning("%s", warning)
+
+    def _point_said(self, model: ServedModel) -> str:
+        """'0.3, the site operating point, validated on 624 films on 2026-12-06 (the card's
+        0.6245)', as the start's log line says it."""
+        point = self.operating_point(model)
+        card = "" if point.source == "card" else f" (the card's {model.card.threshold:.4g})"
+        return f"{point.threshold:.4g}, {point.text}{card}"
 
     def scorer(self, model: ServedModel, decoder: Decoder, max_pixels: int, *,
                explanations: Admission | None = None,
@@ -66,7 +151,8 @@ class ModelCatalog:
         reporting to `metrics`, holding films to its card's intended population; for the
         default model, with the ages the site has validated besides (Settings.
         intended_age_years: like the threshold, one site's validation is of one model)."""
-        return Scorer(model, self.threshold(model), decoder, max_pixels,
+        point = self.operating_point(model)
+        return Scorer(model, point.threshold, decoder, max_pixels, point=point,
                       explanations=explanations, metrics=metrics,
                       site_age_years=self.site_age_years if model is self.default else None)
 
@@ -106,9 +192,11 @@ class ModelCatalog:
         self.report = _read_report(settings.model_dir / "report.json")
         self.models = models
         self.default = model
-        log.info("models %s loaded and warmed up; default %s v%s; ready",
+        log.info("models %s loaded and warmed up; default %s v%s at %s; ready",
                  ", ".join(f"{m.card.name} v{m.card.version}" for m in models.values()),
-                 model.card.name, model.card.version)
+                 model.card.name, model.card.version, self._point_said(model))
+        for warning in self.warnings:
+            log.warning("%s", warning)
 
     def choose(self, name: str | None) -> ServedModel | None:
         """The model called `name` (None: the default; NAME/VERSION: an earlier version
@@ -140,16 +228,23 @@ class ModelCatalog:
         return self._earlier[name]
 
 
-def model_terms(settings: Settings, name: str | None
+def model_terms(settings: Settings, name: str | None, *, card: ModelCard | None = None,
+                site: SiteProfile | None = None
                 ) -> tuple[float | None, tuple[float, float] | None]:
-    """(threshold, site's ages) that the settings set for the model called `name` (None:
-    the default), each None where its card's own apply: Settings.threshold and
-    Settings.intended_age_years belong to the default model (Settings.model_name) alone,
-    since one number cannot suit two models and one site's validation is of one model.
-    ModelCatalog's rule, for a door that loads no catalog (app/archive/)."""
-    if name not in (None, settings.model_name):
-        return None, None
-    return settings.threshold, settings.intended_age_years
+    """(threshold, site's ages) for the model called `name` (None: the default), each None
+    where its card's own apply: Settings.threshold and Settings.intended_age_years belong
+    to the default model (Settings.model_name) alone, since one number cannot suit two
+    models and one site's validation is of one model; with its `card`, the site profile
+    `site` applies to it when it names the card's name and version (operating_point's
+    order). ModelCatalog's rule, for a door that loads no catalog (app/archive/)."""
+    default = name in (None, settings.model_name)
+    setting = settings.threshold if default else None
+    ages = settings.intended_age_years if default else None
+    if card is None:
+        return setting, ages
+    point = operating_point(card.name, card.version, card.threshold, setting=setting,
+                            site=site)
+    return (None if point.source == "card" else point.threshold), ages
 
 
 def _batch_wait_ms(settings: Settings) -> float:

@@ -28,6 +28,7 @@ from app.contract.errors import ImageError, RequestBudgetError
 from app.contract.guard import InputGuard
 from app.contract.intended_use import IntendedUse
 from app.contract.preprocessing import precheck
+from app.contract.site import OperatingPoint
 from app.contract.triage_score import score_text, triage_score
 from app.errors import ServerBusyError
 from app.services.decode_pool import Admission, Decoder, InlineDecoder
@@ -101,10 +102,17 @@ class Prediction:
     reasons: tuple[str, ...] = ()  # app/contract/assessability.py's codes
     # Only when the door asked for it (score_film's `display`): a few hundred KB per film.
     display: Display | None = field(default=None, repr=False, compare=False)
+    # Where `threshold` comes from (ModelCatalog.operating_point); None: the card's.
+    operating_point: OperatingPoint | None = None
 
     @property
     def assessable(self) -> bool:
         return not self.reasons
+
+    @property
+    def point(self) -> OperatingPoint:
+        """The operating point it was judged at, as every door names it."""
+        return self.operating_point or OperatingPoint(self.threshold)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -148,6 +156,14 @@ class Scorer:
     metrics: Observer = NO_METRICS  # the app's counts and drift (app/metrics.py)
     # The ages a site has validated besides the card's (ModelCatalog's rule); None: none.
     site_age_years: tuple[float, float] | None = None
+    # Where `threshold` comes from (ModelCatalog.operating_point, whose threshold it is);
+    # None: a scorer made by hand (tests, benchmarks) names its threshold the card's.
+    point: OperatingPoint | None = None
+
+    def __post_init__(self) -> None:
+        if self.point is not None and self.point.threshold != self.threshold:
+            raise ValueError(f"threshold {self.threshold} is not its operating point's "
+                             f"({self.point.threshold})")
 
     def explains(self, explain: bool) -> bool:
         """Whether asking for `explain` makes this scorer draw a heatmap, and so take a place
@@ -177,7 +193,7 @@ class Scorer:
             threshold=self.threshold, model_name=card.name, model_version=card.version,
             image=film.facts, elapsed_ms=seconds * 1000, thumbnail=film.thumbnail,
             guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons,
-            display=display)
+            display=display, operating_point=self.point)
         self.metrics.scored(self.model, film.model_input, prediction,
                             statistics=film.statistics)
         return prediction

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import quote
@@ -302,32 +302,37 @@ def viewer_link(template: str | None, study_uid: str) -> str | None:
 CSV_COLUMNS = ("rank", "group", "decision", "triage_score", "priority", "flagged", "status",
                "status_by", "status_at", "study_instance_uid", "accession_number", "patient_age",
                "patient_sex", "study_date", "received_at", "source", "films", "models",
-               "notes", "read", "read_by", "read_at")
+               "operating_points", "notes", "read", "read_by", "read_at")
+# (model name, model version, threshold) -> how the threshold is named, e.g. "0.8231 (site
+# operating point, validated on 615 films on 2026-12-07)": ModelCatalog.name_threshold.
+PointNamer = Callable[[str, str, float], str]
 # What a clinician's CSV leaves empty in shadow mode: the model's result.
 _RESULT_COLUMNS = frozenset({"group", "decision", "triage_score", "priority", "flagged",
                              "models", "notes"})
 
 
 def export_csv(store: WorklistStore, filters: ListFilters, actor: str,
-               shadow_mode: bool = False) -> Iterator[str]:
+               shadow_mode: bool = False,
+               name_point: PointNamer | None = None) -> Iterator[str]:
     """Every entry the filters match, in list order, as CSV (RFC 4180, "\\n" line ends;
     every cell through `csv_cell`, the one rule against spreadsheet formulas); in shadow
-    mode without the model's result. The export is recorded in the audit trail, with its
-    filters, before the first line; the rows are read a page at a time as they are sent,
-    so the list's size bounds no memory."""
+    mode without the model's result. `name_point` names the threshold each film was
+    scored at (ModelCatalog.name_threshold: the site's, the card's, the setting's). The
+    export is recorded in the audit trail, with its filters, before the first line; the
+    rows are read a page at a time as they are sent, so the list's size bounds no memory."""
     store.record(actor, AuditAction.EXPORTED, None, {"format": "csv", **filters.query()})
-    return _csv_lines(store, filters, shadow_mode)
+    return _csv_lines(store, filters, shadow_mode, name_point)
 
 
-def _csv_lines(store: WorklistStore, filters: ListFilters,
-               shadow_mode: bool) -> Iterator[str]:
+def _csv_lines(store: WorklistStore, filters: ListFilters, shadow_mode: bool,
+               name_point: PointNamer | None) -> Iterator[str]:
     yield csv_row(CSV_COLUMNS)
     rank, cursor, first = 0, None, True
     while first or cursor is not None:
         page = list_page(store, filters, limit=EXPORT_PAGE, cursor=cursor)
         for entry in page.entries:
             rank += 1
-            cells = entry_cells(rank, entry)
+            cells = entry_cells(rank, entry, name_point)
             if shadow_mode:
                 cells = ["" if column in _RESULT_COLUMNS else cell
                          for column, cell in zip(CSV_COLUMNS, cells, strict=True)]
@@ -345,10 +350,16 @@ def entry_triage_score(entry: StudyEntry) -> tuple[float | None, str | None]:
     return entry.triage_score, score_text(entry.triage_score)  # unrounded, as the flag
 
 
-def entry_cells(rank: int, entry: StudyEntry) -> list[str]:
+def entry_cells(rank: int, entry: StudyEntry, name_point: PointNamer | None = None
+                ) -> list[str]:
     """One entry's CSV cells, in CSV_COLUMNS order."""
     models = sorted({f"{f.model_name} v{f.model_version}" for f in entry.films
                      if f.model_name})
+    points = dict.fromkeys(
+        f"{f.model_name} v{f.model_version} at " + (
+            name_point(f.model_name, f.model_version, f.threshold) if name_point
+            else f"{f.threshold:.4g}")
+        for f in entry.films if f.model_name and f.model_version and f.threshold is not None)
     _, score = entry_triage_score(entry)
     return [str(rank), entry.group, GROUP_DECISIONS[entry.group].text, score or "",
             "" if entry.priority is None else f"{entry.priority:.6f}",
@@ -356,7 +367,8 @@ def entry_cells(rank: int, entry: StudyEntry) -> list[str]:
             _iso(entry.status_at) or "", entry.study_instance_uid,
             entry.accession_number or "", entry.patient_age or "", entry.patient_sex or "",
             _iso(entry.study_date) or "", entry.received_at.isoformat(), entry.source,
-            str(len(entry.films)), "; ".join(models), "; ".join(entry_notes(entry)),
+            str(len(entry.films)), "; ".join(models), "; ".join(points),
+            "; ".join(entry_notes(entry)),
             entry.read.finding.value if entry.read else "",
             entry.read.read_by if entry.read else "",
             _iso(entry.read.read_at) if entry.read else ""]

@@ -53,6 +53,10 @@ class AuditAction(StrEnum):
     # PNEUMONIA_SHADOW_MODE turned on or off, at the first start after the change, actor
     # "settings" (WorklistStore.record_settings).
     SHADOW_MODE = "shadow_mode"
+    # A site profile adopted, reverted or shown (`pneumonia-triage site ...`, issue 30), by
+    # the person who ran the command (WorklistStore.record_settings). A plain string column:
+    # no migration.
+    SITE_PROFILE = "site_profile"
 
 
 class Sort(StrEnum):

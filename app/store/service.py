@@ -196,18 +196,20 @@ class WorklistStore:
                                       self._clock())
             return _to_audit(row)
 
-    def record_settings(self, action: AuditAction | str,
-                        detail: dict[str, Any]) -> AuditRecord:
-        """Append an audit record of a setting the server started with that changes what it
-        does with films (`intended_use`: the site's intended ages; `shadow_mode`: results
-        kept from clinicians and the PACS, or no longer), actor "settings". Raises
-        ValueError for another action."""
+    def record_settings(self, action: AuditAction | str, detail: dict[str, Any],
+                        actor: str = "settings") -> AuditRecord:
+        """Append an audit record of a setting that changes what the server does with films
+        (`intended_use`: the site's intended ages; `shadow_mode`: results kept from
+        clinicians and the PACS, or no longer; `site_profile`: the site's operating point
+        adopted or reverted), by `actor` ("settings": the server at start). Raises
+        ValueError for another action or an empty actor."""
         action = AuditAction(action)
-        if action not in (AuditAction.INTENDED_USE, AuditAction.SHADOW_MODE):
-            raise ValueError("record_settings() appends intended_use or shadow_mode, not "
-                             f"{action.value}")
+        if action not in (AuditAction.INTENDED_USE, AuditAction.SHADOW_MODE,
+                          AuditAction.SITE_PROFILE):
+            raise ValueError("record_settings() appends intended_use, shadow_mode or "
+                             f"site_profile, not {action.value}")
         with self._write() as session:
-            return _to_audit(writes.append_audit(session, "settings", action, None, detail,
+            return _to_audit(writes.append_audit(session, _actor(actor), action, None, detail,
                                                  self._clock()))
 
     def last_record(self, action: AuditAction | str) -> AuditRecord | None:

@@ -17,16 +17,19 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
+from app.contract.site import SiteProfile
 from app.dicom.node import DicomNode
 from app.dicom.store_adapter import StoreCommit, StoreJobSource
 from app.errors import StartupError
 from app.logs import silence_decoder_chatter
 from app.memory import BodyBudget
 from app.metrics import Metrics
+from app.services import site
 from app.services.catalog import ModelCatalog
 from app.services.decode_pool import Admission, DecodePool, InlineDecoder
 from app.services.display import count, decimal, local_time, when
 from app.services.performance import CardShelf, measure
+from app.services.plain import plain_notes, reason_sentence, reason_words
 from app.services.worklist import record_intended_ages, record_shadow_mode
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
 from app.web.auth import LoginThrottle
@@ -35,10 +38,12 @@ from app.web.middleware import AccessLog, InFlightLimit, RequestGuard, StartupMe
 from app.web.routes import (
     dicomweb,
     docs,
+    guide,
     health,
     operations,
     pages,
     predict,
+    validation,
     worklist,
     worklist_pages,
 )
@@ -107,6 +112,15 @@ def start_dicom_node(app: FastAPI, store: WorklistStore) -> DicomNode:
             "(0: no DICOM node; PNEUMONIA_HOST: the address)", "PNEUMONIA_DICOM_PORT") from exc
 
 
+def read_site_profile(settings: Settings) -> SiteProfile | None:
+    """The site profile in the state folder (app/services/site.py), or None; StartupError
+    for one that cannot be read: the server does not start on a profile it cannot apply."""
+    try:
+        return site.load(settings.state_dir)
+    except site.SiteProfileError as exc:
+        raise StartupError(str(exc), "PNEUMONIA_STATE_DIR") from None
+
+
 def record_site_settings(store: WorklistStore, settings: Settings) -> None:
     """The site's intended ages (Settings.intended_age_years), when set, in the audit trail
     at each start, and shadow mode turned on or off since the last start. A database that
@@ -164,6 +178,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started.callback(node.stop)
         app.state.dicom_ingest = node.ingest
         started.callback(setattr, app.state, "dicom_ingest", None)
+        catalog.use_site(read_site_profile(settings))
+        # A catalog shared by a later app (tests) starts without it; nothing to say then.
+        started.callback(catalog.use_site, None, say=False)
         # Not awaited: the server accepts connections (and answers /healthz) while it loads.
         if catalog.loading:
             catalog.start(settings)
@@ -221,6 +238,9 @@ def create_app(settings: Settings | None = None,
                                              settings.login_window_seconds)
     # The texts of films that are not assessable: one home (app/contract/assessability.py).
     app.state.templates.env.globals.update(look_text=LOOK, not_assessable=NOT_ASSESSABLE)
+    # Reason codes and technical notes in plain words, the code on hover (issue 33).
+    app.state.templates.env.filters.update(reason_sentence=reason_sentence,
+                                           reason_words=reason_words, plain_notes=plain_notes)
     # GET /metrics' families and the drift monitor, this app's own (tests run several).
     app.state.metrics = Metrics.from_settings(settings)
     # Every page's drift banner (templates/drift_banner.html) asks it when rendered.
@@ -234,6 +254,10 @@ def create_app(settings: Settings | None = None,
     figures = settings.model_dir / "figures"
     if figures.is_dir():
         app.mount("/report/figures", StaticFiles(directory=figures), name="figures")
+    if guide.is_built(settings.guide_dir):  # the documentation site, once mkdocs built it
+        app.include_router(guide.router)
+        app.mount(guide.PREFIX, guide.GuideFiles(directory=settings.guide_dir, html=True),
+                  name="guide")
     app.include_router(predict.router)
     app.include_router(worklist.router)
     app.include_router(worklist_pages.router)
@@ -242,6 +266,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(operations.router)
+    app.include_router(validation.router)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "PATCH"],

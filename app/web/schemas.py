@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contract.card import ModelCard
+from app.contract.site import OperatingPoint
 from app.contract.triage_score import score_text
 from app.dicom.failures import ResultsFailure
 from app.services.display import percent
@@ -16,6 +17,7 @@ from app.services.drift import DriftState
 from app.services.film import ImageFacts
 from app.services.intake import StoredFile, StoredUpload
 from app.services.pipeline import FileResult, Prediction
+from app.services.plain import plain_notes, reason_sentence
 from app.services.triage import Decision, decision, probability_note
 from app.services.worklist import (
     GROUP_DECISIONS,
@@ -91,9 +93,44 @@ class HeatmapInfo(BaseModel):
                                 "the model read in the lungs")
 
 
+class PlainWarning(BaseModel):
+    """A warning as a page shows it first (app/services/plain.py)."""
+
+    text: str = Field(description="The warning in plain words, naming no DICOM tag")
+    technical: str | None = Field(default=None, description="The warning as the server wrote "
+                                  "it (tags, numbers, values), when the text rewrote it")
+
+
+def _plain(reasons: list[str], warnings: list[str]) -> dict[str, Any]:
+    """reasons_text and warnings_text of one film."""
+    return {"reasons_text": [reason_sentence(code) for code in reasons],
+            "warnings_text": [PlainWarning(text=n.text, technical=n.technical)
+                              for n in plain_notes(warnings, reasons)]}
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
+
+
+class OperatingPointInfo(BaseModel):
+    """The operating point a film was judged at and where it comes from (the one rule:
+    app/contract/site.py)."""
+
+    threshold: float = Field(ge=0, le=1)
+    source: Literal["card", "site", "setting"] = Field(
+        description="card: the model card's; site: the site's adopted local validation "
+                    "(`pneumonia-triage site adopt`); setting: PNEUMONIA_THRESHOLD")
+    text: str = Field(description="How every page says it, e.g. 'site operating point, "
+                                  "validated on 624 films on 2026-12-06'")
+    validated_films: int | None = Field(default=None, description="site: films validated")
+    validated_on: date | None = Field(default=None, description="site: the validation's "
+                                                                "date (UTC)")
+
+    @classmethod
+    def of(cls, point: OperatingPoint) -> OperatingPointInfo:
+        return cls(threshold=point.threshold, source=point.source, text=point.text,
+                   validated_films=point.validated_films, validated_on=point.validated_on)
 
 
 _TRIAGE_SCORE = ("The probability rescaled so that the model's operating point is 0.5 for "
@@ -118,6 +155,9 @@ class PredictionResponse(BaseModel):
         "reasons": [],
         "unvalidated_probability": None,
         "threshold": 0.5,
+        "operating_point": {"threshold": 0.5, "source": "card",
+                            "text": "the model card's operating point",
+                            "validated_films": None, "validated_on": None},
         "model": {"name": "pneumonia", "version": 1},
         "image": {"width": 1336, "height": 840, "format": "JPEG", "mode": "L", "dicom": None},
         "warnings": [],
@@ -151,15 +191,23 @@ class PredictionResponse(BaseModel):
                                            "no_contrast; outside the model card's population: "
                                            "outside_intended_age, not_chest_radiograph, "
                                            "not_for_presentation")
+    reasons_text: list[str] = Field(default=[], description="Each reason's sentence for a "
+                                    "person, in the order of reasons")
     unvalidated_probability: float | None = Field(
         default=None, ge=0, le=1, description="Only for a film that is not assessable: the "
         "model's raw output on it, which means nothing clinically; for audit, never a result")
     threshold: float = Field(ge=0, le=1, description="Decision threshold applied")
+    operating_point: OperatingPointInfo = Field(description="The threshold applied and "
+                                                            "where it comes from")
     model: ModelInfo
     image: ImageInfo
     warnings: list[str] = Field(description="Reasons to look twice, for a person: the input "
                                             "guard, the detector, the DICOM tags and how the "
                                             "file was read")
+    warnings_text: list[PlainWarning] = Field(default=[], description="The warnings as a "
+                                              "clinician reads them first: plain words, the "
+                                              "technical text beside them; a warning that "
+                                              "repeats a reason's sentence left out")
     calibrated: bool = Field(description="The probability is calibrated (the model card "
                                          "says how)")
     heatmap: HeatmapInfo | None = Field(default=None, description="With ?explain=true")
@@ -181,10 +229,11 @@ class PredictionResponse(BaseModel):
             assessable=judged,
             reasons=list(p.reasons),
             unvalidated_probability=None if judged else p.probability,
-            threshold=p.threshold,
+            threshold=p.threshold, operating_point=OperatingPointInfo.of(p.point),
             model=ModelInfo(name=p.model_name, version=p.model_version),
             image=ImageInfo.of(p.image),
             warnings=list(p.warnings),
+            **_plain(list(p.reasons), list(p.warnings)),
             calibrated=card.calibration is not None and card.calibration.inside_model,
             heatmap=None if p.heatmap is None else HeatmapInfo(
                 film=p.heatmap.film, overlay=p.heatmap.overlay, width=p.heatmap.width,
@@ -225,13 +274,19 @@ class BatchEntry(BaseModel):
     assessable: bool | None = Field(default=None, description="false: needs a human look, "
                                                               "no label; null: not scored")
     reasons: list[str] = []
+    reasons_text: list[str] = Field(default=[], description="Each reason's sentence")
     unvalidated_probability: float | None = Field(default=None, ge=0, le=1, description=(
         "Only when not assessable: the model's raw output, never a result"))
     image: ImageInfo | None = None
     warnings: list[str] = []
+    warnings_text: list[PlainWarning] = Field(default=[], description="The warnings in "
+                                              "plain words (see PredictionResponse)")
     thumbnail: str | None = Field(default=None, description="data: URI of a small PNG, "
                                                             "with ?thumbnails=true")
     error: FileError | None = Field(default=None, description="Why this file was not scored")
+    operating_point: Literal["card", "site", "setting"] | None = Field(
+        default=None, description="Where the threshold it was judged at comes from (the "
+                                  "CSV's column); null: not scored")
 
     @classmethod
     def of(cls, result: FileResult) -> BatchEntry:
@@ -252,7 +307,8 @@ class BatchEntry(BaseModel):
                    reasons=list(p.reasons),
                    unvalidated_probability=None if judged else p.probability,
                    image=ImageInfo.of(p.image), warnings=list(p.warnings),
-                   thumbnail=p.thumbnail)
+                   **_plain(list(p.reasons), list(p.warnings)),
+                   thumbnail=p.thumbnail, operating_point=p.point.source)
 
 
 class BatchResponse(BaseModel):
@@ -273,6 +329,12 @@ class BatchResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model: ModelInfo | None = Field(default=None, description="The model served, once ready")
+
+
+class ReadyResponse(HealthResponse):
+    warnings: list[str] = Field(default=[], description="Ready, but an operator should know: "
+                                "a site profile this server does not apply (another model "
+                                "version, or PNEUMONIA_THRESHOLD over it)")
 
 
 class ModelDriftInfo(BaseModel):
@@ -310,15 +372,20 @@ class OfferedModel(BaseModel):
     description: str
     default: bool = Field(description="Asked when a request names no model")
     threshold: float = Field(description="The card's operating point")
+    operating_point: OperatingPointInfo | None = Field(
+        default=None, description="The operating point this server applies to it (the "
+                                  "card's, the site's adopted one, or PNEUMONIA_THRESHOLD)")
     input: str = Field(description="What the network sees, e.g. '64x64, 3 channels'")
     earlier_versions: list[int] = Field(default=[], description="Earlier versions in the "
                                         "model folder, asked with ?model=NAME/VERSION")
 
     @classmethod
-    def of(cls, card, default: bool, versions: list[int] = ()) -> OfferedModel:
+    def of(cls, card, default: bool, versions: list[int] = (),
+           point: OperatingPoint | None = None) -> OfferedModel:
         height, width = card.input_size
         return cls(name=card.name, version=card.version, description=card.description,
                    default=default, threshold=card.threshold,
+                   operating_point=None if point is None else OperatingPointInfo.of(point),
                    input=f"{height}x{width}, {card.channels} channel"
                          + ("s" if card.channels > 1 else ""),
                    earlier_versions=[v for v in versions if v < card.version])
@@ -331,7 +398,8 @@ class ModelsResponse(BaseModel):
     def of(cls, catalog) -> ModelsResponse:
         """The models a loaded catalog offers, the default first (its insertion order)."""
         return cls(models=[OfferedModel.of(m.card, default=m is catalog.default,
-                                           versions=catalog.versions.get(m.card.name, []))
+                                           versions=catalog.versions.get(m.card.name, []),
+                                           point=catalog.operating_point(m))
                            for m in catalog.models.values()])
 
 

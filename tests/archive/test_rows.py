@@ -48,3 +48,17 @@ def test_the_schema_has_no_column_for_the_patients_identity():
     names = " ".join(SCHEMA.names)
     for word in ("name", "patient_id", "birth", "patient_key"):
         assert word not in names
+
+
+def test_a_dicoms_row_carries_its_equipment_for_the_validations_subgroups():
+    ds = study_film(xray_like(64, 64))
+    ds.Manufacturer, ds.ManufacturerModelName, ds.PixelSpacing = "Acme", "CR-1", [0.143, 0.14]
+    values = row(Prepared("a.dcm", 10, identify(file_bytes(ds))), None, "m", 2, "run",
+                 datetime.now(UTC))
+    assert (values["manufacturer"], values["manufacturer_model"],
+            values["pixel_spacing_mm"]) == ("Acme", "CR-1", 0.143)
+    del ds.PixelSpacing
+    ds.ImagerPixelSpacing = [0.2, 0.2]  # a projection radiograph's detector spacing
+    assert identify(file_bytes(ds)).equipment.pixel_spacing_mm == 0.2
+    ds.ImagerPixelSpacing = "0\\0"  # malformed: no spacing rather than a wrong one
+    assert identify(file_bytes(ds)).equipment.pixel_spacing_mm is None

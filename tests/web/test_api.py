@@ -142,7 +142,8 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready",
-                            "model": {"name": "pneumonia", "version": SERVED_CARD.version}}
+                            "model": {"name": "pneumonia", "version": SERVED_CARD.version},
+                            "warnings": []}
 
 
 def test_index_page_has_upload_form_and_disclaimer(client):

@@ -44,10 +44,11 @@ def test_browser_shows_the_api_text_and_decision(server, browser, samples_dir):
     """The script prints what the API returned, not its own rounding or threshold rule."""
     page = browser.new_page()
     page.goto(server + "/")
-    with page.expect_response("**/predict?explain=true") as response_info:
+    with page.expect_response("**/predict") as response_info:
         page.set_input_files("#file", str(_sample(samples_dir)))
         page.click("#submit")
     body = response_info.value.json()
+    assert body["heatmap"] is None  # one Score button: the heatmap only when switched on
     expect(page.locator("#probability")).to_have_text(body["probability_text"])
     expect(page.locator("#decision")).to_have_text(body["decision_text"])
     expect(page.locator("#triage-score")).to_have_text(body["triage_score_text"])
@@ -99,7 +100,8 @@ def test_browser_scores_five_films_into_a_sorted_worklist_and_downloads_csv(
     table_files = page.locator("#worklist-table td.name").all_inner_texts()
     assert [line.split(",")[1] for line in lines[1:]] == table_files
     if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
-        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "worklist.png"),
+        # docs/worklist.png is the worklist page (benchmarks/screenshots.py)
+        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "upload-worklist.png"),
                         full_page=True)
     page.close()
 
@@ -119,13 +121,41 @@ def test_browser_shows_heatmap_overlay_with_slider_and_a_guard_warning(server, b
     expect(page.locator("#warnings")).to_be_visible()
     expect(page.locator("#warnings")).to_contain_text("unlike the chest films")
     expect(page.locator("#heatmap")).to_be_hidden()  # not assessable: no map of its score
+    expect(page.locator("#heatmap-switch")).to_be_hidden()  # nothing to map
     page.set_input_files("#file", str(_sample(samples_dir)))
     page.click("#submit")
+    expect(page.locator("#decision")).to_have_text(
+        re.compile("^(flagged for priority read|not flagged)$"), timeout=20_000)
+    expect(page.locator("#heatmap")).to_be_hidden()  # one Score button: no map until asked
+    with page.expect_response("**/predict?explain=true"):
+        page.locator("#show-heatmap").check()
     expect(page.locator("#heatmap")).to_be_visible(timeout=20_000)
     expect(page.locator("#heat-overlay")).to_have_attribute("src", re.compile("^data:image/png"))
     page.locator("#opacity").fill("20")
     expect(page.locator("#heat-overlay")).to_have_css("opacity", "0.2")
+    page.locator("#show-heatmap").uncheck()
+    expect(page.locator("#heatmap")).to_be_hidden()
     page.close()
+
+
+def test_without_javascript_one_score_button_and_the_heatmap_button_beside_it(
+        server, browser, samples_dir):
+    """With JavaScript the form has one Score button (the heatmap is a switch on the
+    result); without it, the page cannot ask again for a film it has not kept, so a second
+    button scores with the heatmap."""
+    page = browser.new_page()
+    page.goto(server + "/")
+    expect(page.locator("#upload-form button[type=submit]:visible")).to_have_count(2)  # and Add
+    expect(page.locator("#submit-explain")).to_have_count(0)  # inside <noscript>: not parsed
+    page.close()
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(_sample(samples_dir)))
+    page.click("#submit-explain")
+    expect(page.locator("#heatmap")).to_be_visible(timeout=20_000)
+    expect(page.locator("#heatmap-switch")).to_be_hidden()
+    context.close()
 
 
 def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_dir):
@@ -138,7 +168,7 @@ def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_d
     expect(page).to_have_url(server + "/?model=pneumonia_compact")
     expect(page.locator("#models a.chosen")).to_contain_text("Model 8")
     expect(page.locator("footer")).to_contain_text("pneumonia_compact")
-    with page.expect_response("**/predict?explain=true&model=pneumonia_compact") as answer:
+    with page.expect_response("**/predict?model=pneumonia_compact") as answer:
         page.set_input_files("#file", str(_sample(samples_dir)))
         page.click("#submit")
     body = answer.value.json()
@@ -146,6 +176,7 @@ def test_browser_chooses_model_8_and_the_page_asks_it(server, browser, samples_d
     expect(page.locator("#probability")).to_have_text(body["probability_text"])
     expect(page.locator("#decision")).to_have_text(body["decision_text"])
     if os.environ.get("SCREENSHOT_DIR"):  # README screenshot: SCREENSHOT_DIR=docs make test
+        page.locator("#show-heatmap").check()
         expect(page.locator("#heat-film")).to_be_visible()
         page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "chooser.png"),
                         full_page=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
+from app.contract.assessability import REASONS
 from tests.builders import films as fb
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata]
@@ -31,7 +32,11 @@ def test_a_negative_film_needs_a_human_look_on_the_page(server, browser, data_di
     expect(page.locator("#decision")).to_have_text("needs a human look", timeout=20_000)
     expect(page.locator("#decision")).to_have_css("text-transform", "uppercase")
     expect(page.locator("#scored")).to_be_hidden()
-    expect(page.locator("#reasons")).to_contain_text("inverted")
+    # The reason as its sentence for a clinician, the code (the API's) kept on hover.
+    reason = page.locator("#reasons .reason[data-code=inverted]")
+    expect(reason).to_have_text(REASONS["inverted"])
+    expect(reason).to_have_attribute("title", "reason code: inverted")
+    expect(page.locator("#heatmap-switch")).to_be_hidden()
     page.close()
 
 

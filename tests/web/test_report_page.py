@@ -86,6 +86,8 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server + "/report")
     expect(page.locator("#experiments tbody tr")).to_have_count(len(REPORT["experiments"]))
+    # The long sections are collapsed (issue 33): opened here to measure what they hold.
+    page.evaluate("() => document.querySelectorAll('main details').forEach(d => d.open = true)")
     assert page.evaluate("() => document.documentElement.scrollWidth"
                          " <= document.documentElement.clientWidth")
     # Each table fits its box, or the box scrolls by itself with the table's header in it.
@@ -106,6 +108,7 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
         assert shown == pytest.approx(ratio, rel=0.01), src
     # The study's columns of the first table are on screen, not behind a sideways scroll.
     last = page.locator("#experiments thead tr").nth(1).locator("th").last
+    last.scroll_into_view_if_needed()
     expect(last).to_be_in_viewport()
     assert last.bounding_box()["x"] + last.bounding_box()["width"] <= 1280
     names = page.locator("#model-cards a[data-model]").evaluate_all(
@@ -115,6 +118,7 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
         page.locator(f'#model-cards a[data-model="{name}"]').click()
         expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
         expect(page.locator("#card")).to_be_in_viewport()
+        expect(page.locator("#card")).to_have_attribute("open", "")  # static/report.js
     # And from the models page (the navigation's "Models"), each row's card link.
     page.click("header nav >> text=Models")
     expect(page.locator("h1")).to_have_text("Models this server offers")
@@ -122,6 +126,38 @@ def test_the_report_fits_a_1280_px_page_and_opens_every_models_card(live_server,
         page.locator(f"#model-{name} >> text=Model card").click()
         expect(page.locator("#card h2")).to_have_text(re.compile(rf"^Model card: {name} v\d+$"))
         page.go_back()
+    page.close()
+
+
+@pytest.mark.browser
+def test_the_report_opens_with_the_model_s_use_limits_and_headline_figures(live_server,
+                                                                           browser):
+    """The first screen at 1280 px (issue 33): the served model's intended use, the limits
+    and population from its card, its test ROC AUC, sensitivity and specificity at its
+    operating point; every long section below it collapsed; a link into the card opens it."""
+    from app.contract.card import read_card
+
+    card = read_card(find_model(REPO / "models", "pneumonia"))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(live_server[0] + "/report")
+    glance = page.locator("#at-a-glance")
+    expect(glance).to_be_in_viewport()
+    expect(page.locator("#intended-use")).to_contain_text(card.intended_use)
+    expect(page.locator("#limits li")).to_have_text(list(card.limitations))
+    first, last = card.intended_population.age_years
+    expect(page.locator("#validated-on")).to_contain_text(
+        f"Children aged {first:g} to {last - 1:g} years")
+    expect(page.locator("#headline-auc")).to_have_text(decimal(card.metrics["test"].roc_auc))
+    test = card.operating_point.test
+    expect(page.locator("#headline-sensitivity")).to_contain_text(decimal(test.sensitivity))
+    expect(page.locator("#headline-specificity")).to_contain_text(decimal(test.specificity))
+    for box in page.locator("#limits, #headline").all():  # on the first screen
+        assert box.bounding_box()["y"] + box.bounding_box()["height"] <= 800
+    assert page.locator("main details[open]").count() == 0
+    expect(page.locator("#experiments")).to_be_hidden()
+    page.goto(live_server[0] + "/report#card-robustness")
+    expect(page.locator("#card")).to_have_attribute("open", "")
+    expect(page.locator("#card-robustness")).to_be_in_viewport()
     page.close()
 
 
@@ -197,7 +233,7 @@ def test_a_models_card_shows_its_robustness_json_and_a_card_without_one_none(
     with client_factory(model_dir=robust_models) as client:
         with_table = client.get("/report").text
         without = client.get("/report?model=plain").text
-    card = with_table[with_table.index('<section id="card">'):]
+    card = with_table[with_table.index('id="card"'):]
     assert 'id="card-robustness-table"' in card
     assert "text 0.25 / 0.5 / 1.0 0.8% AUC 0.973 1.5% AUC 0.965 3.0% AUC 0.950" in _text(card)
     assert "Model card: plain v1" in without

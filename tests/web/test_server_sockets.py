@@ -47,7 +47,7 @@ def _head(content_type: str, extra: str = "") -> bytes:
             f"Connection: close\r\n{extra}\r\n").encode()
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
     with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
         return response.status == 200
 
@@ -73,7 +73,7 @@ def test_client_that_disconnects_mid_upload_is_one_info_line(live_server):
     new = log.read_text()[seen:]
     assert new.count("client disconnected during upload") == 1
     assert "Traceback" not in new and "ERROR" not in new
-    assert _ready(url)
+    assert is_ready(url)
 
 
 def test_content_length_shorter_than_the_body_is_refused(live_server):
@@ -83,7 +83,7 @@ def test_content_length_shorter_than_the_body_is_refused(live_server):
     answer = _raw(url, head, body)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b'"malformed_upload"' in answer
-    assert _ready(url)
+    assert is_ready(url)
 
 
 def test_chunked_body_over_the_limit_is_413(live_server):
@@ -95,7 +95,7 @@ def test_chunked_body_over_the_limit_is_413(live_server):
     body += b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(22))  # 22 MiB
     answer = _raw(url, head, body + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert _ready(url)
+    assert is_ready(url)
 
 
 def test_decoder_warnings_about_an_upload_never_reach_the_log(live_server):

@@ -6,7 +6,13 @@ from fastapi.responses import HTMLResponse
 from app.errors import StoreNotReadyError
 from app.web.deps import CatalogDep, DefaultModelDep, store_problem, templates_of
 from app.web.errors import wants_html
-from app.web.schemas import ErrorResponse, HealthResponse, ModelInfo, ModelsResponse
+from app.web.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelInfo,
+    ModelsResponse,
+    ReadyResponse,
+)
 
 router = APIRouter(tags=["health"])
 
@@ -20,17 +26,20 @@ async def healthz() -> HealthResponse:
 
 
 @router.head("/readyz", include_in_schema=False)
-@router.get("/readyz", response_model=HealthResponse,
+@router.get("/readyz", response_model=ReadyResponse,
             responses={503: {"model": ErrorResponse,
                              "description": "Still loading (Retry-After), or failed"}})
-async def readyz(model: DefaultModelDep,
-                 problem: Annotated[str | None, Depends(store_problem)]) -> HealthResponse:
+async def readyz(model: DefaultModelDep, catalog: CatalogDep,
+                 problem: Annotated[str | None, Depends(store_problem)]) -> ReadyResponse:
     """The default model (and any other offered) is loaded and warmed up, and the worklist's
-    database is reachable at the code's schema: traffic can be sent."""
+    database is reachable at the code's schema: traffic can be sent. `warnings` names what
+    an operator should still know (a site profile that is not applied): ready all the
+    same."""
     if problem is not None:
         raise StoreNotReadyError(problem)
-    return HealthResponse(status="ready",
-                          model=ModelInfo(name=model.card.name, version=model.card.version))
+    return ReadyResponse(status="ready",
+                         model=ModelInfo(name=model.card.name, version=model.card.version),
+                         warnings=catalog.warnings)
 
 
 @router.get("/models", response_model=ModelsResponse,
@@ -46,7 +55,7 @@ async def models(request: Request, catalog: CatalogDep,
     offered = ModelsResponse.of(catalog)
     if not wants_html(request):
         return offered
-    applied = {m.card.name: catalog.threshold(m) for m in catalog.models.values()}
+    applied = {m.card.name: catalog.operating_point(m) for m in catalog.models.values()}
     robustness = {m.card.name: m.robustness for m in catalog.models.values()}
     return templates_of(request).TemplateResponse(
         request, "models.html", {"card": default.card, "models": offered.models,

@@ -34,6 +34,7 @@ def _page(request: Request, catalog, model, **context) -> HTMLResponse:
     """The upload page for `model`, with the chooser of the models offered."""
     return _render(request, "index.html", card=model.card,
                    models=ModelsResponse.of(catalog).models,
+                   point=catalog.operating_point(model),
                    chosen=model is not catalog.default, **context)
 
 

@@ -18,6 +18,7 @@ from app.store.service import MAX_PAGE
 from app.web.auth import ActorDep, refuse_cross_site, require_token
 from app.web.deps import (
     BatchDep,
+    CatalogDep,
     EntryId,
     FilmId,
     FiltersDep,
@@ -87,6 +88,7 @@ def add_films(scorer: ScorerDep, files: BatchDep, store: StoreDep,
                                             "format=csv the whole filtered list as CSV"}})
 def list_entries(
     store: StoreDep, filters: FiltersDep, settings: SettingsDep, actor: ActorDep,
+    catalog: CatalogDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page")] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000,
                                  description="Entries to skip (or page with cursor)")] = 0,
@@ -105,7 +107,8 @@ def list_entries(
     without the model's results."""
     if format == "csv":
         return StreamingResponse(
-            worklist.export_csv(store, filters, actor, settings.shadow_mode),
+            worklist.export_csv(store, filters, actor, settings.shadow_mode,
+                                catalog.name_threshold),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="worklist.csv"'})
     page = worklist.read_page(store, filters, actor, limit=limit, offset=offset,

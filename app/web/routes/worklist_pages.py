@@ -59,6 +59,7 @@ def _list_context(store, catalog: ModelCatalog, settings: Settings, filters: Lis
     return {
         "card": model.card if model else None,
         "threshold": catalog.threshold(model) if model else None,
+        "point": catalog.operating_point(model) if model else None,
         # In shadow mode one group, in arrival order: the groups would tell the result.
         "groups": [("arrival", "In order of arrival", entries)] if settings.shadow_mode
         else [(key, label, [e for e in entries if e.group == key])
