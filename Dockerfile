@@ -1,5 +1,14 @@
 # Serves the committed model on port 8000. GPU-capable TensorFlow base: with
 # `docker run --gpus all` inference runs on the GPU; without a GPU TensorFlow uses the CPU.
+# The documentation site served at /guide (docs/, mkdocs.yml), built in a stage of its own so
+# that MkDocs and its theme stay out of the served image.
+FROM python:3.11-slim AS guide
+WORKDIR /build
+COPY mkdocs.yml ./
+COPY docs/ docs/
+RUN python3 -m pip install --no-cache-dir "mkdocs==1.6.*" "mkdocs-material==9.*" \
+    && NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir /site
+
 FROM tensorflow/tensorflow:2.21.0-gpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -34,6 +43,8 @@ RUN python3 -m pip install --no-cache-dir --no-deps . \
 
 # The model and its report (PNEUMONIA_MODEL_DIR defaults to models/ in the working folder).
 COPY models/ models/
+# The built documentation site (PNEUMONIA_GUIDE_DIR defaults to site/ in the working folder).
+COPY --from=guide /site site/
 
 # The embedded worklist database lives in the state folder: mount a volume there to keep it
 # (or set PNEUMONIA_DATABASE_URL to a PostgreSQL for several replicas).
