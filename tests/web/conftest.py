@@ -24,3 +24,16 @@ def browser():
                                               args=CHROMIUM_FLAGS)
         yield instance
         instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page that fails the test on any script error or Content-Security-Policy report."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text)
+            if message.type == "error" else None)
+    yield page
+    page.close()
+    assert problems == []

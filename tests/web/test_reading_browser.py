@@ -36,19 +36,6 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture
-def page(browser):
-    """A page that fails the test on any script error or Content-Security-Policy report."""
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("console", lambda message: problems.append(message.text)
-            if message.type == "error" else None)
-    yield page
-    page.close()
-    assert problems == []
-
-
 def keys_ready(page) -> None:
     """The page's script listens to the keyboard (it sets data-keys once it does)."""
     expect(page.locator("html")).to_have_attribute("data-keys", "ready")

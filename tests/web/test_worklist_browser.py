@@ -35,19 +35,6 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture
-def page(browser):
-    """A page that fails the test on any script error or Content-Security-Policy report."""
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("console", lambda message: problems.append(message.text)
-            if message.type == "error" else None)
-    yield page
-    page.close()
-    assert problems == []
-
-
 def add(server: str, *films: bytes) -> list[int]:
     """Films stored by another client (not the page): their entries' ids."""
     response = httpx.post(server + "/worklist/films", timeout=60,
