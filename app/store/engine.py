@@ -8,6 +8,8 @@ writers that both read first would deadlock on the lock upgrade.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         # busy_timeout first: switching to WAL takes a lock another process may hold
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # FULL: a commit is on disk before add_films returns, also across a power cut
         # (NORMAL in WAL mode may lose the last commits then, though never on a kill -9)
         cursor.execute("PRAGMA synchronous = FULL")
@@ -86,3 +88,34 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         kind = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {kind}")
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode, waiting up to the busy timeout for other processes.
+
+    The switch needs the exclusive lock, and SQLite answers SQLITE_BUSY at once, without
+    calling the busy handler, when waiting could deadlock (another connection holding a
+    shared lock while it waits for ours: https://www.sqlite.org/c3ref/busy_handler.html).
+    Two processes opening a new database together hit that, so the switch is retried
+    here. WAL mode is kept in the file, so once any process has switched, the others find
+    it done without a lock. Raises sqlite3.OperationalError when the lock never comes.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            # the pragma answers the mode in force: the old one when it could not switch
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower()
+            if mode == "wal":
+                return
+            problem = f"journal mode stayed {mode}"
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            problem = str(exc)
+        if time.monotonic() + pause > deadline:
+            raise sqlite3.OperationalError(f"cannot switch the worklist to WAL: {problem}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
