@@ -16,16 +16,17 @@ score half a chest as if it were whole (a normal film cut to 30% scored 0.94), s
 - PNG: the chunk order is checked (one IHDR first, consecutive IDATs, PLTE where required,
   no unknown critical chunk), every chunk's CRC is checked and the image data is inflated,
   in bounded pieces that are counted and dropped, to prove it holds every row the header
-  declares and ends with a valid checksum.
+  declares and ends with a valid checksum. Pillow's decode inflates the data once more, so
+  this check uses ISA-L (isal), whose inflate takes half of zlib's time.
 """
 
 from __future__ import annotations
 
 import re
 import struct
-import zlib
 
 import simplejpeg
+from isal import isal_zlib
 
 from app.contract.errors import DamagedImageError
 
@@ -144,7 +145,7 @@ def check_png(data: bytes) -> None:
     the rows that the header declares."""
     if not data.startswith(_PNG_SIGNATURE):
         raise DamagedImageError("no PNG signature")
-    position, header, inflater = len(_PNG_SIGNATURE), None, zlib.decompressobj()
+    position, header, inflater = len(_PNG_SIGNATURE), None, isal_zlib.decompressobj()
     produced, ended, palette, colour, previous, idat_done = 0, False, False, None, b"", False
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
@@ -152,7 +153,7 @@ def check_png(data: bytes) -> None:
         crc = data[position + 8 + length:position + 12 + length]
         if len(body) != length or len(crc) != 4:
             raise DamagedImageError(f"chunk {kind!r} cut short")
-        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
+        if struct.unpack(">I", crc)[0] != isal_zlib.crc32(body, isal_zlib.crc32(kind)):
             raise DamagedImageError(f"chunk {kind!r} fails its CRC")
         position += 12 + length
         if (kind == b"IHDR") != (previous == b""):
@@ -216,7 +217,7 @@ def _inflate_counting(inflater, chunk: bytes, room: int, final: bool = False) ->
             piece = inflater.decompress(inflater.unconsumed_tail, _INFLATE_PIECE)
         if final and not inflater.eof:  # the end: whatever the stream still holds
             count += len(inflater.flush())
-    except zlib.error as exc:
+    except isal_zlib.error as exc:
         raise DamagedImageError(f"image data does not inflate: {exc}") from None
     if count > room:
         raise DamagedImageError("more image data than the header declares")

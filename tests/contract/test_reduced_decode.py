@@ -125,3 +125,20 @@ def test_test_split_itself_is_decoded_exactly_as_before(data_dir):
         data = path.read_bytes()
         np.testing.assert_array_equal(decode(data, target=(64, 64)).pixels,
                                       decode(data).pixels)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_16_bit_reduce_is_each_whole_blocks_rounded_mean(factor):
+    """The strip-wise integer reduce of a 16-bit film equals the plain definition: the mean
+    of each whole factor x factor block, rounded half up; a partial last block is dropped."""
+    from app.contract.preprocessing import _reduce
+
+    rng = np.random.default_rng(factor)
+    film = rng.integers(0, 65536, size=(1037, 523), dtype=np.uint16)  # several strips
+    film[:4, :4] = 65535  # the largest sums
+    reduced = np.asarray(_reduce(Image.fromarray(film), factor))
+    rows, cols = 1037 // factor, 523 // factor
+    blocks = film[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor)
+    expected = np.floor(blocks.astype(np.float64).mean(axis=(1, 3)) + 0.5).astype(np.uint16)
+    assert reduced.dtype == np.uint16 and reduced.shape == (rows, cols)
+    np.testing.assert_array_equal(reduced, expected)
