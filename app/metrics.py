@@ -182,13 +182,15 @@ class Metrics(Observer):
         self.inference_seconds.observe(seconds)
 
     def scored(self, model: Any, model_input: np.ndarray, prediction: Any,
-               statistics: tuple[tuple[str, float], ...] = ()) -> None:
+               statistics: tuple[tuple[str, float], ...] = (),
+               digest: bytes | None = None) -> None:
         name = prediction.model_name
         self.films_scored.labels(name, "true" if prediction.flagged else "false").inc()
         self.score.labels(name).observe(prediction.probability)
         for reason in prediction.reasons:
             self.guard_warnings.labels(reason).inc()
-        self.drift.observe(model, model_input, prediction.probability, statistics)
+        self.drift.observe(model, model_input, prediction.probability, statistics,
+                           digest)
         note_film(name, "not_assessable" if not prediction.assessable
                   else "flagged" if prediction.flagged else "not_flagged")
 

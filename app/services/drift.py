@@ -20,7 +20,6 @@ again once it has left the window.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import deque
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from app.contract.drift import DriftReference, film_statistics
+from app.contract.drift import DriftReference, film_digest, film_statistics
 
 log = logging.getLogger("app.drift")
 
@@ -53,14 +52,6 @@ class DriftState:
     @property
     def drifted(self) -> bool:
         return any(model.drifted for model in self.models)
-
-
-def film_digest(model_input: np.ndarray) -> bytes:
-    """16 bytes that tell one (H, W, C) uint8 model input from another (BLAKE2b-128 of its
-    shape and bytes)."""
-    digest = hashlib.blake2b(str(model_input.shape).encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(model_input).data)
-    return digest.digest()
 
 
 class _Window:
@@ -95,15 +86,16 @@ class DriftMonitor:
         self._lock = threading.Lock()
 
     def observe(self, model: Any, model_input: np.ndarray, probability: float,
-                statistics: tuple[tuple[str, float], ...] = ()) -> None:
+                statistics: tuple[tuple[str, float], ...] = (),
+                digest: bytes | None = None) -> None:
         """One scored film of `model` (a ServedModel: its card, folder and guard): its
-        (H, W, C) uint8 model input, the probability served and its input statistics as the
-        decoder computed them (app/services/film.py PreparedFilm.statistics); those missing
-        are computed here. A film already in the window is not counted again."""
+        (H, W, C) uint8 model input, the probability served, and its input statistics and
+        digest as the decoder computed them (app/services/film.py PreparedFilm); those
+        missing are computed here. A film already in the window is not counted again."""
         window = self._window_of(model)
         if window is None:
             return
-        digest = film_digest(model_input)
+        digest = digest or film_digest(model_input)
         with self._lock:
             if digest in window.seen:
                 return  # spare the statistics; `add` checks again under the lock

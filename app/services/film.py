@@ -18,6 +18,7 @@ from PIL import Image
 from app.contract.assessability import REASONS, OrientationDetector, contrast_reasons
 from app.contract.borders import Box
 from app.contract.dicom import DicomInfo
+from app.contract.drift import film_digest
 from app.contract.drift import input_statistics as drift_statistics
 from app.contract.guard import InputGuard, guard_features
 from app.contract.intended_use import IntendedUse
@@ -115,6 +116,7 @@ class PreparedFilm:
     # `score`), computed here from what the checks computed anyway, so that the serving
     # process computes none of them.
     statistics: tuple[tuple[str, float], ...] = ()
+    digest: bytes | None = None  # film_digest(model_input), for the drift window
 
     @property
     def assessable(self) -> bool:
@@ -135,7 +137,8 @@ def prepare_film(job: FilmJob) -> PreparedFilm:
     return PreparedFilm(model_input, ImageFacts.of(decoded, box), warnings,
                         _thumbnail(film) if job.thumbnail else None,
                         display_size(film) if job.keep_pixels else None,
-                        reasons, input_statistics(model_input, distance))
+                        reasons, input_statistics(model_input, distance),
+                        film_digest(model_input))
 
 
 def input_statistics(model_input: np.ndarray,

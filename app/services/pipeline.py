@@ -195,7 +195,7 @@ class Scorer:
             guard_warnings=film.guard_warnings, heatmap=heatmap, reasons=film.reasons,
             display=display, operating_point=self.point)
         self.metrics.scored(self.model, film.model_input, prediction,
-                            statistics=film.statistics)
+                            statistics=film.statistics, digest=film.digest)
         return prediction
 
 

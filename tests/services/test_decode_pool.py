@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.contract.drift import film_digest
 from app.contract.errors import DecodeBudgetError, WorkerLostError
 from app.errors import ServerBusyError
 from app.services.decode_pool import DecodePool, InlineDecoder
@@ -252,6 +253,7 @@ def test_a_job_carries_the_model_s_checks_by_reference_and_decodes_the_same():
     assert (pooled.reasons, pooled.guard_warnings, pooled.statistics) == \
         (inline.reasons, inline.guard_warnings, inline.statistics)
     assert dict(pooled.statistics).keys() == {"brightness", "contrast", "guard_distance"}
+    assert pooled.digest == inline.digest == film_digest(pooled.model_input)
 
 
 def test_the_admission_lines_up_films_by_weight_first_come_first_served():

@@ -119,9 +119,13 @@ def test_a_film_counts_again_once_it_has_left_the_window_and_only_digests_are_ke
     assert list(window.values["score"]) == scores_before[1:] + [0.75]
 
 
-def test_one_film_posted_again_and_again_raises_no_alarm(client_factory):
+def test_one_film_posted_again_and_again_raises_no_alarm(client_factory, monkeypatch):
     """Through the app: the same film sent 12 times (more than min_films) is one film of the
-    drift window; the gauge says so and no page shows the banner."""
+    drift window; the gauge says so and no page shows the banner. The digest that tells
+    it is the one the decoder computed: the monitor hashes no film itself."""
+    import app.services.drift as drift
+
+    monkeypatch.setattr(drift, "film_digest", lambda *a: pytest.fail("hashed again"))
     data = _png(np.random.default_rng(5).integers(0, 256, (96, 96), dtype=np.uint8))
     with client_factory(drift_window=50, drift_min_films=10, decode_workers=0) as client:
         for _ in range(12):
@@ -240,4 +244,21 @@ def test_statistics_the_decoder_computed_are_used_as_they_are(tmp_path, monkeypa
     monitor = DriftMonitor(window=10, min_films=1, threshold=0.2)
     monkeypatch.setattr(drift, "film_statistics", lambda *a: pytest.fail("computed again"))
     monitor.observe(model, film, 0.4, given)
+    assert monitor.state().models[0].films == 1
+
+
+def test_the_digest_the_decoder_computed_is_used_as_it_is(tmp_path, monkeypatch):
+    """The decode worker sends the film's digest with it (PreparedFilm.digest): the
+    serving process hashes no film again, and a film sent twice is counted once."""
+    import app.services.drift as drift
+    from app.contract.drift import film_digest
+    from app.services.film import input_statistics
+
+    model = _model_with_reference(tmp_path)
+    film = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    digest = film_digest(film)
+    monitor = DriftMonitor(window=10, min_films=1, threshold=0.2)
+    monkeypatch.setattr(drift, "film_digest", lambda *a: pytest.fail("hashed again"))
+    for _ in range(2):
+        monitor.observe(model, film, 0.4, input_statistics(film, None), digest)
     assert monitor.state().models[0].films == 1
