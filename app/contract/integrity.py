@@ -9,9 +9,10 @@ score half a chest as if it were whole (a normal film cut to 30% scored 0.94), s
   every component to full precision (a progressive file cut at a scan boundary is legal to
   libjpeg but holds a blurred film), with a cap on the number of scans; then the file is
   decoded by libjpeg-turbo (simplejpeg) in strict mode: any warning (premature end of data,
-  corrupt data, bad Huffman code) is damage. For a film much larger than the model input
-  that strict decode, at reduced scale, is the decode itself (preprocessing.py); for a small
-  one it is an extra check at 1/8 scale, cheap, before Pillow's decode.
+  corrupt data, bad Huffman code) is damage. For a grey or colour JPEG that strict decode
+  (at half scale for a film much larger than the model input) is the decode itself
+  (preprocessing.py); for a CMYK one it is an extra check at 1/8 scale, cheap, before
+  Pillow's decode.
   JPEG has no checksum, so a flipped bit that still decodes as valid data cannot be seen.
 - PNG: the chunk order is checked (one IHDR first, consecutive IDATs, PLTE where required,
   no unknown critical chunk), every chunk's CRC is checked and the image data is inflated,

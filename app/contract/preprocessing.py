@@ -118,14 +118,20 @@ def decode(data: bytes, max_pixels: int | None = None,
         orientation = _orientation(img)
         halve = _halve(width, height, target)
         notes: tuple[str, ...] = ()
-        if halve and image_format in ("JPEG", "MPO") and _plain_jpeg(img):
-            # One strict libjpeg decode at half scale: the damage check and the pixels.
+        if image_format in ("JPEG", "MPO") and _plain_jpeg(img):
+            # One strict libjpeg-turbo decode, at half scale when halving: the damage check
+            # and the pixels. At full scale they are Pillow's own (both libjpeg-turbo with
+            # its default slow integer DCT and fancy upsampling: equal on all 5,843 films
+            # of the dataset), in half of Pillow's time.
             check_jpeg_scans(data)
-            pixels = strict_jpeg_decode(data, min_height=-(-height // 2),
-                                        min_width=-(-width // 2))
-            # libjpeg rounds half sizes up; the last row or column would then stand for one
-            # row of the film, not two: dropped, so every pixel is a 2x2 block.
-            pixels = pixels[:height // 2, :width // 2]
+            if halve:
+                pixels = strict_jpeg_decode(data, min_height=-(-height // 2),
+                                            min_width=-(-width // 2))
+                # libjpeg rounds half sizes up; the last row or column would then stand for
+                # one row of the film, not two: dropped, so every pixel is a 2x2 block.
+                pixels = pixels[:height // 2, :width // 2]
+            else:
+                pixels = strict_jpeg_decode(data, min_height=height, min_width=width)
             pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
             pixels = _transpose(pixels, orientation)
         else:

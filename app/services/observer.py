@@ -29,10 +29,12 @@ class Observer:
         """One model call (one film, or a chunk of a batch) took `seconds`."""
 
     def scored(self, model: Any, model_input: np.ndarray, prediction: Any,
-               statistics: tuple[tuple[str, float], ...] = ()) -> None:
+               statistics: tuple[tuple[str, float], ...] = (),
+               digest: bytes | None = None) -> None:
         """`model` (a ServedModel) scored a film: its (H, W, C) uint8 model input, its
-        Prediction (app/services/pipeline.py) and its drift statistics as the decoder
-        computed them (PreparedFilm.statistics; empty: not computed)."""
+        Prediction (app/services/pipeline.py) and its drift statistics and digest as the
+        decoder computed them (PreparedFilm.statistics and .digest; empty or None: not
+        computed)."""
 
     def association(self, result: str) -> None:
         """A DICOM association ended: released, aborted or rejected."""

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -138,3 +140,29 @@ def test_16_bit_scaling_rounds_like_the_float_formula_for_every_value():
     every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = np.round(every.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     assert (_to_8bit_array(Image.fromarray(every)) == expected).all()
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_jpeg_decodes_to_pillows_own_pixels(mode, subsampling):
+    """The strict libjpeg-turbo decode that checks a JPEG is also its decode: the pixels
+    are exactly Pillow's (what the models were trained on), colour upsampling included."""
+    rng = np.random.default_rng(subsampling)
+    base = xray_like()
+    pixels = (np.stack([base, base // 2, 255 - base], axis=-1) if mode == "RGB" else base)
+    noisy = np.clip(pixels.astype(int) + rng.integers(-20, 21, pixels.shape), 0, 255)
+    data = encode(Image.fromarray(noisy.astype(np.uint8)), "JPEG", quality=85,
+                  subsampling=subsampling)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+    np.testing.assert_array_equal(decode(data).pixels, expected)
+
+
+def test_the_dataset_jpegs_decode_to_pillows_own_pixels(data_dir, samples_dir):
+    """Every 20th film of the test split and the full-size originals: the same pixels as
+    Pillow's decode of the file."""
+    paths = sorted((data_dir / "test").glob("*/*.jpeg"))[::20] + sorted(samples_dir.iterdir())
+    for path in paths:
+        data = path.read_bytes()
+        image = Image.open(io.BytesIO(data))
+        expected = np.asarray(image.convert("L" if image.mode == "L" else "RGB"))
+        np.testing.assert_array_equal(decode(data).pixels, expected, err_msg=path.name)

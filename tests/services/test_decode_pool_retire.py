@@ -118,7 +118,8 @@ def test_films_of_worklists_leave_a_worker_to_single_films():
     from app.errors import ServerBusyError
     from tests.servers import poll
 
-    pool = DecodePool(2, timeout=60, memory_mb=None, wait=0.5, bulk_workers=1)
+    # wait: well under the slow film's decode (about 0.5 s), which holds the bulk worker
+    pool = DecodePool(2, timeout=60, memory_mb=None, wait=0.1, bulk_workers=1)
     try:
         slow = threading.Thread(target=pool.prepare, args=(_job(_big_png16(7500)),),
                                 kwargs={"bulk": True})
