@@ -142,10 +142,31 @@ def decode(data: bytes, max_pixels: int | None = None,
             full, note = _16bit_range(img, significant)
             notes = (note,) if note else ()
             pixels = _transpose(_to_8bit_array(img, full), orientation)
+        pixels = _one_channel_if_grey(pixels)
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return DecodedImage(pixels=pixels, width=width, height=height, format=image_format,
                         mode=mode, warnings=notes)
+
+
+def _one_channel_if_grey(pixels: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) film whose three channels are equal everywhere (a grey film stored as
+    colour: 5,840 of the dataset's 5,843 JPEGs) -> its one channel, (H, W); any other array
+    as it is. Every later step gives the same results on it (the model input, resized per
+    channel, is the same bytes; the checks read one channel or the channels' mean) and
+    reads a third of the bytes: 2.7 -> 2.1 ms a 224 px film. A strided sample is compared
+    first, so a colour film costs almost nothing here."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return pixels
+    step = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / 4096)))
+    sample = pixels[::step, ::step]
+    if not (np.array_equal(sample[..., 0], sample[..., 1])
+            and np.array_equal(sample[..., 1], sample[..., 2])):
+        return pixels
+    if np.array_equal(pixels[..., 0], pixels[..., 1]) and \
+            np.array_equal(pixels[..., 1], pixels[..., 2]):
+        return np.ascontiguousarray(pixels[..., 0])
+    return pixels
 
 
 def _halve(width: int, height: int, target: tuple[int, int] | None) -> bool:

@@ -41,13 +41,14 @@ def _rgba_png() -> bytes:
 @pytest.mark.parametrize(
     ("data", "fmt", "mode", "shape"),
     [
+        # A grey picture stored as colour (RGB, CMYK, RGBA) is read as its one channel.
         (jpeg_bytes(mode="L"), "JPEG", "L", (96, 80)),
-        (jpeg_bytes(mode="RGB"), "JPEG", "RGB", (96, 80, 3)),
-        (jpeg_bytes(mode="CMYK"), "JPEG", "CMYK", (96, 80, 3)),
+        (jpeg_bytes(mode="RGB"), "JPEG", "RGB", (96, 80)),
+        (jpeg_bytes(mode="CMYK"), "JPEG", "CMYK", (96, 80)),
         (png_bytes(mode="L"), "PNG", "L", (96, 80)),
-        (png_bytes(mode="RGB"), "PNG", "RGB", (96, 80, 3)),
+        (png_bytes(mode="RGB"), "PNG", "RGB", (96, 80)),
         (png16_bytes(), "PNG", "I;16", (96, 80)),
-        (_rgba_png(), "PNG", "RGBA", (96, 80, 3)),
+        (_rgba_png(), "PNG", "RGBA", (96, 80)),
         (_palette_png(), "PNG", "P", (96, 80)),  # a grey palette stays grayscale
         (_color_palette_png(), "PNG", "P", (96, 80, 3)),
     ],
@@ -165,4 +166,33 @@ def test_the_dataset_jpegs_decode_to_pillows_own_pixels(data_dir, samples_dir):
         data = path.read_bytes()
         image = Image.open(io.BytesIO(data))
         expected = np.asarray(image.convert("L" if image.mode == "L" else "RGB"))
-        np.testing.assert_array_equal(decode(data).pixels, expected, err_msg=path.name)
+        pixels = decode(data).pixels
+        if pixels.ndim == 2 and expected.ndim == 3:  # a grey film stored as colour
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        np.testing.assert_array_equal(pixels, expected, err_msg=path.name)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_grey_film_stored_as_colour_is_read_as_its_one_channel(fmt):
+    """Equal channels everywhere: (H, W), the channel itself; one pixel of colour anywhere
+    (not only where the strided sample looks): the colour film as it is."""
+    grey = xray_like(300, 260)  # sampled every 4th pixel
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    decoded = decode(encode(Image.fromarray(rgb), fmt, **({"quality": 100} if fmt == "JPEG"
+                                                             else {})))
+    assert decoded.pixels.shape == grey.shape and decoded.mode == "RGB"
+    if fmt == "PNG":
+        np.testing.assert_array_equal(decoded.pixels, grey)
+        coloured = rgb.copy()
+        coloured[37, 41] = (200, 10, 10)  # off every stride of the sample
+        pixels = decode(encode(Image.fromarray(coloured), fmt)).pixels
+        np.testing.assert_array_equal(pixels, coloured)
+
+
+def test_a_grey_film_stored_as_colour_gets_the_same_model_input():
+    """Its model input (3 channels or 1) is the colour file's, byte for byte."""
+    grey = xray_like(300, 260)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    for channels in (1, 3):
+        np.testing.assert_array_equal(to_model_input(grey, (64, 64), channels),
+                                      to_model_input(rgb, (64, 64), channels))
