@@ -43,7 +43,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from app.dicom.failures import ResultsFailure, ResultsNotMade
+from app.dicom.failures import BuildFailed, BuildUnavailable, ResultsFailure, ResultsNotMade
 from app.dicom.stow import FAILED_SOP_SEQUENCE, multipart_body
 from app.services.observer import NO_METRICS, Observer
 
@@ -382,15 +382,18 @@ class DeliveryWorker:
         """`jobs` built and sent in one association (a job that cannot be built is
         abandoned here); each job sent with its Outcome."""
         built: list[tuple[Job, Sequence[Dataset]]] = []
+        unbuilt: list[tuple[Job, Outcome]] = []  # to try again: not the job's fault
         for job in jobs:
             if self._stop.is_set():
                 break
             try:
                 built.append((job, self._build(job.instances)))
+            except BuildUnavailable as exc:
+                unbuilt.append((job, Outcome(False, str(exc))))
             except Exception as exc:  # noqa: BLE001 - never deliverable: listed, counted
                 self._abandon(job, exc)
         if not built:
-            return []
+            return unbuilt
         try:
             outcomes = send_many(self._send, [datasets for _, datasets in built])
         except Exception as exc:  # noqa: BLE001 - a bad job must not stop the others
@@ -398,7 +401,7 @@ class DeliveryWorker:
             log.warning("delivery of jobs %s failed unexpectedly (%s)",
                         ", ".join(str(job.id) for job, _ in built), type(exc).__name__)
             outcomes = [Outcome(False, f"unexpected error ({type(exc).__name__})")] * len(built)
-        return [(job, outcome) for (job, _), outcome in zip(built, outcomes)]
+        return unbuilt + [(job, outcome) for (job, _), outcome in zip(built, outcomes)]
 
     def _done(self, jobs: list[Job]) -> None:
         """The delivered jobs out of the queue: together where the source can."""
@@ -424,7 +427,8 @@ class DeliveryWorker:
         if isinstance(exc, ResultsNotMade):
             reason, detail = exc.reason, str(exc)
         else:
-            reason, detail = ResultsFailure.BUILD, type(exc).__name__
+            reason = ResultsFailure.BUILD
+            detail = exc.kind if isinstance(exc, BuildFailed) else type(exc).__name__
         self._source.abandoned(job, reason.value)
         self._metrics.results_failed(reason.value)
         log.warning("results of job %s cannot be built, never delivered: %s", job.id, detail)

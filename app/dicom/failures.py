@@ -53,3 +53,17 @@ class ResultsNotMade(Exception):
         self.why = why
         super().__init__(" ".join(part for part in (reason.value, tag, why and f"({why})")
                                   if part))
+
+
+class BuildUnavailable(Exception):
+    """The results' build process stopped while building (app/dicom/build_process.py): not
+    the job's fault, so it is tried again later, never abandoned."""
+
+
+class BuildFailed(Exception):
+    """Building raised in the build process: `kind` is its exception's type name (its text
+    is not carried: it may quote the header's values)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind

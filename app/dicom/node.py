@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from app.config import Settings
+from app.dicom.build_process import ProcessBuilder
 from app.dicom.delivery import DeliveryWorker, JobSource, Sender, senders_from_settings
 from app.dicom.identity import install_secret
 from app.dicom.ingest import Commit, IngestResult, ScoringIngest, catalog_scorer
@@ -51,11 +52,13 @@ def catalog_explainer(catalog: ModelCatalog) -> Explainer:
 
 class DicomNode:
     def __init__(self, ingest: ScoringIngest, scp: StorageSCP | None,
-                 worker: DeliveryWorker | None, results: ResultBuilder | None) -> None:
+                 worker: DeliveryWorker | None, results: ResultBuilder | None,
+                 builder: ProcessBuilder | None = None) -> None:
         self.ingest = ingest
         self.scp = scp
         self.worker = worker
         self._results = results
+        self._builder = builder
 
     @classmethod
     def from_settings(cls, settings: Settings, catalog: ModelCatalog, decoder: Decoder,
@@ -74,15 +77,18 @@ class DicomNode:
         (StoreCommit), and any queued before wait until shadow mode is left."""
         sender = sender or senders_from_settings(settings)
         results: ResultBuilder | None = None
+        builder: ProcessBuilder | None = None
         worker: DeliveryWorker | None = None
         if sender is not None and jobs is not None:
             # The ingest makes each film's recipe; the worker builds the results from it,
-            # the secondary capture's heat map drawn then by the model that judged it.
+            # the secondary capture's heat map drawn then by the model that judged it, the
+            # SR and the capture themselves in a process of their own (build_process.py).
             results = ResultBuilder(settings.results_secondary_capture,
                                     explainer=catalog_explainer(catalog))
             if not settings.shadow_mode:
+                builder = ProcessBuilder(results)
                 worker = DeliveryWorker(jobs, sender, metrics=metrics,
-                                        build=results.build_job,
+                                        build=builder.build_job,
                                         associations=settings.results_associations)
 
         def commit_then_wake(result: IngestResult) -> str | None:
@@ -96,14 +102,14 @@ class DicomNode:
                                secret=install_secret(settings), metrics=metrics,
                                keep_display=settings.worklist_thumbnails)
         return cls(ingest, StorageSCP.from_settings(settings, ingest, metrics, budget),
-                   worker, results)
+                   worker, results, builder)
 
     def start(self) -> DicomNode:
         """Bind the SCP (OSError when its port is taken) and start delivering; the
         results' one-time warm-up runs beside, so start-up does not wait for it."""
-        if self._results is not None:
-            threading.Thread(target=self._results.warm_up, name="dicom-warm-up",
-                             daemon=True).start()
+        warm = self._builder or self._results
+        if warm is not None:
+            threading.Thread(target=warm.warm_up, name="dicom-warm-up", daemon=True).start()
         if self.scp is not None:
             self.scp.start()
         if self.worker is not None:
@@ -115,3 +121,5 @@ class DicomNode:
             self.scp.stop()
         if self.worker is not None:
             self.worker.stop()
+        if self._builder is not None:
+            self._builder.close()

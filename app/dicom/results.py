@@ -169,11 +169,13 @@ class ResultBuilder:
         report = structured_report(recipe.header, recipe.judgement)
         if recipe.display is None:
             return (report,)
-        recipe = recipe.with_heat(self._heat(recipe))
+        recipe = recipe.with_heat(self.heat(recipe))
         assert recipe.display is not None
         return report, secondary_capture(recipe.header, recipe.judgement, recipe.display)
 
-    def _heat(self, recipe: Recipe) -> np.ndarray | None:
+    def heat(self, recipe: Recipe) -> np.ndarray | None:
+        """The heat map to draw on the recipe's secondary capture, drawn now from its model
+        input by the explainer; None when it has one already, or gets none."""
         display = recipe.display
         if display is None or display.heat is not None or display.model_input is None \
                 or self.explainer is None or not recipe.judgement.assessable:
