@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.contract.drift import PSI_THRESHOLD
-from app.memory import SERVER_MEMORY_MB, within_budget
+from app.memory import RESULTS_BUILD_MB, SERVER_MEMORY_MB, within_budget
 
 MIN_TOKEN_LENGTH = 16
 
@@ -307,9 +307,16 @@ class Settings(BaseSettings):
             self.decode_memory_mb = within_budget(
                 budget_mb=self.memory_budget_mb, server_mb=self.server_memory_mb,
                 bodies_bytes=self.max_upload_memory_bytes, workers=self.decode_workers,
-                worker_mb=self.decode_memory_mb if given else None, given=given)
+                worker_mb=self.decode_memory_mb if given else None, given=given,
+                build_mb=RESULTS_BUILD_MB if self.results_build_process else 0)
         return self
 
+    @property
+    def results_build_process(self) -> bool:
+        """Whether the DICOM node builds results in a process of its own: where it sends
+        them (app/dicom/node.py), which shadow mode withholds."""
+        return bool(self.results_destination or self.results_dicomweb_url) \
+            and not self.shadow_mode
 
 @lru_cache
 def get_settings() -> Settings:

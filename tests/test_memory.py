@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.memory import MIN_WORKER_MB
+from app.memory import MIN_WORKER_MB, RESULTS_BUILD_MB
 from tests.servers import REPO
 
 MIB = 1 << 20
@@ -24,6 +24,24 @@ def test_each_workers_cap_is_what_the_server_and_the_bodies_leave():
                         max_upload_memory_bytes=256 * MIB)
     assert settings.decode_memory_mb == (3072 - 1280 - 256) // 2
     assert Settings(decode_workers=2).decode_memory_mb == 2048  # no budget: as set
+
+
+@pytest.mark.parametrize("sends", [{"results_destination": "PACS@pacs:104"},
+                                   {"results_dicomweb_url": "http://pacs/dicom-web"}])
+def test_a_node_that_sends_results_leaves_the_build_process_its_share(sends):
+    """The results' build process (app/dicom/build_process.py) has its share of the budget
+    where the node sends results; not in shadow mode, which sends none."""
+    budget = {"memory_budget_mb": 3072, "server_memory_mb": 1280, "decode_workers": 2,
+              "max_upload_memory_bytes": 256 * MIB}
+    settings = Settings(**budget, **sends)
+    assert settings.results_build_process
+    assert settings.decode_memory_mb == (3072 - 1280 - 256 - RESULTS_BUILD_MB) // 2
+    shadow = Settings(**budget, **sends, shadow_mode=True)
+    assert not shadow.results_build_process
+    assert shadow.decode_memory_mb == (3072 - 1280 - 256) // 2
+    with pytest.raises(ValidationError) as refused:
+        Settings(**{**budget, "memory_budget_mb": 1280 + 256 + 2 * MIN_WORKER_MB}, **sends)
+    assert f"the DICOM results' build process ({RESULTS_BUILD_MB} MiB" in str(refused.value)
 
 
 @pytest.mark.parametrize(("settings", "words"), [

@@ -10,9 +10,11 @@ TensorFlow computes without the lock), then hands the recipe to the build proces
 returns each instance as Part 10 bytes; read back, an instance is re-encoded for the
 association from its raw elements (0.4 ms, not 7), byte for byte the same.
 
-A build process that dies (killed, out of memory) is replaced and the job is tried again
-later (BuildUnavailable): it is not the job's fault. A recipe whose results cannot be made
-is still abandoned with its reason, as when built in this process.
+A build process that dies (killed, out of memory) or takes longer than BUILD_SECONDS (it
+is stopped) is replaced and the job is tried again later (BuildUnavailable): it is not the
+job's fault. A recipe whose results cannot be made is still abandoned with its reason, as
+when built in this process. Its memory is its share of the budget (app/memory.py
+RESULTS_BUILD_MB): what it builds is bounded by the recipe, whatever film was sent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from app.dicom.recipe import Recipe, is_recipe
 from app.dicom.results import ResultBuilder
 
 log = logging.getLogger("app.dicom")
+# A film's results take about 50 ms to build; one that takes this long never will.
+BUILD_SECONDS = 60.0
 
 
 class ProcessBuilder:
@@ -42,8 +46,9 @@ class ProcessBuilder:
     `results`' explainer. Thread-safe: the delivery's association threads share it, their
     builds taking turns in the process."""
 
-    def __init__(self, results: ResultBuilder) -> None:
+    def __init__(self, results: ResultBuilder, timeout: float = BUILD_SECONDS) -> None:
         self._results = results
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
@@ -58,10 +63,14 @@ class ProcessBuilder:
         recipe = recipe.with_heat(self._results.heat(recipe))
         pool = self._running()
         try:
-            answer = pool.submit(_build, recipe).result()
+            answer = pool.submit(_build, recipe).result(self._timeout)
         except BrokenProcessPool as exc:  # it died: killed, or out of memory
             self._replace(pool)
             raise BuildUnavailable("the results' build process stopped") from exc
+        except TimeoutError as exc:
+            self._replace(pool, stop=True)
+            raise BuildUnavailable(f"the results' build ran past {self._timeout:.0f} s: "
+                                   "its process was stopped") from exc
         except (CancelledError, RuntimeError) as exc:  # closed meanwhile: the node stops
             raise BuildUnavailable("the results' build process is stopped") from exc
         if isinstance(answer, tuple):  # (reason, tag, why) of ResultsNotMade, or (kind,)
@@ -101,10 +110,15 @@ class ProcessBuilder:
                     initializer=_start, initargs=(self._results.secondary_capture,))
             return self._pool
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _replace(self, broken: ProcessPoolExecutor, stop: bool = False) -> None:
+        """A new process for the next job; `stop`: end the old one's build first (the
+        executor itself never stops a running task: its processes are stopped here)."""
         with self._lock:
             if self._pool is broken:
                 self._pool = None
+        if stop:
+            for process in list(getattr(broken, "_processes", {}).values()):
+                process.kill()
         broken.shutdown(wait=False, cancel_futures=True)
         log.warning("the results' build process stopped: replaced; its jobs are tried again")
 

@@ -134,3 +134,14 @@ def test_a_stopped_builder_answers_try_again_and_starts_nothing(builder):
     with pytest.raises(BuildUnavailable):
         builder.build_job(_recipe())
     assert _pids(builder) == []
+
+
+def test_a_build_past_its_time_is_stopped_and_its_job_tried_again(builder):
+    builder.warm_up()
+    [pid] = _pids(builder)
+    builder._timeout = 0.0001  # noqa: SLF001 - no build is that fast
+    with pytest.raises(BuildUnavailable, match="ran past"):
+        builder.build_job(_recipe())
+    builder._timeout = 60  # noqa: SLF001
+    assert len(builder.build_job(_recipe())) == 2
+    assert pid not in _pids(builder)
