@@ -107,11 +107,16 @@ class DicomNode:
     def start(self) -> DicomNode:
         """Bind the SCP (OSError when its port is taken) and start delivering; the
         results' one-time warm-up runs beside, so start-up does not wait for it."""
+        if self.scp is not None:
+            try:
+                self.scp.start()
+            except BaseException:
+                if self._builder is not None:  # nothing started: nothing left behind
+                    self._builder.close()
+                raise
         warm = self._builder or self._results
         if warm is not None:
             threading.Thread(target=warm.warm_up, name="dicom-warm-up", daemon=True).start()
-        if self.scp is not None:
-            self.scp.start()
         if self.worker is not None:
             self.worker.start()
         return self

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-from concurrent.futures import Future
 
 import pytest
 
@@ -108,22 +107,13 @@ def test_what_cannot_be_built_comes_back_as_its_reason_or_its_type(monkeypatch):
     monkeypatch.setattr(build_process, "_BUILDER", Failing(ValueError("DOE^JANE")))
     assert _build(recipe) == ("ValueError",)
 
-    class Answering:
-        def __init__(self, answer) -> None:
-            self.answer = answer
-
-        def submit(self, *args):
-            future: Future = Future()
-            future.set_result(self.answer)
-            return future
-
     builder = ProcessBuilder(ResultBuilder())
-    monkeypatch.setattr(builder, "_running", lambda: Answering(
-        ("build", "(0010,0010) PatientName", "too long")))
+    monkeypatch.setattr(builder, "_run", lambda *args, **kwargs: (
+        "build", "(0010,0010) PatientName", "too long"))
     with pytest.raises(ResultsNotMade) as made:
         builder.build_job(_recipe())
     assert made.value.reason is ResultsFailure.BUILD and made.value.tag.endswith("PatientName")
-    monkeypatch.setattr(builder, "_running", lambda: Answering(("ValueError",)))
+    monkeypatch.setattr(builder, "_run", lambda *args, **kwargs: ("ValueError",))
     with pytest.raises(BuildFailed) as failed:
         builder.build_job(_recipe())
     assert failed.value.kind == "ValueError" and "DOE" not in str(failed.value)
@@ -145,3 +135,48 @@ def test_a_build_past_its_time_is_stopped_and_its_job_tried_again(builder):
     builder._timeout = 60  # noqa: SLF001
     assert len(builder.build_job(_recipe())) == 2
     assert pid not in _pids(builder)
+
+
+def test_a_recipe_that_loses_the_process_every_time_is_abandoned_not_tried_for_ever(builder):
+    """A build lost (here: past its time, its process stopped) is tried again; the
+    BUILD_TRIES-th loss on the same recipe abandons it, listed and counted; another
+    recipe still builds."""
+    from app.dicom.build_process import BUILD_TRIES
+
+    parts = _recipe()
+    builder.warm_up()
+    builder._timeout = 0.0001  # noqa: SLF001 - no build is that fast
+    for _ in range(BUILD_TRIES - 1):
+        with pytest.raises(BuildUnavailable):
+            builder.build_job(parts)
+    with pytest.raises(BuildFailed, match=f"{BUILD_TRIES} times"):
+        builder.build_job(parts)
+    builder._timeout = 60  # noqa: SLF001
+    assert len(builder.build_job(_recipe(seed=1))) == 2
+
+
+def test_a_node_whose_port_is_taken_leaves_no_build_process(tmp_path):
+    """start() raises for the taken port, and the results' build process is not started
+    (nothing would stop it)."""
+    import socket
+
+    from app.dicom.node import DicomNode
+    from app.services.decode_pool import InlineDecoder
+    from tests.dicom.nodes import NODE_AE, Recorder, StandInModel
+    from tests.dicom.test_node import _catalog
+    from tests.servers import settings_for_tests
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = settings_for_tests(dicom_port=taken.getsockname()[1],
+                                      dicom_ae_title=NODE_AE,
+                                      results_destination=f"{PACS_AE}@127.0.0.1:9")
+        node = DicomNode.from_settings(settings, _catalog(StandInModel()), InlineDecoder(),
+                                       Recorder(), MemoryJobSource())
+        with pytest.raises(OSError):
+            node.start()
+    builder = node._builder  # noqa: SLF001 - the test's probe
+    assert builder is not None and _pids(builder) == []
+    with pytest.raises(BuildUnavailable):
+        builder.build_job(_recipe())
