@@ -3,6 +3,7 @@ server (`python -m app`) on a free port. Waits poll with a deadline; none sleeps
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,6 +31,16 @@ CATALOG_SETTINGS = {"model_dir", "model_name", "model_version", "offered_models"
 
 # The worklist's embedded database of this test session: never the checkout's var/.
 STATE_DIR = Path(tempfile.mkdtemp(prefix="triage-tests-state-"))
+
+
+def heavy_imports(modules: str, heavy: set[str]) -> list[str]:
+    """The packages of `heavy` that importing `modules` (comma-separated, as in an import
+    statement) loads, in a fresh interpreter: [] for a module that must stay light."""
+    code = (f"import json, sys, {modules}; heavy = {sorted(heavy)!r}; "
+            "print(json.dumps(sorted(set(heavy) & {m.split('.')[0] for m in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    return json.loads(result.stdout)
 
 
 def settings_for_tests(**overrides) -> Settings:

@@ -2,26 +2,20 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.contract.card import CARD_FILE, CardError, ModelCard, read_card
 from app.contract.preprocessing import SERVES_PREPROCESSING_VERSIONS
-from tests.servers import REPO
+from tests.servers import REPO, heavy_imports
 
 COMMITTED = REPO / "models" / "pneumonia" / "1"
 
 
 def test_importing_the_contract_pulls_in_no_heavy_stack():
-    code = ("import sys, app.contract.card, app.contract.preprocessing; "
-            "heavy = {'fastapi', 'starlette', 'tensorflow', 'keras', 'sklearn', 'matplotlib'}; "
-            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, check=True)
-    assert result.stdout.strip() == "[]"
+    assert heavy_imports("app.contract.card, app.contract.preprocessing", {
+        "fastapi", "starlette", "tensorflow", "keras", "sklearn", "matplotlib"}) == []
 
 
 def test_no_app_module_imports_training():

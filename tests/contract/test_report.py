@@ -2,14 +2,12 @@
 through one validating function that keeps the other protocols' fields."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from pydantic import ValidationError
 
 from app.contract.report import REPORT_FILE, Report, read_report, write_report_sections
-from tests.servers import REPO
+from tests.servers import REPO, heavy_imports
 
 COMMITTED = REPO / "models" / REPORT_FILE
 
@@ -29,12 +27,9 @@ def test_committed_report_validates_and_round_trips(tmp_path):
 
 
 def test_importing_the_report_schema_pulls_in_no_heavy_stack():
-    code = ("import sys, app.contract.report; "
-            "heavy = {'fastapi', 'starlette', 'tensorflow', 'keras', 'sklearn', 'matplotlib', "
-            "'training'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, check=True)
-    assert result.stdout.strip() == "[]"
+    assert heavy_imports("app.contract.report", {
+        "fastapi", "starlette", "tensorflow", "keras", "sklearn", "matplotlib",
+        "training"}) == []
 
 
 def test_writing_a_section_keeps_the_others(tmp_path):

@@ -4,8 +4,6 @@ with a clear message when missing or invalid, and light to import."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -19,7 +17,7 @@ from app.contract.validation import (
     read_validation,
 )
 from tests.builders.validation import made_site
-from tests.servers import REPO
+from tests.servers import REPO, heavy_imports
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +67,5 @@ def test_film_counts_must_add_up():
 
 
 def test_importing_the_schema_pulls_in_no_heavy_stack():
-    code = ("import sys, app.contract.validation; "
-            "heavy = {'fastapi', 'tensorflow', 'sklearn', 'matplotlib', 'ray', 'scipy'}; "
-            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, check=True)
-    assert result.stdout.strip() == "[]"
+    assert heavy_imports("app.contract.validation", {
+        "fastapi", "tensorflow", "sklearn", "matplotlib", "ray", "scipy"}) == []
