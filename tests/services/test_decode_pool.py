@@ -217,7 +217,7 @@ def test_a_failed_film_leaves_nothing_behind_in_its_worker(monkeypatch):
     worker = threading.Thread(target=decoders._serve, args=(worker_end, None), daemon=True)
     worker.start()
     assert server_end.recv() == "ready"
-    server_end.send(_job(b"x"))
+    decoders.send_job(server_end, _job(b"x"))
     ok, error, spent = decoders._loads(server_end.recv_bytes())
     assert not ok and isinstance(error, CorruptImageError) and not spent
     _until(lambda: refs[0]() is None, seconds=5)  # freed before any next job arrives
