@@ -18,11 +18,7 @@ score half a chest as if it were whole (a normal film cut to 30% scored 0.94), s
   no unknown critical chunk), every chunk's CRC is checked and the image data is inflated,
   in bounded pieces that are counted and dropped, to prove it holds every row the header
   declares and ends with a valid checksum. Pillow's decode inflates the data once more, so
-  this check uses ISA-L (isal), whose inflate takes half of zlib's time. A plain 16-bit
-  grey PNG is decoded by libpng instead (preprocessing.py), which refuses missing rows and
-  a bad checksum itself: for it only the chunks are checked (`rows=False`). libpng reads
-  image data past the last row as a warning, not damage: the declared film is whole and
-  its chunks' CRCs hold, and it is the film every libpng-based viewer shows.
+  this check uses ISA-L (isal), whose inflate takes half of zlib's time.
 """
 
 from __future__ import annotations
@@ -145,23 +141,16 @@ def _end_of_entropy_data(data: bytes, position: int) -> int:
     return found.start() if found else len(data)
 
 
-def check_png(data: bytes, rows: bool = True) -> tuple[bytes, ...]:
+def check_png(data: bytes) -> None:
     """Raise DamagedImageError unless every chunk is intact and the image data holds exactly
-    the rows that the header declares; returns the chunk types in file order.
-
-    `rows=False`: everything but the rows, for a caller whose decoder proves them itself
-    (libpng, preprocessing.py's 16-bit path: it refuses image data that ends before the
-    last row or fails its Adler-32), so the image data is not inflated twice."""
+    the rows that the header declares."""
     if not data.startswith(_PNG_SIGNATURE):
         raise DamagedImageError("no PNG signature")
     position, header, inflater = len(_PNG_SIGNATURE), None, isal_zlib.decompressobj()
     produced, ended, palette, colour, previous, idat_done = 0, False, False, None, b"", False
-    kinds: list[bytes] = []
-    view = memoryview(data)  # chunk bodies as views: a 5 MB file is not copied to check it
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
-        kinds.append(kind)
-        body = view[position + 8:position + 8 + length]
+        body = data[position + 8:position + 8 + length]
         crc = data[position + 8 + length:position + 12 + length]
         if len(body) != length or len(crc) != 4:
             raise DamagedImageError(f"chunk {kind!r} cut short")
@@ -184,19 +173,16 @@ def check_png(data: bytes, rows: bool = True) -> tuple[bytes, ...]:
         elif kind == b"IDAT":
             if colour == 3 and not palette:
                 raise DamagedImageError("a palette image without its palette")
-            if body and rows:  # the standard allows empty IDAT chunks
+            if body:  # the standard allows empty IDAT chunks
                 produced += _inflate_counting(inflater, body, header - produced)
         elif kind == b"IEND":
             ended = True
             break
     if header is None or not ended:
         raise DamagedImageError("the file ends before its end chunk")
-    if not rows:
-        return tuple(kinds)
     produced += _inflate_counting(inflater, b"", header - produced, final=True)
     if produced != header or not inflater.eof:
         raise DamagedImageError(f"image data holds {produced} of {header} bytes")
-    return tuple(kinds)
 
 
 def _expected_bytes(ihdr: bytes) -> int:

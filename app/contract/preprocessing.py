@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import imagecodecs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -30,7 +29,6 @@ from app.contract.borders import Box, crop_borders
 from app.contract.dicom import DicomInfo, looks_like_dicom, read_dicom
 from app.contract.errors import (
     CorruptImageError,
-    DamagedImageError,
     EmptyImageError,
     ImageError,
     MultiFrameError,
@@ -117,18 +115,10 @@ def decode(data: bytes, max_pixels: int | None = None,
         if image_format in ("JPEG", "MPO") and is_lossless_jpeg(data):
             raise UnsupportedFormatError("Lossless JPEG")
         width, height = img.size
+        orientation = _orientation(img)
         halve = _halve(width, height, target)
         notes: tuple[str, ...] = ()
-        by_libpng = _grey16_by_libpng(img, data)
-        orientation = by_libpng[1] if by_libpng else _orientation(img)
-        if by_libpng:
-            # A plain 16-bit grey PNG: libpng decodes it and proves its rows (the chunk
-            # checks ran without inflating), in 60% of Pillow's decode and check.
-            wide = _block_means_16bit(by_libpng[0], 2) if halve else by_libpng[0]
-            full, note = _16bit_white(int(wide.max()), png_significant_bits(data))
-            notes = (note,) if note else ()
-            pixels = _transpose(_scale_16bit(wide, full), orientation)
-        elif image_format in ("JPEG", "MPO") and _plain_jpeg(img):
+        if image_format in ("JPEG", "MPO") and _plain_jpeg(img):
             # One strict libjpeg-turbo decode, at half scale when halving: the damage check
             # and the pixels. At full scale they are Pillow's own (both libjpeg-turbo with
             # its default slow integer DCT and fancy upsampling: equal on all 5,843 films
@@ -220,62 +210,24 @@ def _reduce_16bit(img: Image.Image, factor: int) -> Image.Image:
     return Image.fromarray(out)  # uint16 -> "I;16"
 
 
-def _block_means_16bit(pixels: np.ndarray, factor: int) -> np.ndarray:
-    """(H, W) uint16 -> (H // factor, W // factor) uint16: the mean of each whole factor x
-    factor block, rounded half up, computed in strips of rows."""
-    out_h, out_w = pixels.shape[0] // factor, pixels.shape[1] // factor
-    out = np.empty((out_h, out_w), dtype=np.uint16)
-    rows = max(1, _STRIP_ROWS // factor) * factor
+def _block_means_16bit(strip: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) uint16, both multiples of `factor` -> (H // factor, W // factor) uint16: the
+    mean of each factor x factor block, rounded half up."""
+    # Each block's sum, added up one strided view at a time in uint32 (room for 65,536
+    # samples of 65,535): four times faster than a uint64 sum over reshaped axes; a shift
+    # divides by a power of two (the largest sample's reduce: 15 -> 10 ms).
     count = factor * factor
-    for top in range(0, out_h * factor, rows):
-        strip = pixels[top:min(top + rows, out_h * factor), :out_w * factor]
-        # Each block's sum, added up one strided view at a time in uint32 (room for 65,536
-        # samples of 65,535): four times faster than a uint64 sum over reshaped axes; a
-        # shift divides by a power of two (a third of the time of floor division).
-        sums = strip[::factor, ::factor].astype(np.uint32)
-        for down in range(factor):
-            for across in range(factor):
-                if down or across:
-                    sums += strip[down::factor, across::factor]
-        sums += count // 2
-        if count & (count - 1) == 0:
-            sums >>= count.bit_length() - 1
-        else:
-            sums //= count
-        out[top // factor:top // factor + len(sums)] = sums
-    return out
-
-
-def _grey16_by_libpng(img: Image.Image, data: bytes) -> tuple[np.ndarray, int] | None:
-    """((H, W) uint16 pixels, EXIF orientation) of a plain 16-bit grey PNG, decoded by
-    libpng (imagecodecs); None for any other file, which Pillow decodes after the whole
-    check (`_check_whole`): interlaced, with a transparent grey, or with metadata that
-    Pillow reads only once it has decoded the image (eXIf or XMP after the image data).
-
-    Pillow does not prove a PNG's rows, so its path inflates the image data once more to
-    count them (integrity.check_png); libpng refuses image data that ends before the last
-    row or fails its Adler-32 checksum, so here the chunks are checked without inflating.
-    Raises DamagedImageError for what either refuses."""
-    if img.format != "PNG" or img.mode != "I;16" or "interlace" in img.info \
-            or "transparency" in img.info or _XMP in img.info:
-        return None
-    kinds = check_png(data, rows=False)
-    after_image = kinds[kinds.index(b"IDAT"):] if b"IDAT" in kinds else ()
-    if b"eXIf" in after_image or b"iTXt" in after_image:
-        return None
-    # With "exif" in its info, Pillow reads the orientation without decoding the image;
-    # without it, it would decode the image to look for one after the image data.
-    orientation = _orientation(img) if "exif" in img.info else 1
-    try:
-        pixels = imagecodecs.png_decode(data)
-    except imagecodecs.PngError as exc:
-        raise DamagedImageError(f"image data: {exc}") from None
-    if pixels.dtype != np.uint16 or pixels.shape != (img.height, img.width):
-        raise CorruptImageError(f"libpng read {pixels.shape} {pixels.dtype}")
-    return pixels, orientation
-
-
-_XMP = "XML:com.adobe.xmp"  # where Pillow keeps a PNG's XMP packet (iTXt), in `info`
+    sums = strip[::factor, ::factor].astype(np.uint32)
+    for down in range(factor):
+        for across in range(factor):
+            if down or across:
+                sums += strip[down::factor, across::factor]
+    sums += count // 2
+    if count & (count - 1) == 0:
+        sums >>= count.bit_length() - 1
+    else:
+        sums //= count
+    return sums.astype(np.uint16)
 
 
 @contextmanager
@@ -377,21 +329,16 @@ def png_significant_bits(data: bytes) -> int | None:
 
 
 def _16bit_range(img: Image.Image, significant: int | None) -> tuple[int, str | None]:
-    """`_16bit_white` of a Pillow image: (65535, None) unless it is 16-bit grey."""
-    if not img.mode.startswith("I;16"):
-        return 65535, None
-    return _16bit_white(int(img.getextrema()[1]), significant)
-
-
-def _16bit_white(top: int, significant: int | None) -> tuple[int, str | None]:
-    """The value that is white in a 16-bit grey image whose largest value is `top`, and a
-    note when it is not 65535.
+    """The value that is white in a 16-bit grey image, and a note when it is not 65535.
 
     PNG says samples are scaled to the full 16 bits and sBIT tells how many were
     significant; archives also write 12-bit values unscaled with sBIT 12. Both read right:
     with sBIT n, values under 2^n are unscaled n-bit data, larger ones scaled. Without sBIT,
     a film using at most SMALL_RANGE_BITS bits is taken as that many bits of data, and the
     answer says so."""
+    if not img.mode.startswith("I;16"):
+        return 65535, None
+    top = int(img.getextrema()[1])
     if significant is not None:
         return (2 ** significant - 1, None) if top < 2 ** significant else (65535, None)
     used = max(top.bit_length(), 8)
@@ -406,8 +353,15 @@ def _to_8bit_array(img: Image.Image, full: int = 65535) -> np.ndarray:
     `full` is the 16-bit grey value shown white (_16bit_range)."""
     if img.mode.startswith("I;16"):
         # 16-bit grayscale: scale 0..full to 0-255 (Pillow's own convert("L") clips at 255,
-        # which turns almost every 16-bit X-ray white).
-        return _scale_16bit(np.asarray(img), full)
+        # which turns almost every 16-bit X-ray white). Integer arithmetic in place, one
+        # uint32 array: a 49-megapixel film never becomes float64 copies. (x * 255 + 32767)
+        # // 65535 equals round(x * 255 / 65535) for every 16-bit x, as no x lands on .5.
+        arr = np.asarray(img).astype(np.uint32)
+        np.minimum(arr, full, out=arr)
+        arr *= 255
+        arr += full // 2
+        arr //= full
+        return arr.astype(np.uint8)
     if img.mode == "I":
         # 32-bit integer grayscale: scale its range (or 0-65535 when it fits) to 0-255.
         arr = np.asarray(img, dtype=np.float64)
@@ -429,18 +383,6 @@ def _to_8bit_array(img: Image.Image, full: int = 65535) -> np.ndarray:
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return np.asarray(Image.alpha_composite(black, rgba).convert("RGB"), dtype=np.uint8)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
-def _scale_16bit(pixels: np.ndarray, full: int) -> np.ndarray:
-    """(H, W) uint16 -> (H, W) uint8, 0..full onto 0..255. Integer arithmetic in place, one
-    uint32 array: a 49-megapixel film never becomes float64 copies. (x * 255 + 32767) //
-    65535 equals round(x * 255 / 65535) for every 16-bit x, as no x lands on .5."""
-    arr = pixels.astype(np.uint32)
-    np.minimum(arr, full, out=arr)
-    arr *= 255
-    arr += full // 2
-    arr //= full
-    return arr.astype(np.uint8)
 
 
 def _palette_is_gray(img: Image.Image) -> bool:

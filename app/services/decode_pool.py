@@ -424,9 +424,12 @@ def send_job(conn: Connection, job: FilmJob) -> None:
     then the bytes themselves. Pickled inside the job, a film's bytes were copied into the
     pickle while holding the interpreter lock (a 16-bit PNG of 2 MB: 28% of the lock's
     time in the scoring threads, the event loop waiting); `send_bytes` writes them from
-    the request's own buffer, the lock released."""
+    the request's own buffer, the lock released. Everything that can fail before the bytes
+    are written (the bytes' type, the pickle) fails before the first message, so a worker
+    is never left waiting for bytes that do not come; OSError midway is a lost worker."""
+    data = memoryview(job.data)  # not bytes-like: TypeError here, before a message is sent
     conn.send(replace(job.lean(), data=b""))
-    conn.send_bytes(job.data)
+    conn.send_bytes(data)
 
 
 def _answer(job: FilmJob) -> tuple[bytes, bool]:

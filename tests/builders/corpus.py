@@ -92,20 +92,30 @@ def png_stream_ends_early() -> bytes:
 
 
 def png16_damaged(kind: str, height: int = 96, width: int = 80) -> bytes:
-    """A 16-bit grey PNG (the libpng path of preprocessing.py) whose every chunk CRC holds
-    but whose image data is damaged: `short` (a complete zlib stream of 40 of the rows),
-    `adler` (its Adler-32 checksum wrong), `cut` (the stream stops before its checksum), or
-    `crc` (a flipped byte in the compressed data, so its chunk's CRC fails)."""
+    """A 16-bit grey PNG whose every chunk CRC holds but whose image data is damaged:
+    `short` (a complete zlib stream of 40 of the rows), `adler` (its Adler-32 checksum
+    wrong), `adler-apart` (a damaged pixel byte in stored blocks, the checksum that says so
+    in an IDAT chunk of its own), `cut` (the stream stops before its checksum), `extra` (a
+    million zero bytes past the last row), or `crc` (a flipped byte in the compressed data,
+    so its chunk's CRC fails)."""
     wide = xray_like(height, width).astype(np.uint16) * 257
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in wide)
-    stream = zlib.compress(rows[:40 * (1 + 2 * width)] if kind == "short" else rows)
+    stream = zlib.compress(rows[:40 * (1 + 2 * width)] if kind == "short" else
+                           rows + bytes(1_000_000) if kind == "extra" else rows,
+                           0 if kind == "adler-apart" else -1)
     if kind == "adler":
         stream = stream[:-1] + bytes([stream[-1] ^ 1])
     elif kind == "cut":
         stream = stream[:-4]
+    elif kind == "adler-apart":
+        damaged = bytearray(stream)
+        damaged[5000] ^= 0x40
+        stream = bytes(damaged)
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
     data = png_raw(width, height, b"", ihdr=ihdr)
-    data = data.replace(_chunk(b"IDAT", zlib.compress(b"")), _chunk(b"IDAT", stream))
+    idat = _chunk(b"IDAT", stream[:-4]) + _chunk(b"IDAT", stream[-4:]) \
+        if kind == "adler-apart" else _chunk(b"IDAT", stream)
+    data = data.replace(_chunk(b"IDAT", zlib.compress(b"")), idat)
     if kind == "crc":
         data = bytearray(data)
         data[data.index(b"IDAT") + 10] ^= 0xFF
@@ -361,9 +371,12 @@ def _images() -> list[Case]:
         Case("png-truncated", lambda: png_bytes(300, 300)[:-400], 400, "corrupt_image"),
         Case("png-stream-ends-early", png_stream_ends_early, 400, "corrupt_image"),
         Case("png-bad-idat-crc", png_bad_idat_crc, 400, "corrupt_image"),
-        # 16-bit grey: decoded by libpng, which proves the rows (preprocessing.py)
         Case("png16-stream-ends-early", lambda: png16_damaged("short"), 400, "corrupt_image"),
         Case("png16-bad-adler32", lambda: png16_damaged("adler"), 400, "corrupt_image"),
+        Case("png16-bad-adler32-in-its-own-idat", lambda: png16_damaged("adler-apart"), 400,
+             "corrupt_image"),
+        Case("png16-data-past-the-last-row", lambda: png16_damaged("extra"), 400,
+             "corrupt_image"),
         Case("png16-stream-cut-before-checksum", lambda: png16_damaged("cut"), 400,
              "corrupt_image"),
         Case("png16-bad-idat-crc", lambda: png16_damaged("crc"), 400, "corrupt_image"),

@@ -180,6 +180,22 @@ def test_an_unexpected_error_in_a_worker_is_reported_and_the_worker_kept():
         pool.close()
 
 
+def test_a_job_that_cannot_be_sent_leaves_its_worker_ready_for_the_next():
+    """A job goes out in two messages (decode_pool.send_job): one whose bytes are not
+    bytes-like fails before the first, so the worker never waits for bytes that do not
+    come, nor reads the next job as film bytes."""
+    pool = DecodePool(1, timeout=30)
+    try:
+        before = worker_pids(pool)
+        with pytest.raises(TypeError):
+            pool.prepare(_job(None))  # type: ignore[arg-type]
+        film = pool.prepare(_job(jpeg_bytes()))
+        assert film.model_input.shape == (64, 64, 3)
+        assert worker_pids(pool) == before
+    finally:
+        pool.close()
+
+
 def test_a_worker_may_send_back_only_a_film_or_an_error():
     import pickle
 
