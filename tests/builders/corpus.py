@@ -100,27 +100,25 @@ def png16_damaged(kind: str, height: int = 96, width: int = 80) -> bytes:
     so its chunk's CRC fails)."""
     wide = xray_like(height, width).astype(np.uint16) * 257
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in wide)
-    stream = zlib.compress(rows[:40 * (1 + 2 * width)] if kind == "short" else
-                           rows + bytes(1_000_000) if kind == "extra" else rows,
-                           0 if kind == "adler-apart" else -1)
+    if kind == "short":
+        rows = rows[:40 * (1 + 2 * width)]
+    elif kind == "extra":
+        rows += bytes(1_000_000)
+    stream = bytearray(zlib.compress(rows, 0 if kind == "adler-apart" else -1))
     if kind == "adler":
-        stream = stream[:-1] + bytes([stream[-1] ^ 1])
+        stream[-1] ^= 1
     elif kind == "cut":
-        stream = stream[:-4]
+        del stream[-4:]
     elif kind == "adler-apart":
-        damaged = bytearray(stream)
-        damaged[5000] ^= 0x40
-        stream = bytes(damaged)
+        stream[5000] ^= 0x40
+    pieces = [stream[:-4], stream[-4:]] if kind == "adler-apart" else [stream]
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    data = png_raw(width, height, b"", ihdr=ihdr)
-    idat = _chunk(b"IDAT", stream[:-4]) + _chunk(b"IDAT", stream[-4:]) \
-        if kind == "adler-apart" else _chunk(b"IDAT", stream)
-    data = data.replace(_chunk(b"IDAT", zlib.compress(b"")), idat)
+    data = bytearray(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+                     + b"".join(_chunk(b"IDAT", bytes(piece)) for piece in pieces)
+                     + _chunk(b"IEND", b""))
     if kind == "crc":
-        data = bytearray(data)
         data[data.index(b"IDAT") + 10] ^= 0xFF
-        data = bytes(data)
-    return data
+    return bytes(data)
 
 
 def png_bad_idat_crc() -> bytes:
