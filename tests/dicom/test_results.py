@@ -26,6 +26,8 @@ from app.dicom.results import (
     TRIAGE_SCHEME,
     TRIAGE_SCORE,
     ResultBuilder,
+    _font,
+    _glyphs,
     _lines,
     structured_report,
     triage_text,
@@ -397,3 +399,23 @@ def test_a_secondary_capture_says_when_its_heatmap_points_outside_the_body():
             assert lines[-2:] == [f"{first}:", rest]
         else:
             assert lines[-1] == "Heatmap: the regions that moved the score most."
+
+
+@pytest.mark.parametrize("size", [11, 14, 23])
+@pytest.mark.parametrize("colour", ["white", "#ffb000", "#7fd0ff"])
+def test_a_kept_line_of_glyphs_pastes_as_drawing_it_would(size, colour):
+    """burn_in pastes each line's colour through its kept glyph mask (_glyphs): the band
+    must be, pixel for pixel, what ImageDraw.text draws there, descenders and accents too."""
+    from PIL import Image, ImageDraw
+
+    lines = ["AI triage for pneumonia: flagged (gypsy jqÅ)", "jq model: its glyphs start left",
+             "triage score 7/100 (flagged at 50 and above)"]
+    drawn = Image.new("RGB", (420, 120), "black")
+    pasted = drawn.copy()
+    for row, text in enumerate(lines):
+        at = (size // 2, size // 2 + row * int(size * 1.3))
+        ImageDraw.Draw(drawn).text(at, text, fill=colour, font=_font(size))
+        mask, left, top = _glyphs(text, size)
+        pasted.paste(colour, (at[0] + left, at[1] + top), mask)
+    assert np.asarray(drawn).any()
+    assert np.array_equal(np.asarray(pasted), np.asarray(drawn))
