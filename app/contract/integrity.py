@@ -17,8 +17,9 @@ score half a chest as if it were whole (a normal film cut to 30% scored 0.94), s
 - PNG: the chunk order is checked (one IHDR first, consecutive IDATs, PLTE where required,
   no unknown critical chunk), every chunk's CRC is checked and the image data is inflated,
   in bounded pieces that are counted and dropped, to prove it holds every row the header
-  declares and ends with a valid checksum. Pillow's decode inflates the data once more, so
-  this check uses ISA-L (isal), whose inflate takes half of zlib's time.
+  declares and ends with a valid checksum, with ISA-L (isal), whose inflate takes half of
+  zlib's time. Up to a size, what it inflates is kept as a stored copy of the file, which
+  Pillow then decodes without inflating it again (`check_png`'s `stored_up_to`).
 """
 
 from __future__ import annotations
@@ -141,13 +142,23 @@ def _end_of_entropy_data(data: bytes, position: int) -> int:
     return found.start() if found else len(data)
 
 
-def check_png(data: bytes) -> None:
+def check_png(data: bytes, stored_up_to: int = 0) -> bytes | None:
     """Raise DamagedImageError unless every chunk is intact and the image data holds exactly
-    the rows that the header declares."""
+    the rows that the header declares.
+
+    With `stored_up_to` > 0, a file whose image data inflates to at most that many bytes
+    comes back rebuilt: the same chunks, byte for byte, but its IDATs one IDAT of the
+    inflated data in stored (uncompressed) deflate blocks. Decoding it gives the very bytes
+    this check has just proved whole, and the decoder's inflate is then a copy: Pillow reads
+    a 16-bit film in about half the time (105 -> 60 ms on the largest sample at 6.4 MP),
+    where it would otherwise inflate once more what was inflated here. None otherwise (a
+    larger film is inflated in bounded pieces, counted and dropped, as without it)."""
     if not data.startswith(_PNG_SIGNATURE):
         raise DamagedImageError("no PNG signature")
     position, header, inflater = len(_PNG_SIGNATURE), None, isal_zlib.decompressobj()
     produced, ended, palette, colour, previous, idat_done = 0, False, False, None, b"", False
+    stored: _StoredIdat | None = None
+    data_from = data_to = 0  # where the IDATs (consecutive, as checked) start and end
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
         body = data[position + 8:position + 8 + length]
@@ -156,7 +167,7 @@ def check_png(data: bytes) -> None:
             raise DamagedImageError(f"chunk {kind!r} cut short")
         if struct.unpack(">I", crc)[0] != isal_zlib.crc32(body, isal_zlib.crc32(kind)):
             raise DamagedImageError(f"chunk {kind!r} fails its CRC")
-        position += 12 + length
+        start, position = position, position + 12 + length
         if (kind == b"IHDR") != (previous == b""):
             raise DamagedImageError("the header is not the first chunk, or comes twice")
         if previous == b"IDAT" and kind != b"IDAT":
@@ -173,16 +184,64 @@ def check_png(data: bytes) -> None:
         elif kind == b"IDAT":
             if colour == 3 and not palette:
                 raise DamagedImageError("a palette image without its palette")
+            if not data_from:
+                data_from = start
+                if 0 < header <= stored_up_to:  # type: ignore[operator]  # IHDR came first
+                    stored = _StoredIdat(header)  # type: ignore[arg-type]
+            data_to = position
             if body:  # the standard allows empty IDAT chunks
-                produced += _inflate_counting(inflater, body, header - produced)
+                produced += _inflate_counting(inflater, body, header - produced, stored)
         elif kind == b"IEND":
             ended = True
             break
     if header is None or not ended:
         raise DamagedImageError("the file ends before its end chunk")
-    produced += _inflate_counting(inflater, b"", header - produced, final=True)
+    produced += _inflate_counting(inflater, b"", header - produced, stored, final=True)
     if produced != header or not inflater.eof:
         raise DamagedImageError(f"image data holds {produced} of {header} bytes")
+    if stored is None:
+        return None
+    # What follows the end chunk is not the file's: it is left out, as decoders leave it.
+    return b"".join((data[:data_from], stored.chunk(), data[data_to:position]))
+
+
+_STORED_BLOCK = 65535  # bytes of a stored deflate block at most (RFC 1951, 3.2.4)
+
+
+class _StoredIdat:
+    """One IDAT chunk holding a zlib stream (RFC 1950) of `size` bytes in stored deflate
+    blocks, written piece by piece as they are inflated, into a buffer of its final size."""
+
+    def __init__(self, size: int) -> None:
+        blocks = -(-size // _STORED_BLOCK)
+        self.size, self.written, self.left, self.adler = size, 0, 0, 1
+        self.buffer = bytearray(8 + 2 + 5 * blocks + size + 4 + 4)
+        # Length, type, then the zlib header: deflate with a 32 KiB window, no dictionary,
+        # the fastest level (0x7801: a multiple of 31, as the header's check bits require).
+        struct.pack_into(">I4sBB", self.buffer, 0, len(self.buffer) - 12, b"IDAT", 0x78, 0x01)
+        self.at = 10
+
+    def write(self, piece: bytes) -> None:
+        view = memoryview(piece)
+        self.adler = isal_zlib.adler32(view, self.adler)
+        while len(view):
+            if self.left == 0:  # a block starts: BFINAL on the last, BTYPE 00, LEN, NLEN
+                size = min(_STORED_BLOCK, self.size - self.written)
+                struct.pack_into("<BHH", self.buffer, self.at,
+                                 int(self.written + size == self.size), size, size ^ 0xFFFF)
+                self.at, self.left = self.at + 5, size
+            count = min(len(view), self.left)
+            self.buffer[self.at:self.at + count] = view[:count]
+            self.at, self.written, self.left = self.at + count, self.written + count, \
+                self.left - count
+            view = view[count:]
+
+    def chunk(self) -> bytearray:
+        """The whole chunk, its Adler-32 and CRC written; once every byte has been."""
+        struct.pack_into(">I", self.buffer, self.at, self.adler)
+        crc = isal_zlib.crc32(memoryview(self.buffer)[4:self.at + 4])
+        struct.pack_into(">I", self.buffer, self.at + 4, crc)
+        return self.buffer
 
 
 def _expected_bytes(ihdr: bytes) -> int:
@@ -204,8 +263,10 @@ def _expected_bytes(ihdr: bytes) -> int:
                for x0, y0, dx, dy in _ADAM7)
 
 
-def _inflate_counting(inflater, chunk: bytes, room: int, final: bool = False) -> int:
-    """Feed `chunk`, count the output and drop it; more output than `room` is damage."""
+def _inflate_counting(inflater, chunk: bytes, room: int, stored: _StoredIdat | None = None,
+                      final: bool = False) -> int:
+    """Feed `chunk`, count the output and drop it (or write it to `stored`); more output
+    than `room` is damage."""
     count = 0
     try:
         piece = inflater.decompress(chunk, _INFLATE_PIECE)
@@ -213,11 +274,16 @@ def _inflate_counting(inflater, chunk: bytes, room: int, final: bool = False) ->
             count += len(piece)
             if count > room:
                 raise DamagedImageError("more image data than the header declares")
+            if stored is not None and piece:
+                stored.write(piece)
             if not inflater.unconsumed_tail:
                 break
             piece = inflater.decompress(inflater.unconsumed_tail, _INFLATE_PIECE)
         if final and not inflater.eof:  # the end: whatever the stream still holds
-            count += len(inflater.flush())
+            piece = inflater.flush()
+            count += len(piece)
+            if count <= room and stored is not None and piece:
+                stored.write(piece)
     except isal_zlib.error as exc:
         raise DamagedImageError(f"image data does not inflate: {exc}") from None
     if count > room:

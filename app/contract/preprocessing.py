@@ -111,6 +111,13 @@ def decode(data: bytes, max_pixels: int | None = None,
             return DecodedImage(pixels=pixels, width=pixels.shape[1], height=pixels.shape[0],
                                 format="DICOM", mode=info.photometric, dicom=info)
         img = _open(data, max_pixels)
+        if img.format == "PNG":
+            # Proved whole before any pixel is decoded, and decoded from the stored copy
+            # that the check's inflate leaves (integrity.check_png): the same bytes, not
+            # inflated twice.
+            rebuilt = check_png(data, stored_up_to=STORED_PNG_BYTES)
+            if rebuilt is not None:
+                img = _open(rebuilt, max_pixels)
         mode, image_format = img.mode, img.format
         if image_format in ("JPEG", "MPO") and is_lossless_jpeg(data):
             raise UnsupportedFormatError("Lossless JPEG")
@@ -135,7 +142,8 @@ def decode(data: bytes, max_pixels: int | None = None,
             pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
             pixels = _transpose(pixels, orientation)
         else:
-            _check_whole(img, data)
+            if image_format != "PNG":  # a PNG is checked already, above
+                _check_whole(img, data)
             significant = png_significant_bits(data) if mode.startswith("I;16") else None
             img.load()
             img = _reduce(img) if halve and image_format == "PNG" else img
@@ -194,6 +202,11 @@ def _reduce(img: Image.Image, factor: int = 2) -> Image.Image:
     width, height = img.size
     return img.reduce(factor, box=(0, 0, width // factor * factor, height // factor * factor))
 
+
+# A PNG whose image data inflates to at most this is decoded from its stored copy: a 16 MP
+# 16-bit grey film, a 10 MP colour one. The copy is held beside the decoded film (a worker
+# holds up to twice this more for a moment), so larger films are inflated twice instead.
+STORED_PNG_BYTES = 32 << 20
 
 _STRIP_ROWS = 256  # rows of a 16-bit film held as NumPy at once while reducing
 
@@ -272,11 +285,9 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
 
 
 def _check_whole(img: Image.Image, data: bytes) -> None:
-    """Refuse files that decode only by filling in what is missing (see integrity.py)."""
+    """Refuse JPEGs that decode only by filling in what is missing (see integrity.py)."""
     if img.format in ("JPEG", "MPO"):  # MPO: libjpeg reads its first picture, the one scored
         check_jpeg(data)
-    elif img.format == "PNG":
-        check_png(data)
 
 
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose,
