@@ -158,6 +158,7 @@ def check_png(data: bytes, stored_up_to: int = 0) -> bytes | None:
     position, header, inflater = len(_PNG_SIGNATURE), None, isal_zlib.decompressobj()
     produced, ended, palette, colour, previous, idat_done = 0, False, False, None, b"", False
     stored: _StoredIdat | None = None
+    head = b""  # the image data's first two bytes: its zlib header
     data_from = data_to = 0  # where the IDATs (consecutive, as checked) start and end
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
@@ -189,6 +190,11 @@ def check_png(data: bytes, stored_up_to: int = 0) -> bytes | None:
                 if 0 < header <= stored_up_to:  # type: ignore[operator]  # IHDR came first
                     stored = _StoredIdat(header)  # type: ignore[arg-type]
             data_to = position
+            if len(head) < 2 <= len(head) + len(body):  # its first two bytes, now in
+                head += body[:2 - len(head)]
+                _check_zlib_header(head)
+            elif len(head) < 2:
+                head += body
             if body:  # the standard allows empty IDAT chunks
                 produced += _inflate_counting(inflater, body, header - produced, stored)
         elif kind == b"IEND":
@@ -205,21 +211,30 @@ def check_png(data: bytes, stored_up_to: int = 0) -> bytes | None:
     return b"".join((data[:data_from], stored.chunk(), data[data_to:position]))
 
 
+def _check_zlib_header(head: bytes) -> None:
+    """The image data's two-byte zlib header (RFC 1950, 2.2): deflate (CM 8) with a window
+    of at most 32 KiB (CINFO 7), no preset dictionary (PNG, 10.1), its check bits right.
+    ISA-L reads a larger window, which zlib, Pillow's inflate, refuses: the film would be
+    decoded from the check's stored copy when small and refused when large."""
+    cmf, flg = head[0], head[1]
+    if cmf & 0x0F != 8 or cmf >> 4 > 7 or flg & 0x20 or (cmf * 256 + flg) % 31:
+        raise DamagedImageError(f"the image data's zlib header {head.hex()} is not one "
+                                "PNG allows")
+
+
 _STORED_BLOCK = 65535  # bytes of a stored deflate block at most (RFC 1951, 3.2.4)
 
 
 class _StoredIdat:
     """One IDAT chunk holding a zlib stream (RFC 1950) of `size` bytes in stored deflate
-    blocks, written piece by piece as they are inflated, into a buffer of its final size."""
+    blocks, written piece by piece as they are inflated. It grows with what is written, so
+    a small file that only declares a large image costs what it holds."""
 
     def __init__(self, size: int) -> None:
-        blocks = -(-size // _STORED_BLOCK)
         self.size, self.written, self.left, self.adler = size, 0, 0, 1
-        self.buffer = bytearray(8 + 2 + 5 * blocks + size + 4 + 4)
-        # Length, type, then the zlib header: deflate with a 32 KiB window, no dictionary,
-        # the fastest level (0x7801: a multiple of 31, as the header's check bits require).
-        struct.pack_into(">I4sBB", self.buffer, 0, len(self.buffer) - 12, b"IDAT", 0x78, 0x01)
-        self.at = 10
+        # Length (written last), type, then the zlib header: deflate with a 32 KiB window,
+        # no dictionary, the fastest level (0x7801: a multiple of 31, as its check requires).
+        self.buffer = bytearray(struct.pack(">I4sBB", 0, b"IDAT", 0x78, 0x01))
 
     def write(self, piece: bytes) -> None:
         view = memoryview(piece)
@@ -227,20 +242,19 @@ class _StoredIdat:
         while len(view):
             if self.left == 0:  # a block starts: BFINAL on the last, BTYPE 00, LEN, NLEN
                 size = min(_STORED_BLOCK, self.size - self.written)
-                struct.pack_into("<BHH", self.buffer, self.at,
-                                 int(self.written + size == self.size), size, size ^ 0xFFFF)
-                self.at, self.left = self.at + 5, size
+                self.buffer += struct.pack("<BHH", int(self.written + size == self.size),
+                                           size, size ^ 0xFFFF)
+                self.left = size
             count = min(len(view), self.left)
-            self.buffer[self.at:self.at + count] = view[:count]
-            self.at, self.written, self.left = self.at + count, self.written + count, \
-                self.left - count
+            self.buffer += view[:count]
+            self.written, self.left = self.written + count, self.left - count
             view = view[count:]
 
     def chunk(self) -> bytearray:
-        """The whole chunk, its Adler-32 and CRC written; once every byte has been."""
-        struct.pack_into(">I", self.buffer, self.at, self.adler)
-        crc = isal_zlib.crc32(memoryview(self.buffer)[4:self.at + 4])
-        struct.pack_into(">I", self.buffer, self.at + 4, crc)
+        """The whole chunk, its length, Adler-32 and CRC written; once every byte has been."""
+        self.buffer += struct.pack(">I", self.adler)
+        struct.pack_into(">I", self.buffer, 0, len(self.buffer) - 8)
+        self.buffer += struct.pack(">I", isal_zlib.crc32(memoryview(self.buffer)[4:]))
         return self.buffer
 
 

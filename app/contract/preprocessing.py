@@ -34,6 +34,7 @@ from app.contract.errors import (
     MultiFrameError,
     NotAnImageError,
     TooManyPixelsError,
+    UnsupportedEncodingError,
     UnsupportedFormatError,
 )
 from app.contract.integrity import (
@@ -118,6 +119,10 @@ def decode(data: bytes, max_pixels: int | None = None,
             rebuilt = check_png(data, stored_up_to=STORED_PNG_BYTES)
             if rebuilt is not None:
                 img = _open(rebuilt, max_pixels)
+            # Decoded here, where a failure is the file's: Pillow's getexif() below loads a
+            # PNG whose EXIF it has not met yet, and an error there (a row with an unknown
+            # filter type) must not leave the rows it never decoded black, and scored.
+            img.load()
         mode, image_format = img.mode, img.format
         if image_format in ("JPEG", "MPO") and is_lossless_jpeg(data):
             raise UnsupportedFormatError("Lossless JPEG")
@@ -281,6 +286,10 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     frames = getattr(img, "n_frames", 1)
     if frames != 1 and img.format != "MPO":  # an animated PNG: which frame is the film?
         raise MultiFrameError(frames)
+    if getattr(img, "custom_mimetype", None) == "image/apng":
+        # One frame, but an animation's: Pillow draws it where its frame control chunk
+        # says, which need not be the image the header and the image data describe.
+        raise UnsupportedEncodingError("an animated PNG (APNG) of one frame", "animated PNG")
     return img
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.contract.errors import DamagedImageError
+from app.contract.errors import CorruptImageError, DamagedImageError, UnsupportedEncodingError
 from app.contract.integrity import check_png
 from app.contract.preprocessing import STORED_PNG_BYTES, decode
 from tests.builders.corpus import (
@@ -52,6 +52,33 @@ def _split_idat(data: bytes, pieces: int) -> bytes:
     return out
 
 
+def _header_apart(data: bytes) -> bytes:
+    """The same PNG with its zlib header's first byte in an IDAT of its own."""
+    chunks = _chunks(data)
+    stream = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    out = data[:8]
+    for kind, body in chunks:
+        if kind == b"IDAT":
+            out += _chunk(b"IDAT", stream[:1]) + _chunk(b"IDAT", stream[1:]) if stream else b""
+            stream = b""
+        else:
+            out += _chunk(kind, body)
+    return out
+
+
+def _grey_png(rows: list[bytes], width: int, stream: bytes | None = None,
+              before_data: bytes = b"") -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, len(rows), 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + before_data
+            + _chunk(b"IDAT", stream if stream is not None else zlib.compress(b"".join(rows)))
+            + _chunk(b"IEND", b""))
+
+
+def _grey_rows(height: int = 30, width: int = 40) -> list[bytes]:
+    pixels = xray_like(height, width)
+    return [b"\x00" + row.tobytes() for row in pixels]
+
+
 def _with_text_after_data(data: bytes) -> bytes:
     end = data.rindex(b"IEND") - 4
     return data[:end] + _chunk(b"tEXt", b"Comment\x00after the image data") + data[end:]
@@ -78,6 +105,7 @@ KINDS = {
     "palette with transparency": palette_with_alpha_png,
     "interlaced": lambda: png_interlaced(xray_like(61, 47)),
     "image data in 5 IDATs": lambda: _split_idat(png16_bytes(96, 80), 4),
+    "zlib header across two IDATs": lambda: _header_apart(png16_bytes(96, 80)),
     "text after the image data": lambda: _with_text_after_data(png_bytes(96, 80)),
     "EXIF orientation": _exif_rotated_png,
 }
@@ -133,3 +161,59 @@ def test_damage_is_refused_before_any_copy_is_made(damaged):
     with pytest.raises(DamagedImageError):
         decode(damaged())
 
+
+
+@pytest.fixture(params=["stored copy", "inflated twice"])
+def either_path(request, monkeypatch):
+    """decode() as it reads a small PNG (from the check's stored copy) and a large one."""
+    if request.param == "inflated twice":
+        monkeypatch.setattr("app.contract.preprocessing.STORED_PNG_BYTES", 0)
+
+
+def test_a_row_pillow_cannot_decode_refuses_the_film(either_path):
+    """A row whose filter type is unknown (PNG, 9.2: 0-4): the check inflates the data but
+    reads no filter; Pillow's decode fails there, and the rows after it must not come back
+    black and be scored."""
+    rows = _grey_rows()
+    rows[20] = b"\x07" + rows[20][1:]
+    with pytest.raises(CorruptImageError):
+        decode(_grey_png(rows, 40))
+    decode(_grey_png(_grey_rows(), 40))  # the same film, every filter known
+
+
+def test_a_window_over_32_kib_is_refused_on_either_path(either_path):
+    """CINFO 8 in the zlib header: ISA-L inflates it, zlib (Pillow) refuses it."""
+    stream = bytearray(zlib.compress(b"".join(_grey_rows())))
+    stream[0] = 0x88  # CM 8, CINFO 8
+    stream[1] = (31 - (0x88 * 256) % 31) % 31  # FCHECK made right again, FLEVEL 0
+    assert (stream[0] * 256 + stream[1]) % 31 == 0
+    with pytest.raises(DamagedImageError):
+        decode(_grey_png(_grey_rows(), 40, stream=bytes(stream)))
+
+
+def test_a_one_frame_animation_is_not_read(either_path):
+    """An APNG's first frame drawn where its frame control chunk says: here a 10 x 10 frame
+    of a 40 x 30 image, which Pillow draws on a blank image."""
+    control = struct.pack(">IIIIIHHBB", 0, 10, 10, 5, 5, 1, 1, 0, 0)
+    apng = _grey_png(_grey_rows(), 40, before_data=_chunk(b"acTL", struct.pack(">II", 1, 0))
+                     + _chunk(b"fcTL", control))
+    with pytest.raises(UnsupportedEncodingError):
+        decode(apng)
+
+
+def test_a_small_file_declaring_a_large_image_costs_what_it_holds():
+    """The stored copy grows with what is inflated: an 80-byte file that declares a 32 MiB
+    image and holds one row is refused without reserving 32 MiB."""
+    import tracemalloc
+
+    ihdr = struct.pack(">IIBBBBB", 4096, 4095, 16, 0, 0, 0, 0)
+    small = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+             + _chunk(b"IDAT", zlib.compress(bytes(1 + 2 * 4096))) + _chunk(b"IEND", b""))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DamagedImageError):
+            check_png(small, stored_up_to=STORED_PNG_BYTES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20
