@@ -109,10 +109,10 @@ class Settings(BaseSettings):
     # must fit in it, or the server refuses to start and says which to change
     # (app/memory.py). None = no overall budget: each limit as set (a workstation).
     memory_budget_mb: int | None = Field(default=None, gt=0)
-    # The serving process's share of it: TensorFlow (610 MiB resident before any model),
-    # the models offered (about 120 MiB each), Python and the requests in flight beside
-    # their bodies. benchmarks/memory_tree.py measured 936 MiB at rest with the two
-    # committed models and 967 MiB through two streamed worklists of 83 MB.
+    # The serving process's share of it: TensorFlow (530 MiB resident before any model,
+    # imported without Keras), the models offered (about 90 MiB each), Python and the
+    # requests in flight beside their bodies. benchmarks/memory_tree.py measured 820 MiB at
+    # rest with the two committed models and 843 MiB through two streamed worklists of 83 MB.
     server_memory_mb: int = Field(default=SERVER_MEMORY_MB, gt=0)
     # Micro-batching (app/services/batcher.py): single-film predictions arriving within this
     # many milliseconds share one model call. None = 2 ms where TensorFlow sees a GPU, no
