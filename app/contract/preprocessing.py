@@ -34,7 +34,6 @@ from app.contract.errors import (
     MultiFrameError,
     NotAnImageError,
     TooManyPixelsError,
-    UnsupportedEncodingError,
     UnsupportedFormatError,
 )
 from app.contract.integrity import (
@@ -289,7 +288,7 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     if getattr(img, "custom_mimetype", None) == "image/apng":
         # One frame, but an animation's: Pillow draws it where its frame control chunk
         # says, which need not be the image the header and the image data describe.
-        raise UnsupportedEncodingError("an animated PNG (APNG) of one frame", "animated PNG")
+        raise UnsupportedFormatError("Animated PNG (APNG)")
     return img
 
 

@@ -300,8 +300,10 @@ def burn_in(display: Display, prediction: Prediction | Judgement) -> np.ndarray:
     size = max(_MIN_FONT_PX, image.width // 36)
     font = _font(size)
     step, margin = int(size * 1.3), size // 2
+    # One line each: a line break (in a card's model name) would draw over the next line.
     wrapped = [(part, colour) for text, colour in lines
-               for part in _wrap(text, font, image.width - 2 * margin)]
+               for part in _wrap(" ".join(text.splitlines()), font,
+                                 image.width - 2 * margin)]
     band = len(wrapped) * step + 2 * margin
     canvas = Image.new("RGB", (image.width, image.height + band), "black")
     canvas.paste(image, (0, band))

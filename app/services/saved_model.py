@@ -9,7 +9,9 @@ channels, classes, threshold, signature) is read from that card, never hard-code
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -63,6 +65,9 @@ def read_checks(path: Path, card: ModelCard) -> tuple[InputGuard | None,
     return guard, detector
 
 
+_IMPORT = threading.Lock()
+
+
 def import_tensorflow() -> ModuleType:
     """TensorFlow, imported without Keras where Keras is not loaded yet.
 
@@ -72,18 +77,39 @@ def import_tensorflow() -> ModuleType:
     resident and 1.3 s of start-up in the serving process, measured with the committed models.
     A served model is its exported signatures, which hold no Keras object, so the import is
     made while `keras` cannot be found (TensorFlow passes over that ImportError), then Keras
-    is findable again: a later `tf.keras` still loads it, in a process that wants it.
+    is findable again: a later `tf.keras` or `tensorflow.keras` still loads it, in a process
+    that wants it. Other threads importing Keras during the import (about 1.5 s) fail, so
+    call it before they start (the app loads models in one thread).
     """
-    if "tensorflow" in sys.modules or "keras" in sys.modules:
-        import tensorflow as tf  # noqa: PLC0415
+    with _IMPORT:
+        if "tensorflow" in sys.modules or "keras" in sys.modules:
+            import tensorflow as tf  # noqa: PLC0415
 
+            return tf
+        sys.modules["keras"] = None  # type: ignore[assignment]  # import keras -> ImportError
+        try:
+            import tensorflow as tf  # noqa: PLC0415 - heavy: only where a model is loaded
+        finally:
+            if "keras" in sys.modules and sys.modules["keras"] is None:
+                del sys.modules["keras"]
+        _restore_keras_path(tf)
         return tf
-    sys.modules["keras"] = None  # type: ignore[assignment]  # import keras -> ImportError
-    try:
-        import tensorflow as tf  # noqa: PLC0415 - heavy: only where a model is loaded
-    finally:
-        del sys.modules["keras"]
-    return tf
+
+
+def _restore_keras_path(tf: ModuleType) -> None:
+    """TensorFlow's __init__ puts Keras' API folders first on `tensorflow.__path__` (so that
+    `import tensorflow.keras` finds them); found while Keras could not be, they are None:
+    put back as TensorFlow's __init__ would have found them."""
+    if None not in tf.__path__:
+        return
+    from tensorflow.python.tools import module_util  # noqa: PLC0415
+
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
+    names = ("tf_keras.api._v2.keras" if legacy else "keras.api._v2.keras",
+             "keras._tf_keras.keras")  # the order __init__ leaves them in
+    found = [module_util.get_parent_dir_for_name(name) for name in names]
+    tf.__path__[:] = [folder for folder in found if folder] + \
+        [folder for folder in tf.__path__ if folder is not None]
 
 
 class ServedModel:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.contract.errors import CorruptImageError, DamagedImageError, UnsupportedEncodingError
+from app.contract.errors import CorruptImageError, DamagedImageError, UnsupportedFormatError
 from app.contract.integrity import check_png
 from app.contract.preprocessing import STORED_PNG_BYTES, decode
 from tests.builders.corpus import (
@@ -197,7 +197,7 @@ def test_a_one_frame_animation_is_not_read(either_path):
     control = struct.pack(">IIIIIHHBB", 0, 10, 10, 5, 5, 1, 1, 0, 0)
     apng = _grey_png(_grey_rows(), 40, before_data=_chunk(b"acTL", struct.pack(">II", 1, 0))
                      + _chunk(b"fcTL", control))
-    with pytest.raises(UnsupportedEncodingError):
+    with pytest.raises(UnsupportedFormatError, match="APNG"):
         decode(apng)
 
 

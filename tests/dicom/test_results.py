@@ -419,3 +419,17 @@ def test_a_kept_line_of_glyphs_pastes_as_drawing_it_would(size, colour):
         pasted.paste(colour, (at[0] + left, at[1] + top), mask)
     assert np.asarray(drawn).any()
     assert np.array_equal(np.asarray(pasted), np.asarray(drawn))
+
+
+def test_a_line_break_in_a_model_name_is_drawn_as_a_space():
+    """Each burned-in line is one line: a card's name with a line break would otherwise draw
+    its second half over the next line (and the kept glyphs measure one line only)."""
+    from app.dicom.results import burn_in
+    from app.services.pipeline import Display
+
+    film = xray_like(224, 224)
+    made = datetime.now(UTC)
+    drawn = [burn_in(Display(film, None), Judgement(0.93, 0.5, True, (), name, "1", made, ""))
+             for name in ("pneu\nmonia", "pneu monia", "pneumonia")]
+    assert np.array_equal(drawn[0], drawn[1])
+    assert not np.array_equal(drawn[1], drawn[2])

@@ -20,7 +20,11 @@ model = load_model(Path("models"), "pneumonia", None)
 loaded = sorted(m for m in ("keras", "sklearn", "matplotlib", "pandas") if m in sys.modules)
 import tensorflow as tf
 keras_later = tf.keras.__name__  # Keras is still there for a process that asks for it
-print(json.dumps({"loaded": loaded, "keras_later": keras_later,
+from tensorflow.keras import layers  # through tensorflow.__path__, as TensorFlow set it
+import pkgutil
+listed = sum(1 for _ in pkgutil.iter_modules(tf.__path__))
+print(json.dumps({"loaded": loaded, "keras_later": keras_later, "layers": layers.__name__,
+                  "path_ok": None not in tf.__path__ and listed > 0,
                   "score": float(model.predict(__import__("numpy").zeros(
                       (1, *model.card.input_size, model.card.channels)))[0])}))
 """
@@ -33,4 +37,6 @@ def test_serving_a_model_loads_no_keras_and_keras_stays_importable():
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["loaded"] == []
     assert found["keras_later"].startswith("keras")
+    assert found["layers"].startswith("keras")
+    assert found["path_ok"]
     assert 0.0 <= found["score"] <= 1.0
