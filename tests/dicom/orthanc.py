@@ -103,17 +103,31 @@ def running_orthanc(root: Path, modalities: dict[str, tuple[str, str, int]],
                     ae_title: str = "ORTHANC", dicom_port: int | None = None
                     ) -> Iterator[Orthanc]:
     """Orthanc started on free loopback ports (its DICOM port `dicom_port` when given) with
-    its state under `root`; stopped (and its log shown on failure to start) on exit."""
+    its state under `root`; stopped (and its log shown on failure to start) on exit. A port
+    that another process took between free_port() and Orthanc's bind (seen once in a full
+    run) is chosen again, up to three times."""
     root.mkdir(parents=True, exist_ok=True)
-    with orthanc_on(root, configuration(root, free_port(), dicom_port or free_port(),
-                                        ae_title, modalities)) as pacs:
-        yield pacs
+    for attempt in range(3):
+        config = configuration(root, free_port(), dicom_port or free_port(), ae_title,
+                               modalities)
+        try:
+            with orthanc_on(root, config, port_taken_is_fatal=attempt == 2) as pacs:
+                yield pacs
+            return
+        except _PortTaken:
+            continue
+
+
+class _PortTaken(Exception):
+    """Orthanc exited at start because a port it was given was in use."""
 
 
 @contextmanager
-def orthanc_on(root: Path, config: dict) -> Iterator[Orthanc]:
+def orthanc_on(root: Path, config: dict, port_taken_is_fatal: bool = True
+               ) -> Iterator[Orthanc]:
     """Orthanc started on `config` (written to root/orthanc.json, so that relative paths in
-    it, such as LuaScripts, are root's); its storage removed on exit."""
+    it, such as LuaScripts, are root's); its storage removed on exit. `port_taken_is_fatal`
+    False: a port in use raises _PortTaken, for the caller to choose another."""
     if not Path(ORTHANC).exists():
         pytest.fail(f"{ORTHANC} is missing: `make system-packages` installs Debian's orthanc")
     root.mkdir(parents=True, exist_ok=True)
@@ -129,7 +143,10 @@ def orthanc_on(root: Path, config: dict) -> Iterator[Orthanc]:
         poll(lambda: process.poll() is not None or _answers(pacs), START_SECONDS,
              "Orthanc to start")
         if process.poll() is not None:
-            pytest.fail("Orthanc exited: " + log_path.read_text()[-3000:])
+            said = log_path.read_text()
+            if not port_taken_is_fatal and "already in use" in said:
+                raise _PortTaken()
+            pytest.fail("Orthanc exited: " + said[-3000:])
         yield pacs
     finally:
         stop_process(process)
