@@ -6,6 +6,8 @@ crash or a restart."""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -17,9 +19,14 @@ from app.dicom.failures import ResultsFailure
 from app.dicom.ingest import IngestResult, NotStoredError
 from app.services.intake import film_record
 from app.services.observer import NO_METRICS, Observer
-from app.store import WorklistStore
+from app.store import FilmRecord, WorklistStore
 
 log = logging.getLogger("app.dicom")
+
+
+# The most films one transaction commits for the node (group commit, below): about 7 ms of
+# CPU each, so the first in line waits at most about a quarter of a second for the others.
+GROUP_COMMIT_FILMS = 32
 
 
 class StoreCommit:
@@ -29,7 +36,18 @@ class StoreCommit:
     with reason queue_full, and counted in `metrics` (the bound is checked before the
     transaction, so concurrent commits may pass it by a few). In `shadow_mode` (issue 31)
     no film's results are queued, so none can leave for the PACS: the film is listed with
-    reason shadow_mode and counted as withheld."""
+    reason shadow_mode and counted as withheld.
+
+    Group commit: the films whose associations wait for a commit while another commits are
+    committed together, in one transaction, by the first of them to get its turn (up to
+    GROUP_COMMIT_FILMS, in order of arrival, never two under one SOP Instance UID); each
+    caller returns once its own film is committed, as before. Why: one transaction at a
+    time may write a SQLite worklist, and each of a film's transactions took about 20 ms
+    beside the associations' other work (7 ms of CPU): at 8 associations 5 of the 8
+    C-STOREs were waiting for it and the node answered 31 films/s. When a group's
+    transaction fails, each of its films is tried alone, so that one film's fault fails
+    only that film.
+    """
 
     def __init__(self, store: WorklistStore, thumbnails: bool = False,
                  max_pending: int | None = None, metrics: Observer = NO_METRICS,
@@ -39,6 +57,9 @@ class StoreCommit:
         self._max_pending = max_pending
         self._metrics = metrics
         self._shadow_mode = shadow_mode
+        self._turn = threading.Condition()
+        self._waiting: deque[_Pending] = deque()
+        self._committing = False
 
     def __call__(self, result: IngestResult) -> str | None:
         """Commit `result`; the conflict the store found ("patient": listed in an entry of
@@ -47,15 +68,28 @@ class StoreCommit:
         sop = result.facts.sop_instance_uid
         try:
             results, refused = self._queueable(result)
-            record = replace(film_record(result.facts, result.source, result.received_at,
-                                         result.scored_at, result.prediction, result.error,
-                                         self._thumbnails),
-                             patient_key=result.patient_key, content_hash=result.content_hash,
-                             results_error=refused or result.results_error)
-            added = self._store.add_received([record], results=results)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("%s not stored: %s", sop, type(exc).__name__)
             raise NotStoredError() from exc
+        mine = _Pending(result, results, refused)
+        with self._turn:
+            self._waiting.append(mine)
+        while True:
+            with self._turn:
+                while self._committing and not mine.done:
+                    self._turn.wait()
+                if mine.done:
+                    break
+                self._committing = True
+                group = self._group()
+            try:
+                self._commit(group)
+            finally:
+                with self._turn:
+                    self._committing = False
+                    self._turn.notify_all()
+        if mine.error is not None:
+            raise mine.error
         if refused == ResultsFailure.SHADOW_MODE:
             log.info("%s: results withheld: shadow mode", sop)
             self._metrics.results_withheld()
@@ -63,8 +97,64 @@ class StoreCommit:
             log.warning("%s: results not queued: %d results wait for the PACS already",
                         sop, self._max_pending)
             self._metrics.results_failed(refused)
-        conflict = added.conflicts.get(sop)
-        return None if conflict is None else conflict.value
+        return mine.conflict
+
+    def _group(self) -> list[_Pending]:
+        """The waiting films to commit together (the turn's lock held): in order of
+        arrival, at most GROUP_COMMIT_FILMS, none under a SOP Instance UID taken already
+        (that film waits for the next group, so the store decides between them as it does
+        between two transactions)."""
+        group: list[_Pending] = []
+        uids: set[str] = set()
+        for pending in list(self._waiting):
+            if len(group) == GROUP_COMMIT_FILMS:
+                break
+            if pending.sop in uids:
+                continue
+            uids.add(pending.sop)
+            group.append(pending)
+            self._waiting.remove(pending)
+        return group
+
+    def _commit(self, group: list[_Pending]) -> None:
+        """Commit `group` in one transaction, or each film alone when that fails; every
+        film of it done on return, with its conflict or its error."""
+        try:
+            added = self._store.add_received(
+                [self._record(pending) for pending in group],
+                results={sop: instances for pending in group
+                         for sop, instances in (pending.results or {}).items()},
+                entries=False)
+        except (SQLAlchemyError, OSError) as exc:
+            if len(group) > 1:
+                for pending in group:
+                    self._commit([pending])
+                return
+            log.warning("%s not stored: %s", group[0].sop, type(exc).__name__)
+            error: BaseException = NotStoredError()
+            error.__cause__ = exc
+            self._finish(group, error=error)
+        except BaseException as exc:
+            self._finish(group, error=exc)
+            raise
+        else:
+            for pending in group:
+                conflict = added.conflicts.get(pending.sop)
+                pending.conflict = None if conflict is None else conflict.value
+            self._finish(group)
+
+    def _finish(self, group: list[_Pending], error: BaseException | None = None) -> None:
+        with self._turn:
+            for pending in group:
+                pending.error, pending.done = error, True
+
+    def _record(self, pending: _Pending) -> FilmRecord:
+        result = pending.result
+        return replace(film_record(result.facts, result.source, result.received_at,
+                                   result.scored_at, result.prediction, result.error,
+                                   self._thumbnails),
+                       patient_key=result.patient_key, content_hash=result.content_hash,
+                       results_error=pending.refused or result.results_error)
 
     def _queueable(self, result: IngestResult) -> tuple[dict[str, list[bytes]] | None,
                                                         str | None]:
@@ -79,6 +169,18 @@ class StoreCommit:
                 and self._store.pending_results() >= self._max_pending:
             return None, ResultsFailure.QUEUE_FULL.value
         return {result.facts.sop_instance_uid: list(result.results)}, None
+
+
+class _Pending:
+    """A film waiting for its group's commit, and, once `done`, its outcome."""
+
+    def __init__(self, result: IngestResult, results: dict[str, list[bytes]] | None,
+                 refused: str | None) -> None:
+        self.result, self.results, self.refused = result, results, refused
+        self.sop = result.facts.sop_instance_uid
+        self.done = False
+        self.conflict: str | None = None
+        self.error: BaseException | None = None
 
 
 class StoreJobSource:
