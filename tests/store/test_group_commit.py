@@ -1,7 +1,8 @@
 """The node's group commit (app/dicom/store_adapter.py StoreCommit): films whose
 associations wait while another film commits are committed together, each caller answered
 only once its own film is committed; never two films under one SOP Instance UID in a group;
-a group that fails is tried film by film, so that one film's fault fails only that film."""
+a group that fails is tried film by film, so that one film's fault fails only that film.
+On both of the store's databases (tests/store/conftest.py `store`)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class HeldStore:
         return self._store.add_received(records, results, **options)
 
 
-def _commit_all(commit: StoreCommit, store: HeldStore, first: IngestResult,
+def _commit_all(commit: StoreCommit, held: HeldStore, first: IngestResult,
                 waiting: list[IngestResult]) -> dict[str, object]:
     """`first` committed while `waiting` arrive (each in a thread of its own, as the
     associations are) and wait behind it; each film's outcome: its conflict or its error."""
@@ -71,86 +72,86 @@ def _commit_all(commit: StoreCommit, store: HeldStore, first: IngestResult,
 
     threads = [threading.Thread(target=call, args=(first, "first"))]
     threads[0].start()
-    store.entered.wait()
+    held.entered.wait()
     for number, result in enumerate(waiting):
         thread = threading.Thread(target=call, args=(result, str(number)))
         thread.start()
         threads.append(thread)
     while len(commit._waiting) < len(waiting):  # each behind the first, in the line
         time.sleep(0.001)
-    store.release.set()
+    held.release.set()
     for thread in threads:
         thread.join()
     return outcomes
 
 
-def test_films_that_wait_for_a_commit_are_committed_together(worklist):
-    store = HeldStore(worklist)
-    commit = StoreCommit(store)
+def test_films_that_wait_for_a_commit_are_committed_together(store):
+    held = HeldStore(store)
+    commit = StoreCommit(held)
     waiting = [_result(f"1.2.{n}", f"1.2.{n}.1") for n in range(2, 7)]
-    outcomes = _commit_all(commit, store, _result("1.2.1", "1.2.1.1"), waiting)
+    outcomes = _commit_all(commit, held, _result("1.2.1", "1.2.1.1"), waiting)
     assert outcomes == {"first": None, **{str(n): None for n in range(5)}}
-    assert store.calls[0] == ["1.2.1.1"]
-    assert sorted(store.calls[1]) == [f"1.2.{n}.1" for n in range(2, 7)]
-    assert len(store.calls) == 2
+    assert held.calls[0] == ["1.2.1.1"]
+    assert sorted(held.calls[1]) == [f"1.2.{n}.1" for n in range(2, 7)]
+    assert len(held.calls) == 2
     # Each film committed, its results queued with it.
-    assert worklist.pending_results() == 6
-    assert sorted(entry.study_instance_uid for entry in worklist.entries().entries) == \
+    assert store.pending_results() == 6
+    assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
         [f"1.2.{n}" for n in range(1, 7)]
 
 
-def test_a_group_holds_at_most_group_commit_films(worklist):
-    store = HeldStore(worklist)
-    commit = StoreCommit(store)
+def test_a_group_holds_at_most_group_commit_films(store):
+    held = HeldStore(store)
+    commit = StoreCommit(held)
     waiting = [_result(f"1.3.{n}", f"1.3.{n}.1") for n in range(GROUP_COMMIT_FILMS + 3)]
-    outcomes = _commit_all(commit, store, _result("1.3.99", "1.3.99.1"), waiting)
+    outcomes = _commit_all(commit, held, _result("1.3.99", "1.3.99.1"), waiting)
     assert set(outcomes.values()) == {None}
-    assert [len(call) for call in store.calls] == [1, GROUP_COMMIT_FILMS, 3]
-    assert worklist.pending_results() == GROUP_COMMIT_FILMS + 4
+    assert [len(call) for call in held.calls] == [1, GROUP_COMMIT_FILMS, 3]
+    assert store.pending_results() == GROUP_COMMIT_FILMS + 4
 
 
-def test_two_films_under_one_sop_instance_uid_are_never_in_one_group(worklist):
+def test_two_films_under_one_sop_instance_uid_are_never_in_one_group(store):
     # Other pixels under a UID: the film first committed stands, with its results; the
     # other is an instance conflict, as when the two came one after the other.
-    store = HeldStore(worklist)
-    commit = StoreCommit(store)
+    held = HeldStore(store)
+    commit = StoreCommit(held)
     kept = _result("1.4.1", "1.4.1.1", content_hash="a" * 64)
     other = _result("1.4.1", "1.4.1.1", content_hash="b" * 64)
-    outcomes = _commit_all(commit, store, _result("1.4.0", "1.4.0.1"), [kept, other])
-    assert [len(call) for call in store.calls] == [1, 1, 1]
+    outcomes = _commit_all(commit, held, _result("1.4.0", "1.4.0.1"), [kept, other])
+    assert [len(call) for call in held.calls] == [1, 1, 1]
     assert sorted(map(str, outcomes.values())) == ["None", "None", "instance"]
-    assert worklist.pending_results() == 2  # the first film's, and one under 1.4.1.1
+    assert store.pending_results() == 2  # the first film's, and one under 1.4.1.1
 
 
-def test_a_group_the_database_refuses_is_committed_film_by_film(worklist):
-    store = HeldStore(worklist, poison="1.5.2.1")
-    commit = StoreCommit(store)
+def test_a_group_the_database_refuses_is_committed_film_by_film(store):
+    held = HeldStore(store, poison="1.5.2.1")
+    commit = StoreCommit(held)
     waiting = [_result(f"1.5.{n}", f"1.5.{n}.1") for n in (2, 3, 4)]
-    outcomes = _commit_all(commit, store, _result("1.5.1", "1.5.1.1"), waiting)
+    outcomes = _commit_all(commit, held, _result("1.5.1", "1.5.1.1"), waiting)
     assert outcomes["first"] is None
     assert outcomes["1"] is None and outcomes["2"] is None
     assert isinstance(outcomes["0"], NotStoredError)  # the PACS will send it again
     assert isinstance(outcomes["0"].__cause__, OperationalError)
-    assert sorted(entry.study_instance_uid for entry in worklist.entries().entries) == \
+    assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
         ["1.5.1", "1.5.3", "1.5.4"]
-    assert worklist.pending_results() == 3
+    assert store.pending_results() == 3
 
 
-def test_a_group_s_unexpected_error_reaches_each_of_its_callers(worklist):
-    store = HeldStore(worklist, broken="1.6.2.1")
-    commit = StoreCommit(store)
+def test_a_group_s_unexpected_error_reaches_each_of_its_callers(store):
+    held = HeldStore(store, broken="1.6.2.1")
+    commit = StoreCommit(held)
     waiting = [_result(f"1.6.{n}", f"1.6.{n}.1") for n in (2, 3)]
-    outcomes = _commit_all(commit, store, _result("1.6.1", "1.6.1.1"), waiting)
+    outcomes = _commit_all(commit, held, _result("1.6.1", "1.6.1.1"), waiting)
     assert outcomes["first"] is None
     assert all(isinstance(outcomes[key], ValueError) for key in ("0", "1"))
     # Nothing of the failed group was kept; the next film commits as ever.
     assert commit(_result("1.6.5", "1.6.5.1")) is None
-    assert sorted(entry.study_instance_uid for entry in worklist.entries().entries) == \
+    assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
         ["1.6.1", "1.6.5"]
 
 
 @pytest.mark.parametrize("shadow_mode", [False, True])
-def test_a_film_alone_commits_at_once(worklist, shadow_mode):
-    commit = StoreCommit(worklist, shadow_mode=shadow_mode)
+def test_a_film_alone_commits_at_once(store, shadow_mode):
+    commit = StoreCommit(store, shadow_mode=shadow_mode)
     assert commit(_result("1.7.1", "1.7.1.1")) is None
-    assert worklist.pending_results() == (0 if shadow_mode else 1)
+    assert store.pending_results() == (0 if shadow_mode else 1)
