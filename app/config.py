@@ -207,9 +207,9 @@ class Settings(BaseSettings):
     # A secondary capture (the film with the result burned in) beside each SR, for viewers
     # that do not render structured reports; most PACS viewers need it.
     results_secondary_capture: bool = True
-    # Associations (or STOW-RS requests) delivering results at once, each carrying a share
-    # of a pass's jobs (4: app/dicom/delivery.py JOBS_PER_ASSOCIATION), then the next: one
-    # thread, one association a film, delivered about 3 films/s.
+    # Associations (or STOW-RS requests) delivering results at once, each carrying every
+    # job of its share of a pass (app/dicom/delivery.py): one thread, one association a
+    # film, delivered about 3 films/s.
     results_associations: int = Field(default=4, gt=0)
     # Results that may wait for the PACS at once (while it is down or refusing them), each
     # kept as a recipe of a few hundred KB (app/dicom/recipe.py: the header's identifiers,

@@ -12,10 +12,9 @@ destination took every instance (success, or a warning status); anything else le
 whole job for a later attempt. Sending again is harmless: the results' UIDs and content are
 fixed by the recipe (app/dicom/results.py), so a PACS keeps one.
 
-Each pass takes the jobs due, in shares of JOBS_PER_ASSOCIATION, which `associations`
-threads take in turn; each thread builds a share's jobs and sends them in one association
-per destination (`Sender.many`), then takes the next share, and the jobs delivered leave the
-queue together at the end of the pass (`JobSource.done_all`, one transaction). The
+Each pass takes the jobs due and shares them among `associations` threads; each thread
+builds its jobs and sends them all in one association per destination (`Sender.many`), and
+the jobs delivered leave the queue together (`JobSource.done_all`, one transaction). The
 results' C-STOREs go out with TCP_NODELAY: pynetdicom leaves Nagle's algorithm on, so the
 data set after each small command PDU waited for the peer's delayed ACK, about 40 ms a
 C-STORE (worth proposing upstream: `AssociationSocket` could set it on every socket).
@@ -311,9 +310,9 @@ JOBS_PER_ASSOCIATION = 4
 class DeliveryWorker:
     """A thread that delivers due jobs: at once when woken (`wake()`, after a commit), and
     every `poll_seconds` otherwise (retries, and jobs another process queued). Each pass
-    cuts the due jobs into shares of JOBS_PER_ASSOCIATION that up to `associations` threads
-    take in turn, each building a share and sending it in one association (module
-    docstring); with one association, a pass's jobs go in one."""
+    shares the due jobs among up to `associations` threads (one for every
+    JOBS_PER_ASSOCIATION jobs), each building its share and sending it in one association
+    (module docstring)."""
 
     def __init__(self, source: JobSource, send: Sender, backoff: Backoff = Backoff(),
                  poll_seconds: float = 1.0,
@@ -359,12 +358,9 @@ class DeliveryWorker:
         jobs = list(self._source.pending(self._clock()))
         if not jobs or self._stop.is_set():
             return 0
-        # A few jobs go in one association: opening one costs more than sending a job. The
-        # threads take the pass's shares in turn, each the next as soon as its last is
-        # sent, so that while some wait for the PACS's answers the others build (one
-        # share a thread let all of them send at once, the build process idle meanwhile).
-        size = JOBS_PER_ASSOCIATION if self._senders is not None else len(jobs)
-        shares = [jobs[k:k + size] for k in range(0, len(jobs), size)]
+        # A few jobs go in one association: opening one costs more than sending a job.
+        count = min(self.associations, -(-len(jobs) // JOBS_PER_ASSOCIATION))
+        shares = [jobs[k::count] for k in range(count)]
         if self._senders is None or len(shares) == 1:
             sent = [self._deliver(share) for share in shares]
         else:

@@ -210,40 +210,6 @@ def test_jobs_are_shared_among_parallel_associations_with_tcp_nodelay(monkeypatc
     assert flags == [1, 1] and source.removed == [list(range(1, 9))]
 
 
-def test_the_threads_take_a_pass_s_shares_in_turn():
-    """Twelve jobs, two associations at once: three shares of JOBS_PER_ASSOCIATION jobs,
-    the third taken by whichever thread sent its first share first (one share a thread
-    had each thread build all six of its jobs before sending any, so both sent at once
-    while the build process idled), all removed together at the end of the pass."""
-    from app.dicom.delivery import JOBS_PER_ASSOCIATION
-
-    class Sharing(_CountingPacs):
-        def __init__(self) -> None:
-            super().__init__()
-            self.carried: dict[int, int] = {}
-
-        def _on_store(self, event):
-            key = id(event.assoc)
-            self.carried[key] = self.carried.get(key, 0) + 1
-            return super()._on_store(event)
-
-    source = _TogetherSource()
-    for seed in range(3 * JOBS_PER_ASSOCIATION):
-        source.add(_recipe(seed))
-    with Sharing() as pacs:
-        worker = DeliveryWorker(source, store_scu(Destination(PACS_AE, "127.0.0.1",
-                                                              pacs.port)),
-                                build=ResultBuilder().build_job, associations=2)
-        try:
-            assert worker.run_once() == 3 * JOBS_PER_ASSOCIATION
-        finally:
-            worker.stop()
-    # Each association carried one share: its jobs' SR and secondary capture.
-    assert pacs.associations == 3
-    assert sorted(pacs.carried.values()) == [2 * JOBS_PER_ASSOCIATION] * 3
-    assert source.removed == [list(range(1, 3 * JOBS_PER_ASSOCIATION + 1))]
-
-
 def test_a_refused_job_leaves_the_others_of_its_association_delivered():
     """The PACS refuses one job's SR: that job waits for its next attempt, the others of
     the same association are delivered."""
