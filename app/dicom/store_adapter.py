@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.dicom.delivery import Job
 from app.dicom.failures import ResultsFailure
@@ -24,8 +24,8 @@ from app.store import FilmRecord, WorklistStore
 log = logging.getLogger("app.dicom")
 
 
-# The most films one transaction commits for the node (group commit, below): about 7 ms of
-# CPU each, so the first in line waits at most about a quarter of a second for the others.
+# The most films one transaction commits for the node (group commit, below): about 2 ms of
+# CPU each in a group, so the last in line waits about a tenth of a second for the others.
 GROUP_COMMIT_FILMS = 32
 
 
@@ -44,9 +44,10 @@ class StoreCommit:
     caller returns once its own film is committed, as before. Why: one transaction at a
     time may write a SQLite worklist, and each of a film's transactions took about 20 ms
     beside the associations' other work (7 ms of CPU): at 8 associations 5 of the 8
-    C-STOREs were waiting for it and the node answered 31 films/s. When a group's
-    transaction fails, each of its films is tried alone, so that one film's fault fails
-    only that film.
+    C-STOREs were waiting for it and the node answered 31 films/s. When the database is
+    unavailable, every film of the group fails at once (the PACS sends it again); when a
+    group's transaction fails otherwise, each of its films is tried alone, so that one
+    film's fault fails only that film (`_commit`).
     """
 
     def __init__(self, store: WorklistStore, thumbnails: bool = False,
@@ -68,25 +69,36 @@ class StoreCommit:
         sop = result.facts.sop_instance_uid
         try:
             results, refused = self._queueable(result)
+            # Made here, in the caller's thread: a film's record (its thumbnail's PNG
+            # encoding included) neither waits for the others nor fails them.
+            record = replace(film_record(result.facts, result.source, result.received_at,
+                                         result.scored_at, result.prediction, result.error,
+                                         self._thumbnails),
+                             patient_key=result.patient_key, content_hash=result.content_hash,
+                             results_error=refused or result.results_error)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("%s not stored: %s", sop, type(exc).__name__)
             raise NotStoredError() from exc
-        mine = _Pending(result, results, refused)
+        mine = _Pending(record, results)
         with self._turn:
             self._waiting.append(mine)
-        while True:
-            with self._turn:
-                while self._committing and not mine.done:
+            while not mine.done:
+                if self._committing:
                     self._turn.wait()
-                if mine.done:
-                    break
-                self._committing = True
+                    continue
                 group = self._group()
-            try:
-                self._commit(group)
-            finally:
-                with self._turn:
+                self._committing = True
+                try:
+                    self._turn.release()
+                    try:
+                        self._commit(group)
+                    finally:
+                        self._turn.acquire()
+                finally:
                     self._committing = False
+                    for pending in group:  # what _commit could not finish, if anything
+                        if not pending.done:
+                            pending.error, pending.done = NotStoredError(), True
                     self._turn.notify_all()
         if mine.error is not None:
             raise mine.error
@@ -117,44 +129,38 @@ class StoreCommit:
         return group
 
     def _commit(self, group: list[_Pending]) -> None:
-        """Commit `group` in one transaction, or each film alone when that fails; every
-        film of it done on return, with its conflict or its error."""
+        """Commit `group` in one transaction. When the database is unavailable (locked
+        past its busy timeout, its connection or disk failing: OperationalError, OSError)
+        every film of it fails at once with NotStoredError, and the PACS sends it again;
+        when the transaction fails otherwise (a constraint, or a bug that a film's data
+        meets), each film is tried alone, so that the fault is that film's own. Never
+        raises: every film of the group is done on return, with its conflict or an error
+        of its own."""
         try:
             added = self._store.add_received(
-                [self._record(pending) for pending in group],
+                [pending.record for pending in group],
                 results={sop: instances for pending in group
                          for sop, instances in (pending.results or {}).items()},
                 entries=False)
-        except (SQLAlchemyError, OSError) as exc:
-            if len(group) > 1:
+        except Exception as exc:  # noqa: BLE001 - each film's caller gets its own error
+            if len(group) > 1 and not isinstance(exc, _UNAVAILABLE):
                 for pending in group:
                     self._commit([pending])
                 return
-            log.warning("%s not stored: %s", group[0].sop, type(exc).__name__)
-            error: BaseException = NotStoredError()
-            error.__cause__ = exc
-            self._finish(group, error=error)
-        except BaseException as exc:
-            self._finish(group, error=exc)
-            raise
+            database = isinstance(exc, (SQLAlchemyError, OSError))
+            if database:
+                log.warning("%s not stored: %s", ", ".join(p.sop for p in group),
+                            type(exc).__name__)
+            with self._turn:
+                for pending in group:
+                    pending.error = _not_stored(exc) if database else exc
+                    pending.done = True
         else:
-            for pending in group:
-                conflict = added.conflicts.get(pending.sop)
-                pending.conflict = None if conflict is None else conflict.value
-            self._finish(group)
-
-    def _finish(self, group: list[_Pending], error: BaseException | None = None) -> None:
-        with self._turn:
-            for pending in group:
-                pending.error, pending.done = error, True
-
-    def _record(self, pending: _Pending) -> FilmRecord:
-        result = pending.result
-        return replace(film_record(result.facts, result.source, result.received_at,
-                                   result.scored_at, result.prediction, result.error,
-                                   self._thumbnails),
-                       patient_key=result.patient_key, content_hash=result.content_hash,
-                       results_error=pending.refused or result.results_error)
+            with self._turn:
+                for pending in group:
+                    conflict = added.conflicts.get(pending.sop)
+                    pending.conflict = None if conflict is None else conflict.value
+                    pending.done = True
 
     def _queueable(self, result: IngestResult) -> tuple[dict[str, list[bytes]] | None,
                                                         str | None]:
@@ -171,16 +177,25 @@ class StoreCommit:
         return {result.facts.sop_instance_uid: list(result.results)}, None
 
 
+# The database itself failing, not one film: no film of a group would fare better alone.
+_UNAVAILABLE = (OperationalError, OSError)
+
+
+def _not_stored(cause: BaseException) -> NotStoredError:
+    error = NotStoredError()
+    error.__cause__ = cause
+    return error
+
+
 class _Pending:
     """A film waiting for its group's commit, and, once `done`, its outcome."""
 
-    def __init__(self, result: IngestResult, results: dict[str, list[bytes]] | None,
-                 refused: str | None) -> None:
-        self.result, self.results, self.refused = result, results, refused
-        self.sop = result.facts.sop_instance_uid
+    def __init__(self, record: FilmRecord, results: dict[str, list[bytes]] | None) -> None:
+        self.record, self.results = record, results
+        self.sop = record.sop_instance_uid
         self.done = False
         self.conflict: str | None = None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
 
 
 class StoreJobSource:

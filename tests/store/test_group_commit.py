@@ -1,7 +1,9 @@
 """The node's group commit (app/dicom/store_adapter.py StoreCommit): films whose
 associations wait while another film commits are committed together, each caller answered
 only once its own film is committed; never two films under one SOP Instance UID in a group;
-a group that fails is tried film by film, so that one film's fault fails only that film.
+a group that fails is tried film by film, so that one film's fault fails only that film,
+and a database that is unavailable fails the group at once; every caller gets its own
+outcome and none is left waiting.
 On both of the store's databases (tests/store/conftest.py `store`)."""
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.contract.identifiers import InstanceFacts
 from app.dicom.ingest import IngestResult, NotStoredError
@@ -33,14 +35,15 @@ def _result(study: str, sop: str, content_hash: str = "a" * 64) -> IngestResult:
 class HeldStore:
     """The real store, its first `add_received` held until `release` is set; the SOP
     Instance UIDs of each call, in order. `poison`: a SOP Instance UID whose transaction
-    the database refuses; `broken`: one whose transaction raises a programming error."""
+    breaks a constraint; `broken`: one whose transaction meets a bug; `unavailable`: the
+    database fails every call after the first (a lock held past the busy timeout)."""
 
     def __init__(self, store: WorklistStore, poison: str | None = None,
-                 broken: str | None = None) -> None:
+                 broken: str | None = None, unavailable: bool = False) -> None:
         self._store = store
         self.calls: list[list[str]] = []
         self.entered, self.release = threading.Event(), threading.Event()
-        self._poison, self._broken = poison, broken
+        self._poison, self._broken, self._unavailable = poison, broken, unavailable
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -51,8 +54,10 @@ class HeldStore:
         if len(self.calls) == 1:
             self.entered.set()
             self.release.wait()
+        if self._unavailable and len(self.calls) > 1:
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         if self._poison in sops:
-            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+            raise IntegrityError("INSERT", {}, Exception("CHECK constraint failed"))
         if self._broken in sops:
             raise ValueError("a bug")
         return self._store.add_received(records, results, **options)
@@ -123,7 +128,7 @@ def test_two_films_under_one_sop_instance_uid_are_never_in_one_group(store):
     assert store.pending_results() == 2  # the first film's, and one under 1.4.1.1
 
 
-def test_a_group_the_database_refuses_is_committed_film_by_film(store):
+def test_a_group_one_film_breaks_is_committed_film_by_film(store):
     held = HeldStore(store, poison="1.5.2.1")
     commit = StoreCommit(held)
     waiting = [_result(f"1.5.{n}", f"1.5.{n}.1") for n in (2, 3, 4)]
@@ -131,23 +136,70 @@ def test_a_group_the_database_refuses_is_committed_film_by_film(store):
     assert outcomes["first"] is None
     assert outcomes["1"] is None and outcomes["2"] is None
     assert isinstance(outcomes["0"], NotStoredError)  # the PACS will send it again
-    assert isinstance(outcomes["0"].__cause__, OperationalError)
+    assert isinstance(outcomes["0"].__cause__, IntegrityError)
     assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
         ["1.5.1", "1.5.3", "1.5.4"]
     assert store.pending_results() == 3
 
 
-def test_a_group_s_unexpected_error_reaches_each_of_its_callers(store):
+def test_a_bug_one_film_meets_fails_only_that_film(store):
     held = HeldStore(store, broken="1.6.2.1")
     commit = StoreCommit(held)
     waiting = [_result(f"1.6.{n}", f"1.6.{n}.1") for n in (2, 3)]
     outcomes = _commit_all(commit, held, _result("1.6.1", "1.6.1.1"), waiting)
-    assert outcomes["first"] is None
-    assert all(isinstance(outcomes[key], ValueError) for key in ("0", "1"))
-    # Nothing of the failed group was kept; the next film commits as ever.
-    assert commit(_result("1.6.5", "1.6.5.1")) is None
+    assert outcomes["first"] is None and outcomes["1"] is None
+    assert isinstance(outcomes["0"], ValueError)
+    assert commit(_result("1.6.5", "1.6.5.1")) is None  # the next film commits as ever
     assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
-        ["1.6.1", "1.6.5"]
+        ["1.6.1", "1.6.3", "1.6.5"]
+
+
+def test_each_film_s_fault_stays_its_own_when_a_group_has_two(store):
+    # The group fails on the first film's constraint; tried alone, the next meets a bug:
+    # each caller gets its own outcome, the films after them are committed, none waits.
+    held = HeldStore(store, poison="1.8.2.1", broken="1.8.3.1")
+    commit = StoreCommit(held)
+    waiting = [_result(f"1.8.{n}", f"1.8.{n}.1") for n in (2, 3, 4)]
+    outcomes = _commit_all(commit, held, _result("1.8.1", "1.8.1.1"), waiting)
+    assert isinstance(outcomes["0"], NotStoredError)
+    assert isinstance(outcomes["1"], ValueError)
+    assert outcomes["first"] is None and outcomes["2"] is None
+    assert not commit._waiting
+    assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
+        ["1.8.1", "1.8.4"]
+
+
+def test_a_caller_whose_film_is_left_out_of_its_group_gets_its_own_outcome(store,
+                                                                          monkeypatch):
+    # Groups of two: whichever caller leads next commits the first two waiting; when
+    # that is the third film's caller, it must not take the group's outcome for its own.
+    import app.dicom.store_adapter as adapter
+
+    monkeypatch.setattr(adapter, "GROUP_COMMIT_FILMS", 2)
+    held = HeldStore(store, broken="1.9.2.1")
+    commit = StoreCommit(held)
+    waiting = [_result(f"1.9.{n}", f"1.9.{n}.1") for n in (2, 3, 4)]
+    outcomes = _commit_all(commit, held, _result("1.9.1", "1.9.1.1"), waiting)
+    assert isinstance(outcomes["0"], ValueError)
+    assert outcomes["first"] is None and outcomes["1"] is None and outcomes["2"] is None
+    assert not commit._waiting
+    assert sorted(entry.study_instance_uid for entry in store.entries().entries) == \
+        ["1.9.1", "1.9.3", "1.9.4"]
+
+
+def test_a_database_unavailable_fails_the_group_at_once(store):
+    # No film would fare better alone: each caller gets a NotStoredError of its own at
+    # once (the PACS sends it again), not one busy timeout after another.
+    held = HeldStore(store, unavailable=True)
+    commit = StoreCommit(held)
+    waiting = [_result(f"1.10.{n}", f"1.10.{n}.1") for n in (2, 3, 4)]
+    outcomes = _commit_all(commit, held, _result("1.10.1", "1.10.1.1"), waiting)
+    assert outcomes["first"] is None
+    errors = [outcomes[key] for key in ("0", "1", "2")]
+    assert all(isinstance(error, NotStoredError) for error in errors)
+    assert all(isinstance(error.__cause__, OperationalError) for error in errors)
+    assert len({id(error) for error in errors}) == 3
+    assert [len(call) for call in held.calls] == [1, 3]
 
 
 @pytest.mark.parametrize("shadow_mode", [False, True])
