@@ -310,4 +310,3 @@ def _settle_heap() -> None:
     gc.freeze()
     log.debug("heap settled: %d objects frozen in %.0f ms", gc.get_freeze_count(),
               (time.perf_counter() - started) * 1000)
-
