@@ -45,7 +45,10 @@ LOCK_FILE = ".site_profile.lock"  # in the state folder: one `site` command at a
 # Each file adopted is read whole: validate writes ~20 KB and ~0.5 MB; far more is no
 # validation's. The kept report is served at /validation/<id>/report.html.
 MAX_FILE_BYTES = 64 * 1024 * 1024
-Change = Literal["adopted", "reverted", "shown"]
+# "found": in force at a server's start with no record saying so (app/web/main.py).
+Change = Literal["adopted", "reverted", "shown", "found"]
+# The server at start, as the audit trail names it for the settings it records.
+AT_START = "settings"
 
 
 class SiteProfileError(ValueError):
@@ -183,16 +186,52 @@ def load(state_dir: Path) -> SiteProfile | None:
 
 def record(store: WorklistStore, change: Change, profile: SiteProfile | None,
            who: str) -> AuditRecord:
-    """The audit record of a site profile adopted, reverted or shown, by `who`: the model
-    version, the operating point and the validation's hash (None: there was none)."""
+    """The audit record of a site profile adopted, reverted, shown or found, by `who`: the
+    model version, the operating point and the validation's hash (None: there was none)."""
     detail: dict = {"change": change, "file": SITE_PROFILE_FILE}
     if profile is not None:
-        detail.update(model=profile.model_name, version=profile.model_version,
-                      threshold=profile.threshold, card_threshold=profile.card_threshold,
-                      films=profile.films_used, validated_at=profile.validated_at.isoformat(),
-                      validation_sha256=profile.validation_sha256,
-                      adopted_by=profile.adopted_by)
+        detail.update(_detail(profile))
+    if change == "found":
+        detail["meaning"] = (
+            "in force at the server's start, with no record of `pneumonia-triage site "
+            "adopt` saying so: written into the state folder by hand, or restored"
+            if profile is not None else "removed from the state folder by hand: the "
+            "card's operating point applies")
     return store.record_settings(AuditAction.SITE_PROFILE, detail, actor=who)
+
+
+def record_in_force(store: WorklistStore, profile: SiteProfile | None) -> AuditRecord | None:
+    """At a server's start: a "found" record of the site profile it is about to apply
+    (None: none) when the audit trail's newest site_profile record does not name that
+    profile as in force: a profile copied, restored or edited by hand, or one removed by
+    hand. So no operating point applies without a record of it. None when the trail
+    already says so, or has no record and there is no profile. Replicas starting at once
+    may each record it."""
+    last = store.last_record(AuditAction.SITE_PROFILE)
+    said = None if last is None else _in_force(last.detail or {})
+    now = None if profile is None else _detail(profile)
+    if said == now:
+        return None
+    return record(store, "found", profile, AT_START)
+
+
+def _detail(profile: SiteProfile) -> dict:
+    """What the audit trail records of a profile, as JSON gives it back."""
+    return {"model": profile.model_name, "version": profile.model_version,
+            "threshold": profile.threshold, "card_threshold": profile.card_threshold,
+            "films": profile.films_used, "validated_at": profile.validated_at.isoformat(),
+            "validation_sha256": profile.validation_sha256,
+            "adopted_by": profile.adopted_by}
+
+
+def _in_force(detail: dict) -> dict | None:
+    """The profile a site_profile record leaves in force (as `_detail` gives it), or None:
+    a revert, or a record of no profile."""
+    if detail.get("change") == "reverted" or "validation_sha256" not in detail:
+        return None
+    return {key: detail.get(key) for key in (
+        "model", "version", "threshold", "card_threshold", "films", "validated_at",
+        "validation_sha256", "adopted_by")}
 
 
 @dataclass(frozen=True)

@@ -121,21 +121,30 @@ def read_site_profile(settings: Settings) -> SiteProfile | None:
         raise StartupError(str(exc), "PNEUMONIA_STATE_DIR") from None
 
 
-def record_site_settings(store: WorklistStore, settings: Settings) -> None:
+def record_site_settings(store: WorklistStore, settings: Settings,
+                         profile: SiteProfile | None = None) -> None:
     """The site's intended ages (Settings.intended_age_years), when set, in the audit trail
-    at each start, and shadow mode turned on or off since the last start. A database that
-    `db upgrade` has not migrated yet cannot take the record (nor films: /readyz says so):
-    logged instead."""
+    at each start; shadow mode turned on or off since the last start; the site profile in
+    force when the trail does not say so (app/services/site.py record_in_force: one put in
+    the state folder by hand). A database that `db upgrade` has not migrated yet cannot take
+    the record (nor films: /readyz says so): logged instead."""
     problem = store.schema_problem()
-    if problem is not None:  # shadow mode left: recorded at the first start that can
-        if settings.intended_age_years is not None or settings.shadow_mode:
-            log.warning("PNEUMONIA_INTENDED_AGE_YEARS %s and PNEUMONIA_SHADOW_MODE %s not "
-                        "recorded in the audit trail: %s", settings.intended_age_years,
-                        settings.shadow_mode, problem)
+    if problem is not None:  # recorded at the first start that can
+        if settings.intended_age_years is not None or settings.shadow_mode or profile:
+            log.warning("PNEUMONIA_INTENDED_AGE_YEARS %s, PNEUMONIA_SHADOW_MODE %s and the "
+                        "site profile (%s) not recorded in the audit trail: %s",
+                        settings.intended_age_years, settings.shadow_mode,
+                        "none" if profile is None else f"threshold {profile.threshold:g}",
+                        problem)
         return
     if settings.intended_age_years is not None:
         record_intended_ages(store, settings.intended_age_years, settings.model_name)
     record_shadow_mode(store, settings.shadow_mode)
+    if site.record_in_force(store, profile) is not None:
+        log.warning("The site profile %s %s without a `pneumonia-triage site` command "
+                    "recording it (by hand?): recorded now in the audit trail as found",
+                    site.profile_path(settings.state_dir),
+                    "was put in place" if profile is not None else "was removed")
 
 
 _ROUTE_THREADS = 40  # anyio's default
@@ -155,7 +164,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with ExitStack() as started:
         store = app.state.store = open_store(settings)
         started.callback(store.close)
-        record_site_settings(store, settings)
+        profile = read_site_profile(settings)
+        record_site_settings(store, settings, profile)
         retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
                                     audit_retention_days=settings.audit_retention_days)
         retention.start()
@@ -178,7 +188,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started.callback(node.stop)
         app.state.dicom_ingest = node.ingest
         started.callback(setattr, app.state, "dicom_ingest", None)
-        catalog.use_site(read_site_profile(settings))
+        catalog.use_site(profile)
         # A catalog shared by a later app (tests) starts without it; nothing to say then.
         started.callback(catalog.use_site, None, say=False)
         # Not awaited: the server accepts connections (and answers /healthz) while it loads.

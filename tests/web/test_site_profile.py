@@ -18,6 +18,7 @@ from app.dicom.ingest import ScoringIngest
 from app.dicom.results import OPERATING_POINT, PRESENCE, ResultBuilder
 from app.services import site
 from app.services.decode_pool import InlineDecoder
+from app.store import AuditAction
 from tests.builders.dicom import file_bytes, study_film
 from tests.builders.films import gray_of
 from tests.builders.site import site_validation, validation_folder
@@ -191,6 +192,59 @@ def test_the_setting_wins_over_the_profile_and_readyz_says_so(client_factory, fi
         assert (answer["threshold"], answer["operating_point"]["source"]) == (0.42, "setting")
         [warning] = client.get("/readyz").json()["warnings"]
         assert "PNEUMONIA_THRESHOLD" in warning
+
+
+def _site_records(client) -> list:
+    """The audit trail's site_profile records, newest first."""
+    return [record for record in client.app.state.store.audit()
+            if record.action == AuditAction.SITE_PROFILE]
+
+
+def test_a_profile_put_in_place_or_removed_by_hand_is_recorded_at_start_once(
+        client_factory, card_answer, tmp_path):
+    """`site adopt` and `site revert` record themselves; a profile that reaches the state
+    folder another way (copied, restored from a backup: here written by site.adopt, which
+    records nothing) is recorded by the server that applies it, at its start, once; and so
+    is one removed by hand. No operating point applies without a record of it."""
+    state = tmp_path / "state"
+    profile = site.adopt(state, _flipping(tmp_path, card_answer), "dr ward")
+    with _app(client_factory, state) as client:
+        [found] = _site_records(client)
+    assert found.actor == "settings" and found.detail["change"] == "found"
+    assert (found.detail["threshold"], found.detail["validation_sha256"],
+            found.detail["adopted_by"]) == (profile.threshold, profile.validation_sha256,
+                                            "dr ward")
+    assert "by hand" in found.detail["meaning"]
+    with _app(client_factory, state) as client:  # the trail says so now: nothing more
+        assert len(_site_records(client)) == 1
+
+    site.revert(state)  # by hand: no record
+    with _app(client_factory, state) as client:
+        removed, _ = _site_records(client)
+    assert removed.detail["change"] == "found" and "validation_sha256" not in removed.detail
+    assert "card's operating point applies" in removed.detail["meaning"]
+    with _app(client_factory, state) as client:
+        assert len(_site_records(client)) == 2
+
+
+def test_a_profile_adopted_through_the_command_is_not_recorded_again_at_start(
+        client_factory, card_answer, tmp_path):
+    state = tmp_path / "state"
+    with _app(client_factory, state) as client:  # a trail, and no profile: nothing recorded
+        assert _site_records(client) == []
+        # What `pneumonia-triage site adopt` does, against this server's trail.
+        profile = site.adopt(state, _flipping(tmp_path, card_answer), "dr ward")
+        site.record(client.app.state.store, "adopted", profile, "dr ward")
+    with _app(client_factory, state) as client:
+        assert [r.detail["change"] for r in _site_records(client)] == ["adopted"]
+        assert client.get("/readyz").json()["warnings"] == []
+    # Its threshold edited by hand afterwards: another profile, recorded as found.
+    edited = profile.model_copy(update={"threshold": round(profile.threshold / 2, 6)})
+    site.profile_path(state).write_text(edited.model_dump_json())
+    with _app(client_factory, state) as client:
+        records = _site_records(client)
+    assert [r.detail["change"] for r in records] == ["found", "adopted"]
+    assert records[0].detail["threshold"] == edited.threshold
 
 
 def test_a_damaged_profile_stops_the_start_with_its_message(client_factory, tmp_path):
