@@ -43,6 +43,9 @@ SCHEMA = pa.schema([
     ("decision", _TEXT),  # flagged, not_flagged, needs_human_look; null: not scored
     ("triage_score", pa.float64()), ("probability", pa.float64()),
     ("unvalidated_probability", pa.float64()), ("threshold", pa.float64()),
+    # Where `threshold` comes from: card, site (the adopted local validation) or setting
+    # (PNEUMONIA_THRESHOLD), app/contract/site.py; the CSV's `operating_point`.
+    ("operating_point", _TEXT),
     ("assessable", pa.bool_()), ("reasons", _TEXTS), ("warnings", _TEXTS),
     ("error", _TEXT), ("error_detail", _TEXT),  # the refusal's code and sentence
     # The DICOM header's facts the worklist keeps, for `archive import`.
@@ -162,7 +165,8 @@ def row(prepared: Prepared, prediction: Prediction | None, model: str, version: 
             decision=decision(judged, p.flagged).value, triage_score=p.triage_score,
             probability=p.probability if judged else None,
             unvalidated_probability=None if judged else p.probability,
-            threshold=p.threshold, assessable=judged, reasons=list(p.reasons),
+            threshold=p.threshold, operating_point=p.point.source,
+            assessable=judged, reasons=list(p.reasons),
             warnings=list(p.warnings))
     return values
 

@@ -33,8 +33,9 @@ from app.archive.sources import Listed, list_sources
 from app.archive.stages import Decoding, Scoring
 from app.config import Settings
 from app.contract.card import CARD_FILE, ModelCard, read_card
+from app.contract.site import OperatingPoint
 from app.services import site
-from app.services.catalog import model_terms
+from app.services.catalog import model_point, model_terms
 from app.services.pipeline import film_job
 from app.services.saved_model import find_model, read_checks
 
@@ -170,13 +171,14 @@ def score_archive(request: Request, engine: Engine, settings: Settings,
     written = output.written()
     # The site profile too (app/contract/site.py), for the version it names; a damaged one
     # is SiteProfileError (a ValueError) before Ray starts.
-    threshold, ages = model_terms(settings, model.card.name, card=model.card,
-                                  site=site.load(settings.state_dir))
+    profile = site.load(settings.state_dir)
+    _, ages = model_terms(settings, model.card.name, card=model.card, site=profile)
+    point = model_point(settings, model.card, profile)
     guard, detector = read_checks(model.path, model.card)
     run_id = uuid.uuid4().hex[:12]
     decoding = Decoding(film_job(model.card, guard, detector, settings.max_image_pixels, b"",
                                  site_age_years=ages), settings.max_upload_bytes)
-    scoring = Scoring(str(settings.model_dir), model.card.name, model.card.version, threshold,
+    scoring = Scoring(str(settings.model_dir), model.card.name, model.card.version, point,
                       ages, settings.max_image_pixels, run_id,
                       threads=max(1, round(engine.actor_cpus)))
     files = pa.table({"source": [item.source for item in listed],
@@ -184,8 +186,7 @@ def score_archive(request: Request, engine: Engine, settings: Settings,
                       "written": pa.array([written.get(item.source) for item in listed],
                                           pa.string())})
     counts = Counts(listed=len(listed))
-    manifest = _manifest(request, engine, settings, model, run_id, before,
-                         threshold if threshold is not None else model.card.threshold, ages)
+    manifest = _manifest(request, engine, settings, model, run_id, before, point, ages)
     manifest["cleared_uncommitted_files"] = cleared
     cluster = ray_engine.start(engine)
     manifest["engine"] = cluster.describe()
@@ -251,7 +252,7 @@ def _drive(output: Output, cluster: Cluster, engine: Engine, files: pa.Table,
 
 
 def _manifest(request: Request, engine: Engine, settings: Settings, model: Model,
-              run_id: str, before: dict[str, Any] | None, threshold: float,
+              run_id: str, before: dict[str, Any] | None, point: OperatingPoint,
               ages: tuple[float, float] | None) -> dict[str, Any]:
     earlier = [] if before is None else [*before.get("earlier_runs", []),
                                         _summary_of(before)]
@@ -260,7 +261,8 @@ def _manifest(request: Request, engine: Engine, settings: Settings, model: Model
         "host": socket.gethostname(), "pid": os.getpid(),
         "sources": list(request.sources), "include": list(request.include),
         "model": {"name": model.card.name, "version": model.card.version,
-                  "card_sha256": model.card_sha256, "threshold": threshold,
+                  "card_sha256": model.card_sha256, "threshold": point.threshold,
+                  "operating_point": {"source": point.source, "text": point.text},
                   "site_age_years": list(ages) if ages else None},
         "settings": {"batch_size": engine.batch_size, "files_per_task": engine.files_per_task,
                      "decode_cpus": engine.decode_cpus, "actor_cpus": engine.actor_cpus,

@@ -24,6 +24,7 @@ from app.archive.rows import Prepared, identify, row, table
 from app.archive.sources import read_source
 from app.contract.errors import FileTooLargeError, ImageError
 from app.contract.preprocessing import precheck
+from app.contract.site import OperatingPoint
 from app.services.film import FilmJob, prepare_film
 
 # Codes of the archive's own refusals (the film pipeline's are app/contract/errors.py's).
@@ -87,13 +88,13 @@ def prepare_file(source: str, size: int, written: str | None,
 
 @dataclass(frozen=True)
 class Scoring:
-    """What every scoring actor needs: the model (its folder), the threshold and the site's
-    ages the catalog's rule gives it (None: its card's), the pixel limit, the run."""
+    """What every scoring actor needs: the model (its folder), the operating point and the
+    site's ages the catalog's rule gives it (None: its card's), the pixel limit, the run."""
 
     model_dir: str
     name: str
     version: int
-    threshold: float | None
+    point: OperatingPoint | None
     site_age_years: tuple[float, float] | None
     max_pixels: int
     run_id: str
@@ -117,9 +118,9 @@ class ScoreFilms:
         from app.services.pipeline import Scorer
 
         model = load_model(Path(scoring.model_dir), scoring.name, scoring.version)
-        threshold = model.card.threshold if scoring.threshold is None else scoring.threshold
-        self.scorer = Scorer(model, threshold, InlineDecoder(), scoring.max_pixels,
-                             site_age_years=scoring.site_age_years)
+        point = scoring.point or OperatingPoint(model.card.threshold)
+        self.scorer = Scorer(model, point.threshold, InlineDecoder(), scoring.max_pixels,
+                             site_age_years=scoring.site_age_years, point=point)
         self.run_id = scoring.run_id
         self.node = _node()
 

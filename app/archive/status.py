@@ -63,7 +63,8 @@ def status_text(found: dict[str, Any]) -> str:
     model = found["model"] or {}
     lines = [f"status: {found['status'] or 'unknown'} (run {found['run_id']})",
              f"model: {model.get('name')} v{model.get('version')}, threshold "
-             f"{model.get('threshold')}",
+             f"{model.get('threshold')}" + (f" ({point['text']})" if (
+                 point := model.get("operating_point")) else ""),
              f"rows committed: {found['rows']} in {found['shards']} shards "
              f"({found['distinct_keys']} distinct films)"]
     lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in found["decisions"].items()))

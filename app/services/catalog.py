@@ -245,9 +245,20 @@ def model_terms(settings: Settings, name: str | None, *, card: ModelCard | None 
     ages = settings.intended_age_years if default else None
     if card is None:
         return setting, ages
-    point = operating_point(card.name, card.version, card.threshold, setting=setting,
-                            site=site)
+    point = model_point(settings, card, site, default=default)
     return (None if point.source == "card" else point.threshold), ages
+
+
+def model_point(settings: Settings, card: ModelCard, site: SiteProfile | None, *,
+                default: bool | None = None) -> OperatingPoint:
+    """The operating point of the model `card` describes, and where it comes from, by
+    model_terms' rule: Settings.threshold for the default model (`default`; None: the
+    card's name is Settings.model_name), then the site profile for the version it names,
+    then the card's."""
+    if default is None:
+        default = card.name == settings.model_name
+    return operating_point(card.name, card.version, card.threshold,
+                           setting=settings.threshold if default else None, site=site)
 
 
 def _batch_wait_ms(settings: Settings) -> float:

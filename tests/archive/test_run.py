@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from app.contract.site import CARD_TEXT
 from app.services.intake import upload_facts
 from tests.archive.harness import (
     EMBEDDED,
@@ -56,6 +57,7 @@ def test_score_gives_one_row_per_file_with_the_answer_of_predict(scored_folder, 
             assert row["error"] is None and row["decision"] == body["decision"], row["source"]
             assert all(_close(row[name], body[name]) for name in COMPARED), (row, body)
             assert row["reasons"] == body["reasons"] and row["warnings"] == body["warnings"]
+            assert row["operating_point"] == body["operating_point"]["source"] == "card"
             assert (row["model"], row["model_version"]) == (body["model"]["name"],
                                                             body["model"]["version"])
         else:  # refused: the same refusal, as the row's error, never the run's
@@ -84,6 +86,7 @@ def test_run_json_says_what_ran(scored_folder):
     assert run["model"]["card_sha256"] == hashlib.sha256(
         (card / "model_card.json").read_bytes()).hexdigest()
     assert run["status"] == "finished" and run["ended_at"] >= run["started_at"]
+    assert run["model"]["operating_point"] == {"source": "card", "text": CARD_TEXT}
     assert run["engine"]["address"] == "embedded" and run["engine"]["cpus"] == 2
     assert run["engine"]["object_store_mb"] == 200 and run["engine"]["nodes"] == 1
     files = len(_files(scored_folder.folder))
@@ -113,6 +116,8 @@ def test_status_says_what_the_output_holds(scored_folder, tmp_path):
     assert found["status"] == "finished" and found["rows"] == files
     assert found["distinct_keys"] == files - 1  # the copy
     assert found["errors"]["corrupt_image"] == 1
+    said = archive_cli("status", str(scored_folder.out), ray_dir=tmp_path)
+    assert said.returncode == 0 and f"({CARD_TEXT})" in said.stdout, said.stdout
 
 
 def test_an_output_with_results_is_not_scored_again_without_resume(scored_folder, tmp_path):

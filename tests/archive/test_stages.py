@@ -4,13 +4,23 @@ before is passed on unscored."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from app.archive.stages import FAILED, UNREADABLE, Decoding, prepare_file
+from app.archive.stages import (
+    FAILED,
+    UNREADABLE,
+    Decoding,
+    ScoreFilms,
+    Scoring,
+    prepare_file,
+)
 from app.contract.card import read_card
 from app.contract.errors import FileTooLargeError, TooManyPixelsError
+from app.contract.site import OperatingPoint
 from app.services.pipeline import film_job
 from app.services.saved_model import find_model, read_checks
 from tests.builders.corpus import jpeg_cut_with_end_marker
@@ -83,3 +93,21 @@ def test_the_settings_threshold_and_ages_are_the_default_models_alone():
     assert model_terms(settings, None) == model_terms(settings, settings.model_name) == (
         0.3, (0.0, 18.0))
     assert model_terms(settings, "pneumonia_compact") == (None, None)
+
+
+@pytest.mark.parametrize("point", [None, OperatingPoint(0.3, "site", 624, date(2026, 12, 6)),
+                                   OperatingPoint(0.42, "setting")])
+def test_each_row_names_the_operating_point_it_was_judged_at(tmp_path, decoding, point):
+    """The scoring step (one actor's, without Ray) writes each row's threshold and where it
+    comes from: the card's (no point given), the site's adopted validation, or the setting."""
+    card = read_card(find_model(REPO / "models", "pneumonia"))
+    films = [prepare_file(*_file(tmp_path, jpeg_bytes(300, 260, seed=seed)), None, decoding)
+             for seed in range(2)]
+    broken = prepare_file(*_file(tmp_path, b"just text\n"), None, decoding)
+    step = ScoreFilms(Scoring(str(REPO / "models"), card.name, card.version, point, None,
+                              50_000_000, "run"))
+    found = step({"prepared": np.array([*films, broken], dtype=object)}).to_pylist()
+    expected = point or OperatingPoint(card.threshold)
+    assert [(r["threshold"], r["operating_point"]) for r in found[:2]] == \
+        [(expected.threshold, expected.source)] * 2
+    assert found[2]["error"] == "not_an_image" and found[2]["operating_point"] is None

@@ -15,7 +15,7 @@ from app import cli
 from app.config import get_settings
 from app.contract.site import OperatingPoint, operating_point
 from app.services import site
-from app.services.catalog import model_terms
+from app.services.catalog import model_point, model_terms
 from app.store import AuditAction, WorklistStore
 from tests.builders.site import VALIDATED_AT, site_validation, validation_folder
 from tests.servers import REPO, settings_for_tests
@@ -126,6 +126,13 @@ def test_the_archive_door_follows_the_same_rule(tmp_path, validated):
     assert model_terms(settings, "pneumonia", card=other, site=profile)[0] is None
     overridden = settings_for_tests(threshold=0.45)
     assert model_terms(overridden, None, card=card, site=profile)[0] == 0.45
+    # Its operating point, as `archive score` names it in each row and in run.json.
+    assert model_point(settings, card, profile) == OperatingPoint(0.3, "site", 624,
+                                                                  date(2026, 12, 6))
+    assert model_point(settings, other, profile) == OperatingPoint(card.threshold, "card")
+    assert model_point(overridden, card, profile) == OperatingPoint(0.45, "setting")
+    compact = card.model_copy(update={"name": "pneumonia_compact"})
+    assert model_point(overridden, compact, None) == OperatingPoint(card.threshold, "card")
 
 
 def test_the_site_commands_are_recorded_in_the_audit_trail(tmp_path, validated, commands,
