@@ -77,8 +77,17 @@ def start(engine: Engine) -> Cluster:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING,
              "include_dashboard": False}
     if engine.address is None:
-        ray.init(num_cpus=engine.cpus or len(os.sched_getaffinity(0)),
-                 object_store_memory=engine.object_store_mb * MIB, **quiet)
+        # A cluster Ray starts itself has token authentication by default (a token under
+        # ~/.ray); its warning that this default applies says nothing to act on. Joining a
+        # cluster (`--address`), its warnings stand (one without authentication among them).
+        said = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = said.level
+        said.setLevel(logging.ERROR)
+        try:
+            ray.init(num_cpus=engine.cpus or len(os.sched_getaffinity(0)),
+                     object_store_memory=engine.object_store_mb * MIB, **quiet)
+        finally:
+            said.setLevel(level)
     else:
         ray.init(address=engine.address, **{k: v for k, v in quiet.items()
                                             if k != "include_dashboard"})

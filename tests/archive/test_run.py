@@ -95,6 +95,14 @@ def test_run_json_says_what_ran(scored_folder):
     assert every_shard_row(scored_folder.out) == files  # nothing uncommitted is left
 
 
+def test_the_embedded_run_prints_no_warning_of_rays_authentication_default(
+        scored_folder):
+    """Ray's warning that its default (token authentication, for a cluster it starts)
+    applies is not an operator's to act on (app/archive/engine.py)."""
+    assert "Token authentication" not in scored_folder.stderr, scored_folder.stderr[-2000:]
+    assert "RAY_AUTH_MODE" not in scored_folder.stderr
+
+
 def test_no_patient_identifier_in_any_output(scored_folder):
     dicom = (scored_folder.folder / "study" / "first.dcm").read_bytes().decode("latin-1")
     assert all(identifier in dicom for identifier in IDENTIFIERS)  # the probe is real
