@@ -46,7 +46,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from app.contract.dicom_age import age_of
+from app.contract.dicom_age import patient_age
 from app.contract.dicom_display import display
 from app.contract.dicom_frames import check_frame
 from app.contract.errors import (
@@ -115,6 +115,9 @@ class DicomInfo:
     # (a fraction), and what it came from (the tag names, never the dates); None: unknown.
     age_years: float | None = None
     age_from: str | None = None
+    # The age by the header's other source (years, what from) where it disagrees with
+    # age_years's (dicom_age.py patient_age): the gate holds the film to both.
+    age_other: tuple[float, str] | None = None
     sop_class: str | None = None  # SOP Class UID (0008,0016)
     presentation_intent: str | None = None  # Presentation Intent Type (0008,0068), upper
 
@@ -190,14 +193,18 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     else:
         raise DicomNotScoredError("not_grayscale", f"Photometric Interpretation (0028,0004) is "
                                 f"{photometric}: only grayscale radiographs are scored.")
-    age_years, age_from = age_of(ds)
+    age = patient_age(ds)
+    if age.unread is not None:
+        warnings.append(f"Patient's Age (0010,1010) '{age.unread[:16]}' is not an age string "
+                        "(such as 004Y), so it was not read.")
     info = DicomInfo(
         modality=modality or "(absent)", view_position=view, body_part=body_part,
         study_date=_text(ds, "StudyDate"), photometric=photometric,
         transfer_syntax=str(syntax.name) + (" (no file meta)" if bare else ""),
         bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))), window=window,
         warnings=tuple(warnings), reasons=tuple(dict.fromkeys(reasons)),
-        age_years=age_years, age_from=age_from, sop_class=_text(ds, "SOPClassUID"),
+        age_years=age.years, age_from=age.source, age_other=age.other,
+        sop_class=_text(ds, "SOPClassUID"),
         presentation_intent=(_text(ds, "PresentationIntentType") or "").upper() or None)
     return pixels, info
 

@@ -3,21 +3,23 @@
 
 Patient's Age (0010,1010) when it holds an age string; else the time from Patient's Birth
 Date (0010,0030) to the day the film was taken. The dates are read, used and dropped inside
-`age_of`: only the age in years and the names of the tags it came from leave it, so no birth
-date is ever kept, returned or logged.
+`patient_age`: only the ages in years and the names of the tags they came from leave it, so no
+birth date is ever kept, returned or logged.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 
 import pydicom
 
 # Patient's Age (0010,1010), VR AS (PS3.5 Table 6.2-1): nnnD, nnnW, nnnM or nnnY. Archives
-# also write it without the zero padding ("45Y", "3M"): read too. Anything else is
-# malformed and the age is taken from the dates instead.
-_AGE_STRING = re.compile(r"\s*(\d{1,3})\s*([DWMY])\s*")
+# also write it without the zero padding ("45Y", "3M"), with more of it ("0030Y"), or in
+# lower case ("030y"): read too. Anything else ("0.5Y", "-3Y", "30 years") is malformed:
+# the age is taken from the dates instead, and the film says it could not be read.
+_AGE_STRING = re.compile(r"\s*0*(\d{1,3})\s*([DWMY])\s*", re.IGNORECASE)
 _DAYS_PER_YEAR = 365.25
 _YEARS_PER_UNIT = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
 # The date the film was taken, in the order tried (each a DA, 0008,002x): the study's, the
@@ -26,29 +28,62 @@ _FILM_DATES = (("StudyDate", "Study Date"), ("AcquisitionDate", "Acquisition Dat
                ("ContentDate", "Content Date"))
 
 
-def age_of(ds: pydicom.Dataset) -> tuple[float | None, str | None]:
-    """(age in years, what it came from): Patient's Age (0010,1010) when it is an age
-    string, else the time from Patient's Birth Date (0010,0030) to the first of the Study,
-    Acquisition and Content Dates that is not before it; (None, None) when neither is
-    known. A day is 1/365.25 year, a week 7 days, a month 1/12 year."""
+@dataclass(frozen=True)
+class Age:
+    """What a header says of the patient's age: `years` and what it came from (`source`,
+    tag names, never the dates; None both: unknown); `other`, the age by the other source
+    when the two disagree (Patient's Age and the dates: beyond the age string's own
+    rounding), with its source; `unread`, a Patient's Age present that is no age string."""
+
+    years: float | None = None
+    source: str | None = None
+    other: tuple[float, str] | None = None
+    unread: str | None = None
+
+
+def patient_age(ds: pydicom.Dataset) -> Age:
+    """The patient's age: Patient's Age (0010,1010) when it is an age string, else the time
+    from Patient's Birth Date (0010,0030) to the first of the Study, Acquisition and Content
+    Dates that is not before it (a day is 1/365.25 year, a week 7 days, a month 1/12 year);
+    with the dates' age too when it disagrees with Patient's Age, and a Patient's Age that
+    cannot be read. The intended-use gate holds a film to both ages
+    (app/contract/intended_use.py)."""
     text = _text(ds, "PatientAge")
-    years = age_string_years(text)
-    if years is not None:
-        return years, f"Patient's Age (0010,1010) {text}"
+    match = _AGE_STRING.fullmatch(text) if text else None
+    stated = _years(match) if match else None
+    unread = text.strip() if text and text.strip() and match is None else None
+    dated = _dated(ds)
+    if stated is None:
+        return Age(*(dated or (None, None)), unread=unread)
+    source = f"Patient's Age (0010,1010) {text.strip()}"
+    # An age string is truncated to its unit ("4Y": from 4 to under 5 years); a day's slack
+    # for the day it was written.
+    unit = _YEARS_PER_UNIT[match[2].upper()]
+    if dated is not None and not stated - 1 / _DAYS_PER_YEAR <= dated[0] < \
+            stated + unit + 1 / _DAYS_PER_YEAR:
+        return Age(stated, source, other=dated)
+    return Age(stated, source)
+
+
+def _dated(ds: pydicom.Dataset) -> tuple[float, str] | None:
     birth = _date(ds, "PatientBirthDate")
     for keyword, name in _FILM_DATES:
         taken = _date(ds, keyword)
         if birth is not None and taken is not None and taken >= birth:
             return (years_between(birth, taken),
                     f"Patient's Birth Date (0010,0030) and {name}")
-    return None, None
+    return None
 
 
 def age_string_years(text: str | None) -> float | None:
-    """A Patient's Age (0010,1010) age string ("007Y", "3M") in years; None for anything
-    else (empty, malformed)."""
+    """A Patient's Age (0010,1010) age string ("007Y", "3M", "0030y") in years; None for
+    anything else (empty, malformed)."""
     match = _AGE_STRING.fullmatch(text) if text else None
-    return int(match[1]) * _YEARS_PER_UNIT[match[2]] if match else None
+    return _years(match) if match else None
+
+
+def _years(match: re.Match[str]) -> float:
+    return int(match[1]) * _YEARS_PER_UNIT[match[2].upper()]
 
 
 def years_between(birth: date, day: date) -> float:

@@ -5,8 +5,9 @@ otherwise is not ranked: it needs a human look, with a reason code for each fact
 
 - `outside_intended_age`: the patient's age (dicom_age.py: Patient's Age, 0010,1010, or
   from Patient's Birth Date to the Study Date) is outside the card's age range, and outside
-  the range the site has validated (Settings.intended_age_years) when it set one. Each range
-  is [first, last) years: "ages 1 to 5" is from the first birthday up to the sixth. An
+  the range the site has validated (Settings.intended_age_years) when it set one; also when
+  the two disagree and either is outside (a header that contradicts itself). Each range is
+  [first, last) years: "ages 1 to 5" is from the first birthday up to the sixth. An
   unknown age is no reason: a warning says it could not be checked.
 - `not_chest`: Body Part Examined (0018,0015) is stated and is not the chest alone:
   CHESTABDOMEN (a babygram), "CHEST ABDOMEN", WHOLEBODY, KNEE, ...
@@ -123,6 +124,13 @@ class IntendedUse:
         elif not any(first <= dicom.age_years < last for first, last in ranges):
             found.append(("outside_intended_age", f"The patient's age from {dicom.age_from} "
                           f"is {age_text(dicom.age_years)}: {validated}."))
+        elif dicom.age_other is not None and not any(
+                first <= dicom.age_other[0] < last for first, last in ranges):
+            # The header contradicts itself: the film is held to the age outside the range.
+            other, other_from = dicom.age_other
+            found.append(("outside_intended_age", f"The patient's age from {other_from} is "
+                          f"{age_text(other)} (from {dicom.age_from}: "
+                          f"{age_text(dicom.age_years)}): {validated}."))
 
     def _sop_class(self, sop_class: str | None) -> list[tuple[str, str]]:
         uid = UID(sop_class or "")

@@ -74,19 +74,60 @@ def test_the_site_setting_reads_a_json_range_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize(("age", "years"), [
     ("045Y", 45.0), ("003M", 0.25), ("010W", 70 / 365.25), ("020D", 20 / 365.25),
-    ("45Y", 45.0), ("004Y", 4.0)])
+    ("45Y", 45.0), ("004Y", 4.0),
+    # Written off the standard's nnnU, but unambiguous: more zeros, lower case, spaces.
+    ("0030Y", 30.0), ("030y", 30.0), ("0004Y", 4.0), ("3 m", 0.25)])
 def test_patients_age_is_read_in_years(age, years):
-    info = _info(PatientAge=age)
+    info = _info(PatientAge=age, PatientBirthDate=None)
     assert info.age_years == pytest.approx(years)
-    assert info.age_from == f"Patient's Age (0010,1010) {age}"
+    assert info.age_from == f"Patient's Age (0010,1010) {age.strip()}"
+    assert not any("Patient's Age" in warning for warning in info.warnings)
 
 
-@pytest.mark.parametrize("age", ["4 years", "4.5Y", "Y", "0045Y"])
-def test_a_malformed_patients_age_falls_back_to_the_dates(age):
+@pytest.mark.parametrize("age", ["4 years", "4.5Y", "Y", "-03Y", "0.5Y", "4YM"])
+def test_a_malformed_patients_age_falls_back_to_the_dates_and_says_so(age):
     info = _info(PatientAge=age)  # born 2020-02-29, studied 2024-11-26
     assert info.age_years == pytest.approx(years_between(date(2020, 2, 29),
                                                          date(2024, 11, 26)))
     assert info.age_from == "Patient's Birth Date (0010,0030) and Study Date"
+    assert f"Patient's Age (0010,1010) '{age}' is not an age string (such as 004Y), so it " \
+           "was not read." in info.warnings
+
+
+@pytest.mark.parametrize("age", ["-03Y", "0.5Y", "030 years"])
+def test_a_malformed_age_and_no_dates_leave_the_age_unknown_with_both_warnings(age):
+    info = _info(PatientAge=age, PatientBirthDate=None)
+    assert info.age_years is None
+    assert any("is not an age string" in warning for warning in info.warnings)
+    reasons, warnings = GATE.findings(info)
+    assert reasons == [] and "so it was not checked" in warnings[0]
+
+
+@pytest.mark.parametrize(("tags", "outside"), [
+    # Patient's Age says a child; the birth date says an adult (or a newborn).
+    ({"PatientAge": "004Y", "PatientBirthDate": "19700101"}, True),
+    ({"PatientAge": "004Y", "PatientBirthDate": "20241101"}, True),
+    # Patient's Age says an adult; the birth date says a child: its own reason, as before.
+    ({"PatientAge": "045Y"}, True),
+    # Both inside the range, disagreeing: ranked.
+    ({"PatientAge": "002Y"}, False),
+    # Agreeing (the age string is truncated to its unit).
+    ({"PatientAge": "004Y"}, False), ({"PatientAge": "056M"}, False)])
+def test_a_header_whose_ages_disagree_is_held_to_the_one_outside_the_range(tags, outside):
+    # FILM: born 2020-02-29, studied 2024-11-26 (4.74 years)
+    assert _codes(**tags) == (["outside_intended_age"] if outside else [])
+
+
+def test_the_reason_of_a_contradicting_header_names_both_ages():
+    info = _info(PatientAge="004Y", PatientBirthDate="19700101")
+    assert info.age_years == 4.0 and info.age_other[0] == pytest.approx(
+        years_between(date(1970, 1, 1), date(2024, 11, 26)))
+    [(code, text)] = GATE.findings(info)[0]
+    assert code == "outside_intended_age"
+    assert text == ("The patient's age from Patient's Birth Date (0010,0030) and Study Date "
+                    "is 54 years (from Patient's Age (0010,1010) 004Y: 4 years): the model "
+                    "was validated on ages 1 to under 6 years.")
+    assert "1970" not in repr(info) + text
 
 
 @pytest.mark.parametrize(("tags", "source"), [
