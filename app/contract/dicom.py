@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_frames, parse_basic_offsets
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -172,6 +172,16 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
     if syntax not in DECODED_TRANSFER_SYNTAXES:
         raise UnsupportedEncodingError(syntax_text(syntax), syntax=str(syntax))
     if syntax.is_compressed:
+        try:
+            listed = len(parse_basic_offsets(ds.PixelData))
+        except (ValueError, TypeError) as exc:  # no item tag where the table must be
+            raise DamagedImageError(f"the encapsulated Pixel Data does not start with its "
+                                    f"Basic Offset Table ({exc})") from None
+        if listed > frames:
+            raise DicomNotScoredError(
+                "frame_count_mismatch", f"The DICOM Pixel Data's Basic Offset Table lists "
+                f"{listed} frames where Number of Frames (0028,0008) says {frames}: upload a "
+                "single radiograph.")
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         check_frame(frame, syntax, rows, columns, int(ds.get("SamplesPerPixel", 1) or 1),
                     int(ds.get("BitsAllocated", 8) or 8), max_pixels)

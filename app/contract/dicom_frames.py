@@ -36,13 +36,18 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from app.contract.errors import DamagedImageError, TooManyPixelsError, UnsupportedEncodingError
+from app.contract.errors import (
+    DamagedImageError,
+    DicomNotScoredError,
+    TooManyPixelsError,
+    UnsupportedEncodingError,
+)
 from app.contract.integrity import (
     LOSSLESS_SOF,
     SOF_LS,
-    check_jpeg,
     check_jpeg_scans,
     jpeg_frame_header,
+    strict_jpeg_decode,
 )
 
 # pydicom's lists: JPEG baseline, extended, lossless (.50 .51 .57 .70), JPEG-LS (.80 .81),
@@ -72,12 +77,13 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
             # libjpeg-turbo's lossless decoding corrupted memory on a valid frame (simplejpeg
             # 1.9): lossless frames never reach it.
             if marker != SOF_LS:
-                check_jpeg_scans(frame)
+                _check_one_image(frame, check_jpeg_scans(frame))
             _check_complete(frame)
         elif precision == 8:
-            check_jpeg(frame)
+            _check_one_image(frame, check_jpeg_scans(frame))
+            strict_jpeg_decode(frame, min_height=1, min_width=1)  # check_jpeg's second half
         else:
-            check_jpeg_scans(frame)
+            _check_one_image(frame, check_jpeg_scans(frame))
             _check_complete(frame)
     elif syntax in J2K_SYNTAXES:
         codestream = _j2k_codestream(frame)
@@ -86,6 +92,22 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
         _check_tile_parts(codestream)
     elif syntax == RLELossless:
         _check_rle_header(frame, samples * max(bits_allocated // 8, 1))
+
+
+def _check_one_image(frame: bytes, end: int) -> None:
+    """A JPEG frame is one image: after its end-of-image marker (at `end`) only the zero
+    padding of an even-length fragment may follow. A second image there is a frame that
+    Number of Frames does not count, never read (the decoder stops at the first one: a
+    second film, another view or patient, went unseen); anything else, damage."""
+    rest = frame[end:].strip(b"\x00")
+    if rest.startswith(b"\xff\xd8"):
+        raise DicomNotScoredError(
+            "frame_count_mismatch", "The DICOM Pixel Data holds a second JPEG image after "
+            "the first, in a data set of one frame (Number of Frames, 0028,0008): upload a "
+            "single radiograph.")
+    if rest:
+        raise DamagedImageError(f"{len(rest)} bytes after the JPEG frame's end-of-image "
+                                "marker")
 
 
 def _check_size(height: int, width: int, rows: int, columns: int, max_pixels: int | None,

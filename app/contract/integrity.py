@@ -76,9 +76,10 @@ def strict_jpeg_decode(data: bytes, min_height: int, min_width: int):
         raise DamagedImageError(str(error)) from None
 
 
-def check_jpeg_scans(data: bytes) -> None:
+def check_jpeg_scans(data: bytes) -> int:
     """Walk the markers up to the first end-of-image: every component's 64 coefficients must
-    be coded by some scan down to full precision (successive approximation Al = 0)."""
+    be coded by some scan down to full precision (successive approximation Al = 0). Returns
+    where the image ends: after its end-of-image marker (the file's length without one)."""
     position, components, lossless, scans = 2, None, False, 0
     coverage: dict[int, bytearray] = {}
     while position + 4 <= len(data):
@@ -115,6 +116,8 @@ def check_jpeg_scans(data: bytes) -> None:
     if missing:
         raise DamagedImageError(f"components {missing} are not fully coded: the file ends "
                                 "before its last scans")
+    # The loop stops at the end-of-image marker, or short of a last one that ends the file.
+    return position + 2 if data[position:position + 2] == b"\xff\xd9" else len(data)
 
 
 def _cover(sos: bytes, coverage: dict[int, bytearray], lossless: bool) -> None:

@@ -2,16 +2,26 @@
 or when its own header disagrees with Rows/Columns, before any decode; whole ones read as
 their plain pixels. Built from a dataset film."""
 
-import numpy as np
-import pytest
+import io
 
-from app.contract.errors import CorruptImageError, DamagedImageError, TooManyPixelsError
+import numpy as np
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate, itemize_fragment
+
+from app.contract.errors import (
+    CorruptImageError,
+    DamagedImageError,
+    ImageError,
+    TooManyPixelsError,
+)
 from app.contract.preprocessing import decode
 from tests.builders import films as fb
 from tests.builders.corpus import progressive_cut_at_scan
 from tests.builders.dicom import dicom_bytes
 
 pytestmark = pytest.mark.realdata
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +83,39 @@ def test_an_rle_header_listing_the_wrong_segments_is_refused(gray):
     frame[0] = 3  # three segments for one 8-bit sample
     with pytest.raises(DamagedImageError, match="segments"):
         decode(fb.with_frame(data, bytes(frame)))
+
+
+
+@pytest.mark.parametrize("kind", ["jpeg-baseline", "jpeg-extended", "jpeg-lossless"])
+def test_a_frame_holding_a_second_image_is_refused_never_read_as_its_first(gray, kind):
+    """One frame (Number of Frames absent: 1) whose fragments hold two whole JPEG images:
+    the decoder reads the first and stops, and the second (another view, another patient)
+    would go unseen. Refused as more frames than the header counts, in one fragment or
+    two, after an empty first fragment too; zero padding after the end is fine."""
+    make = {"jpeg-baseline": fb.jpeg_of, "jpeg-extended": fb.extended_jpeg,
+            "jpeg-lossless": fb.lossless_jpeg}[kind]
+    first, second = make(gray), make(np.ascontiguousarray(gray[::-1]))
+    data = fb.encapsulated(gray, first, fb.SYNTAXES[kind])
+    decode(data)
+    decode(fb.with_frame(data, first + b"\x00\x00"))
+    for fragments in ([first + second], [first, second], [b"", first, second]):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        # An empty Basic Offset Table, the fragments, the sequence delimiter.
+        ds.PixelData = b"".join([_ITEM + b"\x00" * 4, *map(itemize_fragment, fragments),
+                                 b"\xfe\xff\xdd\xe0" + b"\x00" * 4])
+        with pytest.raises(ImageError) as raised:
+            decode(fb._save(ds))
+        assert raised.value.code == "dicom_frame_count_mismatch", fragments
+    with pytest.raises(DamagedImageError):  # not an image: damage
+        decode(fb.with_frame(data, first + b"\x12\x34 trailing"))
+
+
+def test_a_basic_offset_table_listing_more_frames_than_the_header_is_refused(gray):
+    frame = fb.jpeg_of(gray)
+    data = fb.encapsulated(gray, frame, fb.SYNTAXES["jpeg-baseline"])
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PixelData = encapsulate([frame, frame], has_bot=True)
+    with pytest.raises(ImageError) as raised:
+        decode(fb._save(ds))
+    assert raised.value.code == "dicom_frame_count_mismatch"
+    assert "Basic Offset Table lists 2 frames" in raised.value.text
