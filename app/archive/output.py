@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from app.archive.rows import SCHEMA
 from app.archive.sources import filesystem
 
 RESULTS = "results"
@@ -126,7 +127,10 @@ class Output:
     def dataset(self) -> pads.Dataset | None:
         """The committed rows as one pyarrow dataset; None when there are none."""
         paths = [shard.path for shard in self.shards()]
-        return pads.dataset(paths, format="parquet", filesystem=self.fs) if paths else None
+        # The code's schema, not the first shard's: a shard written before a column was
+        # added reads it as null, and never hides it from the others.
+        return pads.dataset(paths, schema=SCHEMA, format="parquet",
+                            filesystem=self.fs) if paths else None
 
     def written(self) -> dict[str, str]:
         """source -> key of every committed row (the last one where a source's content

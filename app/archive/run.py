@@ -167,13 +167,19 @@ def score_archive(request: Request, engine: Engine, settings: Settings,
         raise ArchiveError(f"{request.out} was scored with {old['name']} v{old['version']} "
                            f"(another card): resume it with that model, or choose another "
                            "--out")
-    cleared = output.clear_uncommitted()
-    written = output.written()
     # The site profile too (app/contract/site.py), for the version it names; a damaged one
     # is SiteProfileError (a ValueError) before Ray starts.
     profile = site.load(settings.state_dir)
     _, ages = model_terms(settings, model.card.name, card=model.card, site=profile)
     point = model_point(settings, model.card, profile)
+    if before is not None and before["model"].get("threshold") != point.threshold:
+        # One output, one operating point: rows flagged at two would read as one worklist.
+        raise ArchiveError(
+            f"{request.out} was scored at the threshold {before['model'].get('threshold')}"
+            f", and this run's is {point.threshold:g} ({point.text}): resume it at that "
+            "operating point, or choose another --out")
+    cleared = output.clear_uncommitted()
+    written = output.written()
     guard, detector = read_checks(model.path, model.card)
     run_id = uuid.uuid4().hex[:12]
     decoding = Decoding(film_job(model.card, guard, detector, settings.max_image_pixels, b"",
@@ -280,7 +286,7 @@ def _manifest(request: Request, engine: Engine, settings: Settings, model: Model
 
 def _summary_of(manifest: dict[str, Any]) -> dict[str, Any]:
     return {name: manifest.get(name) for name in ("run_id", "status", "started_at",
-                                                  "ended_at", "counts")}
+                                                  "ended_at", "counts", "model")}
 
 
 def _finish(output: Output, manifest: dict[str, Any], counts: Counts, pace: Pace,

@@ -61,20 +61,27 @@ def profile_path(state_dir: Path) -> Path:
 
 
 @contextmanager
-def changing(state_dir: Path) -> Iterator[None]:
+def changing(state_dir: Path, *, required: bool = True) -> Iterator[None]:
     """Hold the state folder's site lock (an exclusive flock on STATE_DIR/LOCK_FILE) while
-    a `site` command changes the profile and records it: another one waits, so the audit
-    trail's records follow the changes in their order (two adopts at once, or a revert
-    beside an adopt, would otherwise record another profile than the one in force).
-    SiteProfileError when the state folder cannot be written."""
+    a `site` command changes the profile and records it, or a server starting reads and
+    records it: another one waits, so the audit trail's records follow the changes in their
+    order (two adopts at once, or a server starting beside an adopt, would otherwise record
+    another profile than the one in force). SiteProfileError when the state folder cannot
+    be written; without the lock instead when not `required` (a read-only state folder: no
+    command can change the profile there either)."""
     folder = Path(state_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - held until the change is done
     except OSError as exc:
-        raise SiteProfileError(f"The state folder {folder} cannot be written "
-                               f"({exc.strerror or exc}): make it writable or set "
-                               "PNEUMONIA_STATE_DIR to one") from None
+        if required:
+            raise SiteProfileError(f"The state folder {folder} cannot be written "
+                                   f"({exc.strerror or exc}): make it writable or set "
+                                   "PNEUMONIA_STATE_DIR to one") from None
+        lock = None
+    if lock is None:
+        yield
+        return
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on a crash
         yield
@@ -185,19 +192,27 @@ def load(state_dir: Path) -> SiteProfile | None:
 
 
 def record(store: WorklistStore, change: Change, profile: SiteProfile | None,
-           who: str) -> AuditRecord:
+           who: str, *, forgotten: bool = False) -> AuditRecord:
     """The audit record of a site profile adopted, reverted, shown or found, by `who`: the
-    model version, the operating point and the validation's hash (None: there was none)."""
+    model version, the operating point and the validation's hash (None: there was none);
+    a found one says what it means (`forgotten`: the trail held no change of it at all)."""
     detail: dict = {"change": change, "file": SITE_PROFILE_FILE}
     if profile is not None:
         detail.update(_detail(profile))
     if change == "found":
-        detail["meaning"] = (
-            "in force at the server's start, with no record of `pneumonia-triage site "
-            "adopt` saying so: written into the state folder by hand, or restored"
-            if profile is not None else "removed from the state folder by hand: the "
-            "card's operating point applies")
+        detail["meaning"] = _FOUND[profile is not None, forgotten]
     return store.record_settings(AuditAction.SITE_PROFILE, detail, actor=who)
+
+
+# A "found" record's meaning: (a profile in force, the trail holds no change of it at all).
+_FOUND = {
+    (True, False): "in force at the server's start, where the audit trail's last change "
+                   "says otherwise: written into the state folder by hand, or restored",
+    (True, True): "in force at the server's start; the audit trail holds no change of the "
+                  "site profile (adopted by hand, or its record past the audit retention)",
+    (False, False): "removed from the state folder by hand: the card's operating point "
+                    "applies",
+}
 
 
 def record_in_force(store: WorklistStore, profile: SiteProfile | None) -> AuditRecord | None:
@@ -207,12 +222,24 @@ def record_in_force(store: WorklistStore, profile: SiteProfile | None) -> AuditR
     hand. So no operating point applies without a record of it. None when the trail
     already says so, or has no record and there is no profile. Replicas starting at once
     may each record it."""
-    last = store.last_record(AuditAction.SITE_PROFILE)
-    said = None if last is None else _in_force(last.detail or {})
+    last = _last_change(store)
     now = None if profile is None else _detail(profile)
-    if said == now:
+    if _in_force(last) == now:
         return None
-    return record(store, "found", profile, AT_START)
+    return record(store, "found", profile, AT_START, forgotten=last is None)
+
+
+def _last_change(store: WorklistStore) -> dict | None:
+    """The detail of the newest site_profile record that changed what applies (adopted,
+    reverted, found; a `site show` changes nothing, so it does not vouch for a profile);
+    None when there is none."""
+    before = None
+    while page := store.audit(action=AuditAction.SITE_PROFILE, limit=100, before_id=before):
+        for found in page:
+            if (found.detail or {}).get("change") != "shown":
+                return found.detail or {}
+        before = page[-1].id
+    return None
 
 
 def _detail(profile: SiteProfile) -> dict:
@@ -224,10 +251,11 @@ def _detail(profile: SiteProfile) -> dict:
             "adopted_by": profile.adopted_by}
 
 
-def _in_force(detail: dict) -> dict | None:
+def _in_force(detail: dict | None) -> dict | None:
     """The profile a site_profile record leaves in force (as `_detail` gives it), or None:
-    a revert, or a record of no profile."""
-    if detail.get("change") == "reverted" or "validation_sha256" not in detail:
+    no record, a revert, or a record of no profile."""
+    if detail is None or detail.get("change") == "reverted" or \
+            "validation_sha256" not in detail:
         return None
     return {key: detail.get(key) for key in (
         "model", "version", "threshold", "card_threshold", "films", "validated_at",

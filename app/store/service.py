@@ -226,11 +226,15 @@ class WorklistStore:
             return None if row is None else _to_audit(row)
 
     def audit(self, *, entry_id: int | None = None, limit: int = 100,
-              before_id: int | None = None) -> list[AuditRecord]:
-        """Audit records, newest first: all, or one entry's; `before_id` pages on."""
+              before_id: int | None = None,
+              action: AuditAction | str | None = None) -> list[AuditRecord]:
+        """Audit records, newest first: all, or one entry's, or one action's; `before_id`
+        pages on."""
         query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
         if entry_id is not None:
             query = query.where(AuditLog.entry_id == entry_id)
+        if action is not None:
+            query = query.where(AuditLog.action == AuditAction(action).value)
         if before_id is not None:
             query = query.where(AuditLog.id < before_id)
         with Session(self.engine) as session:

@@ -122,7 +122,7 @@ def read_site_profile(settings: Settings) -> SiteProfile | None:
 
 
 def record_site_settings(store: WorklistStore, settings: Settings,
-                         profile: SiteProfile | None = None) -> None:
+                         profile: SiteProfile | None) -> None:
     """The site's intended ages (Settings.intended_age_years), when set, in the audit trail
     at each start; shadow mode turned on or off since the last start; the site profile in
     force when the trail does not say so (app/services/site.py record_in_force: one put in
@@ -164,8 +164,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     with ExitStack() as started:
         store = app.state.store = open_store(settings)
         started.callback(store.close)
-        profile = read_site_profile(settings)
-        record_site_settings(store, settings, profile)
+        # Read and recorded under the site lock: a `site adopt` beside this start records
+        # its change after this start's record, never before it.
+        with site.changing(settings.state_dir, required=False):
+            profile = read_site_profile(settings)
+            record_site_settings(store, settings, profile)
         retention = RetentionThread(store, retention_days=settings.worklist_retention_days,
                                     audit_retention_days=settings.audit_retention_days)
         retention.start()

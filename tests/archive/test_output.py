@@ -60,3 +60,20 @@ def test_the_manifest_is_written_whole_and_read_back(tmp_path):
     output.write_manifest({"run_id": "r1", "status": "running"})
     assert output.manifest() == {"run_id": "r1", "status": "running"}
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["run.json"]
+
+
+def test_shards_written_before_a_column_was_added_read_beside_newer_ones(tmp_path):
+    """Whichever shard comes first by name, the rows read with the code's columns: an older
+    shard's missing column is null, and never hides the newer shards' values."""
+    older = SCHEMA.remove(SCHEMA.get_field_index("operating_point"))
+    for first_name, second_name in (("part-a-00000", "part-b-00000"),
+                                    ("part-b-00000", "part-a-00000")):
+        output = Output(str(tmp_path / first_name))
+        output.commit(pa.Table.from_pylist([{"source": "old", "key": "k1"}], schema=older),
+                      first_name)
+        output.commit(pa.Table.from_pylist([{"source": "new", "key": "k2",
+                                             "operating_point": "site"}], schema=SCHEMA),
+                      second_name)
+        found = {row["source"]: row for row in output.dataset().to_table().to_pylist()}
+        assert found["new"]["operating_point"] == "site"
+        assert found["old"]["operating_point"] is None

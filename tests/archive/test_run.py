@@ -134,6 +134,18 @@ def test_an_output_with_results_is_not_scored_again_without_resume(scored_folder
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+def test_an_output_is_not_resumed_at_another_operating_point(scored_folder, tmp_path):
+    """Rows flagged at two thresholds would read as one worklist: refused before Ray starts,
+    and the output is left as it was."""
+    before = (scored_folder.out / "run.json").read_text()
+    result = archive_cli("score", str(scored_folder.folder), "--out", str(scored_folder.out),
+                         "--resume", ray_dir=tmp_path, threshold="0.3")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "scored at the threshold" in result.stderr and "PNEUMONIA_THRESHOLD" in \
+        result.stderr
+    assert (scored_folder.out / "run.json").read_text() == before
+
+
 def test_a_dry_run_lists_and_scores_nothing(scored_folder, tmp_path):
     out = tmp_path / "out"
     result = archive_cli("score", str(scored_folder.folder), "--out", str(out), "--dry-run",

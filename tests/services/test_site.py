@@ -316,3 +316,17 @@ def test_adopt_warns_when_the_server_would_not_apply_the_profile(tmp_path, comma
         assert "Warning" not in printed.err
     else:
         assert printed.err.startswith("Warning: ") and warned in printed.err
+
+
+def test_the_site_lock_is_optional_only_where_asked(tmp_path):
+    """A server starts on a state folder it cannot write (no command can change the profile
+    there either); a `site` command refuses to change anything without the lock."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with site.changing(blocked, required=False):
+        pass
+    with pytest.raises(site.SiteProfileError, match="cannot be written"), \
+            site.changing(blocked):
+        pass
+    with site.changing(tmp_path / "state", required=False):
+        assert (tmp_path / "state" / site.LOCK_FILE).exists()

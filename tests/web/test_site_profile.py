@@ -214,7 +214,8 @@ def test_a_profile_put_in_place_or_removed_by_hand_is_recorded_at_start_once(
     assert (found.detail["threshold"], found.detail["validation_sha256"],
             found.detail["adopted_by"]) == (profile.threshold, profile.validation_sha256,
                                             "dr ward")
-    assert "by hand" in found.detail["meaning"]
+    # The trail held no change at all: it may also have aged out of the audit retention.
+    assert "by hand" in found.detail["meaning"] and "retention" in found.detail["meaning"]
     with _app(client_factory, state) as client:  # the trail says so now: nothing more
         assert len(_site_records(client)) == 1
 
@@ -245,6 +246,19 @@ def test_a_profile_adopted_through_the_command_is_not_recorded_again_at_start(
         records = _site_records(client)
     assert [r.detail["change"] for r in records] == ["found", "adopted"]
     assert records[0].detail["threshold"] == edited.threshold
+    assert "last change says otherwise" in records[0].detail["meaning"]
+
+
+def test_a_site_show_does_not_vouch_for_a_profile_put_in_place_by_hand(
+        client_factory, card_answer, tmp_path):
+    """`site show` records what it saw, but changes nothing: a profile copied in by hand
+    and then shown is still recorded as found at the next start."""
+    state = tmp_path / "state"
+    with _app(client_factory, state) as client:
+        profile = site.adopt(state, _flipping(tmp_path, card_answer), "dr ward")  # by hand
+        site.record(client.app.state.store, "shown", profile, "dr ward")
+    with _app(client_factory, state) as client:
+        assert [r.detail["change"] for r in _site_records(client)] == ["found", "shown"]
 
 
 def test_a_damaged_profile_stops_the_start_with_its_message(client_factory, tmp_path):
