@@ -214,7 +214,10 @@ class ModelCatalog:
         None for a model not offered or a version not in MODEL_DIR. Its card's threshold
         and ages apply (Settings.threshold and intended_age_years are the default's)."""
         base, _, version = name.partition("/")
-        if base not in self.models or not version.isdigit():
+        # ASCII digits, written once: "2" only. "02", "٢" or "２" would each be another
+        # key for the same version, and another copy of it loaded (memory, per request).
+        if base not in self.models or not (version.isascii() and version.isdigit()) \
+                or version != str(int(version)):
             return None
         number = int(version)
         if self.models[base].card.version == number:

@@ -54,3 +54,18 @@ def test_an_earlier_version_keeps_its_own_threshold(client):
     model = client.app.state.catalog.choose(f"{default['name']}/{version}")
     assert model is not None and model.card.version == version
     assert np.isclose(body["threshold"], model.card.threshold)
+
+
+def test_a_version_is_asked_in_one_spelling_only(client):
+    """"02", "٢" (Arabic-Indic) or "２" (full width) name version 2 to int(), and each
+    loaded another copy of it (a request per spelling: memory without bound). Only the
+    plain ASCII number is a version; the others are 404s, and nothing more is loaded."""
+    default = client.get("/models").json()["models"][0]
+    version = default["earlier_versions"][-1]
+    assert _predict(client, f"{default['name']}/{version}").status_code == 200
+    loaded = dict(client.app.state.catalog._earlier)
+    for spelling in (f"0{version}", f"00{version}", chr(0x0660 + version),
+                     chr(0xFF10 + version), f" {version}", f"{version} ", f"+{version}"):
+        answer = _predict(client, f"{default['name']}/{spelling}")
+        assert answer.status_code == 404, (spelling, answer.text)
+    assert client.app.state.catalog._earlier == loaded
