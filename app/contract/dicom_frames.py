@@ -17,14 +17,19 @@ decode worker's memory. So, for every compressed frame, before any decode:
   it is and once with 512 bytes of other entropy-coded data before its end marker. A whole
   frame ends after its last sample, so the extra bytes change nothing; a frame cut short
   takes them as its missing samples, and its pixels change (or the decode fails);
+- JPEG and JPEG-LS: a frame is one image: after its end-of-image marker only padding may
+  follow (a second image there, which the decoder never reads, is a frame Number of Frames
+  does not count: DicomNotScoredError frame_count_mismatch; other bytes, damage);
 - JPEG 2000: the tile-parts must chain, by their lengths (Psot), to the end-of-codestream
-  marker; OpenJPEG refuses a cut codestream itself;
+  marker, which ends the frame; OpenJPEG refuses a cut codestream itself;
 - RLE: the header must list the segments that Samples per Pixel and Bits Allocated call
-  for, inside the frame; pylibjpeg-rle refuses a segment that decodes short.
+  for, inside the frame, and each segment must code exactly Rows x Columns bytes (the
+  decoder stops there: data after it, a second frame among them, went unread).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -76,8 +81,8 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
         if marker == SOF_LS or marker in LOSSLESS_SOF:
             # libjpeg-turbo's lossless decoding corrupted memory on a valid frame (simplejpeg
             # 1.9): lossless frames never reach it.
-            if marker != SOF_LS:
-                _check_one_image(frame, check_jpeg_scans(frame))
+            _check_one_image(frame, _jpeg_ls_end(frame) if marker == SOF_LS
+                             else check_jpeg_scans(frame))
             _check_complete(frame)
         elif precision == 8:
             _check_one_image(frame, check_jpeg_scans(frame))
@@ -92,6 +97,30 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
         _check_tile_parts(codestream)
     elif syntax == RLELossless:
         _check_rle_header(frame, samples * max(bits_allocated // 8, 1))
+        _check_rle_segments(frame, rows * columns)
+
+
+# In JPEG-LS scan data a 0xFF is followed by a stuffed bit (a byte under 0x80); a marker's
+# second byte is 0x80 or more (ITU-T T.87 9.1), 0xFF a fill byte.
+_LS_MARKER = re.compile(rb"\xff[\x80-\xfe]")
+
+
+def _jpeg_ls_end(frame: bytes) -> int:
+    """Where a JPEG-LS image ends: after its end-of-image marker (the frame's length
+    without one). Marker segments by their lengths, scan data to the next marker."""
+    position = 2
+    while position + 4 <= len(frame) and frame[position] == 0xFF:
+        marker = frame[position + 1]
+        if marker == 0xFF:
+            position += 1
+        elif marker == 0xD9:
+            return position + 2
+        else:
+            position += 2 + int.from_bytes(frame[position + 2:position + 4], "big")
+            if marker == 0xDA:  # the scan's data, to the next marker
+                found = _LS_MARKER.search(frame, position)
+                position = found.start() if found else len(frame)
+    return position + 2 if frame[position:position + 2] == b"\xff\xd9" else len(frame)
 
 
 def _check_one_image(frame: bytes, end: int) -> None:
@@ -170,6 +199,30 @@ def _check_tile_parts(codestream: bytes) -> None:
         position += psot
     if position + 2 != end or codestream[position:position + 2] != b"\xff\xd9":
         raise DamagedImageError("the JPEG 2000 codestream ends before its last tile-part")
+
+
+def _check_rle_segments(frame: bytes, pixels: int) -> None:
+    """PS3.5 G.2: each segment codes one byte of every pixel, `pixels` bytes, no more. The
+    decoder stops at Rows x Columns and leaves the rest unread: data after it (a second
+    frame appended to the last segment) was never looked at. A segment may end with up to
+    two zero bytes of padding (its own to an even length, and the fragment's)."""
+    from rle.utils import decode_segment  # noqa: PLC0415 - pylibjpeg-rle, pydicom's decoder
+
+    count, *offsets = struct.unpack("<16I", frame[:64])
+    ends = [*offsets[1:count], len(frame)]
+    for start, end in zip(offsets[:count], ends, strict=True):
+        segment = frame[start:end]
+        # As it is, or less its padding: a zero to an even segment, one to an even fragment.
+        for data in (segment, *(segment[:-n] for n in (1, 2)
+                                if segment.endswith(b"\x00" * n))):
+            try:
+                if len(decode_segment(data)) == pixels:
+                    break
+            except ValueError:  # its last run cut short
+                continue
+        else:
+            raise DamagedImageError(f"an RLE segment does not code Rows x Columns "
+                                    f"({pixels}) bytes: a frame cut short, or more than one")
 
 
 def _check_rle_header(frame: bytes, segments: int) -> None:

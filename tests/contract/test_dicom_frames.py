@@ -119,3 +119,33 @@ def test_a_basic_offset_table_listing_more_frames_than_the_header_is_refused(gra
         decode(fb._save(ds))
     assert raised.value.code == "dicom_frame_count_mismatch"
     assert "Basic Offset Table lists 2 frames" in raised.value.text
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_a_jpeg_ls_frame_holding_a_second_image_is_refused(gray, bits):
+    pixels = gray if bits == 8 else gray.astype(np.uint16) * 16
+    data = dicom_bytes(pixels, syntax="jpeg-ls", bits=bits)
+    frame = fb.frame_of(data)
+    second = fb.frame_of(dicom_bytes(np.ascontiguousarray(pixels[::-1]), syntax="jpeg-ls",
+                                     bits=bits))
+    decode(fb.with_frame(data, frame + b"\x00\x00"))
+    with pytest.raises(ImageError) as raised:
+        decode(fb.with_frame(data, frame + second))
+    assert raised.value.code == "dicom_frame_count_mismatch"
+    with pytest.raises(DamagedImageError):
+        decode(fb.with_frame(data, frame + b"\x12\x34 trailing"))
+
+
+@pytest.mark.parametrize("kind", ["rle", "jpeg-2000"])
+def test_a_frame_with_a_second_frame_or_data_after_it_is_refused(gray, kind):
+    """RLE's decoder stops at Rows x Columns and JPEG 2000's at its end-of-codestream: what
+    follows (a second frame appended, or other bytes) was never read. Refused, never
+    scored as the first; one zero byte of padding is fine."""
+    syntax = "rle" if kind == "rle" else "jpeg2000"
+    data = dicom_bytes(gray, syntax=syntax)
+    frame = fb.frame_of(data)
+    second = fb.frame_of(dicom_bytes(np.ascontiguousarray(gray[::-1]), syntax=syntax))
+    decode(fb.with_frame(data, frame + b"\x00\x00"))
+    for extra in (second, b"\x12\x34 trailing"):
+        with pytest.raises(CorruptImageError):
+            decode(fb.with_frame(data, frame + extra))
