@@ -393,14 +393,16 @@ def _to_8bit_array(img: Image.Image, full: int = 65535) -> np.ndarray:
         return np.round(scaled).astype(np.uint8)
     if img.mode in ("1", "L"):
         return np.asarray(img.convert("L"), dtype=np.uint8)
-    if img.mode == "LA" or (img.mode == "P" and img.info.get("transparency") is None
-                            and _palette_is_gray(img)):
+    if img.mode == "P" and img.info.get("transparency") is None and _palette_is_gray(img):
         return np.asarray(img.convert("L"), dtype=np.uint8)
     if "A" in img.mode or img.mode == "P" or "transparency" in img.info:
-        # Transparent areas become black, the background of a radiograph.
+        # Transparent areas become black, the background of a radiograph, as a viewer
+        # shows them over it: never the pixels under them, which nobody sees (grey with
+        # alpha too: grey again after).
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return np.asarray(Image.alpha_composite(black, rgba).convert("RGB"), dtype=np.uint8)
+        shown = Image.alpha_composite(black, rgba)
+        return np.asarray(shown.convert("L" if img.mode == "LA" else "RGB"), dtype=np.uint8)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 

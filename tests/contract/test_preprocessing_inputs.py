@@ -45,3 +45,25 @@ def test_a_lossless_jpeg_file_is_unsupported_never_decoded_by_libjpeg_turbo(gray
     with pytest.raises(UnsupportedFormatError) as raised:
         decode(fb.lossless_jpeg(gray))
     assert "Lossless JPEG" in raised.value.message
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_transparent_areas_are_read_as_a_viewer_shows_them_black(gray, mode):
+    """What is under a transparent area is nobody's film: grey with alpha is read as it is
+    shown over a radiograph's black background, as colour with alpha is (one rule)."""
+    import io
+
+    from PIL import Image
+
+    alpha = np.full_like(gray, 255)
+    alpha[:, : gray.shape[1] // 2] = 0  # the left half hidden
+    grey = Image.fromarray(gray)
+    image = Image.merge("LA", (grey, Image.fromarray(alpha))) if mode == "LA" else \
+        Image.merge("RGBA", (grey, grey, grey, Image.fromarray(alpha)))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    pixels = decode(buffer.getvalue()).pixels
+    pixels = pixels if pixels.ndim == 2 else pixels[..., 0]
+    assert pixels.shape == gray.shape
+    assert pixels[:, : gray.shape[1] // 2].max() == 0
+    assert np.array_equal(pixels[:, gray.shape[1] // 2:], gray[:, gray.shape[1] // 2:])
