@@ -119,11 +119,22 @@ def instance_facts(data: bytes) -> InstanceFacts | None:
     """The facts of an uploaded DICOM file, read from its header only (the pixels are the
     decoder's); None for a file that is not DICOM or lacks its UIDs (an upload is then its
     own study under generated UIDs)."""
+    found = instance_identity(data, None)
+    return None if found is None else found[0]
+
+
+def instance_identity(data: bytes, secret: bytes | None
+                      ) -> tuple[InstanceFacts, str | None] | None:
+    """`instance_facts`, and the file's patient key under `secret` (None without one), from
+    one read of its header: what the node's C-STORE gives a film, for an upload."""
     if not looks_like_dicom(data):
         return None
     try:
         ds = read_header(data, force=True)
-        return None if ds is None else InstanceFacts.of(ds)
+        if ds is None:
+            return None
+        key = None if secret is None else patient_key(ds, secret)  # before anything reads it
+        return InstanceFacts.of(ds), key
     except Exception:  # noqa: BLE001 - a header we cannot read: the decoder will say why
         return None
 
@@ -136,13 +147,39 @@ def _valid_uid(keyword: str, value: str) -> str:
     return value
 
 
+# What tells a patient without a Patient ID (Type 2: present, may be empty) from another
+# in the same study: their name, birth date and sex, hashed as the ID would be.
+_WITHOUT_ID = ("PatientName", "PatientBirthDate", "PatientSex")
+
+
 def patient_key(ds: Dataset, secret: bytes) -> str:
     """A salted hash (HMAC-SHA256, hex) of the header's Patient ID and Issuer of Patient ID,
     as written (padding stripped): equal for the same patient, and without `secret` (a
-    per-install secret that is never stored beside it) not a way back to either."""
-    parts = [(_text(ds, keyword) or "") for keyword in ("PatientID", "IssuerOfPatientID")]
+    per-install secret that is never stored beside it) not a way back to either. A value
+    that does not decode under the data set's character set is hashed as its bytes, so two
+    IDs that decode to the same replacement characters stay two patients (call it on a
+    header freshly read, before its identity is read as text); with no Patient ID, the
+    name, birth date and sex are hashed beside the Issuer instead, so two patients without
+    IDs in one study stay two (and the same patient, one)."""
+    parts = [_identity_text(ds, keyword) for keyword in ("PatientID", "IssuerOfPatientID")]
+    if not parts[0]:
+        parts += ["no Patient ID", *(_identity_text(ds, k) for k in _WITHOUT_ID)]
     return hmac.new(secret, "\x00".join(parts).encode("utf-8", "surrogateescape"),
                     hashlib.sha256).hexdigest()
+
+
+def _identity_text(ds: Dataset, keyword: str) -> str:
+    """The element's text (padding stripped), or, where it does not decode (pydicom puts
+    U+FFFD for what it cannot), its stored bytes written as hex; "" when absent. The bytes
+    are there while the element is still raw: call before anything reads it as text."""
+    try:
+        raw = getattr(ds.get_item(keyword), "value", None)  # the stored bytes, if still raw
+    except Exception:  # noqa: BLE001 - a malformed element reads as absent, as in _text
+        raw = None
+    text = _text(ds, keyword) or ""
+    if "\ufffd" in text and isinstance(raw, bytes | bytearray):
+        return "bytes:" + bytes(raw).strip(b" \x00").hex()
+    return text
 
 
 def read_header(data: bytes, force: bool = False) -> Dataset | None:

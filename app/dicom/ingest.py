@@ -200,6 +200,8 @@ class ScoringIngest:
             return IngestResult(facts=facts, source=source, received_at=arrived,
                                 scored_at=None, prediction=None, error=None, ignored=ignored)
         scorer = self._scorer()  # ModelNotReadyError before any work
+        # Before the recipe reads the header's identity as text (patient_key's rule).
+        key = None if self._secret is None else patient_key(header, self._secret)
         prediction, error, results, results_error = None, None, (), None
         # The places its header says it costs, waited for in the admission's line (in this
         # association's thread); ServerBusyError when the line is full or the wait too long.
@@ -216,8 +218,7 @@ class ScoringIngest:
                               scored_at=self._clock() if prediction else None,
                               prediction=prediction, error=error, results=results,
                               results_error=results_error,
-                              patient_key=None if self._secret is None
-                              else patient_key(header, self._secret),
+                              patient_key=key,
                               content_hash=pixel_hash(received.data, received.pixels_at))
         conflict = self._commit(result)
         if conflict is not None:  # committed as a conflict: nothing of it goes to the PACS

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from app.contract.errors import FileTooLargeError, ImageError, RequestBudgetError
-from app.contract.identifiers import InstanceFacts, instance_facts
+from app.contract.identifiers import InstanceFacts, instance_identity
 from app.errors import ServerBusyError
 from app.services.pipeline import FileResult, Prediction, Scorer, Source, score_films
 from app.store import FilmRecord, StudyEntry, WorklistStore
@@ -32,7 +32,7 @@ UPLOAD = "upload"
 def film_record(facts: InstanceFacts, source: str, received_at: datetime,
                 scored_at: datetime | None, prediction: Prediction | None,
                 error: ImageError | None, thumbnail: bool = False,
-                display: bytes | None = None) -> FilmRecord:
+                display: bytes | None = None, patient_key: str | None = None) -> FilmRecord:
     """One film's FilmRecord: scored (`prediction`) or listed with why not (`error`). With
     `thumbnail`, its thumbnail and display copy: `display` (a PNG made already), else the
     prediction's display film as a PNG."""
@@ -57,21 +57,24 @@ def film_record(facts: InstanceFacts, source: str, received_at: datetime,
         thumbnail=_png(p.thumbnail) if p and thumbnail and p.thumbnail else None,
         display=(display if display is not None else display_png(p.display.film)
                  if p and p.display else None) if thumbnail else None,
-        window=p.image.dicom.window if p and p.image.dicom else None)
+        window=p.image.dicom.window if p and p.image.dicom else None,
+        patient_key=patient_key)
 
 
 def upload_records(facts: Sequence[InstanceFacts | None], results: Sequence[FileResult],
                    received_at: datetime, scored_at: datetime,
                    thumbnails: bool = False,
-                   displays: Mapping[int, bytes] | None = None) -> list[FilmRecord]:
-    """FilmRecords of uploaded files, in upload order, from each file's `facts` (`upload_facts`,
-    noted while its bytes were in hand) and its display copy (`displays`, by file index). A
-    file not looked at (`looked_at`) is not recorded: its sender is told to send it again,
-    or that it is over the byte limit."""
+                   displays: Mapping[int, bytes] | None = None,
+                   keys: Sequence[str | None] | None = None) -> list[FilmRecord]:
+    """FilmRecords of uploaded files, in upload order, from each file's `facts` and patient
+    key (`upload_identity`, noted while its bytes were in hand) and its display copy
+    (`displays`, by file index). A file not looked at (`looked_at`) is not recorded: its
+    sender is told to send it again, or that it is over the byte limit."""
     displays = displays or {}
+    keys = keys if keys is not None else [None] * len(facts)
     return [film_record(f, UPLOAD, received_at, scored_at, result.prediction, result.error,
-                        thumbnails, displays.get(result.index))
-            for f, result in zip(facts, results, strict=True)
+                        thumbnails, displays.get(result.index), key)
+            for f, key, result in zip(facts, keys, results, strict=True)
             if f is not None and looked_at(result)]
 
 
@@ -85,10 +88,17 @@ def upload_facts(data: bytes) -> InstanceFacts:
     """What the worklist keeps of an uploaded file. A DICOM file keeps its own UIDs and
     study facts; any other file is its own study under UIDs derived from its bytes, so the
     same file uploaded twice is one film."""
-    facts = instance_facts(data)
-    if facts is None or not _fits(facts):
-        facts = _upload_facts(data)
-    return facts
+    return upload_identity(data, None)[0]
+
+
+def upload_identity(data: bytes, secret: bytes | None) -> tuple[InstanceFacts, str | None]:
+    """`upload_facts`, and a DICOM file's patient key under `secret` (the node's: a study
+    first seen by C-STORE and a file of another patient uploaded into it, or the other way
+    round, are two patients there too); None for any other file (its own study)."""
+    found = instance_identity(data, secret)
+    if found is None or not _fits(found[0]):
+        return _upload_facts(data), None
+    return found
 
 
 def now() -> datetime:
@@ -115,20 +125,25 @@ class StoredUpload:
 def store_uploads(store: WorklistStore, scorer: Scorer,
                   files: Iterable[tuple[str, Source]], thumbnails: bool = False,
                   clock: Callable[[], datetime] = now,
-                  budget_seconds: float | None = None) -> StoredUpload:
+                  budget_seconds: float | None = None,
+                  secret: bytes | None = None) -> StoredUpload:
     """Score uploaded files through the pipeline as they come (`files` is read lazily, each
     file's bytes let go once it is scored) and put them on the worklist in one commit once
     the last one is scored: committed on return. A body that breaks off part-way raises its
     error from `files` and nothing is stored, so the worklist never holds a film that no
     answer reported. Raises ServerBusyError when no file was looked at for want of room or
-    time (nothing stored)."""
+    time (nothing stored). `secret`: the install's patient-key secret (app/dicom/identity.py),
+    so that a DICOM file of another patient than its study's is listed apart, as by the
+    node."""
     received_at = clock()
     facts: list[InstanceFacts | None] = []
+    keys: list[str | None] = []
     displays: dict[int, bytes] = {}
     results = list(_display_copies(score_films(
-        scorer, _noting_facts(files, facts), thumbnails=thumbnails,
+        scorer, _noting_facts(files, facts, keys, secret), thumbnails=thumbnails,
         budget_seconds=budget_seconds, display=thumbnails), displays))
-    records = upload_records(facts, results, received_at, clock(), thumbnails, displays)
+    records = upload_records(facts, results, received_at, clock(), thumbnails, displays,
+                             keys)
     if results and all(isinstance(r.error, ServerBusyError | RequestBudgetError)
                        for r in results):
         raise ServerBusyError()
@@ -158,12 +173,15 @@ def _display_copies(results: Iterable[FileResult],
         yield result
 
 
-def _noting_facts(files: Iterable[tuple[str, Source]],
-                  facts: list[InstanceFacts | None]) -> Iterator[tuple[str, Source]]:
-    """`files` as they come, each file's facts appended to `facts` while its bytes are in
-    hand (a file over the byte limit has none)."""
+def _noting_facts(files: Iterable[tuple[str, Source]], facts: list[InstanceFacts | None],
+                  keys: list[str | None], secret: bytes | None
+                  ) -> Iterator[tuple[str, Source]]:
+    """`files` as they come, each file's facts and patient key appended to `facts` and
+    `keys` while its bytes are in hand (a file over the byte limit has neither)."""
     for name, source in files:
-        facts.append(upload_facts(source) if isinstance(source, bytes) else None)
+        found = upload_identity(source, secret) if isinstance(source, bytes) else (None, None)
+        facts.append(found[0])
+        keys.append(found[1])
         yield name, source
         del source  # let go before the next file is awaited
 

@@ -81,6 +81,12 @@ def ingest_of(request: Request) -> Ingest | None:
     return request.app.state.dicom_ingest
 
 
+def identity_secret_of(request: Request) -> bytes | None:
+    """The install's patient-key secret (app/dicom/identity.py), once the lifespan has read
+    it: the same key for a film whichever door it came through."""
+    return getattr(request.app.state, "identity_secret", None)
+
+
 def _on_loop(accessor: Callable[[Request], T]) -> Any:
     """`Depends` on `accessor` as an `async def`, so that FastAPI calls it on the event loop
     rather than in a worker thread (which may all be busy decoding)."""
@@ -96,6 +102,7 @@ SettingsDep = Annotated[Settings, _on_loop(settings_of)]
 CatalogDep = Annotated[ModelCatalog, _on_loop(catalog_of)]
 MetricsDep = Annotated[Metrics, _on_loop(metrics_of)]
 StoreDep = Annotated[WorklistStore, _on_loop(store_of)]
+IdentitySecretDep = Annotated[bytes | None, _on_loop(identity_secret_of)]
 CardsDep = Annotated[CardShelf, _on_loop(cards_of)]
 
 async def results_shown(settings: SettingsDep) -> None:

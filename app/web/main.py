@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from app.config import Settings, get_settings
 from app.contract.assessability import LOOK, NOT_ASSESSABLE
 from app.contract.site import SiteProfile
+from app.dicom.identity import install_secret
 from app.dicom.node import DicomNode
 from app.dicom.store_adapter import StoreCommit, StoreJobSource
 from app.errors import StartupError
@@ -187,6 +188,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.watch(store, app.state.decoder, ready=lambda: catalog.default is not None
                       and store.schema_problem() is None,
                       performance=lambda: measure(store, app.state.cards.card))
+        # The patient key's secret, for uploads as for the node's films (one key a patient).
+        app.state.identity_secret = install_secret(settings)
+        started.callback(setattr, app.state, "identity_secret", None)
         node = start_dicom_node(app, store)
         started.callback(node.stop)
         app.state.dicom_ingest = node.ingest

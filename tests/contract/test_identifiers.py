@@ -149,3 +149,30 @@ def test_the_pixel_hash_is_of_the_pixels_not_the_header():
     del renamed.PixelData
     bare = file_bytes(renamed)
     assert pixel_hash(bare, read_header_at(bare)[1]) is None
+
+
+def test_patients_without_a_patient_id_are_told_apart_by_name_birth_date_and_sex():
+    """Patient ID is Type 2 (present, may be empty): two patients without one in one study
+    must not share a key (they were merged), and the same patient keeps one."""
+    one, two = study_film(xray_like(64, 64)), study_film(xray_like(64, 64))
+    for film, name in ((one, "ONE^A"), (two, "TWO^B")):
+        film.PatientID, film.PatientName = "", name
+    assert patient_key(one, b"s") != patient_key(two, b"s")
+    two.PatientName = "ONE^A"
+    assert patient_key(one, b"s") == patient_key(two, b"s")
+    two.PatientBirthDate = "19700101"
+    assert patient_key(one, b"s") != patient_key(two, b"s")
+    one.PatientID = two.PatientID = "SAME-ID"  # with an ID, the ID alone decides
+    assert patient_key(one, b"s") == patient_key(two, b"s")
+
+
+def test_patient_ids_that_do_not_decode_are_told_apart_by_their_bytes():
+    """Under ISO_IR 192 (UTF-8) the bytes FF and FE both decode to U+FFFD: two such Patient
+    IDs read as the same text and were one patient."""
+    keys = []
+    for first in (b"\xff", b"\xfe"):
+        film = study_film(xray_like(64, 64))
+        film.SpecificCharacterSet, film.PatientID = "ISO_IR 192", "X123AB"
+        data = file_bytes(film).replace(b"X123AB", first + b"123AB")
+        keys.append(patient_key(read_header(data), b"s"))
+    assert keys[0] != keys[1]

@@ -618,3 +618,59 @@ def test_a_conflict_is_listed_apart_with_the_study_uid_it_carried(client):
     assert "Another patient&#39;s films under the Study Instance UID" in page.text \
         or "Another patient's films under the Study Instance UID" in page.text
     assert 'pneumonia_worklist_entries{status="conflict"} 1.0' in client.get("/metrics").text
+
+
+def _patients_film(study: str, patient_id: str, seed: int, name: str = "Doe^Jane"):
+    ds = pydicom.dcmread(io.BytesIO(dicom_film(study, seed=seed)))
+    ds.PatientID, ds.PatientName = patient_id, name
+    return ds
+
+
+@pytest.mark.parametrize("doors", [("upload", "upload"), ("dicom", "upload"),
+                                   ("upload", "dicom")])
+def test_a_film_of_another_patient_is_listed_apart_whichever_door_each_came_through(
+        client, doors):
+    """Two patients under one Study Instance UID are never merged (issue 27's rule): an
+    upload to /worklist/films carries the same patient key as a C-STORE (the install's
+    secret), so a study first seen through one door and another patient's film through
+    the other is a conflict, listed apart; the same patient's second film joins."""
+    from tests.builders.dicom import file_bytes
+    from tests.dicom.nodes import received
+
+    ingest = client.app.state.dicom_ingest
+    study = new_study_uid()
+    films = (_patients_film(study, "P-ONE", 1), _patients_film(study, "P-TWO", 2),
+             _patients_film(study, "P-ONE", 3))
+    for door, ds in zip((*doors, doors[0]), films, strict=True):
+        if door == "upload":
+            assert upload(client, file_bytes(ds)).status_code == 200
+        else:
+            ingest(received(ds), "dicom:PACS")
+    listed = client.get("/worklist/entries").json()["entries"]
+    own = [e for e in listed if e["study_instance_uid"] == study]
+    apart = [e for e in listed if e["conflict_of"] == study]
+    assert [len(e["films"]) for e in own] == [2]  # P-ONE's two films
+    assert [(e["status"], [f["sop_instance_uid"] for f in e["films"]]) for e in apart] == [
+        ("conflict", [films[1].SOPInstanceUID])]
+
+
+def test_patients_the_node_cannot_tell_by_their_decoded_ids_are_still_two(client):
+    """Patient IDs whose bytes do not decode (FF and FE under ISO_IR 192 both read as
+    U+FFFD), and patients without IDs, named differently: each second film is another
+    patient's, listed apart, never merged into the first's study."""
+    from app.dicom.ingest import Received
+    from tests.builders.dicom import file_bytes
+
+    ingest = client.app.state.dicom_ingest
+    for first, second in (((b"\xff123AB", None), (b"\xfe123AB", None)),
+                          ((b"", "ONE^A"), (b"", "TWO^B"))):
+        study = new_study_uid()
+        for seed, (raw_id, name) in enumerate((first, second)):
+            ds = _patients_film(study, "X123AB", seed, name or "Doe^Jane")
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            data = file_bytes(ds).replace(b"X123AB", raw_id.ljust(6, b" ")[:6]
+                                          if raw_id else b"      ")
+            ingest(Received.read(data), "dicom:PACS")
+        apart = [e for e in client.get("/worklist/entries").json()["entries"]
+                 if e["conflict_of"] == study]
+        assert [e["status"] for e in apart] == ["conflict"], (first, second)

@@ -22,6 +22,7 @@ from app.web.deps import (
     EntryId,
     FilmId,
     FiltersDep,
+    IdentitySecretDep,
     RowId,
     ScorerDep,
     SettingsDep,
@@ -66,7 +67,7 @@ _STORE_DOWN = "The worklist's database did not answer"
              openapi_extra={"requestBody": multipart_body(
                  "files", "Chest X-rays (JPEG, PNG, DICOM, mixed)", many=True)})
 def add_films(scorer: ScorerDep, files: BatchDep, store: StoreDep,
-              settings: SettingsDep) -> WorklistUpload:
+              settings: SettingsDep, secret: IdentitySecretDep) -> WorklistUpload:
     """Score every file of the multipart field `files` (repeated) and put it on the worklist.
 
     A DICOM file joins its study (by Study Instance UID); any other file is its own study.
@@ -75,7 +76,7 @@ def add_films(scorer: ScorerDep, files: BatchDep, store: StoreDep,
     committed before it was sent.
     """
     upload = store_uploads(store, scorer, files, thumbnails=settings.worklist_thumbnails,
-                           budget_seconds=settings.batch_budget_seconds)
+                           budget_seconds=settings.batch_budget_seconds, secret=secret)
     return WorklistUpload.of(upload, scorer.model.card, scorer.threshold, settings.viewer_url,
                              settings.shadow_mode)
 

@@ -25,6 +25,7 @@ from app.web.deps import (
     CatalogDep,
     EntryId,
     FiltersDep,
+    IdentitySecretDep,
     RowId,
     ScorerDep,
     SettingsDep,
@@ -99,11 +100,11 @@ def worklist_rows(request: Request, store: StoreDep, catalog: CatalogDep,
 
 @router.post("", dependencies=[Depends(refuse_cross_site)])
 def add_films_form(scorer: ScorerDep, files: BatchDep, store: StoreDep,
-                   settings: SettingsDep) -> Response:
+                   settings: SettingsDep, secret: IdentitySecretDep) -> Response:
     """The upload page's "Add to worklist" without JavaScript: the films scored and stored,
     then the worklist."""
     store_uploads(store, scorer, files, thumbnails=settings.worklist_thumbnails,
-                           budget_seconds=settings.batch_budget_seconds)
+                  budget_seconds=settings.batch_budget_seconds, secret=secret)
     return RedirectResponse("/worklist", status_code=303)
 
 
