@@ -8,10 +8,14 @@ errors become request errors here (app/errors.py), so routes stay a call and a s
 from __future__ import annotations
 
 import base64
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from urllib.parse import quote
 
 from app.contract.dicom_age import age_string_years
@@ -153,6 +157,45 @@ def read_page(store: WorklistStore, filters: ListFilters, actor: str, *, limit: 
     store.record(actor, AuditAction.EXPORTED, None,
                  page_detail(filters, page, limit=limit, offset=offset, cursor=cursor))
     return page
+
+
+class PageViews:
+    """The worklist page's reads in the audit trail (an `exported` record, format "html"),
+    as the API's are, but at most once every `repeat_seconds` for the same reader, filters
+    and paging: the open page refreshes its rows every few seconds (static/worklist.js),
+    and a record a refresh would bury the trail. Another page, other filters or another
+    reader is recorded at once, so paging or scripting through the list leaves its trace.
+    Per process (each replica records its own readers); thread-safe."""
+
+    def __init__(self, repeat_seconds: float = 900.0, remembered: int = 4096,
+                 clock: Callable[[], float] = monotonic) -> None:
+        self._repeat = repeat_seconds
+        self._remembered = remembered
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def read(self, store: WorklistStore, filters: ListFilters, actor: str, *, limit: int,
+             cursor: str | None = None) -> Page:
+        """One page of the list for the page, its reading recorded (committed before it is
+        returned) unless this reader read the same page within `repeat_seconds`. Raises
+        InvalidCursorError (and records nothing)."""
+        page = list_page(store, filters, limit=limit, cursor=cursor)
+        detail = {**page_detail(filters, page, limit=limit, offset=0, cursor=cursor),
+                  "format": "html"}
+        key = (actor, json.dumps({k: v for k, v in detail.items() if k != "entries"},
+                                 sort_keys=True))
+        now = self._clock()
+        with self._lock:
+            last = self._seen.get(key)
+        if last is None or now - last >= self._repeat:
+            store.record(actor, AuditAction.EXPORTED, None, detail)
+            with self._lock:
+                self._seen[key] = now
+                self._seen.move_to_end(key)
+                while len(self._seen) > self._remembered:
+                    self._seen.popitem(last=False)
+        return page
 
 
 def page_detail(filters: ListFilters, page: Page, *, limit: int, offset: int,

@@ -31,7 +31,7 @@ from app.services.decode_pool import Admission, DecodePool, InlineDecoder
 from app.services.display import count, decimal, local_time, when
 from app.services.performance import CardShelf, measure
 from app.services.plain import plain_notes, reason_sentence, reason_words
-from app.services.worklist import record_intended_ages, record_shadow_mode
+from app.services.worklist import PageViews, record_intended_ages, record_shadow_mode
 from app.store import RetentionThread, WorklistStore, database_url, upgrade
 from app.web.auth import LoginThrottle
 from app.web.errors import install_error_handlers
@@ -245,6 +245,7 @@ def create_app(settings: Settings | None = None,
                                        queue=settings.explanation_queue,
                                        wait=settings.explanation_wait_seconds)
     app.state.batches = Admission(settings.max_concurrent_batches)
+    app.state.page_views = PageViews()  # the worklist page's reads, in the audit trail
     app.state.templates = Jinja2Templates(
         directory=resource_dir(settings.templates_dir, "templates"))
     app.state.templates.env.filters["when"] = when

@@ -347,6 +347,30 @@ def test_every_json_page_read_is_audited_with_its_filters_paging_and_reader(clie
         assert f"after_entry: {first['entries'][-1]['id']}; entries: 2" in page
 
 
+def test_the_worklist_page_s_reads_are_audited_once_per_reader_and_page_not_per_refresh(
+        client_factory, tmp_path):
+    """The page shows what the JSON list holds: its reading leaves the same trace (an
+    `exported` record, format html), once per reader, filters and paging in the refresh
+    window, so that the page's refresh every few seconds does not bury the trail; another
+    page, other filters or another reader is recorded at once."""
+    with client_factory(state_dir=tmp_path, decode_workers=0,
+                        trusted_user_header="X-Forwarded-User") as client:
+        store_of(client).add_films([film(f"8.{n}", probability=n / 10) for n in range(1, 4)])
+        grey, ward = {"X-Forwarded-User": "dr.grey"}, {"X-Forwarded-User": "dr.ward"}
+        html = {"Accept": "text/html"}
+        assert client.get("/worklist", headers={**grey, **html}).status_code == 200
+        for _ in range(3):  # the page's script, refreshing the same rows
+            assert client.get("/worklist/rows", headers=grey).status_code == 200
+        client.get("/worklist/rows", params={"status": "new"}, headers=grey)
+        client.get("/worklist/rows", headers=ward)
+        records = [r for r in client.get("/worklist/audit").json()["records"]
+                   if r["action"] == "exported"]
+        assert [(r["actor"], r["detail"]) for r in records] == [
+            ("dr.ward", {"format": "html", "limit": 100, "entries": 3}),
+            ("dr.grey", {"format": "html", "status": "new", "limit": 100, "entries": 3}),
+            ("dr.grey", {"format": "html", "limit": 100, "entries": 3})]
+
+
 # --- CSV ----------------------------------------------------------------------------------
 
 def test_the_csv_holds_every_filtered_entry_in_order_cells_made_safe_and_is_audited(

@@ -47,10 +47,13 @@ def _render(request: Request, name: str, **context) -> HTMLResponse:
     return templates_of(request).TemplateResponse(request, name, context)
 
 
-def _list_context(store, catalog: ModelCatalog, settings: Settings, filters: ListFilters,
-                  cursor: str | None, limit: int) -> dict:
-    """What the page and its rows fragment show: one page of the list, in its groups."""
-    page = worklist.list_page(store, filters, limit=limit, cursor=cursor)
+def _list_context(request: Request, store, catalog: ModelCatalog, settings: Settings,
+                  filters: ListFilters, cursor: str | None, limit: int, actor: str) -> dict:
+    """What the page and its rows fragment show: one page of the list, in its groups, its
+    reading recorded (services/worklist.py PageViews: a refresh of the same page within
+    its window is not recorded again)."""
+    page = request.app.state.page_views.read(store, filters, actor, limit=limit,
+                                             cursor=cursor)
     undelivered = store.undelivered([e.id for e in page.entries])
     entries = [WorklistEntry.of(e, settings.viewer_url, undelivered.get(e.id),
                                 settings.shadow_mode) for e in page.entries]
@@ -81,21 +84,21 @@ def _list_context(store, catalog: ModelCatalog, settings: Settings, filters: Lis
 
 @router.get("", response_class=HTMLResponse)
 def worklist_page(request: Request, store: StoreDep, catalog: CatalogDep,
-                  settings: SettingsDep, filters: FiltersDep, cursor: Cursor = None,
-                  limit: Limit = PAGE_SIZE) -> HTMLResponse:
+                  settings: SettingsDep, filters: FiltersDep, actor: ActorDep,
+                  cursor: Cursor = None, limit: Limit = PAGE_SIZE) -> HTMLResponse:
     """The list in priority order with its filters and status buttons."""
-    return _render(request, "worklist.html",
-                   **_list_context(store, catalog, settings, filters, cursor, limit))
+    return _render(request, "worklist.html", **_list_context(
+        request, store, catalog, settings, filters, cursor, limit, actor))
 
 
 @router.get("/rows", response_class=HTMLResponse)
 def worklist_rows(request: Request, store: StoreDep, catalog: CatalogDep,
-                  settings: SettingsDep, filters: FiltersDep, cursor: Cursor = None,
-                  limit: Limit = PAGE_SIZE) -> HTMLResponse:
+                  settings: SettingsDep, filters: FiltersDep, actor: ActorDep,
+                  cursor: Cursor = None, limit: Limit = PAGE_SIZE) -> HTMLResponse:
     """The page's list alone, as the page renders it: what its script polls, so that the
     rows have one template whether JavaScript runs or not."""
-    return _render(request, "worklist_rows.html",
-                   **_list_context(store, catalog, settings, filters, cursor, limit))
+    return _render(request, "worklist_rows.html", **_list_context(
+        request, store, catalog, settings, filters, cursor, limit, actor))
 
 
 @router.post("", dependencies=[Depends(refuse_cross_site)])
