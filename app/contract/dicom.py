@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import generate_frames, parse_basic_offsets
+from pydicom.encaps import generate_fragments, generate_frames, parse_basic_offsets
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -181,6 +182,16 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
             raise DicomNotScoredError(
                 "frame_count_mismatch", f"The DICOM Pixel Data's Basic Offset Table lists "
                 f"{listed} frames where Number of Frames (0028,0008) says {frames}: upload a "
+                "single radiograph.")
+        # The first item is the Basic Offset Table; the fragments follow.
+        if syntax == RLELossless and sum(
+                1 for fragment in islice(generate_fragments(ds.PixelData), 1, None)
+                if fragment) > frames:
+            # PS3.5 A.4.2: an RLE frame is one fragment; its decoder stops at Rows x
+            # Columns, so a second one would go unread.
+            raise DicomNotScoredError(
+                "frame_count_mismatch", "The DICOM Pixel Data holds more RLE fragments than "
+                f"Number of Frames (0028,0008) says ({frames}), one a frame: upload a "
                 "single radiograph.")
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
         check_frame(frame, syntax, rows, columns, int(ds.get("SamplesPerPixel", 1) or 1),

@@ -19,7 +19,7 @@ import pydicom
 # also write it without the zero padding ("45Y", "3M"), with more of it ("0030Y"), or in
 # lower case ("030y"): read too. Anything else ("0.5Y", "-3Y", "30 years") is malformed:
 # the age is taken from the dates instead, and the film says it could not be read.
-_AGE_STRING = re.compile(r"\s*0*(\d{1,3})\s*([DWMY])\s*", re.IGNORECASE)
+_AGE_STRING = re.compile(r"\s*0*(\d{1,3})\s*([DWMY])\s*", re.IGNORECASE | re.ASCII)
 _DAYS_PER_YEAR = 365.25
 _YEARS_PER_UNIT = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
 # The date the film was taken, in the order tried (each a DA, 0008,002x): the study's, the

@@ -17,14 +17,14 @@ decode worker's memory. So, for every compressed frame, before any decode:
   it is and once with 512 bytes of other entropy-coded data before its end marker. A whole
   frame ends after its last sample, so the extra bytes change nothing; a frame cut short
   takes them as its missing samples, and its pixels change (or the decode fails);
-- JPEG and JPEG-LS: a frame is one image: after its end-of-image marker only padding may
-  follow (a second image there, which the decoder never reads, is a frame Number of Frames
-  does not count: DicomNotScoredError frame_count_mismatch; other bytes, damage);
+- JPEG and JPEG-LS: a frame is one image: a second image after its end-of-image marker,
+  which the decoder never reads, is a frame Number of Frames does not count
+  (DicomNotScoredError frame_count_mismatch); other bytes there are never decoded;
 - JPEG 2000: the tile-parts must chain, by their lengths (Psot), to the end-of-codestream
   marker, which ends the frame; OpenJPEG refuses a cut codestream itself;
 - RLE: the header must list the segments that Samples per Pixel and Bits Allocated call
-  for, inside the frame, and each segment must code exactly Rows x Columns bytes (the
-  decoder stops there: data after it, a second frame among them, went unread).
+  for, inside the frame; a frame is one fragment (PS3.5 A.4.2), so a second fragment is a
+  second frame (dicom.py).
 """
 
 from __future__ import annotations
@@ -97,12 +97,14 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
         _check_tile_parts(codestream)
     elif syntax == RLELossless:
         _check_rle_header(frame, samples * max(bits_allocated // 8, 1))
-        _check_rle_segments(frame, rows * columns)
 
 
 # In JPEG-LS scan data a 0xFF is followed by a stuffed bit (a byte under 0x80); a marker's
-# second byte is 0x80 or more (ITU-T T.87 9.1), 0xFF a fill byte.
-_LS_MARKER = re.compile(rb"\xff[\x80-\xfe]")
+# second byte is 0x80 or more (ITU-T T.87 9.1), 0xFF a fill byte; a restart marker (D0-D7)
+# is part of the scan.
+_LS_MARKER = re.compile(rb"\xff[\x80-\xcf\xd8-\xfe]")
+# A start-of-image marker, after any fill bytes, and the next marker's first byte.
+_SECOND_IMAGE = re.compile(rb"\xff+\xd8\xff")
 
 
 def _jpeg_ls_end(frame: bytes) -> int:
@@ -115,6 +117,8 @@ def _jpeg_ls_end(frame: bytes) -> int:
             position += 1
         elif marker == 0xD9:
             return position + 2
+        elif 0xD0 <= marker <= 0xD7:  # a restart: no length
+            position += 2
         else:
             position += 2 + int.from_bytes(frame[position + 2:position + 4], "big")
             if marker == 0xDA:  # the scan's data, to the next marker
@@ -124,19 +128,16 @@ def _jpeg_ls_end(frame: bytes) -> int:
 
 
 def _check_one_image(frame: bytes, end: int) -> None:
-    """A JPEG frame is one image: after its end-of-image marker (at `end`) only the zero
-    padding of an even-length fragment may follow. A second image there is a frame that
-    Number of Frames does not count, never read (the decoder stops at the first one: a
-    second film, another view or patient, went unseen); anything else, damage."""
-    rest = frame[end:].strip(b"\x00")
-    if rest.startswith(b"\xff\xd8"):
+    """A JPEG frame is one image: a second image after its end-of-image marker (at `end`)
+    is a frame that Number of Frames does not count, never read (the decoder stops at the
+    first one: a second film, another view or patient, went unseen). Other bytes there
+    (padding, fill bytes, a second end marker, a writer's trailer) are never decoded and
+    are accepted."""
+    if _SECOND_IMAGE.search(frame, end):
         raise DicomNotScoredError(
             "frame_count_mismatch", "The DICOM Pixel Data holds a second JPEG image after "
             "the first, in a data set of one frame (Number of Frames, 0028,0008): upload a "
             "single radiograph.")
-    if rest:
-        raise DamagedImageError(f"{len(rest)} bytes after the JPEG frame's end-of-image "
-                                "marker")
 
 
 def _check_size(height: int, width: int, rows: int, columns: int, max_pixels: int | None,
@@ -199,30 +200,6 @@ def _check_tile_parts(codestream: bytes) -> None:
         position += psot
     if position + 2 != end or codestream[position:position + 2] != b"\xff\xd9":
         raise DamagedImageError("the JPEG 2000 codestream ends before its last tile-part")
-
-
-def _check_rle_segments(frame: bytes, pixels: int) -> None:
-    """PS3.5 G.2: each segment codes one byte of every pixel, `pixels` bytes, no more. The
-    decoder stops at Rows x Columns and leaves the rest unread: data after it (a second
-    frame appended to the last segment) was never looked at. A segment may end with up to
-    two zero bytes of padding (its own to an even length, and the fragment's)."""
-    from rle.utils import decode_segment  # noqa: PLC0415 - pylibjpeg-rle, pydicom's decoder
-
-    count, *offsets = struct.unpack("<16I", frame[:64])
-    ends = [*offsets[1:count], len(frame)]
-    for start, end in zip(offsets[:count], ends, strict=True):
-        segment = frame[start:end]
-        # As it is, or less its padding: a zero to an even segment, one to an even fragment.
-        for data in (segment, *(segment[:-n] for n in (1, 2)
-                                if segment.endswith(b"\x00" * n))):
-            try:
-                if len(decode_segment(data)) == pixels:
-                    break
-            except ValueError:  # its last run cut short
-                continue
-        else:
-            raise DamagedImageError(f"an RLE segment does not code Rows x Columns "
-                                    f"({pixels}) bytes: a frame cut short, or more than one")
 
 
 def _check_rle_header(frame: bytes, segments: int) -> None:

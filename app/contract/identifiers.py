@@ -147,9 +147,6 @@ def _valid_uid(keyword: str, value: str) -> str:
     return value
 
 
-# What tells a patient without a Patient ID (Type 2: present, may be empty) from another
-# in the same study: their name, birth date and sex, hashed as the ID would be.
-_WITHOUT_ID = ("PatientName", "PatientBirthDate", "PatientSex")
 
 
 def patient_key(ds: Dataset, secret: bytes) -> str:
@@ -159,13 +156,24 @@ def patient_key(ds: Dataset, secret: bytes) -> str:
     that does not decode under the data set's character set is hashed as its bytes, so two
     IDs that decode to the same replacement characters stay two patients (call it on a
     header freshly read, before its identity is read as text); with no Patient ID, the
-    name, birth date and sex are hashed beside the Issuer instead, so two patients without
-    IDs in one study stay two (and the same patient, one)."""
+    patient's name is hashed beside the Issuer instead (as `_name_key` writes it), so two
+    patients without IDs in one study stay two, and the same patient, written by another
+    device (case, empty components), one."""
     parts = [_identity_text(ds, keyword) for keyword in ("PatientID", "IssuerOfPatientID")]
     if not parts[0]:
-        parts += ["no Patient ID", *(_identity_text(ds, k) for k in _WITHOUT_ID)]
+        parts += ["no Patient ID", _name_key(_identity_text(ds, "PatientName"))]
     return hmac.new(secret, "\x00".join(parts).encode("utf-8", "surrogateescape"),
                     hashlib.sha256).hexdigest()
+
+
+def _name_key(name: str) -> str:
+    """A Person Name as one patient's films write it alike: upper case, each component
+    trimmed, empty trailing components and groups dropped ("Doe^John^^^" = "DOE^JOHN")."""
+    groups = ["^".join(part.strip() for part in group.split("^")).rstrip("^")
+              for group in name.upper().split("=")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
 
 
 def _identity_text(ds: Dataset, keyword: str) -> str:

@@ -163,8 +163,9 @@ class PageViews:
     """The worklist page's reads in the audit trail (an `exported` record, format "html"),
     as the API's are, but at most once every `repeat_seconds` for the same reader, filters
     and paging: the open page refreshes its rows every few seconds (static/worklist.js),
-    and a record a refresh would bury the trail. Another page, other filters or another
-    reader is recorded at once, so paging or scripting through the list leaves its trace.
+    and a record a refresh would bury the trail. Another page, other filters, another
+    reader or a study shown that was not is recorded at once, so paging or scripting
+    through the list, or a new patient on it, leaves its trace.
     Per process (each replica records its own readers); thread-safe."""
 
     def __init__(self, repeat_seconds: float = 900.0, remembered: int = 4096,
@@ -183,7 +184,9 @@ class PageViews:
         page = list_page(store, filters, limit=limit, cursor=cursor)
         detail = {**page_detail(filters, page, limit=limit, offset=0, cursor=cursor),
                   "format": "html"}
-        key = (actor, json.dumps({k: v for k, v in detail.items() if k != "entries"},
+        # The entries shown too: a refresh that shows a newly arrived study is a new read.
+        key = (actor, json.dumps({**{k: v for k, v in detail.items() if k != "entries"},
+                                  "shown": [entry.id for entry in page.entries]},
                                  sort_keys=True))
         now = self._clock()
         with self._lock:

@@ -106,8 +106,14 @@ def test_a_frame_holding_a_second_image_is_refused_never_read_as_its_first(gray,
         with pytest.raises(ImageError) as raised:
             decode(fb._save(ds))
         assert raised.value.code == "dicom_frame_count_mismatch", fragments
-    with pytest.raises(DamagedImageError):  # not an image: damage
-        decode(fb.with_frame(data, first + b"\x12\x34 trailing"))
+    # Bytes after the end that are no image are never decoded: a writer's trailer, fill
+    # bytes, a second end marker, a stray segment.
+    for trailer in (b"\x12\x34 trailing", b"\xff\xd9\xff\xd9", b"\xff\x00",
+                    b"\xff\xe1\x00\x04ab"):
+        decode(fb.with_frame(data, first + trailer))
+    with pytest.raises(ImageError) as raised:  # a second image after fill bytes, too
+        decode(fb.with_frame(data, first + b"\xff\xff" + second))
+    assert raised.value.code == "dicom_frame_count_mismatch"
 
 
 def test_a_basic_offset_table_listing_more_frames_than_the_header_is_refused(gray):
@@ -132,20 +138,39 @@ def test_a_jpeg_ls_frame_holding_a_second_image_is_refused(gray, bits):
     with pytest.raises(ImageError) as raised:
         decode(fb.with_frame(data, frame + second))
     assert raised.value.code == "dicom_frame_count_mismatch"
-    with pytest.raises(DamagedImageError):
-        decode(fb.with_frame(data, frame + b"\x12\x34 trailing"))
+    decode(fb.with_frame(data, frame + b"\x12\x34 trailing"))  # never decoded: accepted
 
 
-@pytest.mark.parametrize("kind", ["rle", "jpeg-2000"])
-def test_a_frame_with_a_second_frame_or_data_after_it_is_refused(gray, kind):
-    """RLE's decoder stops at Rows x Columns and JPEG 2000's at its end-of-codestream: what
-    follows (a second frame appended, or other bytes) was never read. Refused, never
-    scored as the first; one zero byte of padding is fine."""
-    syntax = "rle" if kind == "rle" else "jpeg2000"
-    data = dicom_bytes(gray, syntax=syntax)
+def test_a_jpeg_ls_frame_with_restarts_still_ends_at_its_end():
+    """Restart markers (FFD0-FFD7) sit in the scan data: read as segments with a length,
+    they threw the walk past a second image."""
+    from app.contract.dicom_frames import _jpeg_ls_end
+
+    scan = b"\x01\x02\xff\xd0\x00\x40\x03\xff\x7f\x04"
+    image = (b"\xff\xd8\xff\xf7\x00\x0b\x08\x00\x01\x00\x01\x01\x01\x11\x00"
+             b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00" + scan + b"\xff\xd9")
+    assert _jpeg_ls_end(image + image) == len(image)
+
+
+def test_an_rle_frame_is_one_fragment_and_a_second_is_a_second_frame(gray):
+    """PS3.5 A.4.2: each RLE frame is one fragment. Its decoder stops at Rows x Columns, so
+    a second fragment (a second frame) would go unread: refused. Bytes after the segments
+    in the one fragment are never decoded."""
+    data = dicom_bytes(gray, syntax="rle")
     frame = fb.frame_of(data)
-    second = fb.frame_of(dicom_bytes(np.ascontiguousarray(gray[::-1]), syntax=syntax))
+    second = fb.frame_of(dicom_bytes(np.ascontiguousarray(gray[::-1]), syntax="rle"))
     decode(fb.with_frame(data, frame + b"\x00\x00"))
-    for extra in (second, b"\x12\x34 trailing"):
-        with pytest.raises(CorruptImageError):
-            decode(fb.with_frame(data, frame + extra))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PixelData = encapsulate([frame, second], has_bot=False)
+    with pytest.raises(ImageError) as raised:
+        decode(fb._save(ds))
+    assert raised.value.code == "dicom_frame_count_mismatch"
+
+
+def test_a_jpeg_2000_frame_with_a_second_codestream_after_it_is_refused(gray):
+    data = dicom_bytes(gray, syntax="jpeg2000")
+    frame = fb.frame_of(data)
+    second = fb.frame_of(dicom_bytes(np.ascontiguousarray(gray[::-1]), syntax="jpeg2000"))
+    decode(fb.with_frame(data, frame + b"\x00\x00"))
+    with pytest.raises(CorruptImageError):
+        decode(fb.with_frame(data, frame + second))

@@ -363,9 +363,13 @@ def test_the_worklist_page_s_reads_are_audited_once_per_reader_and_page_not_per_
             assert client.get("/worklist/rows", headers=grey).status_code == 200
         client.get("/worklist/rows", params={"status": "new"}, headers=grey)
         client.get("/worklist/rows", headers=ward)
+        # A study arrives: the same reader's next refresh shows it, and is recorded.
+        store_of(client).add_films([film("8.9", probability=0.95)])
+        client.get("/worklist/rows", headers=ward)
         records = [r for r in client.get("/worklist/audit").json()["records"]
                    if r["action"] == "exported"]
         assert [(r["actor"], r["detail"]) for r in records] == [
+            ("dr.ward", {"format": "html", "limit": 100, "entries": 4}),
             ("dr.ward", {"format": "html", "limit": 100, "entries": 3}),
             ("dr.grey", {"format": "html", "status": "new", "limit": 100, "entries": 3}),
             ("dr.grey", {"format": "html", "limit": 100, "entries": 3})]
