@@ -183,10 +183,11 @@ def read_dicom(data: bytes, max_pixels: int | None) -> tuple[np.ndarray, DicomIn
                 "frame_count_mismatch", f"The DICOM Pixel Data's Basic Offset Table lists "
                 f"{listed} frames where Number of Frames (0028,0008) says {frames}: upload a "
                 "single radiograph.")
-        # The first item is the Basic Offset Table; the fragments follow.
-        if syntax == RLELossless and sum(
-                1 for fragment in islice(generate_fragments(ds.PixelData), 1, None)
-                if fragment) > frames:
+        # The first item is the Basic Offset Table; the fragments follow. One more than the
+        # frames is enough to know.
+        if syntax == RLELossless and next(islice(
+                (f for f in islice(generate_fragments(ds.PixelData), 1, None) if f),
+                frames, None), None) is not None:
             # PS3.5 A.4.2: an RLE frame is one fragment; its decoder stops at Rows x
             # Columns, so a second one would go unread.
             raise DicomNotScoredError(

@@ -147,8 +147,6 @@ def _valid_uid(keyword: str, value: str) -> str:
     return value
 
 
-
-
 def patient_key(ds: Dataset, secret: bytes) -> str:
     """A salted hash (HMAC-SHA256, hex) of the header's Patient ID and Issuer of Patient ID,
     as written (padding stripped): equal for the same patient, and without `secret` (a

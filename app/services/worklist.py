@@ -186,7 +186,7 @@ class PageViews:
                   "format": "html"}
         # The entries shown too: a refresh that shows a newly arrived study is a new read.
         key = (actor, json.dumps({**{k: v for k, v in detail.items() if k != "entries"},
-                                  "shown": [entry.id for entry in page.entries]},
+                                  "shown": sorted(entry.id for entry in page.entries)},
                                  sort_keys=True))
         now = self._clock()
         with self._lock:
