@@ -30,7 +30,7 @@ import struct
 import simplejpeg
 from isal import isal_zlib
 
-from app.contract.errors import DamagedImageError
+from app.contract.errors import DamagedImageError, UnsupportedEncodingError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
@@ -41,6 +41,9 @@ _CRITICAL_PNG = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 # A real progressive JPEG has about 10 scans; libjpeg decodes every scan of a hostile file
 # with thousands, at full cost each.
 MAX_JPEG_SCANS = 100
+# A 20 MiB PNG in image data chunks of 8 KiB (libpng's default) has 2,560; one in chunks of a
+# byte or none has a million and more, each walked and checked in Python (3 s of a worker).
+MAX_PNG_CHUNKS = 65_536
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 LOSSLESS_SOF = {0xC3, 0xC7, 0xCB, 0xCF}
 SOF_LS = 0xF7  # JPEG-LS
@@ -163,7 +166,13 @@ def check_png(data: bytes, stored_up_to: int = 0) -> bytes | None:
     stored: _StoredIdat | None = None
     head = b""  # the image data's first two bytes: its zlib header
     data_from = data_to = 0  # where the IDATs (consecutive, as checked) start and end
+    chunks = 0
     while position + 8 <= len(data):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise UnsupportedEncodingError(
+                f"a PNG in more than {MAX_PNG_CHUNKS:,} chunks (save it again: encoders "
+                "write a few thousand at most)", f"PNG of over {MAX_PNG_CHUNKS} chunks")
         length, kind = struct.unpack(">I4s", data[position:position + 8])
         body = data[position + 8:position + 8 + length]
         crc = data[position + 8 + length:position + 12 + length]

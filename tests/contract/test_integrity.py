@@ -123,3 +123,27 @@ def test_damaged_sample_film_is_refused(samples_dir: Path):
     for damaged in (jpeg_cut_with_end_marker(whole), jpeg_corrupt_scan(whole)):
         with pytest.raises(CorruptImageError):
             decode(damaged)
+
+
+def _with_empty_idats(data: bytes, count: int) -> bytes:
+    """The PNG with `count` empty image data chunks before its end (the standard allows
+    empty IDATs; they must follow the others)."""
+    import struct
+
+    empty = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + empty * count + data[end:]
+
+
+def test_a_png_of_a_hundred_thousand_chunks_is_not_walked_to_its_end():
+    """Each chunk is walked and its CRC checked in Python: a 20 MiB file of empty or 1-byte
+    chunks held a decode worker for 3 s. Past MAX_PNG_CHUNKS (encoders write a few
+    thousand), the file is refused as an encoding not read (415), not as damage."""
+    from app.contract.errors import UnsupportedEncodingError
+    from app.contract.integrity import MAX_PNG_CHUNKS
+
+    data = png_bytes(96, 80)
+    decode(_with_empty_idats(data, MAX_PNG_CHUNKS - 10))  # many, but under the limit
+    with pytest.raises(UnsupportedEncodingError) as raised:
+        decode(_with_empty_idats(data, MAX_PNG_CHUNKS + 1))
+    assert raised.value.code == "unsupported_encoding"
