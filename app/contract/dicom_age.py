@@ -48,17 +48,15 @@ def patient_age(ds: pydicom.Dataset) -> Age:
     with the dates' age too when it disagrees with Patient's Age, and a Patient's Age that
     cannot be read. The intended-use gate holds a film to both ages
     (app/contract/intended_use.py)."""
-    text = _text(ds, "PatientAge")
-    match = _AGE_STRING.fullmatch(text) if text else None
-    stated = _years(match) if match else None
-    unread = text.strip() if text and text.strip() and match is None else None
+    text = (_text(ds, "PatientAge") or "").strip()
+    parsed = _age_string(text)
     dated = _dated(ds)
-    if stated is None:
-        return Age(*(dated or (None, None)), unread=unread)
-    source = f"Patient's Age (0010,1010) {text.strip()}"
+    if parsed is None:
+        return Age(*(dated or (None, None)), unread=text or None)
+    stated, unit = parsed
+    source = f"Patient's Age (0010,1010) {text}"
     # An age string is truncated to its unit ("4Y": from 4 to under 5 years); a day's slack
     # for the day it was written.
-    unit = _YEARS_PER_UNIT[match[2].upper()]
     if dated is not None and not stated - 1 / _DAYS_PER_YEAR <= dated[0] < \
             stated + unit + 1 / _DAYS_PER_YEAR:
         return Age(stated, source, other=dated)
@@ -78,12 +76,17 @@ def _dated(ds: pydicom.Dataset) -> tuple[float, str] | None:
 def age_string_years(text: str | None) -> float | None:
     """A Patient's Age (0010,1010) age string ("007Y", "3M", "0030y") in years; None for
     anything else (empty, malformed)."""
+    parsed = _age_string(text)
+    return None if parsed is None else parsed[0]
+
+
+def _age_string(text: str | None) -> tuple[float, float] | None:
+    """(years, the years of its unit) of an age string; None when it is none."""
     match = _AGE_STRING.fullmatch(text) if text else None
-    return _years(match) if match else None
-
-
-def _years(match: re.Match[str]) -> float:
-    return int(match[1]) * _YEARS_PER_UNIT[match[2].upper()]
+    if match is None:
+        return None
+    unit = _YEARS_PER_UNIT[match[2].upper()]
+    return int(match[1]) * unit, unit
 
 
 def years_between(birth: date, day: date) -> float:

@@ -78,17 +78,13 @@ def check_frame(frame: bytes, syntax: UID, rows: int, columns: int, samples: int
             raise UnsupportedEncodingError(
                 f"JPEG samples of {precision} bits under Bits Allocated (0028,0100) "
                 f"{bits_allocated}", f"{precision}-bit JPEG in {bits_allocated} allocated bits")
-        if marker == SOF_LS or marker in LOSSLESS_SOF:
-            # libjpeg-turbo's lossless decoding corrupted memory on a valid frame (simplejpeg
-            # 1.9): lossless frames never reach it.
-            _check_one_image(frame, _jpeg_ls_end(frame) if marker == SOF_LS
-                             else check_jpeg_scans(frame))
-            _check_complete(frame)
-        elif precision == 8:
-            _check_one_image(frame, check_jpeg_scans(frame))
+        _check_one_image(frame, _jpeg_ls_end(frame) if marker == SOF_LS
+                         else check_jpeg_scans(frame))
+        if marker != SOF_LS and marker not in LOSSLESS_SOF and precision == 8:
             strict_jpeg_decode(frame, min_height=1, min_width=1)  # check_jpeg's second half
         else:
-            _check_one_image(frame, check_jpeg_scans(frame))
+            # libjpeg-turbo's lossless decoding corrupted memory on a valid frame (simplejpeg
+            # 1.9): lossless frames never reach it, nor 12/16-bit ones it does not decode.
             _check_complete(frame)
     elif syntax in J2K_SYNTAXES:
         codestream = _j2k_codestream(frame)

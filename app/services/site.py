@@ -242,13 +242,17 @@ def _last_change(store: WorklistStore) -> dict | None:
     return None
 
 
+# What `_detail` records of a profile, and what a record's detail is compared by.
+_DETAIL_KEYS = ("model", "version", "threshold", "card_threshold", "films", "validated_at",
+                "validation_sha256", "adopted_by")
+
+
 def _detail(profile: SiteProfile) -> dict:
     """What the audit trail records of a profile, as JSON gives it back."""
-    return {"model": profile.model_name, "version": profile.model_version,
-            "threshold": profile.threshold, "card_threshold": profile.card_threshold,
-            "films": profile.films_used, "validated_at": profile.validated_at.isoformat(),
-            "validation_sha256": profile.validation_sha256,
-            "adopted_by": profile.adopted_by}
+    return dict(zip(_DETAIL_KEYS, (
+        profile.model_name, profile.model_version, profile.threshold, profile.card_threshold,
+        profile.films_used, profile.validated_at.isoformat(), profile.validation_sha256,
+        profile.adopted_by), strict=True))
 
 
 def _in_force(detail: dict | None) -> dict | None:
@@ -257,9 +261,7 @@ def _in_force(detail: dict | None) -> dict | None:
     if detail is None or detail.get("change") == "reverted" or \
             "validation_sha256" not in detail:
         return None
-    return {key: detail.get(key) for key in (
-        "model", "version", "threshold", "card_threshold", "films", "validated_at",
-        "validation_sha256", "adopted_by")}
+    return {key: detail.get(key) for key in _DETAIL_KEYS}
 
 
 @dataclass(frozen=True)
